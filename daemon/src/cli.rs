@@ -1,0 +1,416 @@
+//! The offline subcommands of `ddimd`: the engine without the daemon.
+//! Tensors are .npy float32 [N, C, H, W] in model space [−1, 1].
+use clap::Args;
+use std::path::{Path, PathBuf};
+use tch::{Device, Tensor};
+
+use crate::engine::config::UNetConfig;
+use crate::engine::interp::{self, Method};
+use crate::engine::noise::{self, SampleSeed};
+use crate::engine::sampler::{self, SamplerOptions, StepEvent};
+use crate::engine::schedule::SchedulerConfig;
+use crate::engine::{imageio, npy, parse_device, EngineError, Model, Spacing};
+
+/// The model and device every engine subcommand takes.
+#[derive(Debug, Clone, Args)]
+pub struct ModelArgs {
+    /// A diffusers pipeline folder or a bare UNet folder.
+    #[arg(long, env = "DDIMD_MODEL", default_value_os_t = default_model_dir())]
+    pub model: PathBuf,
+    /// cpu, cuda, cuda:N or auto.
+    #[arg(long, env = "DDIMD_DEVICE", default_value = "auto")]
+    pub device: String,
+}
+
+/// The shipped model: `models/fashion-mnist` in the repository.
+pub fn default_model_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/fashion-mnist")
+}
+
+impl ModelArgs {
+    pub fn load(&self) -> Result<Model, EngineError> {
+        let device = parse_device(&self.device)?;
+        Model::load(&self.model, device)
+    }
+}
+
+fn parse_eta(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|_| format!("not a number: {s:?}"))?;
+    if !v.is_finite() || v < 0.0 {
+        return Err(format!("eta must be ≥ 0, got {s}"));
+    }
+    Ok(v)
+}
+
+fn parse_steps(s: &str) -> Result<usize, String> {
+    let v: usize = s.parse().map_err(|_| format!("not a positive integer: {s:?}"))?;
+    if v == 0 {
+        return Err("steps must be ≥ 1".into());
+    }
+    Ok(v)
+}
+
+/// Sampler options as flags.
+#[derive(Debug, Clone, Args)]
+pub struct SamplerArgs {
+    /// S: the number of sampling steps (1..=T).
+    #[arg(long, default_value = "50", value_parser = parse_steps)]
+    pub steps: usize,
+    /// η ≥ 0 (0: deterministic DDIM; 1: DDPM-like).
+    #[arg(long, default_value = "0", value_parser = parse_eta)]
+    pub eta: f64,
+    /// uniform, quad, leading, trailing or linspace.
+    #[arg(long, default_value = "uniform")]
+    pub spacing: Spacing,
+    /// Use σ̂ (the larger-variance row of the paper's Table 1).
+    #[arg(long)]
+    pub sigma_hat: bool,
+}
+
+impl SamplerArgs {
+    pub fn options(&self) -> SamplerOptions {
+        SamplerOptions { steps: self.steps, eta: self.eta, spacing: self.spacing, sigma_hat: self.sigma_hat }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct SampleArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Start from these x_T instead of seeded noise.
+    #[arg(long, conflicts_with_all = ["count"])]
+    pub xt: Option<PathBuf>,
+    /// Number of samples drawn from seeded noise.
+    #[arg(long, default_value = "16")]
+    pub count: usize,
+    /// Seed: sample i uses the noise of (seed, i).
+    #[arg(long, default_value = "0")]
+    pub seed: u64,
+    #[command(flatten)]
+    pub sampler: SamplerArgs,
+    /// Model calls process at most this many samples at once.
+    #[arg(long, default_value = "64")]
+    pub batch: usize,
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Also write an image grid.
+    #[arg(long)]
+    pub png: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct EncodeArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Images in model space as .npy.
+    #[arg(long, conflicts_with = "image", required_unless_present = "image")]
+    pub x0: Option<PathBuf>,
+    /// PNG/JPEG images (converted as docs/user-guide.md says).
+    #[arg(long, num_args = 1..)]
+    pub image: Vec<PathBuf>,
+    #[arg(long, default_value = "50", value_parser = parse_steps)]
+    pub steps: usize,
+    #[arg(long, default_value = "uniform")]
+    pub spacing: Spacing,
+    #[arg(long, default_value = "64")]
+    pub batch: usize,
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct DecodeArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[arg(long)]
+    pub xt: PathBuf,
+    #[command(flatten)]
+    pub sampler: SamplerArgs,
+    /// Seed of the η-noise (sample i uses (seed, i)).
+    #[arg(long, default_value = "0")]
+    pub seed: u64,
+    #[arg(long, default_value = "64")]
+    pub batch: usize,
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long)]
+    pub png: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ReconstructArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[arg(long, conflicts_with = "image", required_unless_present_any = ["image", "fashion_mnist_test"])]
+    pub x0: Option<PathBuf>,
+    #[arg(long, num_args = 1..)]
+    pub image: Vec<PathBuf>,
+    /// Use the first N images of Fashion-MNIST's test split.
+    #[arg(long)]
+    pub fashion_mnist_test: Option<usize>,
+    /// Step counts, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "10,20,50,100", value_parser = parse_steps)]
+    pub steps: Vec<usize>,
+    #[arg(long, default_value = "uniform")]
+    pub spacing: Spacing,
+    #[arg(long, default_value = "64")]
+    pub batch: usize,
+    /// Print exactly one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct InterpolateArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// x_T of the first endpoint (.npy; the first row is used).
+    #[arg(long)]
+    pub a: PathBuf,
+    #[arg(long)]
+    pub b: PathBuf,
+    #[arg(long, default_value = "8")]
+    pub frames: usize,
+    #[arg(long, default_value = "slerp")]
+    pub method: Method,
+    #[command(flatten)]
+    pub sampler: SamplerArgs,
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long)]
+    pub png: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct InitModelArgs {
+    /// Where to write the pipeline folder.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// test, test-attn, tiny, small or cifar10.
+    #[arg(long, default_value = "test")]
+    pub preset: String,
+    #[arg(long, default_value = "1")]
+    pub channels: i64,
+    #[arg(long, default_value = "32")]
+    pub size: i64,
+    /// Seed of the random weights.
+    #[arg(long, default_value = "0")]
+    pub seed: i64,
+}
+
+/// A progress bar on stderr when it is a terminal.
+pub fn progress(len: u64, what: &str) -> indicatif::ProgressBar {
+    let pb = indicatif::ProgressBar::new(len);
+    pb.set_style(
+        indicatif::ProgressStyle::with_template("{msg:>12} [{bar:30}] {pos}/{len} {per_sec} ETA {eta}")
+            .expect("template")
+            .progress_chars("=> "),
+    );
+    pb.set_message(what.to_string());
+    if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        pb.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    pb
+}
+
+fn load_x0(model: &Model, x0: &Option<PathBuf>, images: &[PathBuf]) -> Result<Tensor, EngineError> {
+    match x0 {
+        Some(p) => {
+            let t = npy::read(p)?;
+            sampler::check_input(model, &t, &p.display().to_string())?;
+            Ok(t)
+        }
+        None => {
+            if images.is_empty() {
+                return Err(EngineError::InvalidInput("give --x0 FILE.npy or --image FILE...".into()));
+            }
+            let ts = images
+                .iter()
+                .map(|p| imageio::load_file(p, model.sample_shape()))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(Tensor::cat(&ts, 0))
+        }
+    }
+}
+
+/// Runs `f` over row chunks of at most `batch` and concatenates.
+fn chunked(x: &Tensor, batch: usize, mut f: impl FnMut(&Tensor, i64) -> Result<Tensor, EngineError>) -> Result<Tensor, EngineError> {
+    let n = x.size()[0];
+    let b = batch.max(1) as i64;
+    let mut outs = vec![];
+    let mut start = 0;
+    while start < n {
+        let len = b.min(n - start);
+        outs.push(f(&x.narrow(0, start, len), start)?.to_device(Device::Cpu));
+        start += len;
+    }
+    Ok(Tensor::cat(&outs, 0))
+}
+
+fn sample_rows(model: &Model, xt: &Tensor, opts: &SamplerOptions, seed: u64, batch: usize) -> Result<Tensor, EngineError> {
+    opts.validate(model.num_train_timesteps())?;
+    sampler::check_input(model, xt, "x_T")?;
+    let n = xt.size()[0] as u64;
+    let pb = progress(n * opts.steps as u64, "sampling");
+    let out = chunked(xt, batch, |x, start| {
+        let seeds: Vec<SampleSeed> = (0..x.size()[0] as u64).map(|i| SampleSeed::new(seed, start as u64 + i)).collect();
+        sampler::sample(model, x, opts, &seeds, &mut |_e: &StepEvent| {
+            pb.inc(x.size()[0] as u64);
+            true
+        })
+    })?;
+    pb.finish_and_clear();
+    Ok(out)
+}
+
+pub fn sample(a: &SampleArgs) -> Result<(), EngineError> {
+    let model = a.model.load()?;
+    let opts = a.sampler.options();
+    opts.validate(model.num_train_timesteps())?;
+    let xt = match &a.xt {
+        Some(p) => npy::read(p)?,
+        None => {
+            if a.count == 0 {
+                return Err(EngineError::InvalidInput("--count must be ≥ 1".into()));
+            }
+            noise::initial_noise(&noise::seeds(a.seed, a.count), model.sample_shape(), Device::Cpu)
+        }
+    };
+    let x0 = sample_rows(&model, &xt, &opts, a.seed, a.batch)?;
+    npy::write(&a.out, &x0)?;
+    if let Some(p) = &a.png {
+        imageio::save_png(&imageio::grid(&x0, 0, 2), p)?;
+    }
+    eprintln!("wrote {} samples to {}", x0.size()[0], a.out.display());
+    Ok(())
+}
+
+pub fn encode(a: &EncodeArgs) -> Result<(), EngineError> {
+    let model = a.model.load()?;
+    crate::engine::spacing::validate_steps(a.steps, model.num_train_timesteps()).map_err(EngineError::InvalidInput)?;
+    let x0 = load_x0(&model, &a.x0, &a.image)?;
+    let n = x0.size()[0] as u64;
+    let pb = progress(n * a.steps as u64, "encoding");
+    let xt = chunked(&x0, a.batch, |x, _| {
+        sampler::invert(&model, x, a.steps, a.spacing, &mut |_| {
+            pb.inc(x.size()[0] as u64);
+            true
+        })
+    })?;
+    pb.finish_and_clear();
+    npy::write(&a.out, &xt)?;
+    eprintln!("wrote {} latents to {}", n, a.out.display());
+    Ok(())
+}
+
+pub fn decode(a: &DecodeArgs) -> Result<(), EngineError> {
+    let model = a.model.load()?;
+    let xt = npy::read(&a.xt)?;
+    let x0 = sample_rows(&model, &xt, &a.sampler.options(), a.seed, a.batch)?;
+    npy::write(&a.out, &x0)?;
+    if let Some(p) = &a.png {
+        imageio::save_png(&imageio::grid(&x0, 0, 2), p)?;
+    }
+    eprintln!("wrote {} images to {}", x0.size()[0], a.out.display());
+    Ok(())
+}
+
+/// Per-S reconstruction error of `x0` (Table 2): (S, mean MSE on [0, 1]).
+pub fn reconstruction_table(model: &Model, x0: &Tensor, steps: &[usize], spacing: Spacing, batch: usize) -> Result<Vec<(usize, f64)>, EngineError> {
+    let n = x0.size()[0] as u64;
+    let total: u64 = steps.iter().map(|s| 2 * *s as u64 * n).sum();
+    let pb = progress(total, "reconstruct");
+    let mut rows = vec![];
+    for &s in steps {
+        crate::engine::spacing::validate_steps(s, model.num_train_timesteps()).map_err(EngineError::InvalidInput)?;
+        let mut errs = vec![];
+        let mut start = 0;
+        while start < n as i64 {
+            let len = (batch.max(1) as i64).min(n as i64 - start);
+            let x = x0.narrow(0, start, len);
+            let (mse, _) = sampler::reconstruct(model, &x, s, spacing, &mut |_| {
+                pb.inc(len as u64);
+                true
+            })?;
+            errs.extend(mse);
+            start += len;
+        }
+        rows.push((s, errs.iter().sum::<f64>() / errs.len() as f64));
+    }
+    pb.finish_and_clear();
+    Ok(rows)
+}
+
+pub fn reconstruct(a: &ReconstructArgs) -> Result<(), EngineError> {
+    let model = a.model.load()?;
+    for &s in &a.steps {
+        crate::engine::spacing::validate_steps(s, model.num_train_timesteps()).map_err(EngineError::InvalidInput)?;
+    }
+    let x0 = match a.fashion_mnist_test {
+        Some(n) => crate::train::data::fashion_mnist(crate::train::data::Split::Test, model.sample_shape())
+            .map_err(|e| EngineError::InvalidInput(e.to_string()))?
+            .narrow(0, 0, n as i64),
+        None => load_x0(&model, &a.x0, &a.image)?,
+    };
+    let rows = reconstruction_table(&model, &x0, &a.steps, a.spacing, a.batch)?;
+    if a.json {
+        let results: Vec<_> = rows.iter().map(|(s, m)| serde_json::json!({"steps": s, "mse": m})).collect();
+        println!("{}", serde_json::json!({ "results": results }));
+    } else {
+        println!("{:>6}  {:>10}", "S", "MSE [0,1]");
+        for (s, m) in rows {
+            println!("{s:>6}  {m:>10.6}");
+        }
+    }
+    Ok(())
+}
+
+pub fn interpolate(a: &InterpolateArgs) -> Result<(), EngineError> {
+    let model = a.model.load()?;
+    if a.frames < 2 || a.frames > 256 {
+        return Err(EngineError::InvalidInput(format!("--frames must be in 2..=256, got {}", a.frames)));
+    }
+    let xa = npy::read(&a.a)?;
+    let xb = npy::read(&a.b)?;
+    sampler::check_input(&model, &xa, &a.a.display().to_string())?;
+    sampler::check_input(&model, &xb, &a.b.display().to_string())?;
+    let (xa, xb) = (xa.narrow(0, 0, 1), xb.narrow(0, 0, 1));
+    let zs: Vec<Tensor> = interp::alphas(a.frames).into_iter().map(|al| interp::interpolate(&xa, &xb, al, a.method)).collect();
+    let z = Tensor::cat(&zs, 0);
+    let x0 = sample_rows(&model, &z, &a.sampler.options(), 0, 64)?;
+    npy::write(&a.out, &x0)?;
+    if let Some(p) = &a.png {
+        imageio::save_png(&imageio::grid(&x0, a.frames, 2), p)?;
+    }
+    eprintln!("wrote {} frames to {}", a.frames, a.out.display());
+    Ok(())
+}
+
+pub fn init_model(a: &InitModelArgs) -> Result<(), EngineError> {
+    let cfg = UNetConfig::preset(&a.preset, a.channels, a.size)
+        .ok_or_else(|| EngineError::InvalidInput(format!("unknown preset {:?} (test, test-attn, tiny, small, cifar10)", a.preset)))?;
+    tch::manual_seed(a.seed);
+    let model = Model::from_config(cfg, SchedulerConfig::default(), Device::Cpu)?;
+    model.save_pipeline(&a.out)?;
+    eprintln!("wrote a random {} model ({} parameters) to {}", a.preset, model.parameter_count(), a.out.display());
+    Ok(())
+}
+
+/// `ddimd info`.
+pub fn info() -> String {
+    let lib = crate::engine::model::device_name(Device::cuda_if_available());
+    format!(
+        "tch 0.24.0, libtorch {}\nlibtorch built with cuda: {}\ncuda available: {}\ncudnn available: {}\ncuda devices: {}\nthreads: {}\ndefault device: {lib}\nmkl: {}",
+        env!("DDIMD_LIBTORCH_VERSION"),
+        tch::utils::has_cuda(),
+        tch::Cuda::is_available(),
+        tch::Cuda::cudnn_is_available(),
+        tch::Cuda::device_count(),
+        tch::get_num_threads(),
+        tch::utils::has_mkl(),
+    )
+}
+
+pub fn exists(p: &Path) -> bool {
+    p.exists()
+}

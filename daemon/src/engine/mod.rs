@@ -1,0 +1,48 @@
+//! The DDIM engine: the ε-model, the noise schedule, the generalized DDIM
+//! step, inversion, interpolation and per-sample seeded noise.
+//!
+//! - [`model`]: loads a diffusers pipeline folder (or a bare UNet folder).
+//! - [`unet`]: `UNet2DModel` on tch with diffusers' key names.
+//! - [`schedule`], [`spacing`]: ᾱ_t and the sub-sequences τ.
+//! - [`sampler`]: eq. 12 for any η, σ̂, and the η = 0 ODE run backwards.
+//! - [`noise`]: x_T and η-noise from a per-(seed, index) generator.
+//! - [`interp`]: slerp / lerp.
+//! - [`imageio`], [`npy`]: PNG and .npy conversions.
+pub mod config;
+pub mod imageio;
+pub mod interp;
+pub mod model;
+pub mod noise;
+pub mod npy;
+pub mod sampler;
+pub mod schedule;
+pub mod spacing;
+pub mod unet;
+
+pub use model::{parse_device, Model};
+pub use sampler::{SamplerOptions, StepEvent};
+pub use spacing::Spacing;
+
+/// Errors of the engine. Every variant's message is one line a user can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("{0}")]
+    Config(String),
+    #[error("{0}")]
+    InvalidInput(String),
+    #[error("{0}")]
+    Io(String),
+    #[error("the output contains NaN or Inf ({0}); the model or the input is broken")]
+    NonFinite(String),
+    #[error("cancelled")]
+    Cancelled,
+    #[error("torch: {0}")]
+    Torch(String),
+}
+
+impl From<tch::TchError> for EngineError {
+    fn from(e: tch::TchError) -> Self {
+        let s = e.to_string();
+        EngineError::Torch(s.lines().next().unwrap_or("").to_string())
+    }
+}

@@ -1,0 +1,197 @@
+//! Loading a model: a diffusers pipeline folder (`model_index.json`, `unet/`,
+//! `scheduler/`) or a bare UNet folder (`config.json` +
+//! `diffusion_pytorch_model.safetensors`, default linear schedule).
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use tch::{nn, Device, Kind, Tensor};
+
+use super::config::UNetConfig;
+use super::schedule::{NoiseSchedule, PredictionType, SchedulerConfig};
+use super::unet::UNet2DModel;
+use super::EngineError;
+
+pub const WEIGHTS: &str = "diffusion_pytorch_model.safetensors";
+
+/// An ε-model on a device with its noise schedule.
+pub struct Model {
+    pub unet: UNet2DModel,
+    pub vs: nn::VarStore,
+    pub config: UNetConfig,
+    pub scheduler_config: SchedulerConfig,
+    pub schedule: NoiseSchedule,
+    pub device: Device,
+    /// First 16 hex digits of SHA-256 over the UNet config, the scheduler
+    /// config and the weights file.
+    pub fingerprint: String,
+    pub path: PathBuf,
+}
+
+/// `cpu`, `cuda`, `cuda:N` or `auto` (CUDA when available).
+pub fn parse_device(s: &str) -> Result<Device, EngineError> {
+    match s {
+        "auto" => Ok(Device::cuda_if_available()),
+        "cpu" => Ok(Device::Cpu),
+        "cuda" => {
+            if tch::Cuda::is_available() {
+                Ok(Device::Cuda(0))
+            } else {
+                Err(EngineError::InvalidInput("--device cuda: CUDA is not available on this machine (see `ddimd info`)".into()))
+            }
+        }
+        s => match s.strip_prefix("cuda:").and_then(|n| n.parse::<usize>().ok()) {
+            Some(n) if (n as i64) < tch::Cuda::device_count() => Ok(Device::Cuda(n)),
+            Some(n) => Err(EngineError::InvalidInput(format!("--device cuda:{n}: no such CUDA device"))),
+            None => Err(EngineError::InvalidInput(format!("unknown device {s:?} (expected cpu, cuda, cuda:N or auto)"))),
+        },
+    }
+}
+
+pub fn device_name(d: Device) -> String {
+    match d {
+        Device::Cpu => "cpu".into(),
+        Device::Cuda(n) => format!("cuda:{n}"),
+        other => format!("{other:?}").to_lowercase(),
+    }
+}
+
+impl Model {
+    /// Loads a pipeline folder or a bare UNet folder.
+    pub fn load(dir: &Path, device: Device) -> Result<Self, EngineError> {
+        if !dir.is_dir() {
+            return Err(EngineError::Config(format!("model folder {} does not exist", dir.display())));
+        }
+        let (unet_dir, sched_cfg) = if dir.join("unet").join("config.json").is_file() {
+            let sp = dir.join("scheduler").join("scheduler_config.json");
+            let sc = if sp.is_file() { SchedulerConfig::from_file(&sp)? } else { SchedulerConfig::default() };
+            (dir.join("unet"), sc)
+        } else if dir.join("config.json").is_file() {
+            (dir.to_path_buf(), SchedulerConfig::default())
+        } else {
+            return Err(EngineError::Config(format!(
+                "{} is not a model folder: expected unet/config.json (a diffusers pipeline) or config.json (a UNet2DModel)",
+                dir.display()
+            )));
+        };
+        let config = UNetConfig::from_file(&unet_dir.join("config.json"))?;
+        let weights = unet_dir.join(WEIGHTS);
+        if !weights.is_file() {
+            return Err(EngineError::Config(format!("{} is missing", weights.display())));
+        }
+        let mut m = Self::from_config(config, sched_cfg, device)?;
+        m.vs.load(&weights)
+            .map_err(|e| EngineError::Config(format!("{}: {}", weights.display(), first_line(&e.to_string()))))?;
+        m.fingerprint = fingerprint(&unet_dir.join("config.json"), &weights, &m.scheduler_config)?;
+        m.path = dir.to_path_buf();
+        Ok(m)
+    }
+
+    /// A model with freshly initialised (random) weights.
+    pub fn from_config(config: UNetConfig, scheduler_config: SchedulerConfig, device: Device) -> Result<Self, EngineError> {
+        let schedule = NoiseSchedule::new(&scheduler_config)?;
+        let vs = nn::VarStore::new(device);
+        let unet = UNet2DModel::new(&vs.root(), &config)?;
+        Ok(Self {
+            unet,
+            vs,
+            config,
+            scheduler_config,
+            schedule,
+            device,
+            fingerprint: "random".into(),
+            path: PathBuf::new(),
+        })
+    }
+
+    /// Writes a diffusers pipeline folder that `DDIMPipeline.from_pretrained`
+    /// loads unchanged.
+    pub fn save_pipeline(&self, dir: &Path) -> Result<(), EngineError> {
+        save_pipeline(&self.vs, &self.config, &self.scheduler_config, dir)
+    }
+
+    /// [C, H, W].
+    pub fn sample_shape(&self) -> [i64; 3] {
+        let (h, w) = self.config.sample_hw().expect("validated");
+        [self.config.in_channels, h, w]
+    }
+
+    /// T.
+    pub fn num_train_timesteps(&self) -> usize {
+        self.schedule.len()
+    }
+
+    pub fn parameter_count(&self) -> u64 {
+        self.vs.trainable_variables().iter().map(|t| t.numel() as u64).sum()
+    }
+
+    /// The raw network output at timestep t for the whole batch.
+    pub fn forward(&self, x: &Tensor, t: i64) -> Tensor {
+        let b = x.size()[0];
+        let ts = Tensor::full([b], t, (Kind::Int64, x.device()));
+        self.unet.forward_t(x, &ts, false)
+    }
+
+    /// (ε̂, x̂0) at timestep t, whatever the model predicts.
+    pub fn eps_and_x0(&self, x: &Tensor, t: i64) -> (Tensor, Tensor) {
+        let out = self.forward(x, t);
+        let a = self.schedule.alpha_bar(t);
+        let (sa, sb) = (a.sqrt(), (1.0 - a).sqrt());
+        match self.schedule.prediction {
+            PredictionType::Epsilon => {
+                let x0 = (x - &out * sb) / sa;
+                (out, x0)
+            }
+            PredictionType::Sample => {
+                let eps = (x - &out * sa) / sb;
+                (eps, out)
+            }
+            PredictionType::VPrediction => {
+                let x0 = x * sa - &out * sb;
+                let eps = &out * sa + x * sb;
+                (eps, x0)
+            }
+        }
+    }
+
+    pub fn device_name(&self) -> String {
+        device_name(self.device)
+    }
+}
+
+pub fn save_pipeline(vs: &nn::VarStore, config: &UNetConfig, sched: &SchedulerConfig, dir: &Path) -> Result<(), EngineError> {
+    let io = |e: std::io::Error| EngineError::Io(format!("{}: {e}", dir.display()));
+    std::fs::create_dir_all(dir.join("unet")).map_err(io)?;
+    std::fs::create_dir_all(dir.join("scheduler")).map_err(io)?;
+    let index = serde_json::json!({
+        "_class_name": "DDIMPipeline",
+        "_diffusers_version": "0.42.1",
+        "scheduler": ["diffusers", "DDIMScheduler"],
+        "unet": ["diffusers", "UNet2DModel"],
+    });
+    let pretty = |v: &serde_json::Value| serde_json::to_string_pretty(v).expect("json") + "\n";
+    std::fs::write(dir.join("model_index.json"), pretty(&index)).map_err(io)?;
+    std::fs::write(dir.join("unet/config.json"), pretty(&config.to_diffusers_json())).map_err(io)?;
+    std::fs::write(dir.join("scheduler/scheduler_config.json"), pretty(&sched.to_diffusers_json())).map_err(io)?;
+    // Save on CPU, contiguous, via a temp file so a crash never leaves a torn file.
+    let named: Vec<(String, Tensor)> = vs
+        .variables()
+        .into_iter()
+        .map(|(k, v)| (k, v.to_device(Device::Cpu).contiguous()))
+        .collect();
+    let tmp = dir.join("unet").join(format!("{WEIGHTS}.tmp"));
+    Tensor::write_safetensors(&named, &tmp).map_err(|e| EngineError::Io(e.to_string()))?;
+    std::fs::rename(&tmp, dir.join("unet").join(WEIGHTS)).map_err(io)?;
+    Ok(())
+}
+
+fn fingerprint(config: &Path, weights: &Path, sched: &SchedulerConfig) -> Result<String, EngineError> {
+    let mut h = Sha256::new();
+    let read = |p: &Path| std::fs::read(p).map_err(|e| EngineError::Io(format!("{}: {e}", p.display())));
+    h.update(read(config)?);
+    h.update(serde_json::to_vec(&sched.to_diffusers_json()).expect("json"));
+    h.update(read(weights)?);
+    Ok(hex::encode(&h.finalize()[..8]))
+}
+
+fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or("").to_string()
+}

@@ -1,0 +1,364 @@
+//! `ddimd train`: the DDPM objective L_simple (L_γ with γ = 1) — the paper's
+//! point is that a DDIM needs no other training.
+//!
+//! Each step draws t ~ U{0..T−1} and ε ~ N(0, I), and minimises
+//! ‖ε_θ(√ᾱ_t x0 + √(1−ᾱ_t) ε, t) − ε‖². Adam with linear warm-up and
+//! gradient-norm clipping; an EMA of the weights is what gets saved and sampled.
+//!
+//! Determinism and resume: all randomness of step s (batch indices, t, ε,
+//! dropout) comes from `tch::manual_seed(seed · 2^32 + s)`, so the RNG state
+//! is a function of the step and a checkpoint needs only the weights, the EMA,
+//! Adam's moments and the step. Adam is written out here (a few lines) because
+//! tch's optimizer does not expose its state for saving.
+pub mod data;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+use tch::{nn, Device, Kind, Tensor};
+
+use crate::engine::config::UNetConfig;
+use crate::engine::noise;
+use crate::engine::sampler::{self, SamplerOptions};
+use crate::engine::schedule::SchedulerConfig;
+use crate::engine::unet::UNet2DModel;
+use crate::engine::{imageio, model::save_pipeline, parse_device, Model, Spacing};
+
+#[derive(Debug, Clone, Args)]
+pub struct TrainArgs {
+    /// Output: a diffusers pipeline folder (EMA weights), with checkpoint/,
+    /// loss.csv and samples/ beside.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// `fashion-mnist` (Debian's dataset-fashion-mnist) or a folder of images.
+    #[arg(long, default_value = "fashion-mnist")]
+    pub data: String,
+    /// A preset (test, test-attn, tiny, small, cifar10) or a diffusers config.json.
+    #[arg(long, default_value = "tiny")]
+    pub model_size: String,
+    #[arg(long, default_value = "1")]
+    pub channels: i64,
+    #[arg(long, default_value = "32")]
+    pub size: i64,
+    /// Total optimisation steps.
+    #[arg(long, default_value = "5000")]
+    pub steps: u64,
+    #[arg(long, default_value = "64")]
+    pub batch: i64,
+    #[arg(long, default_value = "1e-3")]
+    pub lr: f64,
+    #[arg(long, default_value = "200")]
+    pub warmup: u64,
+    #[arg(long, default_value = "1.0")]
+    pub grad_clip: f64,
+    #[arg(long, default_value = "0.999")]
+    pub ema_decay: f64,
+    #[arg(long, default_value = "500")]
+    pub checkpoint_every: u64,
+    /// Write a 50-step sample grid every N steps (0: never).
+    #[arg(long, default_value = "1000")]
+    pub sample_every: u64,
+    #[arg(long, default_value = "0")]
+    pub seed: u64,
+    /// Continue from <out>/checkpoint.
+    #[arg(long)]
+    pub resume: bool,
+    #[arg(long, env = "DDIMD_DEVICE", default_value = "auto")]
+    pub device: String,
+    /// Stop after this many steps of this run (for tests), checkpointing.
+    #[arg(long, hide = true)]
+    pub stop_after: Option<u64>,
+}
+
+/// Adam moments and the step counter.
+struct Adam {
+    m: BTreeMap<String, Tensor>,
+    v: BTreeMap<String, Tensor>,
+}
+
+const B1: f64 = 0.9;
+const B2: f64 = 0.999;
+const EPS: f64 = 1e-8;
+
+impl Adam {
+    fn new(vars: &BTreeMap<String, Tensor>) -> Self {
+        let z = |t: &Tensor| t.zeros_like();
+        Self {
+            m: vars.iter().map(|(k, t)| (k.clone(), z(t))).collect(),
+            v: vars.iter().map(|(k, t)| (k.clone(), z(t))).collect(),
+        }
+    }
+
+    /// One update at (1-based) step `n`.
+    fn step(&mut self, vars: &BTreeMap<String, Tensor>, lr: f64, n: u64) {
+        let _g = tch::no_grad_guard();
+        let c1 = 1.0 - B1.powi(n as i32);
+        let c2 = 1.0 - B2.powi(n as i32);
+        for (k, p) in vars {
+            let g = p.grad();
+            if !g.defined() {
+                continue;
+            }
+            let m = self.m.get_mut(k).expect("moment");
+            let v = self.v.get_mut(k).expect("moment");
+            let _ = m.g_mul_scalar_(B1).g_add_(&(&g * (1.0 - B1)));
+            let _ = v.g_mul_scalar_(B2).g_add_(&(g.square() * (1.0 - B2)));
+            let upd = (&*m / c1) / ((&*v / c2).sqrt() + EPS) * lr;
+            let mut p = p.shallow_clone();
+            let _ = p.g_sub_(&upd);
+        }
+    }
+}
+
+fn vars(vs: &nn::VarStore) -> BTreeMap<String, Tensor> {
+    vs.variables().into_iter().collect()
+}
+
+/// Clips the global gradient norm to `max`; returns the norm before clipping.
+fn clip_grad_norm(vars: &BTreeMap<String, Tensor>, max: f64) -> f64 {
+    let _g = tch::no_grad_guard();
+    let mut total = 0.0;
+    for p in vars.values() {
+        let g = p.grad();
+        if g.defined() {
+            total += g.square().sum(Kind::Double).double_value(&[]);
+        }
+    }
+    let norm = total.sqrt();
+    if max > 0.0 && norm > max {
+        let s = max / (norm + 1e-6);
+        for p in vars.values() {
+            let mut g = p.grad();
+            if g.defined() {
+                let _ = g.g_mul_scalar_(s);
+            }
+        }
+    }
+    norm
+}
+
+fn zero_grad(vars: &BTreeMap<String, Tensor>) {
+    for p in vars.values() {
+        let mut g = p.grad();
+        if g.defined() {
+            let _ = g.detach_().zero_();
+        }
+    }
+}
+
+fn resolve_config(a: &TrainArgs) -> Result<UNetConfig> {
+    if let Some(c) = UNetConfig::preset(&a.model_size, a.channels, a.size) {
+        return Ok(c);
+    }
+    let p = Path::new(&a.model_size);
+    if p.is_file() {
+        return Ok(UNetConfig::from_file(p)?);
+    }
+    bail!("--model-size {:?}: not a preset (test, test-attn, tiny, small, cifar10) nor a config.json file", a.model_size)
+}
+
+fn load_data(a: &TrainArgs, shape: [i64; 3]) -> Result<Tensor> {
+    if a.data == "fashion-mnist" {
+        data::fashion_mnist(data::Split::Train, shape)
+    } else {
+        data::image_folder(Path::new(&a.data), shape)
+    }
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct TrainState {
+    v: u32,
+    step: u64,
+    seed: u64,
+    batch: i64,
+    lr: f64,
+    config: serde_json::Value,
+}
+
+fn save_checkpoint(dir: &Path, model: &nn::VarStore, ema: &nn::VarStore, adam: &Adam, state: &TrainState) -> Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let mut named: Vec<(String, Tensor)> = vec![];
+    for (k, t) in vars(model) {
+        named.push((format!("model.{k}"), t.to_device(Device::Cpu).contiguous()));
+    }
+    for (k, t) in vars(ema) {
+        named.push((format!("ema.{k}"), t.to_device(Device::Cpu).contiguous()));
+    }
+    for (k, t) in &adam.m {
+        named.push((format!("adam_m.{k}"), t.to_device(Device::Cpu).contiguous()));
+    }
+    for (k, t) in &adam.v {
+        named.push((format!("adam_v.{k}"), t.to_device(Device::Cpu).contiguous()));
+    }
+    let tmp = dir.join("state.safetensors.tmp");
+    Tensor::write_safetensors(&named, &tmp)?;
+    std::fs::rename(&tmp, dir.join("state.safetensors"))?;
+    std::fs::write(dir.join("state.json.tmp"), serde_json::to_vec_pretty(state)?)?;
+    std::fs::rename(dir.join("state.json.tmp"), dir.join("state.json"))?;
+    Ok(())
+}
+
+fn load_checkpoint(dir: &Path, model: &mut nn::VarStore, ema: &mut nn::VarStore, adam: &mut Adam) -> Result<TrainState> {
+    let state: TrainState = serde_json::from_slice(&std::fs::read(dir.join("state.json")).with_context(|| {
+        format!("--resume: no checkpoint in {} (state.json missing)", dir.display())
+    })?)?;
+    let tensors: BTreeMap<String, Tensor> = Tensor::read_safetensors(dir.join("state.safetensors"))?.into_iter().collect();
+    let _g = tch::no_grad_guard();
+    let get = |key: String| tensors.get(&key).with_context(|| format!("checkpoint lacks {key}"));
+    for (k, mut t) in vars(model) {
+        t.copy_(get(format!("model.{k}"))?);
+    }
+    for (k, mut t) in vars(ema) {
+        t.copy_(get(format!("ema.{k}"))?);
+    }
+    for (k, t) in adam.m.iter_mut() {
+        t.copy_(get(format!("adam_m.{k}"))?);
+    }
+    for (k, t) in adam.v.iter_mut() {
+        t.copy_(get(format!("adam_v.{k}"))?);
+    }
+    Ok(state)
+}
+
+fn write_samples(cfg: &UNetConfig, sched: &SchedulerConfig, ema: &nn::VarStore, device: Device, path: &Path) -> Result<()> {
+    let mut m = Model::from_config(cfg.clone(), sched.clone(), device)?;
+    m.vs.copy(ema)?;
+    let seeds = noise::seeds(0, 16);
+    let xt = noise::initial_noise(&seeds, m.sample_shape(), device);
+    let opts = SamplerOptions { steps: 50, eta: 0.0, spacing: Spacing::Uniform, sigma_hat: false };
+    let x0 = sampler::sample(&m, &xt, &opts, &seeds, &mut |_| true)?;
+    imageio::save_png(&imageio::grid(&x0, 4, 2), path)?;
+    Ok(())
+}
+
+pub fn run(a: &TrainArgs) -> Result<()> {
+    let device = parse_device(&a.device)?;
+    let cfg = resolve_config(a)?;
+    let sched = SchedulerConfig::default();
+    let schedule = crate::engine::schedule::NoiseSchedule::new(&sched)?;
+    let shape = {
+        let (h, w) = cfg.sample_hw()?;
+        [cfg.in_channels, h, w]
+    };
+    if a.batch < 1 || a.steps < 1 {
+        bail!("--batch and --steps must be ≥ 1");
+    }
+    let data = load_data(a, shape)?;
+    let n_data = data.size()[0];
+    eprintln!("data: {n_data} images of {shape:?}; device {}", crate::engine::model::device_name(device));
+    let data = data.to_device(device);
+
+    tch::manual_seed(a.seed as i64);
+    let mut vs = nn::VarStore::new(device);
+    let unet = UNet2DModel::new(&vs.root(), &cfg)?;
+    let mut ema = nn::VarStore::new(device);
+    let _ema_unet = UNet2DModel::new(&ema.root(), &cfg)?;
+    ema.copy(&vs)?;
+    let params = vars(&vs);
+    let mut adam = Adam::new(&params);
+    let ckpt = a.out.join("checkpoint");
+    let mut start = 0u64;
+    if a.resume {
+        let st = load_checkpoint(&ckpt, &mut vs, &mut ema, &mut adam)?;
+        if st.config != cfg.to_diffusers_json() {
+            bail!("--resume: the checkpoint in {} was trained with another model config", ckpt.display());
+        }
+        start = st.step;
+        eprintln!("resuming at step {start}");
+    } else if ckpt.join("state.json").exists() {
+        bail!("{} already holds a checkpoint: pass --resume to continue it, or choose another --out", ckpt.display());
+    }
+    std::fs::create_dir_all(a.out.join("samples"))?;
+    let n_params: i64 = params.values().map(|t| t.numel() as i64).sum();
+    eprintln!("model: {} ({n_params} parameters)", a.model_size);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        let _ = ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst));
+    }
+    let mut log = std::fs::OpenOptions::new().create(true).append(true).open(a.out.join("loss.csv"))?;
+    if log.metadata()?.len() == 0 {
+        writeln!(log, "step,loss,lr,grad_norm,elapsed_s")?;
+    }
+    let alpha_bar = Tensor::from_slice(&schedule.alphas_cumprod).to_kind(Kind::Float).to_device(device);
+    let t_train = schedule.len() as i64;
+    let pb = crate::cli::progress(a.steps, "training");
+    pb.set_style(
+        indicatif::ProgressStyle::with_template("step {pos}/{len} [{bar:30}] {msg} {per_sec} ETA {eta}")
+            .expect("template")
+            .progress_chars("=> "),
+    );
+    pb.set_position(start);
+    let started = Instant::now();
+    let mut smooth = f64::NAN;
+    let save = |step: u64, vs: &nn::VarStore, ema: &nn::VarStore, adam: &Adam| -> Result<()> {
+        let st = TrainState { v: 1, step, seed: a.seed, batch: a.batch, lr: a.lr, config: cfg.to_diffusers_json() };
+        save_checkpoint(&ckpt, vs, ema, adam, &st)?;
+        save_pipeline(ema, &cfg, &sched, &a.out)?;
+        Ok(())
+    };
+    let mut step = start;
+    let end = a.stop_after.map(|k| (start + k).min(a.steps)).unwrap_or(a.steps);
+    while step < end {
+        if stop.load(Ordering::SeqCst) {
+            pb.suspend(|| eprintln!("interrupted: writing a checkpoint at step {step}"));
+            save(step, &vs, &ema, &adam)?;
+            pb.abandon();
+            eprintln!("checkpoint written to {}; continue with --resume", ckpt.display());
+            return Ok(());
+        }
+        tch::manual_seed(((a.seed << 32) ^ step) as i64);
+        let idx = Tensor::randint(n_data, [a.batch], (Kind::Int64, device));
+        let x0 = data.index_select(0, &idx);
+        let t = Tensor::randint(t_train, [a.batch], (Kind::Int64, device));
+        let eps = Tensor::randn(x0.size(), (Kind::Float, device));
+        let ab = alpha_bar.index_select(0, &t).view([-1, 1, 1, 1]);
+        let xt = &x0 * ab.sqrt() + &eps * (ab.ones_like() - &ab).sqrt();
+        let pred = unet.forward_t(&xt, &t, true);
+        let loss = (pred - &eps).square().mean(Kind::Float);
+        zero_grad(&params);
+        loss.backward();
+        let gn = clip_grad_norm(&params, a.grad_clip);
+        let lr = a.lr * ((step + 1) as f64 / a.warmup.max(1) as f64).min(1.0);
+        adam.step(&params, lr, step + 1);
+        {
+            let _g = tch::no_grad_guard();
+            let d = a.ema_decay.min((1.0 + step as f64) / (10.0 + step as f64));
+            let ev = vars(&ema);
+            for (k, p) in &params {
+                let mut e = ev[k].shallow_clone();
+                let _ = e.g_mul_scalar_(d).g_add_(&(p * (1.0 - d)));
+            }
+        }
+        step += 1;
+        let l = loss.double_value(&[]);
+        if !l.is_finite() {
+            bail!("loss became {l} at step {step}: lower --lr");
+        }
+        smooth = if smooth.is_nan() { l } else { 0.98 * smooth + 0.02 * l };
+        pb.set_position(step);
+        pb.set_message(format!("loss {smooth:.4}"));
+        if step % 10 == 0 || step == end {
+            writeln!(log, "{step},{l:.6},{lr:.3e},{gn:.4},{:.1}", started.elapsed().as_secs_f64())?;
+        }
+        if step % a.checkpoint_every.max(1) == 0 || step == end {
+            save(step, &vs, &ema, &adam)?;
+        }
+        if a.sample_every > 0 && (step % a.sample_every == 0 || step == a.steps) {
+            write_samples(&cfg, &sched, &ema, device, &a.out.join("samples").join(format!("step_{step:06}.png")))?;
+        }
+    }
+    pb.finish();
+    eprintln!(
+        "trained to step {step} in {:.1} s, smoothed loss {smooth:.4}; pipeline in {}",
+        started.elapsed().as_secs_f64(),
+        a.out.display()
+    );
+    Ok(())
+}
