@@ -186,7 +186,7 @@ pub struct InitModelArgs {
     /// Where to write the pipeline folder.
     #[arg(long)]
     pub out: PathBuf,
-    /// test, test-attn, tiny, small or cifar10.
+    /// test, test-attn, tiny, medium, small or cifar10.
     #[arg(long, default_value = "test")]
     pub preset: String,
     #[arg(long, default_value = "1")]
@@ -388,7 +388,7 @@ pub fn interpolate(a: &InterpolateArgs) -> Result<(), EngineError> {
 
 pub fn init_model(a: &InitModelArgs) -> Result<(), EngineError> {
     let cfg = UNetConfig::preset(&a.preset, a.channels, a.size)
-        .ok_or_else(|| EngineError::InvalidInput(format!("unknown preset {:?} (test, test-attn, tiny, small, cifar10)", a.preset)))?;
+        .ok_or_else(|| EngineError::InvalidInput(format!("unknown preset {:?} (test, test-attn, tiny, medium, small, cifar10)", a.preset)))?;
     tch::manual_seed(a.seed);
     let model = Model::from_config(cfg, SchedulerConfig::default(), Device::Cpu)?;
     model.save_pipeline(&a.out)?;

@@ -281,6 +281,13 @@ impl UNetConfig {
                 &["AttnUpBlock2D", "UpBlock2D", "UpBlock2D"],
                 1, 8, 0.0, (false, 1),
             ),
+            // 3.8M parameters (15 MB): the shipped Fashion-MNIST model, for a GPU.
+            "medium" => base(
+                vec![48, 96, 96],
+                &["DownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D"],
+                &["AttnUpBlock2D", "AttnUpBlock2D", "UpBlock2D"],
+                2, 16, 0.0, (false, 1),
+            ),
             // ~6M parameters, for a GPU.
             "small" => base(
                 vec![64, 128, 128],

@@ -38,7 +38,7 @@ pub struct TrainArgs {
     /// `fashion-mnist` (Debian's dataset-fashion-mnist) or a folder of images.
     #[arg(long, default_value = "fashion-mnist")]
     pub data: String,
-    /// A preset (test, test-attn, tiny, small, cifar10) or a diffusers config.json.
+    /// A preset (test, test-attn, tiny, medium, small, cifar10) or a diffusers config.json.
     #[arg(long, default_value = "tiny")]
     pub model_size: String,
     #[arg(long, default_value = "1")]
@@ -119,24 +119,18 @@ fn vars(vs: &nn::VarStore) -> BTreeMap<String, Tensor> {
     vs.variables().into_iter().collect()
 }
 
-/// Clips the global gradient norm to `max`; returns the norm before clipping.
-fn clip_grad_norm(vars: &BTreeMap<String, Tensor>, max: f64) -> f64 {
+/// Clips the global gradient norm to `max` on the device (no host sync);
+/// returns the norm before clipping as a 0-d tensor.
+fn clip_grad_norm(vars: &BTreeMap<String, Tensor>, max: f64) -> Tensor {
     let _g = tch::no_grad_guard();
-    let mut total = 0.0;
-    for p in vars.values() {
-        let g = p.grad();
-        if g.defined() {
-            total += g.square().sum(Kind::Double).double_value(&[]);
-        }
-    }
-    let norm = total.sqrt();
-    if max > 0.0 && norm > max {
-        let s = max / (norm + 1e-6);
-        for p in vars.values() {
-            let mut g = p.grad();
-            if g.defined() {
-                let _ = g.g_mul_scalar_(s);
-            }
+    let grads: Vec<Tensor> = vars.values().map(|p| p.grad()).filter(|g| g.defined()).collect();
+    let sq: Vec<Tensor> = grads.iter().map(|g| g.square().sum(Kind::Float)).collect();
+    let norm = Tensor::stack(&sq, 0).sum(Kind::Float).sqrt();
+    if max > 0.0 {
+        let scale = (norm.reciprocal() * max).clamp_max(1.0);
+        for g in &grads {
+            let mut g = g.shallow_clone();
+            let _ = g.g_mul_(&scale);
         }
     }
     norm
@@ -159,7 +153,7 @@ fn resolve_config(a: &TrainArgs) -> Result<UNetConfig> {
     if p.is_file() {
         return Ok(UNetConfig::from_file(p)?);
     }
-    bail!("--model-size {:?}: not a preset (test, test-attn, tiny, small, cifar10) nor a config.json file", a.model_size)
+    bail!("--model-size {:?}: not a preset (test, test-attn, tiny, medium, small, cifar10) nor a config.json file", a.model_size)
 }
 
 fn load_data(a: &TrainArgs, shape: [i64; 3]) -> Result<Tensor> {
@@ -314,6 +308,7 @@ pub fn run(a: &TrainArgs) -> Result<()> {
             return Ok(());
         }
         tch::manual_seed(((a.seed << 32) ^ step) as i64);
+        let ema_vars = vars(&ema);
         let idx = Tensor::randint(n_data, [a.batch], (Kind::Int64, device));
         let x0 = data.index_select(0, &idx);
         let t = Tensor::randint(t_train, [a.batch], (Kind::Int64, device));
@@ -330,14 +325,14 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         {
             let _g = tch::no_grad_guard();
             let d = a.ema_decay.min((1.0 + step as f64) / (10.0 + step as f64));
-            let ev = vars(&ema);
             for (k, p) in &params {
-                let mut e = ev[k].shallow_clone();
+                let mut e = ema_vars[k].shallow_clone();
                 let _ = e.g_mul_scalar_(d).g_add_(&(p * (1.0 - d)));
             }
         }
         step += 1;
         let l = loss.double_value(&[]);
+        let gn = if step % 10 == 0 || step == end { gn.double_value(&[]) } else { f64::NAN };
         if !l.is_finite() {
             bail!("loss became {l} at step {step}: lower --lr");
         }
