@@ -1,0 +1,770 @@
+//! Application state and the two functions around it: `handle_event` (only changes state
+//! and returns the daemon requests it implies) and `render` (only draws).
+
+use std::collections::HashMap;
+
+use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
+use ddim_proto::v1::{self as pb, job_event::Event as JobEv};
+use image::DynamicImage;
+use ratatui::{
+    layout::{Constraint, Layout, Rect},
+    style::{Color, Modifier, Style, Stylize},
+    text::{Line, Span},
+    widgets::{Block, Borders, Clear, Paragraph, Wrap},
+    Frame,
+};
+
+use crate::client::{ClientError, ErrorKind};
+use crate::format;
+use crate::graphics::{protocol_name, Graphics};
+use crate::prompt::{Prompt, PromptOutcome};
+use crate::screens::{self, decode::DecodeState, interpolate::InterpState, jobs::JobsState};
+use crate::screens::{library::LibraryState, reconstruct::ReconState};
+use crate::worker::{Link, Purpose, Request, Update};
+
+pub const ACCENT: Color = Color::Cyan;
+pub const ERROR: Color = Color::LightRed;
+pub const OK: Color = Color::LightGreen;
+pub const DIM: Style = Style::new().fg(Color::DarkGray);
+pub const SELECTED: Style = Style::new().bg(Color::Blue).fg(Color::White);
+
+/// Everything the loop feeds into the app.
+#[derive(Debug, Clone)]
+pub enum Event {
+    Key(KeyEvent),
+    Resize(u16, u16),
+    /// A render tick with the wall clock (Unix ms), for debouncing and ETAs.
+    Tick(i64),
+    Update(Update),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Screen {
+    Library,
+    Jobs,
+    Reconstruct,
+    Interpolate,
+    Decode,
+}
+
+impl Screen {
+    pub const ALL: [Screen; 5] = [
+        Screen::Library,
+        Screen::Jobs,
+        Screen::Reconstruct,
+        Screen::Interpolate,
+        Screen::Decode,
+    ];
+
+    pub fn title(self) -> &'static str {
+        match self {
+            Screen::Library => "Library",
+            Screen::Jobs => "Jobs",
+            Screen::Reconstruct => "Reconstruct",
+            Screen::Interpolate => "Interpolate",
+            Screen::Decode => "Decode",
+        }
+    }
+}
+
+/// What a prompt's answer is for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PromptFor {
+    Filter { previous: String },
+    Encode,
+    Sample,
+    Rename(String),
+    Tag(String),
+    ExportPreview(String),
+    SavePng(Vec<u8>),
+    ReconFile,
+    ReconSteps,
+    DecodeSteps,
+    InterpFrames,
+    InterpSteps,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Modal {
+    Prompt(Prompt, PromptFor),
+    Confirm {
+        question: String,
+        then: Vec<Request>,
+    },
+    Help,
+}
+
+/// A message in the status line.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Status {
+    pub text: String,
+    pub error: bool,
+    pub at_ms: i64,
+}
+
+/// The state a screen shows while it waits.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum Loading {
+    #[default]
+    Idle,
+    Loading,
+    Loaded,
+    Error(String),
+}
+
+pub struct App {
+    pub screen: Screen,
+    pub history: Vec<Screen>,
+    pub library: LibraryState,
+    pub jobs: JobsState,
+    pub recon: ReconState,
+    pub interp: InterpState,
+    pub decode: DecodeState,
+    /// Decoded images by key (`preview:<latent>`, `job:<id>:…`).
+    pub images: HashMap<String, DynamicImage>,
+    /// None until the first answer of the library watch.
+    pub link: Option<Link>,
+    pub status: Option<Status>,
+    pub modal: Option<Modal>,
+    pub addr: String,
+    pub graphics: Graphics,
+    pub size: (u16, u16),
+    pub now_ms: i64,
+    /// A job whose details should open its screen when they arrive.
+    pub open_job: Option<String>,
+    pub quit: bool,
+}
+
+impl App {
+    pub fn new(addr: impl Into<String>, graphics: Graphics, size: (u16, u16), now_ms: i64) -> Self {
+        Self {
+            screen: Screen::Library,
+            history: Vec::new(),
+            library: LibraryState::default(),
+            jobs: JobsState::default(),
+            recon: ReconState::default(),
+            interp: InterpState::default(),
+            decode: DecodeState::default(),
+            images: HashMap::new(),
+            link: None,
+            status: None,
+            modal: None,
+            addr: addr.into(),
+            graphics,
+            size,
+            now_ms,
+            open_job: None,
+            quit: false,
+        }
+    }
+
+    /// Requests to send when the app starts.
+    pub fn start(&mut self) -> Vec<Request> {
+        let mut out = self.library.reload();
+        out.extend(screens::library::ensure_pages(self));
+        out.push(Request::ListJobs);
+        out
+    }
+
+    /// The area between the header line and the status line.
+    pub fn body(&self) -> Rect {
+        let (w, h) = self.size;
+        Rect::new(0, 1, w, h.saturating_sub(2))
+    }
+
+    pub fn info(&mut self, text: impl Into<String>) {
+        self.status = Some(Status {
+            text: text.into(),
+            error: false,
+            at_ms: self.now_ms,
+        });
+    }
+
+    pub fn error(&mut self, text: impl Into<String>) {
+        self.status = Some(Status {
+            text: text.into(),
+            error: true,
+            at_ms: self.now_ms,
+        });
+    }
+
+    pub fn go(&mut self, screen: Screen) {
+        if screen != self.screen {
+            self.history.push(self.screen);
+            self.screen = screen;
+        }
+    }
+
+    fn back(&mut self) {
+        match self.history.pop() {
+            Some(s) => self.screen = s,
+            None if self.screen == Screen::Library => self.quit = true,
+            None => self.screen = Screen::Library,
+        }
+    }
+
+    pub fn prompt(&mut self, prompt: Prompt, purpose: PromptFor) {
+        self.modal = Some(Modal::Prompt(prompt, purpose));
+    }
+
+    pub fn confirm(&mut self, question: impl Into<String>, then: Vec<Request>) {
+        self.modal = Some(Modal::Confirm {
+            question: question.into(),
+            then,
+        });
+    }
+
+    /// Changes state for one event; returns what to ask of the daemon.
+    pub fn handle_event(&mut self, event: Event) -> Vec<Request> {
+        match event {
+            Event::Key(k) if k.kind != KeyEventKind::Release => self.handle_key(k),
+            Event::Key(_) => vec![],
+            Event::Resize(w, h) => {
+                self.size = (w, h);
+                screens::library::scroll_into_view(self);
+                screens::library::ensure_pages(self)
+            }
+            Event::Tick(now) => self.tick(now),
+            Event::Update(u) => self.handle_update(u),
+        }
+    }
+
+    fn tick(&mut self, now: i64) -> Vec<Request> {
+        self.now_ms = now;
+        if self
+            .status
+            .as_ref()
+            .is_some_and(|s| !s.error && now - s.at_ms > 6_000)
+        {
+            self.status = None;
+        }
+        let mut out = screens::library::tick(self);
+        out.extend(screens::jobs::tick(self));
+        out
+    }
+
+    fn handle_key(&mut self, key: KeyEvent) -> Vec<Request> {
+        if key.code == KeyCode::Char('c') && key.modifiers.contains(KeyModifiers::CONTROL) {
+            self.quit = true;
+            return vec![];
+        }
+        match self.modal.take() {
+            Some(Modal::Help) => return vec![],
+            Some(Modal::Confirm { question, then }) => {
+                return match key.code {
+                    KeyCode::Char('y') | KeyCode::Char('Y') => then,
+                    KeyCode::Char('n') | KeyCode::Esc | KeyCode::Char('q') => {
+                        self.info("cancelled");
+                        vec![]
+                    }
+                    _ => {
+                        self.modal = Some(Modal::Confirm { question, then });
+                        vec![]
+                    }
+                };
+            }
+            Some(Modal::Prompt(mut p, purpose)) => {
+                return match p.handle_key(key) {
+                    PromptOutcome::Editing => {
+                        let out = if let PromptFor::Filter { .. } = &purpose {
+                            screens::library::filter_typed(self, &p.input)
+                        } else {
+                            vec![]
+                        };
+                        self.modal = Some(Modal::Prompt(p, purpose));
+                        out
+                    }
+                    PromptOutcome::Submit(text) => screens::submit_prompt(self, purpose, text),
+                    PromptOutcome::Cancel => match purpose {
+                        PromptFor::Filter { previous } => {
+                            screens::library::filter_typed(self, &previous)
+                        }
+                        _ => vec![],
+                    },
+                };
+            }
+            None => {}
+        }
+        match key.code {
+            KeyCode::Char('?') => {
+                self.modal = Some(Modal::Help);
+                return vec![];
+            }
+            KeyCode::Char('q') | KeyCode::Esc => {
+                if !(self.screen == Screen::Library && screens::library::escape(self)) {
+                    self.back();
+                }
+                return vec![];
+            }
+            KeyCode::Char(c @ '1'..='5') => {
+                self.go(Screen::ALL[(c as u8 - b'1') as usize]);
+                return self.entered();
+            }
+            KeyCode::Tab => {
+                let i = Screen::ALL
+                    .iter()
+                    .position(|s| *s == self.screen)
+                    .unwrap_or(0);
+                self.go(Screen::ALL[(i + 1) % Screen::ALL.len()]);
+                return self.entered();
+            }
+            _ => {}
+        }
+        match self.screen {
+            Screen::Library => screens::library::handle_key(self, key),
+            Screen::Jobs => screens::jobs::handle_key(self, key),
+            Screen::Reconstruct => screens::reconstruct::handle_key(self, key),
+            Screen::Interpolate => screens::interpolate::handle_key(self, key),
+            Screen::Decode => screens::decode::handle_key(self, key),
+        }
+    }
+
+    /// Requests a screen needs when it is shown.
+    pub fn entered(&mut self) -> Vec<Request> {
+        match self.screen {
+            Screen::Jobs => {
+                self.jobs.last_refresh_ms = self.now_ms;
+                vec![Request::ListJobs]
+            }
+            _ => vec![],
+        }
+    }
+
+    fn handle_update(&mut self, u: Update) -> Vec<Request> {
+        match u {
+            Update::Link(link) => {
+                let was_down = !matches!(self.link, Some(Link::Up));
+                let up = link == Link::Up;
+                self.link = Some(link);
+                if up && was_down && self.library.generation > 0 {
+                    // Back (or first contact after a failed start): reload what is shown.
+                    if self.status.as_ref().is_some_and(|s| s.error) {
+                        self.status = None;
+                    }
+                    let mut out = self.library.reload();
+                    out.extend(screens::library::ensure_pages(self));
+                    out.push(Request::ListJobs);
+                    return out;
+                }
+                vec![]
+            }
+            Update::LatentPage {
+                generation,
+                page,
+                resp,
+            } => screens::library::page_arrived(self, generation, page, resp),
+            Update::PageFailed {
+                generation,
+                page,
+                error,
+            } => {
+                if generation == self.library.generation {
+                    self.library.pending.remove(&page);
+                    self.library.loading = Loading::Error(error.message.clone());
+                }
+                self.client_error(error);
+                vec![]
+            }
+            Update::Preview { id, image } => {
+                self.store_image(format!("preview:{id}"), &image.png);
+                vec![]
+            }
+            Update::LatentJobs { id, jobs } => {
+                self.library.latent_jobs.insert(id, jobs);
+                vec![]
+            }
+            Update::Jobs(jobs) => screens::jobs::jobs_arrived(self, jobs),
+            Update::JobEvent(ev) => self.job_event(ev),
+            Update::Job(job) => self.job_arrived(job),
+            Update::Submitted { purpose, job } => self.submitted(purpose, job),
+            Update::Latent(l) => {
+                self.info(format!("updated {}", l.name));
+                screens::library::latent_changed(self, l);
+                vec![]
+            }
+            Update::Library(ev) => screens::library::library_event(self, ev),
+            Update::Info(text) => {
+                self.info(text);
+                vec![]
+            }
+            Update::Error(e) => {
+                self.client_error(e);
+                vec![]
+            }
+        }
+    }
+
+    pub fn client_error(&mut self, e: ClientError) {
+        tracing::warn!(error = %e.message, "daemon call failed");
+        if e.kind == ErrorKind::Unreachable && !matches!(self.link, Some(Link::Down { .. })) {
+            self.link = Some(Link::Down {
+                message: e.message.clone(),
+                retry_in: std::time::Duration::from_millis(500),
+            });
+        }
+        self.error(e.message);
+    }
+
+    /// Decodes PNG bytes into the image store (a bad image is logged, not fatal).
+    pub fn store_image(&mut self, key: String, png: &[u8]) {
+        if png.is_empty() {
+            return;
+        }
+        match image::load_from_memory(png) {
+            Ok(img) => {
+                self.images.insert(key, img);
+            }
+            Err(e) => tracing::warn!(key, error = %e, "cannot decode image"),
+        }
+    }
+
+    fn submitted(&mut self, purpose: Purpose, job: pb::Job) -> Vec<Request> {
+        let id = job.id.clone();
+        match purpose {
+            Purpose::Reconstruct => self.recon.track(job.clone()),
+            Purpose::Interpolate => self.interp.track(job.clone()),
+            Purpose::SaveFrame => self.interp.save_job = Some(id.clone()),
+            Purpose::Decode => self.decode.track(job.clone()),
+            Purpose::Library => {}
+        }
+        if purpose != Purpose::Library {
+            self.info(format!("queued {} job {}", job.kind, format::short_id(&id)));
+        }
+        screens::jobs::upsert(self, job);
+        vec![Request::WatchJob { id }]
+    }
+
+    fn job_event(&mut self, ev: pb::JobEvent) -> Vec<Request> {
+        let id = ev.job_id.clone();
+        match ev.event {
+            Some(JobEv::Finished(job)) => {
+                let needs_result = job.state == pb::JobState::Done as i32 && job.result.is_none();
+                let mut out = self.job_arrived(job);
+                if needs_result {
+                    out.push(Request::GetJob { id });
+                }
+                out
+            }
+            Some(JobEv::Progress(p)) => {
+                self.jobs.eta.insert(id.clone(), p.eta_seconds);
+                for j in self.tracked_jobs_mut(&id) {
+                    j.step = p.step;
+                    j.total_steps = p.total;
+                    j.state = pb::JobState::Running as i32;
+                }
+                vec![]
+            }
+            Some(JobEv::Started(_)) => {
+                let now = self.now_ms;
+                for j in self.tracked_jobs_mut(&id) {
+                    j.state = pb::JobState::Running as i32;
+                    if j.started_unix_ms == 0 {
+                        j.started_unix_ms = now;
+                    }
+                }
+                vec![]
+            }
+            Some(JobEv::QueuedPosition(p)) => {
+                self.jobs.queue_pos.insert(id, p);
+                vec![]
+            }
+            None => vec![],
+        }
+    }
+
+    fn tracked_jobs_mut(&mut self, id: &str) -> Vec<&mut pb::Job> {
+        let mut v: Vec<&mut pb::Job> = self.jobs.jobs.iter_mut().filter(|j| j.id == id).collect();
+        for j in [
+            &mut self.recon.job,
+            &mut self.interp.job,
+            &mut self.decode.job,
+        ] {
+            if let Some(j) = j.as_mut().filter(|j| j.id == id) {
+                v.push(j);
+            }
+        }
+        v
+    }
+
+    /// A job's latest state (with its result when done): update every view of it.
+    pub fn job_arrived(&mut self, job: pb::Job) -> Vec<Request> {
+        let id = job.id.clone();
+        let done = job.state == pb::JobState::Done as i32;
+        if let Some(r) = job.result.clone() {
+            self.store_result_images(&id, &r);
+        }
+        if self.recon.job.as_ref().is_some_and(|j| j.id == id) {
+            self.recon.job = Some(job.clone());
+        }
+        if self.interp.job.as_ref().is_some_and(|j| j.id == id) {
+            self.interp.job = Some(job.clone());
+        }
+        if self.decode.job.as_ref().is_some_and(|j| j.id == id) {
+            self.decode.job = Some(job.clone());
+        }
+        if self.interp.save_job.as_deref() == Some(id.as_str()) && format::is_terminal(job.state) {
+            self.interp.save_job = None;
+            match job.result.as_ref().and_then(|r| r.latent_ids.first()) {
+                Some(l) if done => {
+                    self.info(format!("saved the frame as latent {}", format::short_id(l)))
+                }
+                _ => self.error(format!("saving the frame failed: {}", job.error)),
+            }
+        }
+        if job.state == pb::JobState::Failed as i32 {
+            self.error(format!(
+                "{} job {} failed: {}",
+                job.kind,
+                format::short_id(&id),
+                job.error
+            ));
+        }
+        if self.open_job.as_deref() == Some(id.as_str()) {
+            self.open_job = None;
+            screens::jobs::open_results(self, job.clone());
+        }
+        screens::jobs::upsert(self, job);
+        vec![]
+    }
+
+    fn store_result_images(&mut self, id: &str, r: &pb::JobResult) {
+        if let Some(img) = &r.original {
+            self.store_image(format!("job:{id}:orig"), &img.png);
+        }
+        for p in &r.reconstruction {
+            if let Some(img) = &p.image {
+                self.store_image(format!("job:{id}:s{}", p.steps), &img.png);
+            }
+        }
+        for d in &r.decodes {
+            if let Some(img) = &d.image {
+                self.store_image(format!("job:{id}:s{}", d.steps), &img.png);
+            }
+        }
+        for f in &r.frames {
+            if let Some(img) = &f.image {
+                self.store_image(format!("job:{id}:f{}", f.index), &img.png);
+            }
+        }
+    }
+
+    /// Draws the whole UI.
+    pub fn render(&self, frame: &mut Frame) {
+        let area = frame.area();
+        let [header, body, status] = Layout::vertical([
+            Constraint::Length(1),
+            Constraint::Min(0),
+            Constraint::Length(1),
+        ])
+        .areas(area);
+        self.render_header(frame, header);
+        let body = self.render_link_banner(frame, body);
+        match self.screen {
+            Screen::Library => screens::library::render(self, frame, body),
+            Screen::Jobs => screens::jobs::render(self, frame, body),
+            Screen::Reconstruct => screens::reconstruct::render(self, frame, body),
+            Screen::Interpolate => screens::interpolate::render(self, frame, body),
+            Screen::Decode => screens::decode::render(self, frame, body),
+        }
+        self.render_status(frame, status);
+        match &self.modal {
+            Some(Modal::Help) => self.render_help(frame, body),
+            Some(Modal::Prompt(p, _)) => render_prompt(frame, body, p),
+            Some(Modal::Confirm { question, .. }) => {
+                let r = centered(body, 60, 5);
+                frame.render_widget(Clear, r);
+                let text = vec![
+                    Line::from(question.as_str()),
+                    Line::from(""),
+                    Line::from("y: yes   n/Esc: no".fg(ACCENT)),
+                ];
+                frame.render_widget(
+                    Paragraph::new(text).wrap(Wrap { trim: true }).block(
+                        Block::bordered()
+                            .title(" confirm ")
+                            .border_style(Style::new().fg(ERROR)),
+                    ),
+                    r,
+                );
+            }
+            None => {}
+        }
+    }
+
+    fn render_header(&self, frame: &mut Frame, area: Rect) {
+        let mut spans = vec![Span::styled(
+            " ddim ",
+            Style::new().bg(ACCENT).fg(Color::Black).bold(),
+        )];
+        for (i, s) in Screen::ALL.iter().enumerate() {
+            let style = if *s == self.screen {
+                Style::new()
+                    .fg(ACCENT)
+                    .add_modifier(Modifier::BOLD | Modifier::UNDERLINED)
+            } else {
+                Style::new()
+            };
+            spans.push(Span::raw(" "));
+            spans.push(Span::styled(format!("{} {}", i + 1, s.title()), style));
+        }
+        let (dot, color, word) = match &self.link {
+            Some(Link::Up) => ("●", OK, "connected"),
+            Some(Link::Down { .. }) => ("●", ERROR, "unreachable"),
+            None => ("○", Color::Yellow, "connecting"),
+        };
+        spans.push(Span::raw("  │ "));
+        spans.push(Span::styled(
+            format!("{dot} {word} "),
+            Style::new().fg(color),
+        ));
+        spans.push(Span::styled(self.addr.clone(), DIM));
+        spans.push(Span::styled(
+            format!(" │ {}", protocol_name(self.graphics.protocol())),
+            DIM,
+        ));
+        frame.render_widget(Line::from(spans), area);
+    }
+
+    /// When the daemon is down: a banner that says where and what to check.
+    fn render_link_banner(&self, frame: &mut Frame, body: Rect) -> Rect {
+        let Some(Link::Down { message, retry_in }) = &self.link else {
+            return body;
+        };
+        let [banner, rest] =
+            Layout::vertical([Constraint::Length(4), Constraint::Min(0)]).areas(body);
+        let text = vec![
+            Line::from(vec![
+                "daemon not reachable at ".into(),
+                Span::styled(self.addr.clone(), Style::new().bold()),
+                format!(" — retrying every {:.1}s", retry_in.as_secs_f64()).into(),
+            ]),
+            Line::from(
+                "check: is `ddimd serve` running? is --addr / DDIM_ADDR right? token (--token / DDIM_TOKEN)?"
+                    .fg(Color::Yellow),
+            ),
+            Line::styled(message.clone(), DIM),
+        ];
+        frame.render_widget(
+            Paragraph::new(text).block(
+                Block::new()
+                    .borders(Borders::LEFT)
+                    .border_style(Style::new().fg(ERROR)),
+            ),
+            banner,
+        );
+        rest
+    }
+
+    fn render_status(&self, frame: &mut Frame, area: Rect) {
+        let line = match &self.status {
+            Some(s) if s.error => Line::from(vec![
+                " ✗ ".fg(ERROR).bold(),
+                Span::styled(s.text.clone(), Style::new().fg(ERROR)),
+            ]),
+            Some(s) => Line::from(vec![" ✓ ".fg(OK), Span::raw(s.text.clone())]),
+            None => {
+                let hints = screens::keys(self.screen)
+                    .iter()
+                    .take(7)
+                    .map(|(k, d)| format!("{k} {d}"))
+                    .collect::<Vec<_>>()
+                    .join("  ");
+                Line::styled(format!(" ? keys  {hints}"), DIM)
+            }
+        };
+        frame.render_widget(line, area);
+    }
+
+    fn render_help(&self, frame: &mut Frame, body: Rect) {
+        let keys = screens::keys(self.screen);
+        let global = screens::GLOBAL_KEYS;
+        let h = (keys.len() + global.len() + 4) as u16;
+        let r = centered(body, 64, h);
+        frame.render_widget(Clear, r);
+        let mut lines: Vec<Line> = keys
+            .iter()
+            .map(|(k, d)| {
+                Line::from(vec![
+                    Span::styled(format!("{k:>12}  "), Style::new().fg(ACCENT)),
+                    Span::raw(*d),
+                ])
+            })
+            .collect();
+        lines.push(Line::from(""));
+        lines.extend(global.iter().map(|(k, d)| {
+            Line::from(vec![
+                Span::styled(format!("{k:>12}  "), DIM),
+                Span::styled(*d, DIM),
+            ])
+        }));
+        frame.render_widget(
+            Paragraph::new(lines).block(
+                Block::bordered().title(format!(" {} keys — any key closes ", self.screen.title())),
+            ),
+            r,
+        );
+    }
+}
+
+fn render_prompt(frame: &mut Frame, body: Rect, p: &Prompt) {
+    let extra = if p.candidates.is_empty() { 0 } else { 1 };
+    let r = centered(body, 70, 3 + extra);
+    frame.render_widget(Clear, r);
+    let mut lines = vec![Line::from(vec![
+        Span::raw(p.input.clone()),
+        Span::styled("▏", Style::new().fg(ACCENT)),
+    ])];
+    if extra > 0 {
+        lines.push(Line::styled(p.candidates.join("  "), DIM));
+    }
+    let hint = if p.paths {
+        " Enter ok · Tab complete · Esc cancel "
+    } else {
+        " Enter ok · Esc cancel "
+    };
+    frame.render_widget(
+        Paragraph::new(lines).block(
+            Block::bordered()
+                .title(format!(" {} ", p.title))
+                .title_bottom(Line::styled(hint, DIM))
+                .border_style(Style::new().fg(ACCENT)),
+        ),
+        r,
+    );
+}
+
+/// A `w`×`h` rectangle centred in `area` (clamped to it).
+pub fn centered(area: Rect, w: u16, h: u16) -> Rect {
+    let w = w.min(area.width);
+    let h = h.min(area.height);
+    Rect::new(
+        area.x + (area.width - w) / 2,
+        area.y + (area.height - h) / 2,
+        w,
+        h,
+    )
+}
+
+/// A text progress bar `█████░░░░░` of `width` cells.
+pub fn bar(done: u32, total: u32, width: usize) -> String {
+    let frac = if total == 0 {
+        0.0
+    } else {
+        f64::from(done.min(total)) / f64::from(total)
+    };
+    let full = (frac * width as f64).round() as usize;
+    format!("{}{}", "█".repeat(full), "░".repeat(width - full))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bar_fills_in_proportion() {
+        assert_eq!(bar(0, 10, 4), "░░░░");
+        assert_eq!(bar(5, 10, 4), "██░░");
+        assert_eq!(bar(12, 10, 4), "████");
+        assert_eq!(bar(1, 0, 2), "░░");
+    }
+}

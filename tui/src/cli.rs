@@ -1,0 +1,203 @@
+//! Command-line interface: connection flags (also read from the environment and the
+//! config file, see `config.rs`) and the scripting subcommands.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Terminal UI and scripting client for ddimd.
+///
+/// Without a subcommand `ddim` opens the terminal UI.
+#[derive(Debug, Parser)]
+#[command(name = "ddim", version, about, long_about = None)]
+pub struct Cli {
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+
+    /// Image protocol for previews; detected from the terminal when not given.
+    #[arg(long, env = "DDIM_GRAPHICS", value_enum, global = true)]
+    pub graphics: Option<GraphicsArg>,
+
+    /// Print one JSON document on stdout instead of human output.
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Where the daemon is and how to authenticate. Flags win over environment variables,
+/// which win over the config file.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ConnectArgs {
+    /// Daemon address [default: http://127.0.0.1:7860]
+    #[arg(long, env = "DDIM_ADDR", global = true)]
+    pub addr: Option<String>,
+    /// Bearer token sent with every call.
+    #[arg(long, env = "DDIM_TOKEN", global = true, hide_env_values = true)]
+    pub token: Option<String>,
+    /// PEM file with the CA that signed the daemon's certificate (enables TLS).
+    #[arg(long, env = "DDIM_TLS_CA", global = true)]
+    pub tls_ca: Option<PathBuf>,
+    /// Config file to read instead of the default (`~/.config/ddim/config.toml`).
+    #[arg(long, env = "DDIM_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+}
+
+/// `--graphics` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GraphicsArg {
+    Sixel,
+    Kitty,
+    Iterm2,
+    Halfblocks,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List latents (newest first).
+    Ls {
+        /// Only names containing this (case-insensitive).
+        #[arg(long)]
+        name: Option<String>,
+        /// Only latents with this tag.
+        #[arg(long)]
+        tag: Option<String>,
+        /// Only this origin: encoded, sampled or interpolated.
+        #[arg(long)]
+        origin: Option<String>,
+        /// At most this many latents.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Show one latent.
+    Show { id: String },
+    /// Encode images into latents.
+    Encode {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Steps S of the inversion.
+        #[arg(long, default_value_t = 100)]
+        steps: u32,
+        /// Tags for the new latents (repeatable).
+        #[arg(long = "tag")]
+        tags: Vec<String>,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
+    /// Sample new latents.
+    Sample {
+        #[arg(long, default_value_t = 1)]
+        count: u32,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[arg(long, default_value_t = 50)]
+        steps: u32,
+        #[arg(long, default_value_t = 0.0)]
+        eta: f32,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
+    /// Reconstruct a latent's source image at several step counts.
+    Reconstruct {
+        id: String,
+        /// Comma-separated step counts.
+        #[arg(long, default_value = "10,20,50,100", value_parser = parse_steps)]
+        steps: StepList,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
+    /// Interpolate between two latents.
+    Interpolate {
+        a: String,
+        b: String,
+        #[arg(long, default_value_t = 8)]
+        frames: u32,
+        #[arg(long, default_value_t = 50)]
+        steps: u32,
+        /// slerp or lerp.
+        #[arg(long, default_value = "slerp", value_parser = ["slerp", "lerp"])]
+        method: String,
+        /// Frame indices to store as new latents (comma-separated).
+        #[arg(long, value_parser = parse_steps)]
+        save: Option<StepList>,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
+    /// List jobs.
+    Jobs {
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// Follow a job until it ends.
+    Watch { job: String },
+    /// Cancel a job.
+    Cancel { job: String },
+    /// Write a latent's preview (or a decode at --steps) as PNG.
+    Export {
+        id: String,
+        out: PathBuf,
+        /// Decode at this S instead of using the stored preview.
+        #[arg(long)]
+        steps: Option<u32>,
+    },
+    /// Delete a latent.
+    Rm { id: String },
+}
+
+#[derive(Debug, Clone, Copy, Args)]
+pub struct WaitArgs {
+    /// Wait for the job to finish (with a progress bar on a terminal).
+    #[arg(long)]
+    pub wait: bool,
+}
+
+/// A parsed comma-separated list of positive integers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepList(pub Vec<u32>);
+
+/// Parses "10,20,50" into a list; rejects empty, zero and non-numeric items.
+pub fn parse_steps(s: &str) -> Result<StepList, String> {
+    let mut out = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let n: u32 = part
+            .parse()
+            .map_err(|_| format!("`{part}` is not a whole number"))?;
+        if n == 0 {
+            return Err("step counts start at 1".into());
+        }
+        out.push(n);
+    }
+    if out.is_empty() {
+        return Err("expected a comma-separated list such as 10,20,50".into());
+    }
+    Ok(StepList(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn steps_parse_and_reject() {
+        assert_eq!(parse_steps("10, 20,50").unwrap().0, vec![10, 20, 50]);
+        assert!(parse_steps("10,x").is_err());
+        assert!(parse_steps("0,10").is_err());
+        assert!(parse_steps(" , ").is_err());
+    }
+
+    #[test]
+    fn cli_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn global_flags_after_subcommand() {
+        let cli = Cli::try_parse_from(["ddim", "ls", "--json", "--addr", "http://x:1"]).unwrap();
+        assert!(cli.json);
+        assert_eq!(cli.connect.addr.as_deref(), Some("http://x:1"));
+        assert!(matches!(cli.command, Some(Command::Ls { limit: 100, .. })));
+    }
+}

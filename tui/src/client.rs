@@ -1,0 +1,414 @@
+//! A wrapper around the generated gRPC client: bearer-token interceptor, raised message
+//! limits, optional TLS, and errors turned into sentences a person can act on.
+
+use std::time::Duration;
+
+use ddim_proto::v1::{self as pb, ddim_client::DdimClient};
+use tonic::{
+    metadata::MetadataValue,
+    service::{interceptor::InterceptedService, Interceptor},
+    transport::{Certificate, Channel, ClientTlsConfig, Endpoint},
+    Code, Status, Streaming,
+};
+
+use crate::config::Settings;
+
+/// Largest message the client sends or accepts (images and results can be big).
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// Adds `authorization: Bearer <token>` to every call.
+#[derive(Clone)]
+pub struct Auth {
+    header: Option<MetadataValue<tonic::metadata::Ascii>>,
+}
+
+impl Interceptor for Auth {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
+        if let Some(h) = &self.header {
+            req.metadata_mut().insert("authorization", h.clone());
+        }
+        Ok(req)
+    }
+}
+
+/// What went wrong, coarse enough to pick an exit code and a hint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The daemon could not be reached.
+    Unreachable,
+    NotFound,
+    /// The request was refused as invalid (bad flags, a latent without source …).
+    Invalid,
+    Unauthenticated,
+    /// Anything else (internal errors, a full queue …).
+    Other,
+}
+
+/// An error from a daemon call, with a message that says what to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientError {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl std::fmt::Display for ClientError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ClientError {}
+
+impl ClientError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    /// Turns a gRPC status into an actionable message about the daemon at `addr`.
+    pub fn from_status(status: &Status, addr: &str) -> Self {
+        let msg = status.message();
+        let (kind, message) = match status.code() {
+            Code::Unavailable | Code::Unknown if is_transport_error(status) => (
+                ErrorKind::Unreachable,
+                format!(
+                    "daemon not reachable at {addr}: is `ddimd serve` running there? \
+                     check --addr / DDIM_ADDR ({})",
+                    short(msg)
+                ),
+            ),
+            Code::Unavailable => (
+                ErrorKind::Unreachable,
+                format!(
+                    "daemon at {addr} is unavailable: {}; retry shortly",
+                    short(msg)
+                ),
+            ),
+            Code::NotFound => (ErrorKind::NotFound, format!("not found: {msg}")),
+            Code::InvalidArgument | Code::OutOfRange => {
+                (ErrorKind::Invalid, format!("rejected by the daemon: {msg}"))
+            }
+            Code::FailedPrecondition => (ErrorKind::Invalid, format!("cannot do that: {msg}")),
+            Code::AlreadyExists => (ErrorKind::Invalid, format!("already exists: {msg}")),
+            Code::Unauthenticated => (
+                ErrorKind::Unauthenticated,
+                format!("the daemon rejected the token: set --token or DDIM_TOKEN ({msg})"),
+            ),
+            Code::PermissionDenied => (
+                ErrorKind::Unauthenticated,
+                format!("permission denied: {msg}; check the token"),
+            ),
+            Code::ResourceExhausted => (
+                ErrorKind::Other,
+                format!("the daemon is busy ({msg}): wait for queued jobs or cancel some"),
+            ),
+            Code::DeadlineExceeded => (
+                ErrorKind::Other,
+                format!("the daemon took too long to answer ({msg}); try again"),
+            ),
+            Code::Cancelled => (ErrorKind::Other, format!("call cancelled: {msg}")),
+            Code::Unimplemented => (
+                ErrorKind::Other,
+                format!("the daemon at {addr} does not implement this call: upgrade ddimd ({msg})"),
+            ),
+            _ => (
+                ErrorKind::Other,
+                format!(
+                    "daemon error ({:?}): {msg}; see the daemon's log",
+                    status.code()
+                ),
+            ),
+        };
+        Self { kind, message }
+    }
+
+    /// Process exit code for the scripting commands: 3 not found, 4 unreachable, 1 other.
+    pub fn exit_code(&self) -> i32 {
+        match self.kind {
+            ErrorKind::NotFound => 3,
+            ErrorKind::Unreachable => 4,
+            _ => 1,
+        }
+    }
+}
+
+fn is_transport_error(status: &Status) -> bool {
+    use std::error::Error;
+    let m = status.message().to_ascii_lowercase();
+    status.source().is_some()
+        || m.contains("transport")
+        || m.contains("connect")
+        || m.contains("dns")
+        || m.contains("refused")
+}
+
+fn short(msg: &str) -> &str {
+    msg.lines().next().unwrap_or(msg)
+}
+
+type Inner = DdimClient<InterceptedService<Channel, Auth>>;
+
+/// A cheap-to-clone handle to the daemon. Connecting is lazy: the first call dials.
+#[derive(Clone)]
+pub struct Client {
+    inner: Inner,
+    addr: String,
+}
+
+impl Client {
+    /// Builds the channel without dialing, so a UI can start while the daemon is down.
+    pub fn new(settings: &Settings) -> Result<Self, ClientError> {
+        let addr = normalize_addr(&settings.addr);
+        let bad = |e: &dyn std::fmt::Display| {
+            ClientError::new(
+                ErrorKind::Invalid,
+                format!("bad daemon address `{addr}`: {e}"),
+            )
+        };
+        let mut endpoint = Endpoint::from_shared(addr.clone())
+            .map_err(|e| bad(&e))?
+            .connect_timeout(Duration::from_secs(3))
+            .http2_keep_alive_interval(Duration::from_secs(20))
+            .keep_alive_while_idle(true);
+        if let Some(ca) = &settings.tls_ca {
+            let pem = std::fs::read(ca).map_err(|e| {
+                ClientError::new(
+                    ErrorKind::Invalid,
+                    format!(
+                        "cannot read TLS CA {}: {e}; check --tls-ca / DDIM_TLS_CA",
+                        ca.display()
+                    ),
+                )
+            })?;
+            let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem));
+            endpoint = endpoint.tls_config(tls).map_err(|e| bad(&e))?;
+        }
+        let header = match &settings.token {
+            Some(t) => Some(format!("Bearer {t}").parse().map_err(|_| {
+                ClientError::new(
+                    ErrorKind::Invalid,
+                    "the token has characters a header cannot carry",
+                )
+            })?),
+            None => None,
+        };
+        let inner = DdimClient::with_interceptor(endpoint.connect_lazy(), Auth { header })
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        Ok(Self { inner, addr })
+    }
+
+    /// The address as dialed.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    fn err(&self, s: Status) -> ClientError {
+        ClientError::from_status(&s, &self.addr)
+    }
+
+    pub async fn list_latents(
+        &self,
+        req: pb::ListLatentsRequest,
+    ) -> Result<pb::ListLatentsResponse, ClientError> {
+        let r = self.inner.clone().list_latents(req).await;
+        r.map(|r| r.into_inner()).map_err(|s| self.err(s))
+    }
+
+    pub async fn get_latent(&self, id: &str) -> Result<pb::Latent, ClientError> {
+        let req = pb::GetLatentRequest { id: id.into() };
+        let r = self.inner.clone().get_latent(req).await;
+        r.map(|r| r.into_inner()).map_err(|s| self.err(s))
+    }
+
+    pub async fn rename(&self, id: &str, name: &str) -> Result<pb::Latent, ClientError> {
+        let req = pb::RenameLatentRequest {
+            id: id.into(),
+            name: name.into(),
+        };
+        let r = self.inner.clone().rename_latent(req).await;
+        r.map(|r| r.into_inner()).map_err(|s| self.err(s))
+    }
+
+    pub async fn tag(
+        &self,
+        id: &str,
+        add: Vec<String>,
+        remove: Vec<String>,
+    ) -> Result<pb::Latent, ClientError> {
+        let req = pb::TagLatentRequest {
+            id: id.into(),
+            add,
+            remove,
+        };
+        let r = self.inner.clone().tag_latent(req).await;
+        r.map(|r| r.into_inner()).map_err(|s| self.err(s))
+    }
+
+    pub async fn delete(&self, id: &str) -> Result<pb::DeleteLatentResponse, ClientError> {
+        let req = pb::DeleteLatentRequest { id: id.into() };
+        let r = self.inner.clone().delete_latent(req).await;
+        r.map(|r| r.into_inner()).map_err(|s| self.err(s))
+    }
+
+    pub async fn latent_image(
+        &self,
+        id: &str,
+        kind: pb::LatentImageKind,
+        steps: u32,
+    ) -> Result<pb::Image, ClientError> {
+        let req = pb::GetLatentImageRequest {
+            id: id.into(),
+            kind: kind as i32,
+            steps,
+        };
+        let r = self.inner.clone().get_latent_image(req).await;
+        r.map(|r| r.into_inner()).map_err(|s| self.err(s))
+    }
+
+    pub async fn watch_library(&self) -> Result<Streaming<pb::LibraryEvent>, ClientError> {
+        let r = self
+            .inner
+            .clone()
+            .watch_library(pb::WatchLibraryRequest {})
+            .await;
+        r.map(|r| r.into_inner()).map_err(|s| self.err(s))
+    }
+
+    pub async fn submit(&self, spec: pb::job_spec::Kind) -> Result<pb::Job, ClientError> {
+        let req = pb::SubmitJobRequest {
+            spec: Some(pb::JobSpec { kind: Some(spec) }),
+            priority: pb::Priority::Interactive as i32,
+            idempotency_key: String::new(),
+        };
+        let r = self.inner.clone().submit_job(req).await;
+        r.map(|r| r.into_inner()).map_err(|s| self.err(s))
+    }
+
+    pub async fn get_job(&self, id: &str) -> Result<pb::Job, ClientError> {
+        let req = pb::GetJobRequest { id: id.into() };
+        let r = self.inner.clone().get_job(req).await;
+        r.map(|r| r.into_inner()).map_err(|s| self.err(s))
+    }
+
+    pub async fn list_jobs(
+        &self,
+        limit: u32,
+        latent_id: &str,
+    ) -> Result<Vec<pb::Job>, ClientError> {
+        let req = pb::ListJobsRequest {
+            states: vec![],
+            limit,
+            latent_id: latent_id.into(),
+        };
+        let r = self.inner.clone().list_jobs(req).await;
+        r.map(|r| r.into_inner().jobs).map_err(|s| self.err(s))
+    }
+
+    pub async fn cancel(&self, id: &str) -> Result<pb::Job, ClientError> {
+        let req = pb::CancelJobRequest { id: id.into() };
+        let r = self.inner.clone().cancel_job(req).await;
+        r.map(|r| r.into_inner()).map_err(|s| self.err(s))
+    }
+
+    pub async fn watch_job(&self, id: &str) -> Result<Streaming<pb::JobEvent>, ClientError> {
+        let req = pb::WatchJobRequest {
+            id: id.into(),
+            preview_every: 0,
+        };
+        let r = self.inner.clone().watch_job(req).await;
+        r.map(|r| r.into_inner()).map_err(|s| self.err(s))
+    }
+
+    /// Maps a stream item error the same way as a call error.
+    pub fn stream_error(&self, s: Status) -> ClientError {
+        self.err(s)
+    }
+}
+
+/// Accepts `host:port` as well as a URL.
+pub fn normalize_addr(addr: &str) -> String {
+    if addr.contains("://") {
+        addr.to_string()
+    } else {
+        format!("http://{addr}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_become_actionable_messages_and_exit_codes() {
+        let e = ClientError::from_status(&Status::not_found("latent abc"), "http://h:1");
+        assert_eq!(e.kind, ErrorKind::NotFound);
+        assert_eq!(e.exit_code(), 3);
+        let e = ClientError::from_status(
+            &Status::unavailable("tcp connect error: Connection refused"),
+            "http://h:1",
+        );
+        assert_eq!(e.exit_code(), 4);
+        assert!(e.message.contains("http://h:1") && e.message.contains("ddimd serve"));
+        let e = ClientError::from_status(&Status::unauthenticated("bad token"), "a");
+        assert!(e.message.contains("DDIM_TOKEN"));
+        assert_eq!(e.exit_code(), 1);
+        let e = ClientError::from_status(&Status::resource_exhausted("queue full"), "a");
+        assert!(e.message.contains("cancel"));
+    }
+
+    #[test]
+    fn interceptor_adds_bearer_token() {
+        let settings = Settings {
+            addr: "127.0.0.1:1".into(),
+            token: Some("s3cret".into()),
+            tls_ca: None,
+            graphics: None,
+        };
+        let Client { inner, .. } = Client::new(&settings).unwrap();
+        drop(inner);
+        let mut auth = Auth {
+            header: Some("Bearer s3cret".parse().unwrap()),
+        };
+        let req = auth.call(tonic::Request::new(())).unwrap();
+        assert_eq!(
+            req.metadata().get("authorization").unwrap(),
+            "Bearer s3cret"
+        );
+        let mut none = Auth { header: None };
+        assert!(none
+            .call(tonic::Request::new(()))
+            .unwrap()
+            .metadata()
+            .get("authorization")
+            .is_none());
+    }
+
+    #[test]
+    fn address_without_scheme_gets_http() {
+        assert_eq!(normalize_addr("127.0.0.1:5"), "http://127.0.0.1:5");
+        assert_eq!(normalize_addr("https://h"), "https://h");
+    }
+
+    #[tokio::test]
+    async fn unreachable_daemon_is_reported_with_address() {
+        // Bind then drop a listener so the port is (almost surely) closed.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let settings = Settings {
+            addr: format!("127.0.0.1:{port}"),
+            token: Some("t".into()),
+            tls_ca: None,
+            graphics: None,
+        };
+        let c = Client::new(&settings).unwrap();
+        let e = c.get_latent("x").await.unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Unreachable, "{e}");
+        assert!(e.message.contains(&format!("127.0.0.1:{port}")));
+    }
+}

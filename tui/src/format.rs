@@ -1,0 +1,161 @@
+//! Human-readable text for proto values, shared by the TUI and the scripting commands.
+
+use ddim_proto::v1::{self as pb, origin::Kind as OriginKind};
+
+/// "encoded", "sampled", "interpolated" or "?".
+pub fn origin_kind(l: &pb::Latent) -> &'static str {
+    match l.origin.as_ref().and_then(|o| o.kind.as_ref()) {
+        Some(OriginKind::Encoded(_)) => "encoded",
+        Some(OriginKind::Sampled(_)) => "sampled",
+        Some(OriginKind::Interpolated(_)) => "interpolated",
+        None => "?",
+    }
+}
+
+/// Origin with its details, e.g. `sampled seed 7 #2`.
+pub fn origin_detail(l: &pb::Latent) -> String {
+    match l.origin.as_ref().and_then(|o| o.kind.as_ref()) {
+        Some(OriginKind::Encoded(e)) if !e.filename.is_empty() => format!("encoded {}", e.filename),
+        Some(OriginKind::Encoded(_)) => "encoded".into(),
+        Some(OriginKind::Sampled(s)) => format!("sampled seed {} #{}", s.seed, s.index),
+        Some(OriginKind::Interpolated(i)) => format!(
+            "{} {}…/{}… α={:.2}",
+            method_name(i.method),
+            short_id(&i.a),
+            short_id(&i.b),
+            i.alpha
+        ),
+        None => "?".into(),
+    }
+}
+
+pub fn method_name(m: i32) -> &'static str {
+    match pb::InterpolationMethod::try_from(m) {
+        Ok(pb::InterpolationMethod::Lerp) => "lerp",
+        _ => "slerp",
+    }
+}
+
+/// First 8 characters of an id or fingerprint.
+pub fn short_id(id: &str) -> &str {
+    id.get(..8).unwrap_or(id)
+}
+
+pub fn state_name(state: i32) -> &'static str {
+    match pb::JobState::try_from(state) {
+        Ok(pb::JobState::Queued) => "queued",
+        Ok(pb::JobState::Running) => "running",
+        Ok(pb::JobState::Done) => "done",
+        Ok(pb::JobState::Failed) => "failed",
+        Ok(pb::JobState::Cancelled) => "cancelled",
+        _ => "unknown",
+    }
+}
+
+pub fn is_terminal(state: i32) -> bool {
+    matches!(
+        pb::JobState::try_from(state),
+        Ok(pb::JobState::Done | pb::JobState::Failed | pb::JobState::Cancelled)
+    )
+}
+
+/// `2026-11-25 14:03` in UTC, from Unix milliseconds.
+pub fn timestamp(unix_ms: i64) -> String {
+    if unix_ms <= 0 {
+        return "-".into();
+    }
+    let secs = unix_ms.div_euclid(1000);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}",
+        rem / 3600,
+        (rem % 3600) / 60
+    )
+}
+
+/// Howard Hinnant's days-to-civil algorithm.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+/// `1h02m`, `3m04s`, `12s`, `0.4s`.
+pub fn duration(secs: f64) -> String {
+    if !secs.is_finite() || secs < 0.0 {
+        return "-".into();
+    }
+    let s = secs.round() as u64;
+    if secs < 10.0 {
+        format!("{secs:.1}s")
+    } else if s < 60 {
+        format!("{s}s")
+    } else if s < 3600 {
+        format!("{}m{:02}s", s / 60, s % 60)
+    } else {
+        format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
+    }
+}
+
+/// How long a job waited in the queue (until start, or until `now_ms` while queued).
+pub fn wait_secs(job: &pb::Job, now_ms: i64) -> f64 {
+    let end = if job.started_unix_ms > 0 {
+        job.started_unix_ms
+    } else if job.finished_unix_ms > 0 {
+        job.finished_unix_ms
+    } else {
+        now_ms
+    };
+    ((end - job.created_unix_ms).max(0)) as f64 / 1000.0
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Steps list as `10,20,50`.
+pub fn steps_list(steps: &[u32]) -> String {
+    steps
+        .iter()
+        .map(u32::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_and_durations() {
+        assert_eq!(timestamp(0), "-");
+        assert_eq!(timestamp(1_764_079_380_000), "2025-11-25 14:03");
+        assert_eq!(timestamp(951_782_400_000), "2000-02-29 00:00");
+        assert_eq!(duration(3.25), "3.2s");
+        assert_eq!(duration(125.0), "2m05s");
+        assert_eq!(duration(3725.0), "1h02m");
+    }
+
+    #[test]
+    fn wait_time_uses_start_or_now() {
+        let mut j = pb::Job {
+            created_unix_ms: 1_000,
+            ..Default::default()
+        };
+        assert_eq!(wait_secs(&j, 4_000), 3.0);
+        j.started_unix_ms = 2_500;
+        assert_eq!(wait_secs(&j, 9_000), 1.5);
+    }
+}

@@ -1,0 +1,327 @@
+//! Inline images: picks a terminal graphics protocol (sixel, kitty, iTerm2 or half-blocks),
+//! pre-scales the model's small images with nearest-neighbour to the pane's pixel size,
+//! and caches encoded images per (image, area) so redraws are cheap.
+//!
+//! Detection is `Picker::from_query_stdio()` (run before the event reader starts); the
+//! decision from the terminal's answer is `choose_protocol`, testable on canned answers.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use image::{imageops::FilterType, DynamicImage};
+use ratatui::{
+    layout::{Rect, Size},
+    Frame,
+};
+use ratatui_image::{
+    picker::{Capability, Picker, ProtocolType},
+    protocol::Protocol,
+    Image, Resize,
+};
+
+use crate::cli::GraphicsArg;
+
+/// Encoded images kept at most; older ones are dropped wholesale.
+const CACHE_LIMIT: usize = 96;
+
+/// Environment hints for terminals that do not answer the capability query.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct EnvHints {
+    /// `TERM_PROGRAM`/`LC_TERMINAL` name a terminal that speaks the iTerm2 protocol.
+    pub iterm2: bool,
+    /// WezTerm or Konsole, where ratatui-image avoids sixel and kitty.
+    pub avoid_sixel_and_kitty: bool,
+}
+
+impl EnvHints {
+    pub fn from_env() -> Self {
+        let var = |k: &str| std::env::var(k).unwrap_or_default();
+        let prog = var("TERM_PROGRAM");
+        let iterm2 = [
+            "iTerm",
+            "WezTerm",
+            "mintty",
+            "vscode",
+            "Tabby",
+            "Hyper",
+            "rio",
+            "WarpTerminal",
+        ]
+        .iter()
+        .any(|p| prog.contains(p))
+            || var("LC_TERMINAL").contains("iTerm");
+        Self {
+            iterm2,
+            avoid_sixel_and_kitty: !var("WEZTERM_EXECUTABLE").is_empty()
+                || !var("KONSOLE_VERSION").is_empty(),
+        }
+    }
+}
+
+/// The protocol to use: an explicit choice wins; then kitty, then sixel (as the terminal
+/// reported them), then iTerm2 from the environment, else half-blocks.
+pub fn choose_protocol(
+    caps: &[Capability],
+    env: &EnvHints,
+    forced: Option<GraphicsArg>,
+) -> ProtocolType {
+    if let Some(f) = forced {
+        return match f {
+            GraphicsArg::Sixel => ProtocolType::Sixel,
+            GraphicsArg::Kitty => ProtocolType::Kitty,
+            GraphicsArg::Iterm2 => ProtocolType::Iterm2,
+            GraphicsArg::Halfblocks => ProtocolType::Halfblocks,
+        };
+    }
+    let has = |c: &Capability| caps.contains(c);
+    if !env.avoid_sixel_and_kitty && has(&Capability::Kitty) {
+        ProtocolType::Kitty
+    } else if !env.avoid_sixel_and_kitty && has(&Capability::Sixel) {
+        ProtocolType::Sixel
+    } else if env.iterm2 {
+        ProtocolType::Iterm2
+    } else {
+        ProtocolType::Halfblocks
+    }
+}
+
+pub fn protocol_name(p: ProtocolType) -> &'static str {
+    match p {
+        ProtocolType::Halfblocks => "halfblocks",
+        ProtocolType::Sixel => "sixel",
+        ProtocolType::Kitty => "kitty",
+        ProtocolType::Iterm2 => "iterm2",
+    }
+}
+
+/// Scales `img` to fit `px_w`×`px_h` with nearest-neighbour, by a whole factor when
+/// enlarging so every model pixel becomes an equal square.
+pub fn fit_nearest(img: &DynamicImage, px_w: u32, px_h: u32) -> DynamicImage {
+    let (w, h) = (img.width().max(1), img.height().max(1));
+    let scale = (f64::from(px_w) / f64::from(w)).min(f64::from(px_h) / f64::from(h));
+    let scale = if scale >= 1.0 { scale.floor() } else { scale };
+    let nw = ((f64::from(w) * scale).round() as u32).max(1);
+    let nh = ((f64::from(h) * scale).round() as u32).max(1);
+    if (nw, nh) == (w, h) {
+        img.clone()
+    } else {
+        img.resize_exact(nw, nh, FilterType::Nearest)
+    }
+}
+
+/// A sixel drawn on the screen's last line scrolls the terminal (ratatui-image #57):
+/// keep image areas above it.
+pub fn avoid_last_line(area: Rect, screen: Rect) -> Rect {
+    let mut a = area;
+    if a.bottom() >= screen.bottom() {
+        a.height = (screen.bottom().saturating_sub(1)).saturating_sub(a.y);
+    }
+    a
+}
+
+/// The chosen protocol and a cache of encoded images.
+pub struct Graphics {
+    picker: Picker,
+    cache: RefCell<HashMap<(String, u16, u16), Protocol>>,
+}
+
+impl Graphics {
+    /// Queries the terminal (call before starting the event reader).
+    pub fn detect(forced: Option<GraphicsArg>) -> Self {
+        let mut picker = Picker::from_query_stdio().unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "terminal graphics query failed; using half-blocks");
+            Picker::halfblocks()
+        });
+        let proto = choose_protocol(picker.capabilities(), &EnvHints::from_env(), forced);
+        let proto = match (forced, proto) {
+            // Without the query, ratatui-image may already have picked iTerm2 from env hints.
+            (None, ProtocolType::Halfblocks) => picker.protocol_type(),
+            _ => proto,
+        };
+        picker.set_protocol_type(proto);
+        tracing::info!(protocol = protocol_name(proto), caps = ?picker.capabilities(), "graphics");
+        Self::with_picker(picker)
+    }
+
+    pub fn with_picker(picker: Picker) -> Self {
+        Self {
+            picker,
+            cache: RefCell::new(HashMap::new()),
+        }
+    }
+
+    /// Half-blocks with a fixed 10×20 cell: deterministic, for tests.
+    #[cfg(test)]
+    pub fn halfblocks() -> Self {
+        Self::with_picker(Picker::halfblocks())
+    }
+
+    pub fn protocol(&self) -> ProtocolType {
+        self.picker.protocol_type()
+    }
+
+    /// Encodes `img` for `area` (pre-scaled, nearest-neighbour), centred in the area.
+    /// `key` must identify the image's content.
+    pub fn encode(&self, key: &str, img: &DynamicImage, area: Rect) -> Option<(Protocol, Rect)> {
+        if area.width == 0 || area.height == 0 {
+            return None;
+        }
+        let font = self.picker.font_size();
+        let (px_w, px_h) = (
+            u32::from(area.width) * u32::from(font.width.max(1)),
+            u32::from(area.height) * u32::from(font.height.max(1)),
+        );
+        let scaled = fit_nearest(img, px_w, px_h);
+        let proto = self
+            .picker
+            .new_protocol(
+                scaled,
+                Size::new(area.width, area.height),
+                Resize::Fit(Some(FilterType::Nearest)),
+            )
+            .map_err(|e| tracing::warn!(key, error = %e, "image encode failed"))
+            .ok()?;
+        let s = proto.size();
+        let rect = Rect::new(
+            area.x + area.width.saturating_sub(s.width) / 2,
+            area.y + area.height.saturating_sub(s.height) / 2,
+            s.width.min(area.width),
+            s.height.min(area.height),
+        );
+        Some((proto, rect))
+    }
+
+    /// Draws `img` into `area` (memoised per key and size).
+    pub fn render(&self, frame: &mut Frame, area: Rect, key: &str, img: &DynamicImage) {
+        let area = if self.protocol() == ProtocolType::Sixel {
+            avoid_last_line(area, frame.area())
+        } else {
+            area
+        };
+        let ck = (key.to_string(), area.width, area.height);
+        let mut cache = self.cache.borrow_mut();
+        if !cache.contains_key(&ck) {
+            let Some((proto, _)) = self.encode(key, img, area) else {
+                return;
+            };
+            if cache.len() >= CACHE_LIMIT {
+                cache.clear();
+            }
+            cache.insert(ck.clone(), proto);
+        }
+        if let Some(proto) = cache.get(&ck) {
+            let s = proto.size();
+            let rect = Rect::new(
+                area.x + area.width.saturating_sub(s.width) / 2,
+                area.y + area.height.saturating_sub(s.height) / 2,
+                s.width.min(area.width),
+                s.height.min(area.height),
+            );
+            frame.render_widget(Image::new(proto), rect);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ratatui_image::picker::cap_parser::{Parser, Response};
+    use ratatui_image::FontSize;
+
+    /// Parses a terminal's answer to ratatui-image's query (kitty graphics query, DA1,
+    /// cell size, DSR) into capabilities, with ratatui-image's own parser.
+    pub fn capabilities_from_answer(answer: &str) -> Vec<Capability> {
+        let mut parser = Parser::new();
+        let mut caps = Vec::new();
+        for ch in answer.chars() {
+            for r in parser.push(ch) {
+                match r {
+                    Response::Kitty => caps.push(Capability::Kitty),
+                    Response::Sixel => caps.push(Capability::Sixel),
+                    Response::RectangularOps => caps.push(Capability::RectangularOps),
+                    Response::KittyCompression => caps.push(Capability::KittyCompression),
+                    Response::CellSize(c) => caps.push(Capability::CellSize(c)),
+                    Response::Background(r, g, b) => caps.push(Capability::Background(r, g, b)),
+                    Response::CursorPositionReport(..) | Response::Status => {}
+                }
+            }
+        }
+        caps
+    }
+
+    /// Cell size in pixels reported in the answer, if any.
+    pub fn font_size_from(caps: &[Capability]) -> Option<FontSize> {
+        caps.iter().find_map(|c| match c {
+            Capability::CellSize(Some((w, h))) if *w > 0 && *h > 0 => Some(FontSize::new(*w, *h)),
+            _ => None,
+        })
+    }
+
+    /// xterm -ti vt340: DA1 with 4 (sixel), cell size 6×13, then the DSR answer.
+    const XTERM_VT340: &str = "\x1b[?63;1;2;4;6;9;15;16;22;28c\x1b[6;13;6t\x1b[0n";
+    /// kitty: answers the graphics query OK, DA1 without sixel.
+    const KITTY: &str = "\x1b_Gi=31;OK\x1b\\\x1b[?62;c\x1b[6;20;10t\x1b[0n";
+    /// A plain VT220-ish terminal: DA1 without 4, no cell size.
+    const PLAIN: &str = "\x1b[?62;1;6;22c\x1b[0n";
+
+    #[test]
+    fn canned_answers_pick_the_right_protocol() {
+        let env = EnvHints::default();
+        let xterm = capabilities_from_answer(XTERM_VT340);
+        assert!(xterm.contains(&Capability::Sixel), "{xterm:?}");
+        assert_eq!(choose_protocol(&xterm, &env, None), ProtocolType::Sixel);
+        let fs = font_size_from(&xterm).unwrap();
+        assert_eq!((fs.width, fs.height), (6, 13));
+
+        let kitty = capabilities_from_answer(KITTY);
+        assert_eq!(choose_protocol(&kitty, &env, None), ProtocolType::Kitty);
+
+        let plain = capabilities_from_answer(PLAIN);
+        assert_eq!(
+            choose_protocol(&plain, &env, None),
+            ProtocolType::Halfblocks
+        );
+        assert!(font_size_from(&plain).is_none());
+        let iterm = EnvHints {
+            iterm2: true,
+            ..Default::default()
+        };
+        assert_eq!(choose_protocol(&plain, &iterm, None), ProtocolType::Iterm2);
+    }
+
+    #[test]
+    fn override_and_blacklist_win() {
+        let xterm = capabilities_from_answer(XTERM_VT340);
+        assert_eq!(
+            choose_protocol(&xterm, &EnvHints::default(), Some(GraphicsArg::Halfblocks)),
+            ProtocolType::Halfblocks
+        );
+        let wez = EnvHints {
+            iterm2: true,
+            avoid_sixel_and_kitty: true,
+        };
+        assert_eq!(choose_protocol(&xterm, &wez, None), ProtocolType::Iterm2);
+    }
+
+    #[test]
+    fn nearest_upscale_keeps_pixels_square_and_exact() {
+        let mut img = image::RgbImage::new(2, 2);
+        img.put_pixel(1, 0, image::Rgb([255, 0, 0]));
+        let out = fit_nearest(&DynamicImage::ImageRgb8(img), 100, 50).to_rgb8();
+        assert_eq!(out.dimensions(), (50, 50));
+        assert_eq!(out.get_pixel(25, 0).0, [255, 0, 0]);
+        assert_eq!(out.get_pixel(49, 24).0, [255, 0, 0]);
+        assert_eq!(out.get_pixel(24, 0).0, [0, 0, 0]);
+        assert_eq!(out.get_pixel(25, 25).0, [0, 0, 0]);
+    }
+
+    #[test]
+    fn images_stay_off_the_last_line() {
+        let screen = Rect::new(0, 0, 80, 24);
+        assert_eq!(
+            avoid_last_line(Rect::new(0, 10, 20, 14), screen).bottom(),
+            23
+        );
+        assert_eq!(avoid_last_line(Rect::new(0, 0, 20, 5), screen).height, 5);
+    }
+}

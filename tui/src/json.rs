@@ -1,0 +1,58 @@
+//! JSON views of proto messages for `--json` output (image bytes are left out; their
+//! sizes are kept).
+
+use ddim_proto::v1 as pb;
+use serde_json::{json, Value};
+
+use crate::format;
+
+pub fn latent(l: &pb::Latent) -> Value {
+    json!({
+        "id": l.id,
+        "name": l.name,
+        "tags": l.tags,
+        "created_unix_ms": l.created_unix_ms,
+        "shape": l.shape,
+        "model_fingerprint": l.model_fingerprint,
+        "encode_steps": l.encode_steps,
+        "origin": format::origin_kind(l),
+        "origin_detail": format::origin_detail(l),
+        "preview_steps": l.preview_steps,
+        "job_id": l.job_id,
+    })
+}
+
+fn image(i: &Option<pb::Image>) -> Value {
+    match i {
+        Some(i) => json!({"width": i.width, "height": i.height, "png_bytes": i.png.len()}),
+        None => Value::Null,
+    }
+}
+
+pub fn result(r: &pb::JobResult) -> Value {
+    json!({
+        "latent_ids": r.latent_ids,
+        "images": r.images.iter().map(|i| image(&Some(i.clone()))).collect::<Vec<_>>(),
+        "decodes": r.decodes.iter().map(|d| json!({"steps": d.steps, "image": image(&d.image)})).collect::<Vec<_>>(),
+        "reconstruction": r.reconstruction.iter().map(|p| json!({"steps": p.steps, "mse": p.mse, "image": image(&p.image)})).collect::<Vec<_>>(),
+        "original": image(&r.original),
+        "frames": r.frames.iter().map(|f| json!({"index": f.index, "alpha": f.alpha, "latent_id": f.latent_id, "image": image(&f.image)})).collect::<Vec<_>>(),
+    })
+}
+
+pub fn job(j: &pb::Job) -> Value {
+    json!({
+        "id": j.id,
+        "kind": j.kind,
+        "state": format::state_name(j.state),
+        "created_unix_ms": j.created_unix_ms,
+        "started_unix_ms": j.started_unix_ms,
+        "finished_unix_ms": j.finished_unix_ms,
+        "attempts": j.attempts,
+        "error": j.error,
+        "step": j.step,
+        "total_steps": j.total_steps,
+        "latent_ids": j.latent_ids,
+        "result": j.result.as_ref().map(result),
+    })
+}

@@ -1,0 +1,648 @@
+//! The library: latents as a paged table (fetched page by page as you scroll, far pages
+//! dropped), filter, sort, marks; a side pane with the preview, metadata and jobs.
+
+use std::collections::{HashMap, HashSet};
+
+use crossterm::event::{KeyCode, KeyEvent};
+use ddim_proto::v1::{self as pb, library_event::Kind as LibKind};
+use ratatui::{
+    layout::{Constraint, Layout, Rect},
+    style::Style,
+    text::{Line, Span},
+    widgets::{Block, Cell, Paragraph, Row, Table},
+    Frame,
+};
+
+use crate::app::{App, Loading, PromptFor, Screen, ACCENT, DIM, SELECTED};
+use crate::format::{self, short_id};
+use crate::prompt::Prompt;
+use crate::worker::Request;
+
+/// Rows per ListLatents call.
+pub const PAGE: usize = 500;
+/// Pages kept around the view; farther ones are dropped (their tokens are kept).
+const KEEP_PAGES: usize = 3;
+/// Client-side sorting needs every match loaded; above this, narrow the filter first.
+pub const SORT_LIMIT: u64 = 5_000;
+/// Wait this long after the selection settles before fetching its details.
+const DETAIL_DELAY_MS: i64 = 120;
+/// Coalesce bursts of library events into one reload.
+const RELOAD_DELAY_MS: i64 = 300;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Sort {
+    /// The daemon's order.
+    #[default]
+    Newest,
+    Oldest,
+    Name,
+    EncodeSteps,
+}
+
+impl Sort {
+    fn next(self) -> Self {
+        match self {
+            Sort::Newest => Sort::Oldest,
+            Sort::Oldest => Sort::Name,
+            Sort::Name => Sort::EncodeSteps,
+            Sort::EncodeSteps => Sort::Newest,
+        }
+    }
+    fn label(self) -> &'static str {
+        match self {
+            Sort::Newest => "newest first",
+            Sort::Oldest => "oldest first",
+            Sort::Name => "name",
+            Sort::EncodeSteps => "encode S",
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct LibraryState {
+    pub filter: String,
+    /// Bumped on every reload; answers for older generations are dropped.
+    pub generation: u64,
+    pub total: Option<u64>,
+    pub pages: HashMap<usize, Vec<pb::Latent>>,
+    /// `tokens[k]` fetches page k; `tokens[0]` is empty.
+    pub tokens: Vec<String>,
+    pub pending: HashSet<usize>,
+    pub selected: usize,
+    pub offset: usize,
+    /// Marked latent ids, in marking order (the first two are A and B).
+    pub marked: Vec<String>,
+    pub sort: Sort,
+    /// All matches, sorted, while `sort` is not `Newest`.
+    pub sorted: Vec<pb::Latent>,
+    pub loading: Loading,
+    pub selection_at: i64,
+    pub detail_for: Option<String>,
+    pub latent_jobs: HashMap<String, Vec<pb::Job>>,
+    pub reload_at: Option<i64>,
+    pub filter_at: Option<(i64, String)>,
+}
+
+impl LibraryState {
+    /// Forgets pages and starts over (same selection index).
+    pub fn reload(&mut self) -> Vec<Request> {
+        self.generation += 1;
+        self.pages.clear();
+        self.pending.clear();
+        self.tokens = vec![String::new()];
+        self.sorted.clear();
+        self.loading = Loading::Loading;
+        vec![]
+    }
+
+    pub fn len(&self) -> usize {
+        self.total.unwrap_or(0) as usize
+    }
+
+    pub fn row(&self, i: usize) -> Option<&pb::Latent> {
+        if self.sort != Sort::Newest {
+            return self.sorted.get(i);
+        }
+        self.pages.get(&(i / PAGE)).and_then(|p| p.get(i % PAGE))
+    }
+
+    pub fn selected_latent(&self) -> Option<&pb::Latent> {
+        self.row(self.selected)
+    }
+
+    fn find(&self, id: &str) -> Option<&pb::Latent> {
+        self.pages.values().flatten().find(|l| l.id == id)
+    }
+
+    fn rebuild_sorted(&mut self) {
+        if self.sort == Sort::Newest {
+            self.sorted.clear();
+            return;
+        }
+        let mut pages: Vec<_> = self.pages.iter().collect();
+        pages.sort_by_key(|(k, _)| **k);
+        let mut all: Vec<pb::Latent> = pages
+            .into_iter()
+            .flat_map(|(_, v)| v.iter().cloned())
+            .collect();
+        match self.sort {
+            Sort::Newest => {}
+            Sort::Oldest => all.reverse(),
+            Sort::Name => all.sort_by(|a, b| a.name.to_lowercase().cmp(&b.name.to_lowercase())),
+            Sort::EncodeSteps => all.sort_by_key(|l| std::cmp::Reverse(l.encode_steps)),
+        }
+        self.sorted = all;
+    }
+}
+
+/// Rows of the table that fit on screen.
+pub fn visible_rows(app: &App) -> usize {
+    let (table, _) = split(app.body());
+    table.height.saturating_sub(3) as usize
+}
+
+fn split(body: Rect) -> (Rect, Rect) {
+    let [t, s] =
+        Layout::horizontal([Constraint::Percentage(62), Constraint::Percentage(38)]).areas(body);
+    (t, s)
+}
+
+pub fn scroll_into_view(app: &mut App) {
+    let vh = visible_rows(app).max(1);
+    let lib = &mut app.library;
+    if lib.selected < lib.offset {
+        lib.offset = lib.selected;
+    } else if lib.selected >= lib.offset + vh {
+        lib.offset = lib.selected + 1 - vh;
+    }
+}
+
+/// Requests the pages the view needs, walking the token chain one page at a time.
+pub fn ensure_pages(app: &mut App) -> Vec<Request> {
+    let vh = visible_rows(app);
+    let lib = &mut app.library;
+    if lib.tokens.is_empty() {
+        return vec![];
+    }
+    let last_page = lib.total.map(|t| (t as usize).saturating_sub(1) / PAGE);
+    let (p0, p1) = if lib.sort != Sort::Newest {
+        (0, last_page.unwrap_or(0))
+    } else {
+        let p0 = lib.offset / PAGE;
+        let p1 = (lib.offset + vh + 50) / PAGE;
+        (p0, last_page.map_or(p0, |l| p1.min(l)))
+    };
+    let mut out = vec![];
+    for p in p0..=p1 {
+        if lib.pages.contains_key(&p) {
+            continue;
+        }
+        let k = p.min(lib.tokens.len() - 1);
+        let wanted = !lib.pending.contains(&k) && !lib.pages.contains_key(&k);
+        if wanted {
+            lib.pending.insert(k);
+            out.push(Request::ListLatents {
+                generation: lib.generation,
+                page: k,
+                page_token: lib.tokens[k].clone(),
+                page_size: PAGE as u32,
+                name_contains: lib.filter.clone(),
+            });
+        }
+        if k != p {
+            break; // walk the token chain one hop at a time
+        }
+    }
+    out
+}
+
+pub fn page_arrived(
+    app: &mut App,
+    generation: u64,
+    page: usize,
+    resp: pb::ListLatentsResponse,
+) -> Vec<Request> {
+    let lib = &mut app.library;
+    if generation != lib.generation {
+        return vec![];
+    }
+    lib.pending.remove(&page);
+    lib.total = Some(resp.total);
+    lib.loading = Loading::Loaded;
+    if page + 1 == lib.tokens.len() && !resp.next_page_token.is_empty() {
+        lib.tokens.push(resp.next_page_token);
+    }
+    lib.pages.insert(page, resp.latents);
+    if lib.sort == Sort::Newest {
+        let here = lib.offset / PAGE;
+        lib.pages
+            .retain(|k, _| k.abs_diff(here) <= KEEP_PAGES || *k == page);
+    } else {
+        lib.rebuild_sorted();
+    }
+    if lib.selected >= lib.len() {
+        lib.selected = lib.len().saturating_sub(1);
+    }
+    scroll_into_view(app);
+    ensure_pages(app)
+}
+
+pub fn latent_changed(app: &mut App, l: pb::Latent) {
+    for page in app.library.pages.values_mut() {
+        for row in page.iter_mut().filter(|r| r.id == l.id) {
+            *row = l.clone();
+        }
+    }
+    app.library.rebuild_sorted();
+}
+
+pub fn library_event(app: &mut App, ev: pb::LibraryEvent) -> Vec<Request> {
+    match LibKind::try_from(ev.kind) {
+        Ok(LibKind::Changed) => {
+            if let Some(l) = ev.latent {
+                latent_changed(app, l);
+            }
+        }
+        Ok(LibKind::Deleted) => {
+            app.library.marked.retain(|m| *m != ev.id);
+            app.images.remove(&format!("preview:{}", ev.id));
+            app.library
+                .reload_at
+                .get_or_insert(app.now_ms + RELOAD_DELAY_MS);
+        }
+        _ => {
+            app.library
+                .reload_at
+                .get_or_insert(app.now_ms + RELOAD_DELAY_MS);
+        }
+    }
+    vec![]
+}
+
+/// Debounced work: reloads after library events, filter changes, details of the selection.
+pub fn tick(app: &mut App) -> Vec<Request> {
+    let now = app.now_ms;
+    let mut out = vec![];
+    if let Some((at, f)) = app.library.filter_at.clone() {
+        if now >= at {
+            app.library.filter_at = None;
+            if f != app.library.filter {
+                app.library.filter = f;
+                app.library.selected = 0;
+                app.library.offset = 0;
+                app.library.reload_at = Some(now);
+            }
+        }
+    }
+    if app.library.reload_at.is_some_and(|t| now >= t) {
+        app.library.reload_at = None;
+        out.extend(app.library.reload());
+        out.extend(ensure_pages(app));
+    }
+    if now - app.library.selection_at >= DETAIL_DELAY_MS {
+        if let Some(l) = app.library.selected_latent() {
+            if app.library.detail_for.as_deref() != Some(l.id.as_str()) {
+                let id = l.id.clone();
+                app.library.detail_for = Some(id.clone());
+                if !app.images.contains_key(&format!("preview:{id}")) {
+                    out.push(Request::Preview { id: id.clone() });
+                }
+                out.push(Request::LatentJobs { id });
+            }
+        }
+    }
+    out
+}
+
+/// Typing in the filter prompt: applied after a short pause.
+pub fn filter_typed(app: &mut App, text: &str) -> Vec<Request> {
+    app.library.filter_at = Some((app.now_ms + 150, text.to_string()));
+    vec![]
+}
+
+/// Esc on the library clears marks, then the filter; returns false when nothing was cleared.
+pub fn escape(app: &mut App) -> bool {
+    if !app.library.marked.is_empty() {
+        app.library.marked.clear();
+        return true;
+    }
+    if !app.library.filter.is_empty() {
+        filter_typed(app, "");
+        app.library.filter_at = Some((app.now_ms, String::new()));
+        return true;
+    }
+    false
+}
+
+fn select(app: &mut App, i: usize) -> Vec<Request> {
+    let n = app.library.len();
+    app.library.selected = i.min(n.saturating_sub(1));
+    app.library.selection_at = app.now_ms;
+    scroll_into_view(app);
+    ensure_pages(app)
+}
+
+pub fn handle_key(app: &mut App, key: KeyEvent) -> Vec<Request> {
+    let sel = app.library.selected;
+    let page = visible_rows(app).max(1);
+    let current = app.library.selected_latent().cloned();
+    match key.code {
+        KeyCode::Down | KeyCode::Char('j') => select(app, sel + 1),
+        KeyCode::Up | KeyCode::Char('k') => select(app, sel.saturating_sub(1)),
+        KeyCode::PageDown => select(app, sel + page),
+        KeyCode::PageUp => select(app, sel.saturating_sub(page)),
+        KeyCode::Home | KeyCode::Char('g') => select(app, 0),
+        KeyCode::End | KeyCode::Char('G') => select(app, usize::MAX),
+        KeyCode::F(5) => {
+            let mut out = app.library.reload();
+            out.extend(ensure_pages(app));
+            out
+        }
+        KeyCode::Char('/') => {
+            let previous = app.library.filter.clone();
+            app.prompt(
+                Prompt::new("filter by name", previous.clone()),
+                PromptFor::Filter { previous },
+            );
+            vec![]
+        }
+        KeyCode::Char('s') => {
+            let next = app.library.sort.next();
+            if next != Sort::Newest && app.library.total.unwrap_or(0) > SORT_LIMIT {
+                app.error(format!(
+                    "sorting needs every match loaded ({} > {SORT_LIMIT}): narrow the filter with / first",
+                    app.library.len()
+                ));
+                return vec![];
+            }
+            app.library.sort = next;
+            app.library.rebuild_sorted();
+            app.info(format!("sorted by {}", next.label()));
+            ensure_pages(app)
+        }
+        KeyCode::Char(' ') => {
+            if let Some(l) = current {
+                let m = &mut app.library.marked;
+                match m.iter().position(|x| *x == l.id) {
+                    Some(i) => {
+                        m.remove(i);
+                    }
+                    None => m.push(l.id),
+                }
+            }
+            select(app, sel + 1)
+        }
+        KeyCode::Char('e') => {
+            app.prompt(
+                Prompt::new("encode image files or a folder (S=100)", "").with_paths(),
+                PromptFor::Encode,
+            );
+            vec![]
+        }
+        KeyCode::Char('n') => {
+            app.prompt(
+                Prompt::new("sample: count seed steps eta", "4 0 50 0"),
+                PromptFor::Sample,
+            );
+            vec![]
+        }
+        KeyCode::Char('i') => {
+            let m = app.library.marked.clone();
+            if m.len() != 2 {
+                app.error(format!(
+                    "mark exactly two latents with space to interpolate ({} marked)",
+                    m.len()
+                ));
+                return vec![];
+            }
+            let name = |id: &str| {
+                app.library
+                    .find(id)
+                    .map_or_else(|| short_id(id).to_string(), |l| l.name.clone())
+            };
+            app.interp.a = Some((m[0].clone(), name(&m[0])));
+            app.interp.b = Some((m[1].clone(), name(&m[1])));
+            app.interp.job = None;
+            app.go(Screen::Interpolate);
+            vec![]
+        }
+        _ => match current {
+            Some(l) => latent_key(app, key, l),
+            None => vec![],
+        },
+    }
+}
+
+/// Keys that act on the selected latent.
+fn latent_key(app: &mut App, key: KeyEvent, l: pb::Latent) -> Vec<Request> {
+    match key.code {
+        KeyCode::Char('r') | KeyCode::Enter => {
+            app.recon.source = Some(super::reconstruct::Source::Latent(
+                l.id.clone(),
+                l.name.clone(),
+            ));
+            app.recon.job = None;
+            app.go(Screen::Reconstruct);
+            vec![]
+        }
+        KeyCode::Char('d') => {
+            app.decode.latent = Some((l.id.clone(), l.name.clone()));
+            app.decode.job = None;
+            app.go(Screen::Decode);
+            vec![]
+        }
+        KeyCode::Char('c') => {
+            app.prompt(
+                Prompt::new(format!("rename {}", l.name), l.name.clone()),
+                PromptFor::Rename(l.id),
+            );
+            vec![]
+        }
+        KeyCode::Char('t') => {
+            app.prompt(
+                Prompt::new(format!("tags of {} (+add -remove)", l.name), ""),
+                PromptFor::Tag(l.id),
+            );
+            vec![]
+        }
+        KeyCode::Char('o') => {
+            let file = format!(
+                "{}.png",
+                if l.name.is_empty() {
+                    short_id(&l.id)
+                } else {
+                    &l.name
+                }
+            );
+            app.prompt(
+                Prompt::new("save preview as PNG", file).with_paths(),
+                PromptFor::ExportPreview(l.id),
+            );
+            vec![]
+        }
+        KeyCode::Char('X') | KeyCode::Delete => {
+            let ids = if app.library.marked.is_empty() {
+                vec![l.id.clone()]
+            } else {
+                app.library.marked.clone()
+            };
+            let what = if ids.len() == 1 {
+                format!("latent {}", l.name)
+            } else {
+                format!("{} marked latents", ids.len())
+            };
+            app.confirm(
+                format!("Delete {what} and the jobs that only it used?"),
+                vec![Request::Delete { ids }],
+            );
+            vec![]
+        }
+        _ => vec![],
+    }
+}
+
+pub fn render(app: &App, frame: &mut Frame, area: Rect) {
+    let (table_area, side) = split(area);
+    render_table(app, frame, table_area);
+    render_side(app, frame, side);
+}
+
+fn render_table(app: &App, frame: &mut Frame, area: Rect) {
+    let lib = &app.library;
+    let vh = area.height.saturating_sub(3) as usize;
+    let rows: Vec<Row> = (lib.offset..(lib.offset + vh).min(lib.len()))
+        .map(|i| {
+            let style = if i == lib.selected {
+                SELECTED
+            } else {
+                Style::new()
+            };
+            match lib.row(i) {
+                Some(l) => {
+                    let mark = if lib.marked.contains(&l.id) {
+                        "●"
+                    } else {
+                        " "
+                    };
+                    Row::new(vec![
+                        Cell::from(mark).style(Style::new().fg(ACCENT)),
+                        Cell::from(l.name.clone()),
+                        Cell::from(l.tags.join(",")),
+                        Cell::from(format::origin_kind(l)),
+                        Cell::from(short_id(&l.model_fingerprint).to_string()),
+                        Cell::from(if l.encode_steps > 0 {
+                            l.encode_steps.to_string()
+                        } else {
+                            "-".into()
+                        }),
+                        Cell::from(format::timestamp(l.created_unix_ms)),
+                    ])
+                    .style(style)
+                }
+                None => Row::new(vec![Cell::from(""), Cell::from("…").style(DIM)]).style(style),
+            }
+        })
+        .collect();
+    let header = Row::new(["", "name", "tags", "origin", "model", "S", "created"])
+        .style(Style::new().bold().fg(ACCENT));
+    let title = match (&lib.loading, lib.total) {
+        (Loading::Error(e), _) => format!(" latents — {e} "),
+        (_, Some(t)) if t > 0 => format!(" latents {}/{} ", lib.selected + 1, t),
+        (_, Some(_)) => " latents — none ".into(),
+        _ => " latents — loading… ".into(),
+    };
+    let mut block = Block::bordered().title(title);
+    let mut bottom = vec![];
+    if !lib.filter.is_empty() {
+        bottom.push(Span::styled(
+            format!(" /{} ", lib.filter),
+            Style::new().fg(ACCENT),
+        ));
+    }
+    if lib.sort != Sort::Newest {
+        bottom.push(Span::styled(format!(" sort: {} ", lib.sort.label()), DIM));
+    }
+    if !lib.marked.is_empty() {
+        bottom.push(Span::styled(
+            format!(" {} marked ", lib.marked.len()),
+            Style::new().fg(ACCENT),
+        ));
+    }
+    if !bottom.is_empty() {
+        block = block.title_bottom(Line::from(bottom));
+    }
+    let table = Table::new(
+        rows,
+        [
+            Constraint::Length(1),
+            Constraint::Fill(2),
+            Constraint::Fill(1),
+            Constraint::Length(12),
+            Constraint::Length(8),
+            Constraint::Length(4),
+            Constraint::Length(16),
+        ],
+    )
+    .header(header)
+    .block(block);
+    frame.render_widget(table, area);
+    if lib.len() == 0 && lib.total.is_some() {
+        let msg = if lib.filter.is_empty() {
+            "No latents yet: press e to encode images or n to sample."
+        } else {
+            "Nothing matches the filter: press Esc to clear it."
+        };
+        let inner = Rect::new(area.x + 2, area.y + 3, area.width.saturating_sub(4), 1);
+        frame.render_widget(Line::styled(msg, DIM), inner);
+    }
+}
+
+fn render_side(app: &App, frame: &mut Frame, area: Rect) {
+    let Some(l) = app.library.selected_latent() else {
+        frame.render_widget(Block::bordered().title(" details "), area);
+        return;
+    };
+    let img_h = (area.height / 2).max(6).min(area.height);
+    let [img, meta, jobs] = Layout::vertical([
+        Constraint::Length(img_h),
+        Constraint::Length(8),
+        Constraint::Min(0),
+    ])
+    .areas(area);
+    super::image_tile(
+        app,
+        frame,
+        img,
+        &format!("preview:{}", l.id),
+        &format!("preview S={}", l.preview_steps),
+        false,
+    );
+    let shape = l
+        .shape
+        .iter()
+        .map(u32::to_string)
+        .collect::<Vec<_>>()
+        .join("×");
+    let kv =
+        |k: &str, v: String| Line::from(vec![Span::styled(format!("{k:<8}"), DIM), Span::raw(v)]);
+    let lines = vec![
+        kv("id", l.id.clone()),
+        kv("origin", format::origin_detail(l)),
+        kv("shape", shape),
+        kv("model", l.model_fingerprint.clone()),
+        kv(
+            "encode",
+            if l.encode_steps > 0 {
+                format!("S={}", l.encode_steps)
+            } else {
+                "-".into()
+            },
+        ),
+        kv("created", format::timestamp(l.created_unix_ms)),
+    ];
+    frame.render_widget(
+        Paragraph::new(lines).block(Block::bordered().title(format!(" {} ", l.name))),
+        meta,
+    );
+    let job_lines: Vec<Line> = match app.library.latent_jobs.get(&l.id) {
+        None => vec![Line::styled("…", DIM)],
+        Some(js) if js.is_empty() => vec![Line::styled("no jobs", DIM)],
+        Some(js) => js
+            .iter()
+            .map(|j| {
+                Line::from(vec![
+                    Span::raw(format!("{:<12}", j.kind)),
+                    Span::styled(
+                        format!("{:<10}", format::state_name(j.state)),
+                        super::jobs::state_style(j.state),
+                    ),
+                    Span::styled(format::timestamp(j.created_unix_ms), DIM),
+                ])
+            })
+            .collect(),
+    };
+    frame.render_widget(
+        Paragraph::new(job_lines).block(Block::bordered().title(" jobs ")),
+        jobs,
+    );
+}

@@ -1,0 +1,284 @@
+//! One module per screen: each has `handle_key(&mut App, key) -> Vec<Request>` and
+//! `render(&App, frame, area)`. Shared here: key tables (for `?` and the docs), prompt
+//! answers, and the image tile.
+
+pub mod decode;
+pub mod interpolate;
+pub mod jobs;
+pub mod library;
+pub mod reconstruct;
+
+use std::path::PathBuf;
+
+use ddim_proto::v1::{self as pb, job_spec::Kind};
+use ratatui::{
+    layout::{Constraint, Layout, Rect},
+    style::Style,
+    text::Line,
+    widgets::{Block, Paragraph},
+    Frame,
+};
+
+use crate::app::{App, PromptFor, Screen, ACCENT, DIM};
+use crate::cli::parse_steps;
+use crate::worker::{Purpose, Request};
+
+/// Keys that work everywhere.
+pub const GLOBAL_KEYS: &[(&str, &str)] = &[
+    ("1-5 / Tab", "switch screen"),
+    ("?", "keys of this screen"),
+    ("q / Esc", "back (quit from the library)"),
+    ("Ctrl-c", "quit"),
+];
+
+/// The keys of a screen, as `?` shows them.
+pub fn keys(screen: Screen) -> &'static [(&'static str, &'static str)] {
+    match screen {
+        Screen::Library => &[
+            ("↑↓ / j k", "move"),
+            ("PgUp PgDn g G", "page, first, last"),
+            ("/", "filter by name"),
+            ("s", "sort"),
+            ("space", "mark"),
+            ("r", "reconstruct"),
+            ("d", "decode at several S"),
+            ("i", "interpolate two marked"),
+            ("e", "encode image files"),
+            ("n", "sample new latents"),
+            ("c", "rename"),
+            ("t", "tag (+add -remove)"),
+            ("o", "export preview PNG"),
+            ("X / Del", "delete (asks)"),
+            ("F5", "reload"),
+        ],
+        Screen::Jobs => &[
+            ("↑↓ / j k", "move"),
+            ("Enter", "open results"),
+            ("c", "cancel job"),
+            ("F5", "reload"),
+        ],
+        Screen::Reconstruct => &[
+            ("Enter", "queue reconstruction"),
+            ("s", "step counts"),
+            ("f", "reconstruct a file"),
+            ("←→ / h l", "choose S"),
+            ("o", "save image at S as PNG"),
+        ],
+        Screen::Interpolate => &[
+            ("Enter", "queue interpolation"),
+            ("←→ / h l", "step through frames"),
+            ("+ -", "more, fewer frames"),
+            ("f", "number of frames"),
+            ("m", "slerp / lerp"),
+            ("s", "steps S"),
+            ("w", "save frame as latent"),
+            ("o", "save frame as PNG"),
+        ],
+        Screen::Decode => &[
+            ("Enter", "queue decodes"),
+            ("s", "step counts"),
+            ("←→ / h l", "choose S"),
+            ("o", "save image at S as PNG"),
+        ],
+    }
+}
+
+/// Acts on a prompt's answer.
+pub fn submit_prompt(app: &mut App, purpose: PromptFor, text: String) -> Vec<Request> {
+    let text = text.trim().to_string();
+    match purpose {
+        PromptFor::Filter { .. } => library::filter_typed(app, &text),
+        PromptFor::Encode => {
+            let paths: Vec<PathBuf> = text.split_whitespace().map(expand_tilde).collect();
+            if paths.is_empty() {
+                return vec![];
+            }
+            vec![Request::Encode { paths, steps: 100 }]
+        }
+        PromptFor::Sample => match parse_sample(&text) {
+            Ok(spec) => vec![Request::Submit {
+                spec,
+                purpose: Purpose::Library,
+            }],
+            Err(e) => {
+                app.error(e);
+                vec![]
+            }
+        },
+        PromptFor::Rename(id) if !text.is_empty() => vec![Request::Rename { id, name: text }],
+        PromptFor::Tag(id) => {
+            let (mut add, mut remove) = (vec![], vec![]);
+            for w in text.split_whitespace() {
+                match w.strip_prefix('-') {
+                    Some(t) => remove.push(t.to_string()),
+                    None => add.push(w.trim_start_matches('+').to_string()),
+                }
+            }
+            vec![Request::Tag { id, add, remove }]
+        }
+        PromptFor::ExportPreview(id) if !text.is_empty() => vec![Request::ExportPreview {
+            id,
+            path: expand_tilde(&text),
+        }],
+        PromptFor::SavePng(png) if !text.is_empty() => vec![Request::SavePng {
+            png,
+            path: expand_tilde(&text),
+        }],
+        PromptFor::ReconFile if !text.is_empty() => {
+            app.recon.source = Some(reconstruct::Source::File(expand_tilde(&text)));
+            app.recon.job = None;
+            vec![]
+        }
+        PromptFor::ReconSteps => steps_into(app, &text, |a, s| a.recon.steps = s),
+        PromptFor::DecodeSteps => steps_into(app, &text, |a, s| a.decode.steps = s),
+        PromptFor::InterpSteps => steps_into(app, &text, |a, s| a.interp.steps = s[0]),
+        PromptFor::InterpFrames => {
+            match text.parse::<u32>() {
+                Ok(n) if (2..=64).contains(&n) => app.interp.frames = n,
+                _ => app.error("frames must be a whole number from 2 to 64"),
+            }
+            vec![]
+        }
+        _ => vec![],
+    }
+}
+
+fn steps_into(app: &mut App, text: &str, set: impl FnOnce(&mut App, Vec<u32>)) -> Vec<Request> {
+    match parse_steps(text) {
+        Ok(s) => set(app, s.0),
+        Err(e) => app.error(format!("step counts: {e}")),
+    }
+    vec![]
+}
+
+fn expand_tilde(s: &str) -> PathBuf {
+    match (s.strip_prefix("~/"), dirs::home_dir()) {
+        (Some(rest), Some(home)) => home.join(rest),
+        _ => PathBuf::from(s),
+    }
+}
+
+/// `count [seed [steps [eta]]]` into a sample job.
+pub fn parse_sample(text: &str) -> Result<Kind, String> {
+    let w: Vec<&str> = text.split_whitespace().collect();
+    let num = |i: usize, def: &str| -> Result<String, String> {
+        Ok(w.get(i).copied().unwrap_or(def).to_string())
+    };
+    let bad = |what: &str| format!("sample: {what} (expected: count [seed [steps [eta]]])");
+    let count: u32 = num(0, "4")?
+        .parse()
+        .map_err(|_| bad("count is not a number"))?;
+    let seed: u64 = num(1, "0")?
+        .parse()
+        .map_err(|_| bad("seed is not a number"))?;
+    let steps: u32 = num(2, "50")?
+        .parse()
+        .map_err(|_| bad("steps is not a number"))?;
+    let eta: f32 = num(3, "0")?
+        .parse()
+        .map_err(|_| bad("eta is not a number"))?;
+    if count == 0 || steps == 0 {
+        return Err(bad("count and steps must be at least 1"));
+    }
+    Ok(Kind::Sample(pb::SampleJob {
+        count,
+        seed,
+        sampler: Some(pb::SamplerOptions {
+            steps,
+            eta,
+            spacing: 0,
+            sigma_hat: false,
+        }),
+        name_prefix: String::new(),
+        tags: vec![],
+    }))
+}
+
+/// An image with a caption under it; a placeholder when the image is not there yet.
+pub fn image_tile(
+    app: &App,
+    frame: &mut Frame,
+    area: Rect,
+    key: &str,
+    caption: &str,
+    selected: bool,
+) {
+    let style = if selected {
+        Style::new().fg(ACCENT)
+    } else {
+        DIM
+    };
+    let block = Block::bordered().border_style(style);
+    let inner = block.inner(area);
+    frame.render_widget(block, area);
+    if inner.height < 2 {
+        return;
+    }
+    let [img, cap] = Layout::vertical([Constraint::Min(0), Constraint::Length(1)]).areas(inner);
+    match app.images.get(key) {
+        Some(i) => app.graphics.render(frame, img, key, i),
+        None => frame.render_widget(Paragraph::new("…").style(DIM).centered(), img),
+    }
+    let cap_style = if selected {
+        Style::new().fg(ACCENT).bold()
+    } else {
+        Style::new()
+    };
+    frame.render_widget(Line::styled(caption.to_string(), cap_style).centered(), cap);
+}
+
+/// Lays out `n` equal tiles in one row, at most `max_w` cells wide each.
+pub fn tile_row(area: Rect, n: usize, max_w: u16) -> Vec<Rect> {
+    if n == 0 {
+        return vec![];
+    }
+    let w = (area.width / n as u16).min(max_w).max(1);
+    (0..n as u16)
+        .filter(|i| (i + 1) * w <= area.width)
+        .map(|i| Rect::new(area.x + i * w, area.y, w, area.height))
+        .collect()
+}
+
+/// `progress 12/50 · eta 3.1s` for a tracked job, or its state.
+pub fn job_line(app: &App, job: &pb::Job) -> Line<'static> {
+    let state = crate::format::state_name(job.state);
+    let mut s = format!("job {} {state}", crate::format::short_id(&job.id));
+    if job.state == pb::JobState::Running as i32 || job.state == pb::JobState::Queued as i32 {
+        s.push_str(&format!(
+            "  {} {}/{}",
+            crate::app::bar(job.step, job.total_steps, 20),
+            job.step,
+            job.total_steps
+        ));
+        if let Some(eta) = app.jobs.eta.get(&job.id) {
+            s.push_str(&format!("  eta {}", crate::format::duration(*eta)));
+        }
+    }
+    if !job.error.is_empty() {
+        s.push_str(&format!("  {}", job.error));
+    }
+    Line::from(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sample_prompt_parses_defaults_and_rejects_junk() {
+        let Kind::Sample(s) = parse_sample("8 42").unwrap() else {
+            panic!()
+        };
+        assert_eq!((s.count, s.seed, s.sampler.unwrap().steps), (8, 42, 50));
+        assert!(parse_sample("x").is_err());
+        assert!(parse_sample("0").is_err());
+    }
+
+    #[test]
+    fn tiles_fit_the_row() {
+        let t = tile_row(Rect::new(0, 0, 100, 10), 3, 20);
+        assert_eq!(t.len(), 3);
+        assert_eq!(t[2], Rect::new(40, 0, 20, 10));
+        assert_eq!(tile_row(Rect::new(0, 0, 10, 10), 20, 20).len(), 10);
+    }
+}

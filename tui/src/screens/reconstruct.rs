@@ -1,0 +1,292 @@
+//! Reconstruction: pick step counts, queue a ReconstructJob, and see MSE per S as a chart
+//! (log10 of the MSE) and a table, with the reconstruction at each S beside the original.
+
+use std::path::PathBuf;
+
+use crossterm::event::{KeyCode, KeyEvent};
+use ddim_proto::v1::{self as pb, job_spec::Kind};
+use ratatui::{
+    layout::{Constraint, Layout, Rect},
+    style::Style,
+    symbols::Marker,
+    text::{Line, Span},
+    widgets::{Axis, Block, Chart, Dataset, GraphType, Paragraph, Row, Table},
+    Frame,
+};
+
+use crate::app::{App, PromptFor, ACCENT, DIM, SELECTED};
+use crate::format::steps_list;
+use crate::prompt::Prompt;
+use crate::worker::{Purpose, Request};
+
+pub const DEFAULT_STEPS: [u32; 7] = [10, 20, 50, 100, 200, 500, 1000];
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Source {
+    /// A latent (id, name); it must have its source image.
+    Latent(String, String),
+    /// An image file, uploaded with the job.
+    File(PathBuf),
+    /// Opened from the jobs list: the image was uploaded.
+    Uploaded,
+}
+
+#[derive(Debug)]
+pub struct ReconState {
+    pub source: Option<Source>,
+    pub steps: Vec<u32>,
+    pub job: Option<pb::Job>,
+    /// Index into the result points.
+    pub selected: usize,
+}
+
+impl Default for ReconState {
+    fn default() -> Self {
+        Self {
+            source: None,
+            steps: DEFAULT_STEPS.to_vec(),
+            job: None,
+            selected: 0,
+        }
+    }
+}
+
+impl ReconState {
+    pub fn track(&mut self, job: pb::Job) {
+        self.job = Some(job);
+        self.selected = 0;
+    }
+
+    pub fn points(&self) -> &[pb::ReconstructionPoint] {
+        self.job
+            .as_ref()
+            .and_then(|j| j.result.as_ref())
+            .map_or(&[], |r| &r.reconstruction)
+    }
+}
+
+pub fn handle_key(app: &mut App, key: KeyEvent) -> Vec<Request> {
+    let n = app.recon.points().len();
+    match key.code {
+        KeyCode::Enter => {
+            let steps = app.recon.steps.clone();
+            match app.recon.source.clone() {
+                Some(Source::Latent(id, _)) => vec![Request::Submit {
+                    spec: Kind::Reconstruct(pb::ReconstructJob {
+                        input: Some(pb::reconstruct_job::Input::LatentId(id)),
+                        steps,
+                        spacing: 0,
+                    }),
+                    purpose: Purpose::Reconstruct,
+                }],
+                Some(Source::File(path)) => vec![Request::ReconstructFile { path, steps }],
+                _ => {
+                    app.error("choose a latent in the library (r) or a file (f) first");
+                    vec![]
+                }
+            }
+        }
+        KeyCode::Char('s') => {
+            app.prompt(
+                Prompt::new("step counts S", steps_list(&app.recon.steps)),
+                PromptFor::ReconSteps,
+            );
+            vec![]
+        }
+        KeyCode::Char('f') => {
+            app.prompt(
+                Prompt::new("image file to reconstruct", "").with_paths(),
+                PromptFor::ReconFile,
+            );
+            vec![]
+        }
+        KeyCode::Right | KeyCode::Char('l') if n > 0 => {
+            app.recon.selected = (app.recon.selected + 1).min(n - 1);
+            vec![]
+        }
+        KeyCode::Left | KeyCode::Char('h') => {
+            app.recon.selected = app.recon.selected.saturating_sub(1);
+            vec![]
+        }
+        KeyCode::Char('o') => {
+            let (Some(job), Some(p)) = (&app.recon.job, app.recon.points().get(app.recon.selected))
+            else {
+                return vec![];
+            };
+            let png = p.image.as_ref().map(|i| i.png.clone()).unwrap_or_default();
+            let name = format!(
+                "reconstruction_{}_S{}.png",
+                crate::format::short_id(&job.id),
+                p.steps
+            );
+            app.prompt(
+                Prompt::new("save image as PNG", name).with_paths(),
+                PromptFor::SavePng(png),
+            );
+            vec![]
+        }
+        _ => vec![],
+    }
+}
+
+pub fn render(app: &App, frame: &mut Frame, area: Rect) {
+    let r = &app.recon;
+    let [form, rest] = Layout::vertical([Constraint::Length(4), Constraint::Min(0)]).areas(area);
+    let source = match &r.source {
+        Some(Source::Latent(id, name)) => {
+            format!("latent {name} ({})", crate::format::short_id(id))
+        }
+        Some(Source::File(p)) => format!("file {}", p.display()),
+        Some(Source::Uploaded) => "uploaded image".into(),
+        None => "none — press r on a latent in the library, or f for a file".into(),
+    };
+    let mut lines = vec![
+        Line::from(vec![Span::styled("source  ", DIM), Span::raw(source)]),
+        Line::from(vec![
+            Span::styled("steps   ", DIM),
+            Span::raw(steps_list(&r.steps)),
+            Span::styled("   (s to change, Enter to queue)", DIM),
+        ]),
+    ];
+    if let Some(j) = &r.job {
+        lines.push(super::job_line(app, j));
+    }
+    frame.render_widget(
+        Paragraph::new(lines).block(Block::bordered().title(" reconstruction ")),
+        form,
+    );
+
+    let points = r.points();
+    let [left, right] =
+        Layout::horizontal([Constraint::Percentage(45), Constraint::Percentage(55)]).areas(rest);
+    let [chart_area, table_area] = Layout::vertical([
+        Constraint::Min(8),
+        Constraint::Length(points.len() as u16 + 3),
+    ])
+    .areas(left);
+    render_chart(points, frame, chart_area);
+    let rows: Vec<Row> = points
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let row = Row::new(vec![
+                p.steps.to_string(),
+                format!("{:.6}", p.mse),
+                format!("{:.2}", p.mse.log10()),
+            ]);
+            if i == r.selected {
+                row.style(SELECTED)
+            } else {
+                row
+            }
+        })
+        .collect();
+    frame.render_widget(
+        Table::new(
+            rows,
+            [
+                Constraint::Length(6),
+                Constraint::Length(12),
+                Constraint::Length(10),
+            ],
+        )
+        .header(Row::new(["S", "MSE", "log10"]).style(Style::new().bold().fg(ACCENT)))
+        .block(Block::bordered().title(" MSE per S ")),
+        table_area,
+    );
+
+    let Some(job) = &r.job else {
+        frame.render_widget(Block::bordered().title(" images "), right);
+        return;
+    };
+    let [big, strip] =
+        Layout::vertical([Constraint::Percentage(60), Constraint::Percentage(40)]).areas(right);
+    let [orig, sel] =
+        Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(big);
+    super::image_tile(
+        app,
+        frame,
+        orig,
+        &format!("job:{}:orig", job.id),
+        "original",
+        false,
+    );
+    if let Some(p) = points.get(r.selected) {
+        super::image_tile(
+            app,
+            frame,
+            sel,
+            &format!("job:{}:s{}", job.id, p.steps),
+            &format!("S={}", p.steps),
+            true,
+        );
+    }
+    for (i, (tile, p)) in super::tile_row(strip, points.len(), 24)
+        .into_iter()
+        .zip(points)
+        .enumerate()
+    {
+        super::image_tile(
+            app,
+            frame,
+            tile,
+            &format!("job:{}:s{}", job.id, p.steps),
+            &format!("S={}", p.steps),
+            i == r.selected,
+        );
+    }
+}
+
+/// log10(MSE) against S (x on a log scale too, so 10…1000 spread evenly).
+fn render_chart(points: &[pb::ReconstructionPoint], frame: &mut Frame, area: Rect) {
+    let data: Vec<(f64, f64)> = points
+        .iter()
+        .filter(|p| p.mse > 0.0 && p.steps > 0)
+        .map(|p| (f64::from(p.steps).log10(), p.mse.log10()))
+        .collect();
+    let block = Block::bordered().title(" log10 MSE vs S ");
+    if data.is_empty() {
+        frame.render_widget(
+            Paragraph::new("no results yet").style(DIM).block(block),
+            area,
+        );
+        return;
+    }
+    let (xmin, xmax) = data.iter().fold((f64::MAX, f64::MIN), |(a, b), (x, _)| {
+        (a.min(*x), b.max(*x))
+    });
+    let (ymin, ymax) = data.iter().fold((f64::MAX, f64::MIN), |(a, b), (_, y)| {
+        (a.min(*y), b.max(*y))
+    });
+    let (ylo, yhi) = (ymin.floor(), ymax.ceil().max(ymin.floor() + 1.0));
+    let (xlo, xhi) = (xmin, xmax.max(xmin + 0.1));
+    let ylabels: Vec<Line> = [ylo, (ylo + yhi) / 2.0, yhi]
+        .iter()
+        .map(|v| Line::from(format!("1e{v:.1}")))
+        .collect();
+    let xlabels: Vec<Line> = [xlo, (xlo + xhi) / 2.0, xhi]
+        .iter()
+        .map(|v| Line::from(format!("{:.0}", 10f64.powf(*v))))
+        .collect();
+    let chart = Chart::new(vec![Dataset::default()
+        .marker(Marker::Braille)
+        .graph_type(GraphType::Line)
+        .style(Style::new().fg(ACCENT))
+        .data(&data)])
+    .block(block)
+    .x_axis(
+        Axis::default()
+            .title("S")
+            .bounds([xlo, xhi])
+            .labels(xlabels)
+            .style(DIM),
+    )
+    .y_axis(
+        Axis::default()
+            .title("MSE")
+            .bounds([ylo, yhi])
+            .labels(ylabels)
+            .style(DIM),
+    );
+    frame.render_widget(chart, area);
+}

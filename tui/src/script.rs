@@ -1,0 +1,485 @@
+//! The scripting subcommands (`ddim ls`, `ddim show`, …): human output by default,
+//! one JSON document with `--json`, and exit codes 0 ok, 2 usage, 3 not found,
+//! 4 daemon unreachable, 1 anything else.
+
+use std::io::{IsTerminal, Write};
+use std::path::Path;
+use std::time::Duration;
+
+use ddim_proto::v1::{self as pb, job_event::Event, job_spec::Kind};
+use futures::StreamExt;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{json, Value};
+
+use crate::cli::{Command, WaitArgs};
+use crate::client::{Client, ClientError, ErrorKind};
+use crate::format::{self, short_id};
+use crate::json;
+
+/// What a command prints: a text for people and a JSON document for machines.
+pub struct Output {
+    pub human: String,
+    pub json: Value,
+}
+
+/// Runs one subcommand and returns the process exit code.
+pub async fn run(client: Client, command: Command, as_json: bool) -> i32 {
+    match execute(&client, command, as_json).await {
+        Ok(out) => {
+            let mut stdout = std::io::stdout().lock();
+            let text = if as_json {
+                serde_json::to_string_pretty(&out.json).unwrap_or_default()
+            } else {
+                out.human
+            };
+            let _ = writeln!(stdout, "{}", text.trim_end());
+            0
+        }
+        Err(e) => {
+            eprintln!("ddim: {}", e.message.lines().next().unwrap_or(""));
+            e.exit_code()
+        }
+    }
+}
+
+async fn execute(c: &Client, command: Command, as_json: bool) -> Result<Output, ClientError> {
+    let show_progress = !as_json && std::io::stdout().is_terminal();
+    match command {
+        Command::Ls {
+            name,
+            tag,
+            origin,
+            limit,
+        } => ls(c, name, tag, origin, limit).await,
+        Command::Show { id } => {
+            let l = c.get_latent(&id).await?;
+            Ok(Output {
+                human: latent_details(&l),
+                json: json::latent(&l),
+            })
+        }
+        Command::Encode {
+            files,
+            steps,
+            tags,
+            wait,
+        } => {
+            let mut images = Vec::new();
+            for f in &files {
+                images.push(encode_input(f, &tags)?);
+            }
+            let spec = Kind::Encode(pb::EncodeJob {
+                images,
+                steps,
+                spacing: 0,
+                preview_steps: 0,
+            });
+            submit(c, spec, wait, show_progress).await
+        }
+        Command::Sample {
+            count,
+            seed,
+            steps,
+            eta,
+            wait,
+        } => {
+            let spec = Kind::Sample(pb::SampleJob {
+                count,
+                seed,
+                sampler: Some(pb::SamplerOptions {
+                    steps,
+                    eta,
+                    spacing: 0,
+                    sigma_hat: false,
+                }),
+                name_prefix: String::new(),
+                tags: vec![],
+            });
+            submit(c, spec, wait, show_progress).await
+        }
+        Command::Reconstruct { id, steps, wait } => {
+            let spec = Kind::Reconstruct(pb::ReconstructJob {
+                input: Some(pb::reconstruct_job::Input::LatentId(id)),
+                steps: steps.0,
+                spacing: 0,
+            });
+            submit(c, spec, wait, show_progress).await
+        }
+        Command::Interpolate {
+            a,
+            b,
+            frames,
+            steps,
+            method,
+            save,
+            wait,
+        } => {
+            let method = if method == "lerp" {
+                pb::InterpolationMethod::Lerp
+            } else {
+                pb::InterpolationMethod::Slerp
+            };
+            let spec = Kind::Interpolate(pb::InterpolateJob {
+                a,
+                b,
+                frames,
+                method: method as i32,
+                sampler: Some(pb::SamplerOptions {
+                    steps,
+                    ..Default::default()
+                }),
+                save_frames: save.map(|s| s.0).unwrap_or_default(),
+            });
+            submit(c, spec, wait, show_progress).await
+        }
+        Command::Jobs { limit } => {
+            let jobs = c.list_jobs(limit, "").await?;
+            Ok(Output {
+                human: jobs_table(&jobs, format::now_ms()),
+                json: json!({ "jobs": jobs.iter().map(json::job).collect::<Vec<_>>() }),
+            })
+        }
+        Command::Watch { job } => {
+            let j = c.get_job(&job).await?;
+            let j = wait_for(c, j, show_progress).await?;
+            finished_output(j)
+        }
+        Command::Cancel { job } => {
+            let j = c.cancel(&job).await?;
+            Ok(Output {
+                human: format!("job {} is {}", j.id, format::state_name(j.state)),
+                json: json::job(&j),
+            })
+        }
+        Command::Export { id, out, steps } => {
+            let (kind, s) = match steps {
+                Some(s) => (pb::LatentImageKind::Decode, s),
+                None => (pb::LatentImageKind::Preview, 0),
+            };
+            let img = c.latent_image(&id, kind, s).await?;
+            write_png(&out, &img.png)?;
+            Ok(Output {
+                human: format!("wrote {} ({}×{})", out.display(), img.width, img.height),
+                json: json!({"path": out, "width": img.width, "height": img.height, "latent_id": id}),
+            })
+        }
+        Command::Rm { id } => {
+            let r = c.delete(&id).await?;
+            Ok(Output {
+                human: format!("deleted {id} ({} jobs deleted with it)", r.jobs_deleted),
+                json: json!({"id": id, "deleted": true, "jobs_deleted": r.jobs_deleted}),
+            })
+        }
+    }
+}
+
+/// Reads an image file into an `EncodeInput` named after the file stem.
+pub fn encode_input(path: &Path, tags: &[String]) -> Result<pb::EncodeInput, ClientError> {
+    let data = std::fs::read(path).map_err(|e| {
+        ClientError::new(
+            ErrorKind::Other,
+            format!("cannot read {}: {e}", path.display()),
+        )
+    })?;
+    let name = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    Ok(pb::EncodeInput {
+        data,
+        name,
+        tags: tags.to_vec(),
+    })
+}
+
+/// Writes PNG bytes, with a message naming the path on failure.
+pub fn write_png(path: &Path, png: &[u8]) -> Result<(), ClientError> {
+    std::fs::write(path, png).map_err(|e| {
+        ClientError::new(
+            ErrorKind::Other,
+            format!("cannot write {}: {e}", path.display()),
+        )
+    })
+}
+
+async fn ls(
+    c: &Client,
+    name: Option<String>,
+    tag: Option<String>,
+    origin: Option<String>,
+    limit: usize,
+) -> Result<Output, ClientError> {
+    let mut latents = Vec::new();
+    let mut token = String::new();
+    let mut total = 0;
+    while latents.len() < limit {
+        let resp = c
+            .list_latents(pb::ListLatentsRequest {
+                page_size: (limit - latents.len()).min(1000) as u32,
+                page_token: token,
+                name_contains: name.clone().unwrap_or_default(),
+                tag: tag.clone().unwrap_or_default(),
+                origin: origin.clone().unwrap_or_default(),
+            })
+            .await?;
+        total = resp.total;
+        latents.extend(resp.latents);
+        token = resp.next_page_token;
+        if token.is_empty() {
+            break;
+        }
+    }
+    latents.truncate(limit);
+    let mut human = format!(
+        "{:<36}  {:<20} {:<16} {:<12} {:<8} {:>5}  {}\n",
+        "ID", "NAME", "TAGS", "ORIGIN", "MODEL", "S", "CREATED"
+    );
+    for l in &latents {
+        human.push_str(&format!(
+            "{:<36}  {:<20} {:<16} {:<12} {:<8} {:>5}  {}\n",
+            l.id,
+            l.name,
+            l.tags.join(","),
+            format::origin_kind(l),
+            short_id(&l.model_fingerprint),
+            l.encode_steps,
+            format::timestamp(l.created_unix_ms)
+        ));
+    }
+    human.push_str(&format!("{} of {} latents\n", latents.len(), total));
+    Ok(Output {
+        human,
+        json: json!({
+            "total": total,
+            "latents": latents.iter().map(json::latent).collect::<Vec<_>>(),
+        }),
+    })
+}
+
+fn latent_details(l: &pb::Latent) -> String {
+    let shape = l
+        .shape
+        .iter()
+        .map(u32::to_string)
+        .collect::<Vec<_>>()
+        .join("×");
+    format!(
+        "id:       {}\nname:     {}\ntags:     {}\norigin:   {}\nshape:    {}\nmodel:    {}\nencode S: {}\npreview:  S={}\ncreated:  {}\njob:      {}\n",
+        l.id,
+        l.name,
+        l.tags.join(", "),
+        format::origin_detail(l),
+        shape,
+        l.model_fingerprint,
+        l.encode_steps,
+        l.preview_steps,
+        format::timestamp(l.created_unix_ms),
+        l.job_id
+    )
+}
+
+/// A table of jobs for people.
+pub fn jobs_table(jobs: &[pb::Job], now: i64) -> String {
+    let mut s = format!(
+        "{:<36}  {:<12} {:<10} {:>11}  {:>8}  {}\n",
+        "ID", "KIND", "STATE", "STEP", "WAIT", "ERROR"
+    );
+    for j in jobs {
+        s.push_str(&format!(
+            "{:<36}  {:<12} {:<10} {:>11}  {:>8}  {}\n",
+            j.id,
+            j.kind,
+            format::state_name(j.state),
+            format!("{}/{}", j.step, j.total_steps),
+            format::duration(format::wait_secs(j, now)),
+            j.error
+        ));
+    }
+    s
+}
+
+async fn submit(
+    c: &Client,
+    spec: Kind,
+    wait: WaitArgs,
+    show_progress: bool,
+) -> Result<Output, ClientError> {
+    let job = c.submit(spec).await?;
+    if !wait.wait {
+        return Ok(Output {
+            human: format!("queued {} job {}", job.kind, job.id),
+            json: json::job(&job),
+        });
+    }
+    let job = wait_for(c, job, show_progress).await?;
+    finished_output(job)
+}
+
+fn finished_output(job: pb::Job) -> Result<Output, ClientError> {
+    match pb::JobState::try_from(job.state) {
+        Ok(pb::JobState::Done) => Ok(Output {
+            human: result_summary(&job),
+            json: json::job(&job),
+        }),
+        Ok(pb::JobState::Failed) => Err(ClientError::new(
+            ErrorKind::Other,
+            format!("job {} failed: {}", job.id, job.error),
+        )),
+        Ok(pb::JobState::Cancelled) => Err(ClientError::new(
+            ErrorKind::Other,
+            format!("job {} was cancelled", job.id),
+        )),
+        _ => Ok(Output {
+            human: format!("job {} is {}", job.id, format::state_name(job.state)),
+            json: json::job(&job),
+        }),
+    }
+}
+
+/// What a finished job produced, for people.
+pub fn result_summary(job: &pb::Job) -> String {
+    let mut s = format!("job {} ({}) done\n", job.id, job.kind);
+    let Some(r) = &job.result else { return s };
+    if !r.reconstruction.is_empty() {
+        s.push_str(&format!("{:>6}  {:>12}\n", "S", "MSE"));
+        for p in &r.reconstruction {
+            s.push_str(&format!("{:>6}  {:>12.6}\n", p.steps, p.mse));
+        }
+    }
+    for d in &r.decodes {
+        s.push_str(&format!("decoded at S={}\n", d.steps));
+    }
+    for f in &r.frames {
+        s.push_str(&format!(
+            "frame {:>2}  α={:.3}  {}\n",
+            f.index, f.alpha, f.latent_id
+        ));
+    }
+    for id in &r.latent_ids {
+        s.push_str(&format!("latent {id}\n"));
+    }
+    s
+}
+
+/// Follows a job with WatchJob (falling back to polling) until it ends; shows a progress
+/// bar when asked. Returns the job with its result.
+pub async fn wait_for(
+    c: &Client,
+    job: pb::Job,
+    show_progress: bool,
+) -> Result<pb::Job, ClientError> {
+    if format::is_terminal(job.state) {
+        return c.get_job(&job.id).await;
+    }
+    let bar = show_progress.then(|| {
+        let b = ProgressBar::new(u64::from(job.total_steps.max(1)));
+        b.set_style(
+            ProgressStyle::with_template("{msg:>10} [{bar:40}] {pos}/{len} eta {eta}")
+                .expect("static template")
+                .progress_chars("=> "),
+        );
+        b.set_message(format::state_name(job.state));
+        b
+    });
+    let finished = match c.watch_job(&job.id).await {
+        Ok(mut stream) => {
+            let mut out = None;
+            while let Some(item) = stream.next().await {
+                let ev = item.map_err(|s| c.stream_error(s))?;
+                match ev.event {
+                    Some(Event::QueuedPosition(p)) => {
+                        if let Some(b) = &bar {
+                            b.set_message(format!("queued #{p}"));
+                        }
+                    }
+                    Some(Event::Started(_)) => {
+                        if let Some(b) = &bar {
+                            b.set_message("running");
+                        }
+                    }
+                    Some(Event::Progress(p)) => {
+                        if let Some(b) = &bar {
+                            b.set_length(u64::from(p.total.max(1)));
+                            b.set_position(u64::from(p.step));
+                        }
+                    }
+                    Some(Event::Finished(j)) => {
+                        out = Some(j);
+                        break;
+                    }
+                    None => {}
+                }
+            }
+            out
+        }
+        Err(e) if e.kind == ErrorKind::NotFound || e.kind == ErrorKind::Unreachable => {
+            return Err(e);
+        }
+        Err(_) => None,
+    };
+    // Poll when the stream ended without a `finished` event (or could not start).
+    let job = match finished {
+        Some(j)
+            if j.result.is_some()
+                || !matches!(pb::JobState::try_from(j.state), Ok(pb::JobState::Done)) =>
+        {
+            j
+        }
+        _ => loop {
+            let j = c.get_job(&job.id).await?;
+            if format::is_terminal(j.state) {
+                break j;
+            }
+            if let Some(b) = &bar {
+                b.set_length(u64::from(j.total_steps.max(1)));
+                b.set_position(u64::from(j.step));
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        },
+    };
+    if let Some(b) = bar {
+        b.finish_with_message(format::state_name(job.state));
+    }
+    Ok(job)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary_lists_mse_per_step() {
+        let job = pb::Job {
+            id: "j1".into(),
+            kind: "reconstruct".into(),
+            state: pb::JobState::Done as i32,
+            result: Some(pb::JobResult {
+                reconstruction: vec![
+                    pb::ReconstructionPoint {
+                        steps: 10,
+                        mse: 0.014,
+                        image: None,
+                    },
+                    pb::ReconstructionPoint {
+                        steps: 100,
+                        mse: 0.0009,
+                        image: None,
+                    },
+                ],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let s = result_summary(&job);
+        assert!(s.contains("    10      0.014000"), "{s}");
+        assert!(s.contains("   100      0.000900"), "{s}");
+        let failed = pb::Job {
+            state: pb::JobState::Failed as i32,
+            error: "boom".into(),
+            ..job
+        };
+        let e = finished_output(failed).err().unwrap();
+        assert!(e.message.contains("boom"));
+        assert_eq!(e.exit_code(), 1);
+    }
+}

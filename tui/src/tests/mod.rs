@@ -1,0 +1,1 @@
+//! Screen snapshots and image-protocol tests.
