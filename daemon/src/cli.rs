@@ -276,12 +276,23 @@ pub fn sample(a: &SampleArgs) -> Result<(), EngineError> {
             noise::initial_noise(&noise::seeds(a.seed, a.count), model.sample_shape(), Device::Cpu)
         }
     };
+    // One warm-up call so that lazy CUDA/cuDNN set-up is not timed.
+    tch::no_grad(|| model.forward(&xt.narrow(0, 0, 1).to_device(model.device), 0));
+    let started = std::time::Instant::now();
     let x0 = sample_rows(&model, &xt, &opts, a.seed, a.batch)?;
+    let secs = started.elapsed().as_secs_f64();
     npy::write(&a.out, &x0)?;
     if let Some(p) = &a.png {
         imageio::save_png(&imageio::grid(&x0, 0, 2), p)?;
     }
-    eprintln!("wrote {} samples to {}", x0.size()[0], a.out.display());
+    let n = x0.size()[0];
+    eprintln!(
+        "wrote {n} samples to {} ({} steps in {secs:.2} s: {:.2} images/s on {})",
+        a.out.display(),
+        opts.steps,
+        n as f64 / secs,
+        model.device_name()
+    );
     Ok(())
 }
 

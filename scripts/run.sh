@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The main job: build, start ddimd on its embedded store with the shipped
+# model (seeding a few Fashion-MNIST test images into the library on the very
+# first start), open the ddim TUI, and stop the daemon when the TUI exits.
+# Extra arguments go to the TUI. Set DDIMD_ADDR to use another port.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+scripts/setup.sh
+. scripts/env.sh
+cargo build --release --locked --bins -q
+addr="${DDIMD_ADDR:-127.0.0.1:7860}"
+data="${DDIMD_DATA:-${XDG_DATA_HOME:-$HOME/.local/share}/ddimd}"
+log="$data/ddimd.log"
+mkdir -p "$data"
+./target/release/ddimd serve --addr "$addr" --data "$data" --seed-images 16 >>"$log" 2>&1 &
+daemon=$!
+trap 'kill -TERM $daemon 2>/dev/null; wait $daemon 2>/dev/null || true' EXIT INT TERM
+echo "ddimd started (pid $daemon, log $log); opening the TUI…" >&2
+./target/release/ddim --addr "http://$addr" "$@"
