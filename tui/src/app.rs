@@ -28,7 +28,8 @@ pub const OK: Color = Color::LightGreen;
 pub const DIM: Style = Style::new().fg(Color::DarkGray);
 pub const SELECTED: Style = Style::new().bg(Color::Blue).fg(Color::White);
 
-/// Everything the loop feeds into the app.
+/// Everything the loop feeds into the app. (Updates are big, but they move once, by value.)
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum Event {
     Key(KeyEvent),
@@ -107,7 +108,7 @@ pub struct Status {
 pub enum Loading {
     #[default]
     Idle,
-    Loading,
+    Fetching,
     Loaded,
     Error(String),
 }

@@ -361,14 +361,6 @@ mod tests {
 
     #[test]
     fn interceptor_adds_bearer_token() {
-        let settings = Settings {
-            addr: "127.0.0.1:1".into(),
-            token: Some("s3cret".into()),
-            tls_ca: None,
-            graphics: None,
-        };
-        let Client { inner, .. } = Client::new(&settings).unwrap();
-        drop(inner);
         let mut auth = Auth {
             header: Some("Bearer s3cret".parse().unwrap()),
         };

@@ -49,18 +49,22 @@ fn main() {
         }
     };
     let settings = Settings::resolve(&cli.connect, cli.graphics, file);
-    let client = match Client::new(&settings) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("ddim: {e}");
-            std::process::exit(2);
-        }
-    };
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("ddim: cannot start the async runtime: {e}");
             std::process::exit(1);
+        }
+    };
+    // The lazy channel spawns its connection task: build it inside the runtime.
+    let client = {
+        let _guard = rt.enter();
+        match Client::new(&settings) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("ddim: {e}");
+                std::process::exit(2);
+            }
         }
     };
     let code = match cli.command {

@@ -91,7 +91,7 @@ impl LibraryState {
         self.pending.clear();
         self.tokens = vec![String::new()];
         self.sorted.clear();
-        self.loading = Loading::Loading;
+        self.loading = Loading::Fetching;
         vec![]
     }
 
@@ -128,7 +128,7 @@ impl LibraryState {
         match self.sort {
             Sort::Newest => {}
             Sort::Oldest => all.reverse(),
-            Sort::Name => all.sort_by(|a, b| a.name.to_lowercase().cmp(&b.name.to_lowercase())),
+            Sort::Name => all.sort_by_key(|a| a.name.to_lowercase()),
             Sort::EncodeSteps => all.sort_by_key(|l| std::cmp::Reverse(l.encode_steps)),
         }
         self.sorted = all;

@@ -1,1 +1,7 @@
-//! Screen snapshots and image-protocol tests.
+//! Whole-screen snapshots (TestBackend + insta) fed with recorded daemon answers, app
+//! behaviour driven through `handle_event`, and the sixel stream decoded back to pixels.
+
+mod behaviour;
+mod fixtures;
+mod sixel;
+mod snapshots;

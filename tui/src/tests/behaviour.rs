@@ -1,0 +1,300 @@
+//! App behaviour through `handle_event`: paging, live updates, reconnects, job flows.
+
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use ddim_proto::v1::{self as pb, job_spec::Kind};
+
+use super::fixtures::*;
+use crate::app::{Event, Modal, Screen};
+use crate::screens::library::PAGE;
+use crate::worker::{Link, Purpose, Request, Update};
+
+fn key(c: KeyCode) -> Event {
+    Event::Key(KeyEvent::new(c, KeyModifiers::NONE))
+}
+
+fn list_pages(reqs: &[Request]) -> Vec<(usize, String)> {
+    reqs.iter()
+        .filter_map(|r| match r {
+            Request::ListLatents {
+                page, page_token, ..
+            } => Some((*page, page_token.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn start_asks_for_first_page_and_jobs() {
+    let mut app = crate::app::App::new("a", crate::graphics::Graphics::halfblocks(), (W, H), NOW);
+    let reqs = app.start();
+    assert_eq!(list_pages(&reqs), vec![(0, String::new())]);
+    assert!(reqs.contains(&Request::ListJobs));
+}
+
+/// Scrolling to the end of 100k latents walks the token chain page by page, keeps only
+/// a few pages in memory, and shows the last rows.
+#[test]
+fn paging_through_100k_keeps_memory_bounded() {
+    let total = 100_000usize;
+    let (mut app, _) = app_with_library(total);
+    let mut reqs = app.handle_event(key(KeyCode::Char('G')));
+    assert_eq!(app.library.selected, total - 1);
+    let mut served = 0;
+    while let Some((p, token)) = list_pages(&reqs).first().cloned() {
+        assert_eq!(
+            token,
+            if p == 0 {
+                String::new()
+            } else {
+                format!("p{p}")
+            }
+        );
+        let start = p * PAGE;
+        let end = (start + PAGE).min(total);
+        let next = if end < total {
+            format!("p{}", p + 1)
+        } else {
+            String::new()
+        };
+        reqs = app.handle_event(Event::Update(Update::LatentPage {
+            generation: app.library.generation,
+            page: p,
+            resp: page(start..end, total as u64, &next),
+        }));
+        served += 1;
+        assert!(
+            app.library.pages.len() <= 5,
+            "{} pages held",
+            app.library.pages.len()
+        );
+        assert!(served <= total / PAGE + 1, "no page asked twice");
+    }
+    assert_eq!(
+        app.library.selected_latent().unwrap().name,
+        format!("latent-{:03}", total - 1)
+    );
+    // Back to the top: the token for page 0 is known, one request.
+    let reqs = app.handle_event(key(KeyCode::Char('g')));
+    assert_eq!(list_pages(&reqs), vec![(0, String::new())]);
+}
+
+#[test]
+fn moving_down_requests_details_after_the_selection_settles() {
+    let (mut app, _) = app_with_library(10);
+    app.handle_event(key(KeyCode::Char('j')));
+    app.handle_event(key(KeyCode::Char('j')));
+    let reqs = tick(&mut app, 500);
+    let id = latent(2).id;
+    assert!(reqs.contains(&Request::Preview { id: id.clone() }));
+    assert!(reqs.contains(&Request::LatentJobs { id }));
+    assert!(tick(&mut app, 500).is_empty(), "asked once");
+}
+
+#[test]
+fn filter_typing_reloads_with_name_contains() {
+    let (mut app, _) = app_with_library(10);
+    app.handle_event(key(KeyCode::Char('/')));
+    for c in "shi".chars() {
+        app.handle_event(key(KeyCode::Char(c)));
+    }
+    let reqs = tick(&mut app, 1000);
+    let names: Vec<_> = reqs
+        .iter()
+        .filter_map(|r| match r {
+            Request::ListLatents { name_contains, .. } => Some(name_contains.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(names, ["shi"]);
+    app.handle_event(key(KeyCode::Enter));
+    assert!(app.modal.is_none());
+    assert_eq!(app.library.filter, "shi");
+}
+
+#[test]
+fn library_events_reload_once_after_a_burst() {
+    let (mut app, _) = app_with_library(10);
+    for i in 0..5 {
+        app.handle_event(Event::Update(Update::Library(pb::LibraryEvent {
+            kind: pb::library_event::Kind::Added as i32,
+            id: format!("new{i}"),
+            latent: Some(latent(100 + i)),
+        })));
+    }
+    let gen_before = app.library.generation;
+    let reqs = tick(&mut app, 1000);
+    assert_eq!(list_pages(&reqs).len(), 1);
+    assert_eq!(app.library.generation, gen_before + 1);
+    // Renames apply in place without a reload.
+    let mut l = latent(3);
+    l.name = "renamed".into();
+    app.handle_event(Event::Update(Update::LatentPage {
+        generation: app.library.generation,
+        page: 0,
+        resp: page(0..10, 10, ""),
+    }));
+    app.handle_event(Event::Update(Update::Library(pb::LibraryEvent {
+        kind: pb::library_event::Kind::Changed as i32,
+        id: l.id.clone(),
+        latent: Some(l),
+    })));
+    assert_eq!(app.library.row(3).unwrap().name, "renamed");
+    assert!(list_pages(&tick(&mut app, 2000)).is_empty());
+}
+
+#[test]
+fn reconnect_reloads_the_library_and_jobs() {
+    let (mut app, _) = app_with_library(10);
+    app.handle_event(Event::Update(Update::Link(Link::Down {
+        message: "refused".into(),
+        retry_in: std::time::Duration::from_secs(1),
+    })));
+    let reqs = app.handle_event(Event::Update(Update::Link(Link::Up)));
+    assert_eq!(list_pages(&reqs).len(), 1);
+    assert!(reqs.contains(&Request::ListJobs));
+}
+
+#[test]
+fn reconstruct_submits_the_chosen_steps_and_tracks_the_job() {
+    let (mut app, _) = app_with_library(3);
+    app.handle_event(key(KeyCode::Char('r')));
+    app.handle_event(key(KeyCode::Char('s')));
+    app.handle_event(Event::Key(KeyEvent::new(
+        KeyCode::Char('u'),
+        KeyModifiers::CONTROL,
+    )));
+    for c in "10,50".chars() {
+        app.handle_event(key(KeyCode::Char(c)));
+    }
+    app.handle_event(key(KeyCode::Enter));
+    let reqs = app.handle_event(key(KeyCode::Enter));
+    let [Request::Submit {
+        spec: Kind::Reconstruct(r),
+        purpose: Purpose::Reconstruct,
+    }] = &reqs[..]
+    else {
+        panic!("{reqs:?}")
+    };
+    assert_eq!(r.steps, [10, 50]);
+    assert_eq!(
+        r.input,
+        Some(pb::reconstruct_job::Input::LatentId(latent(0).id))
+    );
+    let queued = job("r1", "reconstruct", pb::JobState::Queued, 0, 120);
+    let reqs = app.handle_event(Event::Update(Update::Submitted {
+        purpose: Purpose::Reconstruct,
+        job: queued,
+    }));
+    assert_eq!(reqs, [Request::WatchJob { id: "r1".into() }]);
+    let mut done = recon_job();
+    done.id = "r1".into();
+    app.handle_event(Event::Update(Update::JobEvent(pb::JobEvent {
+        job_id: "r1".into(),
+        event: Some(pb::job_event::Event::Finished(done)),
+    })));
+    assert_eq!(app.recon.points().len(), 7);
+    assert!(app.images.contains_key("job:r1:s1000"));
+    assert!(app.images.contains_key("job:r1:orig"));
+}
+
+#[test]
+fn interpolate_needs_two_marks_and_saves_a_frame() {
+    let (mut app, _) = app_with_library(5);
+    app.handle_event(key(KeyCode::Char('i')));
+    assert_eq!(app.screen, Screen::Library);
+    assert!(app.status.as_ref().unwrap().error);
+    app.handle_event(key(KeyCode::Char(' ')));
+    app.handle_event(key(KeyCode::Char(' ')));
+    app.handle_event(key(KeyCode::Char('i')));
+    assert_eq!(app.screen, Screen::Interpolate);
+    app.handle_event(key(KeyCode::Char('m')));
+    let reqs = app.handle_event(key(KeyCode::Enter));
+    let [Request::Submit {
+        spec: Kind::Interpolate(j),
+        ..
+    }] = &reqs[..]
+    else {
+        panic!("{reqs:?}")
+    };
+    assert_eq!(
+        (j.a.as_str(), j.b.as_str(), j.frames),
+        (latent(0).id.as_str(), latent(1).id.as_str(), 8)
+    );
+    assert_eq!(j.method, pb::InterpolationMethod::Lerp as i32);
+    app.interp.track(interp_job());
+    app.handle_event(key(KeyCode::Right));
+    let reqs = app.handle_event(key(KeyCode::Char('w')));
+    let [Request::Submit {
+        spec: Kind::Interpolate(j),
+        purpose: Purpose::SaveFrame,
+    }] = &reqs[..]
+    else {
+        panic!("{reqs:?}")
+    };
+    assert_eq!(j.save_frames, [1]);
+}
+
+#[test]
+fn cancel_only_running_jobs_and_open_done_ones() {
+    let (mut app, _) = app_with_library(1);
+    app.handle_event(key(KeyCode::Char('2')));
+    app.handle_event(Event::Update(Update::Jobs(vec![
+        job("run", "sample", pb::JobState::Running, 1, 10),
+        job("done", "reconstruct", pb::JobState::Done, 10, 10),
+    ])));
+    assert_eq!(
+        app.handle_event(key(KeyCode::Char('c'))),
+        [Request::Cancel { id: "run".into() }]
+    );
+    app.handle_event(key(KeyCode::Down));
+    assert!(app.handle_event(key(KeyCode::Char('c'))).is_empty());
+    assert_eq!(
+        app.handle_event(key(KeyCode::Enter)),
+        [Request::GetJob { id: "done".into() }]
+    );
+    let mut j = recon_job();
+    j.id = "done".into();
+    app.handle_event(Event::Update(Update::Job(j)));
+    assert_eq!(app.screen, Screen::Reconstruct);
+}
+
+#[test]
+fn delete_needs_a_yes() {
+    let (mut app, _) = app_with_library(3);
+    app.handle_event(key(KeyCode::Char('X')));
+    assert!(matches!(app.modal, Some(Modal::Confirm { .. })));
+    assert!(app.handle_event(key(KeyCode::Char('n'))).is_empty());
+    app.handle_event(key(KeyCode::Char('X')));
+    let reqs = app.handle_event(key(KeyCode::Char('y')));
+    assert_eq!(
+        reqs,
+        [Request::Delete {
+            ids: vec![latent(0).id]
+        }]
+    );
+}
+
+#[test]
+fn q_backs_out_then_quits() {
+    let (mut app, _) = app_with_library(3);
+    app.handle_event(key(KeyCode::Char('2')));
+    app.handle_event(key(KeyCode::Char('q')));
+    assert_eq!(app.screen, Screen::Library);
+    assert!(!app.quit);
+    app.handle_event(key(KeyCode::Esc));
+    assert!(app.quit);
+}
+
+#[test]
+fn unreachable_errors_mark_the_link_down() {
+    let (mut app, _) = app_with_library(3);
+    app.handle_event(Event::Update(Update::Error(
+        crate::client::ClientError::new(
+            crate::client::ErrorKind::Unreachable,
+            "daemon not reachable at a",
+        ),
+    )));
+    assert!(matches!(app.link, Some(Link::Down { .. })));
+    let text = format!("{}", draw(&app).backend());
+    assert!(text.contains("daemon not reachable at"));
+}

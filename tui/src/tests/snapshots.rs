@@ -1,0 +1,127 @@
+//! One snapshot per screen, from recorded answers (half-block images, fixed clock).
+
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use ddim_proto::v1 as pb;
+
+use super::fixtures::*;
+use crate::app::{Event, Screen};
+use crate::worker::{Link, Update};
+
+fn key(c: KeyCode) -> Event {
+    Event::Key(KeyEvent::new(c, KeyModifiers::NONE))
+}
+
+#[test]
+fn library_with_preview_metadata_and_jobs() {
+    let (mut app, _) = app_with_library(40);
+    app.handle_event(key(KeyCode::Down));
+    app.handle_event(key(KeyCode::Char(' ')));
+    tick(&mut app, 500);
+    let id = latent(2).id;
+    app.handle_event(Event::Update(Update::Preview {
+        id: id.clone(),
+        image: pb_image(),
+    }));
+    app.handle_event(Event::Update(Update::LatentJobs {
+        id,
+        jobs: vec![
+            job("j-a", "sample", pb::JobState::Done, 50, 50),
+            job("j-b", "decode", pb::JobState::Running, 20, 100),
+        ],
+    }));
+    insta::assert_snapshot!(draw(&app).backend());
+}
+
+#[test]
+fn library_empty_and_filtered() {
+    let (mut app, _) = app_with_library(0);
+    app.library.filter = "zebra".into();
+    insta::assert_snapshot!(draw(&app).backend());
+}
+
+#[test]
+fn daemon_down_banner() {
+    let (mut app, _) = app_with_library(3);
+    app.handle_event(Event::Update(Update::Link(Link::Down {
+        message: "tcp connect error: Connection refused (os error 111)".into(),
+        retry_in: std::time::Duration::from_secs(2),
+    })));
+    insta::assert_snapshot!(draw(&app).backend());
+}
+
+#[test]
+fn jobs_screen_with_live_progress() {
+    let (mut app, _) = app_with_library(3);
+    app.handle_event(key(KeyCode::Char('2')));
+    assert_eq!(app.screen, Screen::Jobs);
+    let mut failed = job("f0000000-fail", "encode", pb::JobState::Failed, 3, 100);
+    failed.error = "image is not 32×32".into();
+    app.handle_event(Event::Update(Update::Jobs(vec![
+        job("a0000000-run", "sample", pb::JobState::Running, 10, 50),
+        job("b0000000-que", "reconstruct", pb::JobState::Queued, 0, 1760),
+        job("c0000000-done", "decode", pb::JobState::Done, 180, 180),
+        failed,
+    ])));
+    app.handle_event(Event::Update(Update::JobEvent(pb::JobEvent {
+        job_id: "a0000000-run".into(),
+        event: Some(pb::job_event::Event::Progress(pb::Progress {
+            step: 25,
+            total: 50,
+            eta_seconds: 4.5,
+            preview: None,
+        })),
+    })));
+    app.handle_event(Event::Update(Update::JobEvent(pb::JobEvent {
+        job_id: "b0000000-que".into(),
+        event: Some(pb::job_event::Event::QueuedPosition(0)),
+    })));
+    insta::assert_snapshot!(draw(&app).backend());
+}
+
+#[test]
+fn reconstruction_chart_table_and_images() {
+    let (mut app, _) = app_with_library(3);
+    app.handle_event(key(KeyCode::Char('r')));
+    assert_eq!(app.screen, Screen::Reconstruct);
+    app.handle_event(Event::Update(Update::Job(recon_job())));
+    app.recon.track(recon_job());
+    app.handle_event(Event::Update(Update::Job(recon_job())));
+    app.handle_event(key(KeyCode::Right));
+    app.handle_event(key(KeyCode::Right));
+    insta::assert_snapshot!(draw(&app).backend());
+}
+
+#[test]
+fn interpolation_strip() {
+    let (mut app, _) = app_with_library(3);
+    app.open_job = Some(interp_job().id);
+    app.handle_event(Event::Update(Update::Job(interp_job())));
+    assert_eq!(app.screen, Screen::Interpolate);
+    app.handle_event(key(KeyCode::Right));
+    app.handle_event(key(KeyCode::Right));
+    app.handle_event(key(KeyCode::Right));
+    insta::assert_snapshot!(draw(&app).backend());
+}
+
+#[test]
+fn decode_side_by_side() {
+    let (mut app, _) = app_with_library(3);
+    app.open_job = Some(decode_job().id);
+    app.handle_event(Event::Update(Update::Job(decode_job())));
+    assert_eq!(app.screen, Screen::Decode);
+    insta::assert_snapshot!(draw(&app).backend());
+}
+
+#[test]
+fn help_overlay_lists_library_keys() {
+    let (mut app, _) = app_with_library(3);
+    app.handle_event(key(KeyCode::Char('?')));
+    insta::assert_snapshot!(draw(&app).backend());
+}
+
+#[test]
+fn delete_asks_first() {
+    let (mut app, _) = app_with_library(3);
+    app.handle_event(key(KeyCode::Char('X')));
+    insta::assert_snapshot!(draw(&app).backend());
+}
