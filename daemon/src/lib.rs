@@ -7,4 +7,5 @@
 //!   `reconstruct`, `interpolate`, `info`, `init-model`).
 pub mod cli;
 pub mod engine;
+pub mod server;
 pub mod train;

@@ -29,6 +29,8 @@ enum Command {
     Train(ddimd::train::TrainArgs),
     /// Write a pipeline folder with random weights (for tests and benchmarks).
     InitModel(cli::InitModelArgs),
+    /// Run the gRPC daemon (see docs/daemon.md).
+    Serve(ddimd::server::ServeArgs),
 }
 
 fn main() -> ExitCode {
@@ -45,6 +47,7 @@ fn main() -> ExitCode {
         Command::Interpolate(a) => cli::interpolate(&a).map_err(|e| e.to_string()),
         Command::Train(a) => ddimd::train::run(&a).map_err(|e| format!("{e:#}")),
         Command::InitModel(a) => cli::init_model(&a).map_err(|e| e.to_string()),
+        Command::Serve(a) => ddimd::server::run(a).map_err(|e| e.to_string()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,509 @@
+//! proto ⇄ domain: request validation and record → message conversion.
+//!
+//! Request messages are destructured field by field, so a field added to the
+//! proto breaks the build here until it is handled.
+use ddim_proto::v1 as pb;
+use std::sync::Arc;
+
+use super::error::{Result, ServerError};
+use super::store::{BatchKey, JobKind, JobRecord, JobState, LatentRecord, OriginRecord, Priority, Store};
+use crate::engine::interp::Method;
+use crate::engine::{SamplerOptions, Spacing};
+
+/// Most images in one encode job, samples in one sample job.
+pub const MAX_ITEMS: usize = 256;
+/// Most S values in one decode or reconstruct job.
+pub const MAX_STEP_LIST: usize = 16;
+/// Interpolation frames.
+pub const MAX_FRAMES: u32 = 64;
+pub const DEFAULT_RECONSTRUCT_STEPS: [u32; 4] = [10, 20, 50, 100];
+
+/// What the service needs to know about the loaded model.
+#[derive(Debug, Clone)]
+pub struct ModelMeta {
+    pub shape: [i64; 3],
+    pub t: usize,
+    pub fingerprint: String,
+    pub info: pb::ModelInfo,
+}
+
+// ------------------------------------------------------------------ ids --
+
+pub fn latent_id(id: u64) -> String {
+    format!("lat-{id}")
+}
+
+pub fn job_id(id: u64) -> String {
+    format!("job-{id}")
+}
+
+fn parse_id(s: &str, prefix: &str, field: &str, what: &'static str) -> Result<u64> {
+    if s.is_empty() {
+        return Err(ServerError::invalid(field, format!("a {what} id is required")));
+    }
+    s.strip_prefix(prefix)
+        .and_then(|n| n.parse::<u64>().ok())
+        .ok_or_else(|| ServerError::not_found(field, what, s))
+}
+
+pub fn parse_latent_id(s: &str, field: &str) -> Result<u64> {
+    parse_id(s, "lat-", field, "latent")
+}
+
+pub fn parse_job_id(s: &str, field: &str) -> Result<u64> {
+    parse_id(s, "job-", field, "job")
+}
+
+// ---------------------------------------------------------------- enums --
+
+pub fn spacing_from_pb(v: i32, field: &str) -> Result<Spacing> {
+    match pb::Spacing::try_from(v) {
+        Ok(pb::Spacing::Unspecified | pb::Spacing::Uniform) => Ok(Spacing::Uniform),
+        Ok(pb::Spacing::Quad) => Ok(Spacing::Quad),
+        Ok(pb::Spacing::Leading) => Ok(Spacing::Leading),
+        Ok(pb::Spacing::Trailing) => Ok(Spacing::Trailing),
+        Ok(pb::Spacing::Linspace) => Ok(Spacing::Linspace),
+        Err(_) => Err(ServerError::invalid(field, format!("unknown spacing {v}"))),
+    }
+}
+
+pub fn spacing_to_pb(s: Spacing) -> pb::Spacing {
+    match s {
+        Spacing::Uniform => pb::Spacing::Uniform,
+        Spacing::Quad => pb::Spacing::Quad,
+        Spacing::Leading => pb::Spacing::Leading,
+        Spacing::Trailing => pb::Spacing::Trailing,
+        Spacing::Linspace => pb::Spacing::Linspace,
+    }
+}
+
+pub fn method_from_pb(v: i32, field: &str) -> Result<Method> {
+    match pb::InterpolationMethod::try_from(v) {
+        Ok(pb::InterpolationMethod::Unspecified | pb::InterpolationMethod::Slerp) => Ok(Method::Slerp),
+        Ok(pb::InterpolationMethod::Lerp) => Ok(Method::Lerp),
+        Err(_) => Err(ServerError::invalid(field, format!("unknown interpolation method {v}"))),
+    }
+}
+
+pub fn method_to_pb(m: &str) -> pb::InterpolationMethod {
+    match m {
+        "lerp" => pb::InterpolationMethod::Lerp,
+        _ => pb::InterpolationMethod::Slerp,
+    }
+}
+
+pub fn priority_from_pb(v: i32) -> Result<Priority> {
+    match pb::Priority::try_from(v) {
+        Ok(pb::Priority::Unspecified | pb::Priority::Interactive) => Ok(Priority::Interactive),
+        Ok(pb::Priority::Batch) => Ok(Priority::Batch),
+        Err(_) => Err(ServerError::invalid("priority", format!("unknown priority {v}"))),
+    }
+}
+
+pub fn state_from_pb(v: i32, field: &str) -> Result<JobState> {
+    match pb::JobState::try_from(v) {
+        Ok(pb::JobState::Queued) => Ok(JobState::Queued),
+        Ok(pb::JobState::Running) => Ok(JobState::Running),
+        Ok(pb::JobState::Done) => Ok(JobState::Done),
+        Ok(pb::JobState::Failed) => Ok(JobState::Failed),
+        Ok(pb::JobState::Cancelled) => Ok(JobState::Cancelled),
+        Ok(pb::JobState::Unspecified) | Err(_) => Err(ServerError::invalid(field, format!("unknown job state {v}"))),
+    }
+}
+
+pub fn state_to_pb(s: JobState) -> pb::JobState {
+    match s {
+        JobState::Queued => pb::JobState::Queued,
+        JobState::Running => pb::JobState::Running,
+        JobState::Done => pb::JobState::Done,
+        JobState::Failed => pb::JobState::Failed,
+        JobState::Cancelled => pb::JobState::Cancelled,
+    }
+}
+
+// ------------------------------------------------------------- sampling --
+
+pub fn check_steps(steps: u32, t: usize, field: &str) -> Result<usize> {
+    if steps == 0 || steps as usize > t {
+        return Err(ServerError::invalid(field, format!("S must be in 1..={t}, got {steps}")));
+    }
+    Ok(steps as usize)
+}
+
+fn check_eta(eta: f32, field: &str) -> Result<f64> {
+    if !eta.is_finite() || eta < 0.0 {
+        return Err(ServerError::invalid(field, format!("η must be a finite number ≥ 0, got {eta}")));
+    }
+    Ok(eta as f64)
+}
+
+/// Validated sampler options (`field` names the message, e.g. `sample.sampler`).
+pub fn sampler_from_pb(o: Option<&pb::SamplerOptions>, t: usize, field: &str) -> Result<SamplerOptions> {
+    let o = o.ok_or_else(|| ServerError::invalid(field, "sampler options are required (at least steps)"))?;
+    let pb::SamplerOptions { steps, eta, spacing, sigma_hat } = *o;
+    Ok(SamplerOptions {
+        steps: check_steps(steps, t, &format!("{field}.steps"))?,
+        eta: check_eta(eta, &format!("{field}.eta"))?,
+        spacing: spacing_from_pb(spacing, &format!("{field}.spacing"))?,
+        sigma_hat,
+    })
+}
+
+pub fn batch_key(o: &SamplerOptions) -> BatchKey {
+    BatchKey {
+        steps: o.steps as u32,
+        eta_bits: (o.eta as f32).to_bits(),
+        spacing: Spacing::ALL.iter().position(|s| *s == o.spacing).unwrap_or(0) as u8,
+        sigma_hat: o.sigma_hat,
+    }
+}
+
+fn check_step_list(list: &[u32], t: usize, field: &str) -> Result<Vec<usize>> {
+    if list.is_empty() {
+        return Err(ServerError::invalid(field, "at least one S is required"));
+    }
+    if list.len() > MAX_STEP_LIST {
+        return Err(ServerError::invalid(field, format!("at most {MAX_STEP_LIST} values, got {}", list.len())));
+    }
+    list.iter().enumerate().map(|(i, s)| check_steps(*s, t, &format!("{field}[{i}]"))).collect()
+}
+
+fn check_tags(tags: &[String], field: &str) -> Result<()> {
+    for (i, t) in tags.iter().enumerate() {
+        if t.trim().is_empty() || t.len() > 64 {
+            return Err(ServerError::invalid(format!("{field}[{i}]"), "tags are 1..=64 bytes, not blank"));
+        }
+    }
+    Ok(())
+}
+
+pub fn check_name(name: &str, field: &str) -> Result<()> {
+    if name.len() > 256 {
+        return Err(ServerError::invalid(field, format!("at most 256 bytes, got {}", name.len())));
+    }
+    Ok(())
+}
+
+/// Checks that a stored latent can be used with the loaded model.
+pub fn usable_latent(store: &Store, meta: &ModelMeta, id: &str, field: &str) -> Result<Arc<LatentRecord>> {
+    let n = parse_latent_id(id, field)?;
+    let r = store.get_latent(n).ok_or_else(|| ServerError::not_found(field, "latent", id))?;
+    let want = meta.shape.map(|d| d as u32);
+    if r.shape != want {
+        return Err(ServerError::FailedPrecondition(format!(
+            "{field}: latent {id} has shape {:?} but the loaded model works on {:?}",
+            r.shape, want
+        )));
+    }
+    if r.fingerprint != meta.fingerprint {
+        return Err(ServerError::FailedPrecondition(format!(
+            "{field}: latent {id} was made by model {} but the loaded model is {}",
+            r.fingerprint, meta.fingerprint
+        )));
+    }
+    Ok(r)
+}
+
+fn check_image(bytes: &[u8], field: &str) -> Result<()> {
+    if bytes.is_empty() {
+        return Err(ServerError::invalid(field, "image bytes are required"));
+    }
+    image::load_from_memory(bytes)
+        .map(|_| ())
+        .map_err(|e| ServerError::invalid(field, format!("not a decodable PNG or JPEG image ({e})")))
+}
+
+/// What a valid job spec implies for the queue.
+#[derive(Debug, Clone)]
+pub struct SpecInfo {
+    pub kind: JobKind,
+    pub reads: Vec<u64>,
+    pub total_steps: u32,
+    pub batch: Option<BatchKey>,
+    pub rows: u32,
+    pub images: u32,
+}
+
+/// Validates a job spec against the model and the library (blocking: reads
+/// the store and decodes images).
+pub fn validate_spec(spec: Option<&pb::JobSpec>, meta: &ModelMeta, store: &Store) -> Result<SpecInfo> {
+    use pb::job_spec::Kind;
+    let t = meta.t;
+    let kind = spec
+        .and_then(|s| s.kind.as_ref())
+        .ok_or_else(|| ServerError::invalid("spec", "a job spec (encode, sample, decode, reconstruct or interpolate) is required"))?;
+    match kind {
+        Kind::Encode(e) => {
+            let pb::EncodeJob { images, steps, spacing, preview_steps } = e;
+            if images.is_empty() || images.len() > MAX_ITEMS {
+                return Err(ServerError::invalid("encode.images", format!("1..={MAX_ITEMS} images, got {}", images.len())));
+            }
+            let s = check_steps(*steps, t, "encode.steps")?;
+            spacing_from_pb(*spacing, "encode.spacing")?;
+            let p = if *preview_steps == 0 { s } else { check_steps(*preview_steps, t, "encode.preview_steps")? };
+            for (i, img) in images.iter().enumerate() {
+                let pb::EncodeInput { data, name, tags } = img;
+                check_image(data, &format!("encode.images[{i}].data"))?;
+                check_name(name, &format!("encode.images[{i}].name"))?;
+                check_tags(tags, &format!("encode.images[{i}].tags"))?;
+            }
+            Ok(SpecInfo {
+                kind: JobKind::Encode,
+                reads: vec![],
+                total_steps: (s + p) as u32,
+                batch: None,
+                rows: images.len() as u32,
+                images: images.len() as u32,
+            })
+        }
+        Kind::Sample(smp) => {
+            let pb::SampleJob { count, seed: _, sampler, name_prefix, tags } = smp;
+            if *count == 0 || *count as usize > MAX_ITEMS {
+                return Err(ServerError::invalid("sample.count", format!("must be in 1..={MAX_ITEMS}, got {count}")));
+            }
+            let o = sampler_from_pb(sampler.as_ref(), t, "sample.sampler")?;
+            check_name(name_prefix, "sample.name_prefix")?;
+            check_tags(tags, "sample.tags")?;
+            Ok(SpecInfo {
+                kind: JobKind::Sample,
+                reads: vec![],
+                total_steps: o.steps as u32,
+                batch: Some(batch_key(&o)),
+                rows: *count,
+                images: *count,
+            })
+        }
+        Kind::Decode(d) => {
+            let pb::DecodeJob { latent_id, steps, eta, spacing, seed: _ } = d;
+            let r = usable_latent(store, meta, latent_id, "decode.latent_id")?;
+            let list = check_step_list(steps, t, "decode.steps")?;
+            let eta = check_eta(*eta, "decode.eta")?;
+            let spacing = spacing_from_pb(*spacing, "decode.spacing")?;
+            let batch = (list.len() == 1).then(|| batch_key(&SamplerOptions { steps: list[0], eta, spacing, sigma_hat: false }));
+            Ok(SpecInfo {
+                kind: JobKind::Decode,
+                reads: vec![r.id],
+                total_steps: list.iter().sum::<usize>() as u32,
+                batch,
+                rows: 1,
+                images: list.len() as u32,
+            })
+        }
+        Kind::Reconstruct(rc) => {
+            let pb::ReconstructJob { input, steps, spacing } = rc;
+            let mut reads = vec![];
+            match input {
+                Some(pb::reconstruct_job::Input::LatentId(id)) => {
+                    let r = usable_latent(store, meta, id, "reconstruct.latent_id")?;
+                    if store.latent_png(r.id, super::store::LatentPng::Source)?.is_none() {
+                        return Err(ServerError::FailedPrecondition(format!(
+                            "reconstruct.latent_id: latent {id} has no source image (only encoded latents do)"
+                        )));
+                    }
+                    reads.push(r.id);
+                }
+                Some(pb::reconstruct_job::Input::Image(bytes)) => check_image(bytes, "reconstruct.image")?,
+                None => return Err(ServerError::invalid("reconstruct.input", "a latent_id or an image is required")),
+            }
+            let list = if steps.is_empty() {
+                DEFAULT_RECONSTRUCT_STEPS.iter().map(|s| (*s as usize).min(t)).collect::<Vec<_>>()
+            } else {
+                check_step_list(steps, t, "reconstruct.steps")?
+            };
+            spacing_from_pb(*spacing, "reconstruct.spacing")?;
+            Ok(SpecInfo {
+                kind: JobKind::Reconstruct,
+                reads,
+                total_steps: 2 * list.iter().sum::<usize>() as u32,
+                batch: None,
+                rows: 1,
+                images: list.len() as u32,
+            })
+        }
+        Kind::Interpolate(ip) => {
+            let pb::InterpolateJob { a, b, frames, method, sampler, save_frames } = ip;
+            let ra = usable_latent(store, meta, a, "interpolate.a")?;
+            let rb = usable_latent(store, meta, b, "interpolate.b")?;
+            if !(2..=MAX_FRAMES).contains(frames) {
+                return Err(ServerError::invalid("interpolate.frames", format!("must be in 2..={MAX_FRAMES}, got {frames}")));
+            }
+            method_from_pb(*method, "interpolate.method")?;
+            let o = sampler_from_pb(sampler.as_ref(), t, "interpolate.sampler")?;
+            for (i, f) in save_frames.iter().enumerate() {
+                if f >= frames {
+                    return Err(ServerError::invalid(format!("interpolate.save_frames[{i}]"), format!("frame {f} is not in 0..{frames}")));
+                }
+            }
+            let mut reads = vec![ra.id];
+            if rb.id != ra.id {
+                reads.push(rb.id);
+            }
+            Ok(SpecInfo {
+                kind: JobKind::Interpolate,
+                reads,
+                total_steps: o.steps as u32,
+                batch: Some(batch_key(&o)),
+                rows: *frames,
+                images: *frames,
+            })
+        }
+    }
+}
+
+/// Decode steps of a decode job's spec, or the defaults of reconstruct.
+pub fn reconstruct_steps(list: &[u32], t: usize) -> Vec<usize> {
+    if list.is_empty() {
+        DEFAULT_RECONSTRUCT_STEPS.iter().map(|s| (*s as usize).min(t)).collect()
+    } else {
+        list.iter().map(|s| *s as usize).collect()
+    }
+}
+
+/// The spec without image bytes (listings and streams).
+pub fn strip_images(mut spec: pb::JobSpec) -> pb::JobSpec {
+    use pb::job_spec::Kind;
+    match &mut spec.kind {
+        Some(Kind::Encode(e)) => {
+            for i in &mut e.images {
+                i.data.clear();
+            }
+        }
+        Some(Kind::Reconstruct(r)) => {
+            if let Some(pb::reconstruct_job::Input::Image(b)) = &mut r.input {
+                b.clear();
+            }
+        }
+        _ => {}
+    }
+    spec
+}
+
+// ------------------------------------------------------- records → pb --
+
+pub fn latent_to_pb(r: &LatentRecord) -> pb::Latent {
+    let LatentRecord {
+        v: _,
+        id,
+        name,
+        tags,
+        created_ms,
+        shape,
+        fingerprint,
+        encode_steps,
+        encode_spacing,
+        origin,
+        preview_steps,
+        job_id: job,
+    } = r;
+    let origin = match origin {
+        OriginRecord::Encoded { filename, has_source } => {
+            pb::origin::Kind::Encoded(pb::EncodedOrigin { filename: filename.clone(), has_source: *has_source })
+        }
+        OriginRecord::Sampled { seed, index } => pb::origin::Kind::Sampled(pb::SampledOrigin { seed: *seed, index: *index }),
+        OriginRecord::Interpolated { a, b, alpha, method } => pb::origin::Kind::Interpolated(pb::InterpolatedOrigin {
+            a: latent_id(*a),
+            b: latent_id(*b),
+            alpha: *alpha,
+            method: method_to_pb(method) as i32,
+        }),
+    };
+    pb::Latent {
+        id: latent_id(*id),
+        name: name.clone(),
+        tags: tags.clone(),
+        created_unix_ms: *created_ms,
+        shape: shape.to_vec(),
+        model_fingerprint: fingerprint.clone(),
+        encode_steps: *encode_steps,
+        encode_spacing: encode_spacing
+            .parse::<Spacing>()
+            .map(|s| spacing_to_pb(s) as i32)
+            .unwrap_or(pb::Spacing::Unspecified as i32),
+        origin: Some(pb::Origin { kind: Some(origin) }),
+        preview_steps: *preview_steps,
+        job_id: job_id(*job),
+    }
+}
+
+/// A job message. `progress` overlays the live step counter of a running job.
+pub fn job_to_pb(r: &JobRecord, spec: Option<pb::JobSpec>, result: Option<pb::JobResult>, progress: Option<u32>) -> pb::Job {
+    let JobRecord {
+        v: _,
+        id,
+        kind,
+        state,
+        priority,
+        created_ms,
+        started_ms,
+        finished_ms,
+        attempts,
+        error,
+        total_steps,
+        reads,
+        produced: _,
+        idempotency_key: _,
+        batch: _,
+        rows: _,
+        images: _,
+    } = r;
+    let step = match state {
+        JobState::Done => *total_steps,
+        JobState::Running => progress.unwrap_or(0),
+        _ => 0,
+    };
+    pb::Job {
+        id: job_id(*id),
+        kind: kind.as_str().into(),
+        state: state_to_pb(*state) as i32,
+        priority: match priority {
+            Priority::Interactive => pb::Priority::Interactive,
+            Priority::Batch => pb::Priority::Batch,
+        } as i32,
+        spec,
+        created_unix_ms: *created_ms,
+        started_unix_ms: *started_ms,
+        finished_unix_ms: *finished_ms,
+        attempts: *attempts,
+        error: error.clone(),
+        step,
+        total_steps: *total_steps,
+        result,
+        latent_ids: reads.iter().map(|l| latent_id(*l)).collect(),
+    }
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_round_trip_and_reject_garbage() {
+        assert_eq!(parse_latent_id(&latent_id(42), "id").unwrap(), 42);
+        assert_eq!(parse_job_id(&job_id(7), "id").unwrap(), 7);
+        assert!(matches!(parse_latent_id("job-1", "id"), Err(ServerError::NotFound { .. })));
+        assert!(matches!(parse_latent_id("", "id"), Err(ServerError::InvalidArgument { .. })));
+    }
+
+    #[test]
+    fn sampler_validation_names_the_field() {
+        let o = pb::SamplerOptions { steps: 0, eta: 0.0, spacing: 0, sigma_hat: false };
+        let e = sampler_from_pb(Some(&o), 1000, "sample.sampler").unwrap_err().to_string();
+        assert!(e.starts_with("sample.sampler.steps"), "{e}");
+        let o = pb::SamplerOptions { steps: 10, eta: -1.0, spacing: 0, sigma_hat: false };
+        let e = sampler_from_pb(Some(&o), 1000, "sample.sampler").unwrap_err().to_string();
+        assert!(e.starts_with("sample.sampler.eta"), "{e}");
+        let o = pb::SamplerOptions { steps: 10, eta: 0.5, spacing: 99, sigma_hat: false };
+        assert!(sampler_from_pb(Some(&o), 1000, "s").is_err());
+        let o = pb::SamplerOptions { steps: 10, eta: 0.5, spacing: 2, sigma_hat: true };
+        let ok = sampler_from_pb(Some(&o), 1000, "s").unwrap();
+        assert_eq!((ok.steps, ok.spacing, ok.sigma_hat), (10, Spacing::Quad, true));
+        assert_eq!(batch_key(&ok), batch_key(&ok.clone()));
+    }
+}

@@ -1,0 +1,118 @@
+//! The daemon's one error type and its mapping onto gRPC status codes.
+use tonic::{Code, Status};
+
+use crate::engine::EngineError;
+
+/// Everything that can go wrong while serving a request or running a job.
+/// Every message is one line that names the field or the record concerned.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// A request field is malformed or out of range.
+    #[error("{field}: {message}")]
+    InvalidArgument { field: String, message: String },
+    /// An id names no record.
+    #[error("{field}: no {what} with id {id:?}")]
+    NotFound { field: String, what: &'static str, id: String },
+    /// The request is well formed but the state of the library forbids it.
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// The queue is full.
+    #[error("{0}")]
+    QueueFull(String),
+    /// The daemon is loading its model or shutting down.
+    #[error("{0}")]
+    Unavailable(String),
+    /// Missing or wrong bearer token.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The job was cancelled.
+    #[error("cancelled")]
+    Cancelled,
+    /// The daemon is shutting down and stopped the job between two steps.
+    #[error("interrupted by shutdown")]
+    Interrupted,
+    /// The sled store failed.
+    #[error("store: {0}")]
+    Store(#[from] sled::Error),
+    /// A stored record could not be read back.
+    #[error("store: corrupt record {0}")]
+    Corrupt(String),
+    /// The engine failed.
+    #[error("{0}")]
+    Engine(#[from] EngineError),
+    /// Start-up configuration (flags, files).
+    #[error("{0}")]
+    Config(String),
+    /// A bug or an unexpected condition.
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+pub type Result<T, E = ServerError> = std::result::Result<T, E>;
+
+impl ServerError {
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        ServerError::InvalidArgument { field: field.into(), message: message.into() }
+    }
+
+    pub fn not_found(field: impl Into<String>, what: &'static str, id: impl Into<String>) -> Self {
+        ServerError::NotFound { field: field.into(), what, id: id.into() }
+    }
+}
+
+impl From<sled::transaction::TransactionError<ServerError>> for ServerError {
+    fn from(e: sled::transaction::TransactionError<ServerError>) -> Self {
+        match e {
+            sled::transaction::TransactionError::Abort(e) => e,
+            sled::transaction::TransactionError::Storage(e) => ServerError::Store(e),
+        }
+    }
+}
+
+impl From<tokio::task::JoinError> for ServerError {
+    fn from(e: tokio::task::JoinError) -> Self {
+        ServerError::Internal(format!("blocking task failed: {e}"))
+    }
+}
+
+impl From<ServerError> for Status {
+    fn from(e: ServerError) -> Self {
+        let code = match &e {
+            ServerError::InvalidArgument { .. } => Code::InvalidArgument,
+            ServerError::NotFound { .. } => Code::NotFound,
+            ServerError::FailedPrecondition(_) => Code::FailedPrecondition,
+            ServerError::QueueFull(_) => Code::ResourceExhausted,
+            ServerError::Unavailable(_) | ServerError::Interrupted => Code::Unavailable,
+            ServerError::Unauthenticated(_) => Code::Unauthenticated,
+            ServerError::Cancelled => Code::Cancelled,
+            ServerError::Engine(EngineError::InvalidInput(_)) => Code::InvalidArgument,
+            ServerError::Engine(EngineError::Cancelled) => Code::Cancelled,
+            ServerError::Engine(EngineError::Config(_)) => Code::FailedPrecondition,
+            ServerError::Engine(EngineError::NonFinite(_) | EngineError::Io(_) | EngineError::Torch(_)) => {
+                Code::Internal
+            }
+            ServerError::Store(_) | ServerError::Corrupt(_) | ServerError::Config(_) | ServerError::Internal(_) => {
+                Code::Internal
+            }
+        };
+        Status::new(code, e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes() {
+        let s: Status = ServerError::invalid("sample.count", "must be ≥ 1").into();
+        assert_eq!((s.code(), s.message()), (Code::InvalidArgument, "sample.count: must be ≥ 1"));
+        let s: Status = ServerError::not_found("id", "latent", "lat-9").into();
+        assert_eq!(s.code(), Code::NotFound);
+        assert!(s.message().contains("lat-9"));
+        let s: Status = ServerError::QueueFull("full".into()).into();
+        assert_eq!(s.code(), Code::ResourceExhausted);
+        let s: Status = ServerError::Engine(EngineError::InvalidInput("x".into())).into();
+        assert_eq!(s.code(), Code::InvalidArgument);
+    }
+}

@@ -1,0 +1,343 @@
+//! `ddimd serve`: the gRPC daemon (package `ddim.v1`, see docs/daemon.md).
+//!
+//! - [`service`]: the `Ddim` RPC methods (thin: validate → delegate → convert).
+//! - [`conversions`]: request validation and record ⇄ message conversion.
+//! - [`store`]: the typed sled store (latents, jobs, results, indexes).
+//! - [`queue`]: the in-memory queue, running set, dynamic batching, counters.
+//! - [`worker`]: the thread that owns the model and runs jobs.
+//! - [`events`]: broadcasts behind `WatchJob` / `WatchLibrary`.
+//! - [`auth`]: the bearer-token interceptor.
+//! - [`seed`]: `--seed-images`.
+//! - [`error`]: [`ServerError`] and its gRPC status codes.
+//!
+//! Start-up: open the store, re-queue jobs left running by a crash (failing
+//! those out of attempts), serve with health NOT_SERVING while the worker
+//! loads the model, then SERVING. Shutdown (SIGTERM/SIGINT): NOT_SERVING,
+//! refuse new jobs, stop the running job between two steps (it goes back to
+//! the queue), end the streams, flush the store, exit 0.
+pub mod auth;
+pub mod conversions;
+pub mod error;
+pub mod events;
+pub mod queue;
+pub mod seed;
+pub mod service;
+pub mod store;
+pub mod worker;
+
+use ddim_proto::v1::ddim_server::DdimServer;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Identity, Server, ServerTlsConfig};
+use tonic_health::ServingStatus;
+use tracing::{error, info, warn};
+
+pub use error::ServerError;
+use error::Result;
+use events::Hub;
+use queue::{Queued, Scheduler};
+use service::{DdimService, Shared};
+use store::{JobState, Store};
+
+/// The service name health reports on (besides the server as a whole, "").
+pub const SERVICE_NAME: &str = "ddim.v1.Ddim";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// `ddimd serve` flags; each is also an environment variable.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// Model folder (a diffusers pipeline or a bare UNet2DModel folder).
+    #[arg(long, env = "DDIMD_MODEL", default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../models/fashion-mnist"))]
+    pub model: PathBuf,
+    /// Store folder (default: the user's data dir, e.g. ~/.local/share/ddimd).
+    #[arg(long, env = "DDIMD_DATA")]
+    pub data: Option<PathBuf>,
+    /// Address to listen on; port 0 picks a free port (printed on stdout).
+    #[arg(long, env = "DDIMD_ADDR", default_value = "127.0.0.1:50051")]
+    pub addr: SocketAddr,
+    /// cpu, cuda, cuda:N or auto.
+    #[arg(long, env = "DDIMD_DEVICE", default_value = "auto")]
+    pub device: String,
+    /// Require `authorization: Bearer <token>` on every RPC but health.
+    #[arg(long, env = "DDIMD_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Most samples in one batched model call.
+    #[arg(long, env = "DDIMD_MAX_BATCH", default_value_t = 16)]
+    pub max_batch: u32,
+    /// How long a batchable job waits for companions before it runs.
+    #[arg(long, env = "DDIMD_MAX_WAIT_MS", default_value_t = 10)]
+    pub max_wait_ms: u64,
+    /// Most queued jobs; more are refused with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "DDIMD_MAX_QUEUE", default_value_t = 1000)]
+    pub max_queue: u32,
+    /// Largest request or response message, in MiB.
+    #[arg(long, env = "DDIMD_MAX_MESSAGE_MB", default_value_t = 64)]
+    pub max_message_mb: usize,
+    /// Starts of a job (crashes included) before it fails as "interrupted".
+    #[arg(long, env = "DDIMD_MAX_ATTEMPTS", default_value_t = 3)]
+    pub max_attempts: u32,
+    #[arg(long, env = "DDIMD_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    /// PEM certificate chain: serve TLS (with --tls-key).
+    #[arg(long, env = "DDIMD_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "DDIMD_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// On the first start (empty store), encode this many Fashion-MNIST test images.
+    #[arg(long, env = "DDIMD_SEED_IMAGES", default_value_t = 0)]
+    pub seed_images: usize,
+    /// S for the --seed-images encode.
+    #[arg(long, env = "DDIMD_SEED_STEPS", default_value_t = 50)]
+    pub seed_steps: u32,
+    /// idx3-ubyte.gz file the seed images come from.
+    #[arg(long, env = "DDIMD_SEED_FILE", default_value = "/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz")]
+    pub seed_file: PathBuf,
+    /// Seconds to wait at shutdown for the running step before giving up on it.
+    #[arg(long, env = "DDIMD_SHUTDOWN_TIMEOUT_S", default_value_t = 10)]
+    pub shutdown_timeout_s: u64,
+}
+
+/// The default store folder.
+pub fn default_data_dir() -> PathBuf {
+    dirs::data_dir().unwrap_or_else(std::env::temp_dir).join("ddimd")
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,h2=warn,tower=warn,hyper=warn"));
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => b.try_init(),
+        LogFormat::Json => b.json().try_init(),
+    };
+}
+
+/// Runs the daemon until SIGTERM or SIGINT.
+pub fn run(args: ServeArgs) -> Result<()> {
+    init_logging(args.log_format);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| ServerError::Config(format!("cannot start the runtime: {e}")))?;
+    rt.block_on(serve(args))
+}
+
+fn check_args(a: &ServeArgs) -> Result<()> {
+    let bad = |flag: &str, msg: &str| Err(ServerError::Config(format!("{flag}: {msg}")));
+    if a.max_batch == 0 {
+        return bad("--max-batch", "must be ≥ 1");
+    }
+    if a.max_queue == 0 {
+        return bad("--max-queue", "must be ≥ 1");
+    }
+    if !(1..=2047).contains(&a.max_message_mb) {
+        return bad("--max-message-mb", "must be in 1..=2047");
+    }
+    if a.max_attempts == 0 {
+        return bad("--max-attempts", "must be ≥ 1");
+    }
+    if a.token.as_deref().is_some_and(|t| t.trim().is_empty()) {
+        return bad("--token", "must not be empty");
+    }
+    Ok(())
+}
+
+/// Re-queues the jobs a crash left running (failing those that used up
+/// their attempts), rebuilds the queue and the counters.
+fn sweep(store: &Store, sched: &Scheduler, max_attempts: u32) -> Result<()> {
+    let mut st = sched.lock();
+    for mut j in store.all_jobs()? {
+        match j.state {
+            JobState::Running if j.attempts >= max_attempts => {
+                warn!(job = j.id, attempts = j.attempts, "interrupted too often: failed");
+                j.state = JobState::Failed;
+                j.error = "interrupted".into();
+                j.finished_ms = conversions::now_ms();
+                store.put_job(&j)?;
+                st.counters.failed += 1;
+            }
+            JobState::Running | JobState::Queued => {
+                if j.state == JobState::Running {
+                    info!(job = j.id, attempts = j.attempts, "found running after a crash: re-queued");
+                    j.state = JobState::Queued;
+                    j.started_ms = 0;
+                    store.put_job(&j)?;
+                }
+                st.push(Queued { id: j.id, priority: j.priority, batch: j.batch, rows: j.rows, created_ms: j.created_ms });
+            }
+            JobState::Done => st.counters.done += 1,
+            JobState::Failed => st.counters.failed += 1,
+            JobState::Cancelled => st.counters.cancelled += 1,
+        }
+    }
+    drop(st);
+    store.flush()
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = match signal(SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(e) => {
+                error!("cannot listen for SIGTERM: {e}");
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = term.recv() => info!("SIGTERM"),
+            _ = tokio::signal::ctrl_c() => info!("SIGINT"),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+async fn set_health(h: &tonic_health::server::HealthReporter, s: ServingStatus) {
+    h.set_service_status("", s).await;
+    h.set_service_status(SERVICE_NAME, s).await;
+}
+
+async fn serve(args: ServeArgs) -> Result<()> {
+    check_args(&args)?;
+    let device = crate::engine::parse_device(&args.device).map_err(|e| ServerError::Config(e.to_string()))?;
+    let data = args.data.clone().unwrap_or_else(default_data_dir);
+    let store = Arc::new(tokio::task::spawn_blocking(move || Store::open(&data)).await??);
+    let fresh = store.is_empty();
+    let sched = Arc::new(Scheduler::new(args.max_queue as usize));
+    let hub = Arc::new(Hub::new());
+    {
+        let (store, sched) = (store.clone(), sched.clone());
+        let attempts = args.max_attempts;
+        tokio::task::spawn_blocking(move || sweep(&store, &sched, attempts)).await??;
+    }
+
+    let (health, health_svc) = tonic_health::server::health_reporter();
+    set_health(&health, ServingStatus::NotServing).await;
+    let shared = Arc::new(Shared {
+        store: store.clone(),
+        sched: sched.clone(),
+        hub: hub.clone(),
+        meta: OnceLock::new(),
+        max_batch: args.max_batch,
+        max_queue: args.max_queue,
+    });
+    let svc = DdimService { shared: shared.clone() };
+    let limit = args.max_message_mb * 1024 * 1024;
+    let ddim = DdimServer::new(svc.clone()).max_decoding_message_size(limit).max_encoding_message_size(limit);
+    let auth = auth::Auth::new(args.token.as_deref());
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(ddim_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let refl_err = |e: tonic_reflection::server::Error| ServerError::Internal(format!("reflection: {e}"));
+    let refl_v1 = reflection().build_v1().map_err(refl_err)?;
+    let refl_v1alpha = reflection().build_v1alpha().map_err(refl_err)?;
+
+    let mut builder = Server::builder();
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        let read = |p: &PathBuf, flag: &str| {
+            std::fs::read(p).map_err(|e| ServerError::Config(format!("{flag} {}: {e}", p.display())))
+        };
+        let identity = Identity::from_pem(read(cert, "--tls-cert")?, read(key, "--tls-key")?);
+        builder = builder
+            .tls_config(ServerTlsConfig::new().identity(identity))
+            .map_err(|e| ServerError::Config(format!("--tls-cert/--tls-key: {e}")))?;
+    }
+    let listener = tokio::net::TcpListener::bind(args.addr)
+        .await
+        .map_err(|e| ServerError::Config(format!("--addr {}: {e}", args.addr)))?;
+    let local = listener.local_addr().map_err(|e| ServerError::Config(format!("--addr: {e}")))?;
+    let router = builder
+        .add_service(health_svc)
+        .add_service(InterceptedService::new(ddim, auth.clone()))
+        .add_service(InterceptedService::new(refl_v1, auth.clone()))
+        .add_service(InterceptedService::new(refl_v1alpha, auth));
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+        let _ = stop_rx.await;
+    }));
+    {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "listening on {local}");
+        let _ = out.flush();
+    }
+    info!(addr = %local, tls = args.tls_cert.is_some(), auth = args.token.is_some(), "listening; loading the model");
+
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let cfg = worker::WorkerConfig {
+        model_dir: args.model.clone(),
+        device,
+        max_batch: args.max_batch,
+        max_wait: Duration::from_millis(args.max_wait_ms),
+    };
+    let worker = worker::spawn(cfg, store.clone(), sched.clone(), hub.clone(), ready_tx)
+        .map_err(|e| ServerError::Internal(format!("cannot start the worker thread: {e}")))?;
+
+    let signal = shutdown_signal();
+    tokio::pin!(signal);
+    let mut load_error = None;
+    let mut stopped_early = false;
+    tokio::select! {
+        r = ready_rx => match r {
+            Ok(Ok(meta)) => {
+                let _ = shared.meta.set(meta);
+                set_health(&health, ServingStatus::Serving).await;
+                info!("serving");
+            }
+            Ok(Err(e)) => load_error = Some(e),
+            Err(_) => load_error = Some(ServerError::Internal("the worker thread died while loading the model".into())),
+        },
+        _ = &mut signal => stopped_early = true,
+    }
+    if load_error.is_none() && !stopped_early {
+        if fresh && args.seed_images > 0 {
+            let (svc, path, n, steps) = (svc.clone(), args.seed_file.clone(), args.seed_images, args.seed_steps);
+            tokio::spawn(async move {
+                match seed::submit(&svc, &path, n, steps).await {
+                    Ok(jobs) => info!(jobs = jobs.len(), images = n, "queued the seed images"),
+                    Err(e) => error!("--seed-images: {e}"),
+                }
+            });
+        }
+        signal.await;
+    }
+
+    info!("shutting down");
+    set_health(&health, ServingStatus::NotServing).await;
+    sched.shutdown();
+    hub.shutdown();
+    let joined = tokio::task::spawn_blocking(move || worker.join());
+    if tokio::time::timeout(Duration::from_secs(args.shutdown_timeout_s), joined).await.is_err() {
+        warn!("the worker did not stop within {}s; its job stays running and is re-queued on the next start", args.shutdown_timeout_s);
+    }
+    let _ = stop_tx.send(());
+    match tokio::time::timeout(Duration::from_secs(5), server).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => error!("server: {e}"),
+        Ok(Err(e)) => error!("server task: {e}"),
+        Err(_) => warn!("connections still open after 5 s; closing anyway"),
+    }
+    store.flush_async().await?;
+    info!("stopped");
+    match load_error {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}

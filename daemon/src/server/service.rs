@@ -1,0 +1,593 @@
+//! The `ddim.v1.Ddim` service: thin methods that validate, delegate to the
+//! store, the queue or the worker, and convert back. sled calls run on the
+//! blocking pool; nothing here touches the model.
+use ddim_proto::v1 as pb;
+use ddim_proto::v1::ddim_server::Ddim;
+use prost::Message;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use super::conversions::{
+    check_name, check_steps, job_id, job_to_pb, latent_id, latent_to_pb, now_ms, parse_job_id, parse_latent_id,
+    priority_from_pb, state_from_pb, strip_images, usable_latent, validate_spec, ModelMeta,
+};
+use super::error::{Result, ServerError};
+use super::events::{Hub, JobUpdate};
+use super::queue::{DecodeNow, Queued, Scheduler};
+use super::store::{Inserted, JobRecord, JobState, LatentFilter, LatentPng, Store, RECORD_VERSION};
+
+/// How long `CancelJob` waits for a running job to stop.
+const CANCEL_WAIT: Duration = Duration::from_secs(30);
+
+pub struct Shared {
+    pub store: Arc<Store>,
+    pub sched: Arc<Scheduler>,
+    pub hub: Arc<Hub>,
+    pub meta: OnceLock<ModelMeta>,
+    pub max_batch: u32,
+    pub max_queue: u32,
+}
+
+#[derive(Clone)]
+pub struct DdimService {
+    pub shared: Arc<Shared>,
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f).await?
+}
+
+enum Lookup {
+    Existing(JobRecord),
+    New(super::conversions::SpecInfo, Option<pb::JobSpec>),
+}
+
+impl DdimService {
+    fn meta(&self) -> Result<&ModelMeta> {
+        self.shared
+            .meta
+            .get()
+            .ok_or_else(|| ServerError::Unavailable("the model is still loading; retry shortly (health reports SERVING when ready)".into()))
+    }
+
+    fn store(&self) -> Arc<Store> {
+        self.shared.store.clone()
+    }
+
+    async fn flush(&self) -> Result<()> {
+        self.shared.store.flush_async().await
+    }
+
+    /// Validates, persists and queues a job; returns it once it is on disk.
+    pub async fn submit(&self, req: pb::SubmitJobRequest) -> Result<pb::Job> {
+        let pb::SubmitJobRequest { spec, priority, idempotency_key } = req;
+        let meta = self.meta()?.clone();
+        let priority = priority_from_pb(priority)?;
+        if idempotency_key.len() > 256 {
+            return Err(ServerError::invalid("idempotency_key", "at most 256 bytes"));
+        }
+        let store = self.store();
+        let key = idempotency_key.clone();
+        let lookup = blocking(move || {
+            if !key.is_empty() {
+                if let Some(j) = store.job_by_key(&key)? {
+                    return Ok(Lookup::Existing(j));
+                }
+            }
+            let info = validate_spec(spec.as_ref(), &meta, &store)?;
+            Ok(Lookup::New(info, spec))
+        })
+        .await?;
+        let (info, spec) = match lookup {
+            Lookup::Existing(j) => return self.job_message(j, false).await,
+            Lookup::New(info, spec) => (info, spec.unwrap_or_default()),
+        };
+        self.shared.sched.lock().reserve()?;
+        let store = self.store();
+        let inserted = blocking(move || {
+            let rec = JobRecord {
+                v: RECORD_VERSION,
+                id: store.next_id()?,
+                kind: info.kind,
+                state: JobState::Queued,
+                priority,
+                created_ms: now_ms(),
+                started_ms: 0,
+                finished_ms: 0,
+                attempts: 0,
+                error: String::new(),
+                total_steps: info.total_steps,
+                reads: info.reads,
+                produced: vec![],
+                idempotency_key,
+                batch: info.batch,
+                rows: info.rows,
+                images: info.images,
+            };
+            let r = store.insert_job(&rec, &spec.encode_to_vec())?;
+            Ok((r, spec))
+        })
+        .await;
+        let (inserted, spec) = match inserted {
+            Ok(v) => v,
+            Err(e) => {
+                self.shared.sched.lock().unreserve();
+                return Err(e);
+            }
+        };
+        let rec = match inserted {
+            Inserted::Existing(j) => {
+                self.shared.sched.lock().unreserve();
+                return self.job_message(j, false).await;
+            }
+            Inserted::New(rec) => rec,
+        };
+        let flushed = self.flush().await;
+        {
+            let mut st = self.shared.sched.lock();
+            st.unreserve();
+            st.push(Queued { id: rec.id, priority: rec.priority, batch: rec.batch, rows: rec.rows, created_ms: rec.created_ms });
+        }
+        self.shared.sched.notify();
+        self.shared.hub.job(JobUpdate::Queue);
+        flushed?;
+        tracing::info!(job = %job_id(rec.id), kind = rec.kind.as_str(), "queued");
+        Ok(job_to_pb(&rec, Some(strip_images(spec)), None, None))
+    }
+
+    /// A job message; `full` keeps image bytes in the spec.
+    async fn job_message(&self, rec: JobRecord, full: bool) -> Result<pb::Job> {
+        let store = self.store();
+        let id = rec.id;
+        let (spec, result) = blocking(move || {
+            let spec = store.job_spec(id)?.map(|b| pb::JobSpec::decode(b.as_slice())).transpose();
+            let result = store.job_result(id)?.map(|b| pb::JobResult::decode(b.as_slice())).transpose();
+            match (spec, result) {
+                (Ok(s), Ok(r)) => Ok((s, r)),
+                (Err(e), _) | (_, Err(e)) => Err(ServerError::Corrupt(format!("job {id}: {e}"))),
+            }
+        })
+        .await?;
+        let spec = spec.map(|s| if full { s } else { strip_images(s) });
+        let progress = self.shared.sched.lock().running.get(&id).map(|r| r.step);
+        Ok(job_to_pb(&rec, spec, result, progress))
+    }
+
+    async fn get_job_record(&self, id: u64, field: &str) -> Result<JobRecord> {
+        let store = self.store();
+        blocking(move || store.get_job(id))
+            .await?
+            .ok_or_else(|| ServerError::not_found(field, "job", job_id(id)))
+    }
+
+    async fn cancel(&self, id: u64) -> Result<pb::Job> {
+        enum Found {
+            Queued,
+            Running(Arc<std::sync::atomic::AtomicBool>),
+            Elsewhere,
+        }
+        let mut events = self.shared.hub.subscribe_jobs();
+        let found = {
+            let mut st = self.shared.sched.lock();
+            if st.remove(id).is_some() {
+                Found::Queued
+            } else if let Some(r) = st.running.get(&id) {
+                Found::Running(r.cancel.clone())
+            } else {
+                Found::Elsewhere
+            }
+        };
+        match found {
+            Found::Queued => {
+                let store = self.store();
+                let rec = blocking(move || {
+                    let mut rec = store.get_job(id)?.ok_or_else(|| ServerError::not_found("id", "job", job_id(id)))?;
+                    rec.state = JobState::Cancelled;
+                    rec.finished_ms = now_ms();
+                    store.move_job(&rec, JobState::Queued)?;
+                    Ok(rec)
+                })
+                .await?;
+                self.flush().await?;
+                self.shared.sched.lock().counters.cancelled += 1;
+                self.shared.hub.job(JobUpdate::Finished { job: id });
+                self.shared.hub.job(JobUpdate::Queue);
+                tracing::info!(job = %job_id(id), "cancelled while queued");
+                self.job_message(rec, false).await
+            }
+            Found::Running(flag) => {
+                flag.store(true, Ordering::SeqCst);
+                self.shared.sched.notify();
+                let deadline = tokio::time::Instant::now() + CANCEL_WAIT;
+                loop {
+                    match tokio::time::timeout_at(deadline, events.recv()).await {
+                        Ok(Ok(JobUpdate::Finished { job })) if job == id => break,
+                        Ok(Ok(_)) | Ok(Err(broadcast::error::RecvError::Lagged(_))) => {
+                            if !self.shared.sched.lock().running.contains_key(&id) {
+                                break;
+                            }
+                        }
+                        Ok(Err(broadcast::error::RecvError::Closed)) | Err(_) => break,
+                    }
+                }
+                let rec = self.get_job_record(id, "id").await?;
+                self.job_message(rec, false).await
+            }
+            Found::Elsewhere => {
+                let rec = self.get_job_record(id, "id").await?;
+                match rec.state {
+                    JobState::Done | JobState::Failed | JobState::Cancelled => Err(ServerError::FailedPrecondition(format!(
+                        "id: {} is already {}",
+                        job_id(id),
+                        format!("{:?}", rec.state).to_lowercase()
+                    ))),
+                    JobState::Queued | JobState::Running => Err(ServerError::Unavailable(format!(
+                        "id: {} is changing state; retry",
+                        job_id(id)
+                    ))),
+                }
+            }
+        }
+    }
+
+    fn latent_record(&self, id: &str, field: &str) -> Result<Arc<super::store::LatentRecord>> {
+        let n = parse_latent_id(id, field)?;
+        self.shared.store.get_latent(n).ok_or_else(|| ServerError::not_found(field, "latent", id))
+    }
+
+    async fn change_latent(
+        &self,
+        id: &str,
+        change: impl Fn(&mut super::store::LatentRecord) + Send + 'static,
+    ) -> Result<pb::Latent> {
+        let n = parse_latent_id(id, "id")?;
+        let store = self.store();
+        let rec = blocking(move || store.update_latent(n, change)).await?;
+        self.flush().await?;
+        let msg = latent_to_pb(&rec);
+        self.shared.hub.library(pb::library_event::Kind::Changed, msg.id.clone(), Some(msg.clone()));
+        Ok(msg)
+    }
+
+    fn stats(&self) -> pb::Stats {
+        let mut st = self.shared.sched.lock();
+        let queued = st.len() as u32;
+        let running = st.running.len() as u32;
+        let started = self.shared.sched.started;
+        let ips = st.counters.images_per_second(Instant::now(), started.elapsed());
+        let c = &st.counters;
+        pb::Stats {
+            queued,
+            running,
+            done: c.done,
+            failed: c.failed,
+            cancelled: c.cancelled,
+            images_per_second: ips,
+            mean_queue_wait_ms: if c.wait_n == 0 { 0.0 } else { c.wait_ms_sum / c.wait_n as f64 },
+            device_memory_bytes: 0,
+            latents: self.shared.store.latent_count(),
+            max_queue: self.shared.max_queue,
+            max_batch: self.shared.max_batch,
+        }
+    }
+}
+
+fn event(job: u64, e: pb::job_event::Event) -> std::result::Result<pb::JobEvent, Status> {
+    Ok(pb::JobEvent { job_id: job_id(job), event: Some(e) })
+}
+
+#[tonic::async_trait]
+impl Ddim for DdimService {
+    #[tracing::instrument(skip_all)]
+    async fn list_latents(&self, req: Request<pb::ListLatentsRequest>) -> std::result::Result<Response<pb::ListLatentsResponse>, Status> {
+        let pb::ListLatentsRequest { page_size, page_token, name_contains, tag, origin } = req.into_inner();
+        let size = match page_size {
+            0 => 50,
+            1..=1000 => page_size as usize,
+            _ => return Err(ServerError::invalid("page_size", format!("at most 1000, got {page_size}")).into()),
+        };
+        let before = if page_token.is_empty() {
+            None
+        } else {
+            Some(page_token.parse::<u64>().map_err(|_| ServerError::invalid("page_token", "not a token from a previous response"))?)
+        };
+        if !["", "encoded", "sampled", "interpolated"].contains(&origin.as_str()) {
+            return Err(ServerError::invalid("origin", format!("expected \"\", encoded, sampled or interpolated, got {origin:?}")).into());
+        }
+        let f = LatentFilter { name_contains: name_contains.to_lowercase(), tag, origin };
+        let (page, next, total) = self.shared.store.list_latents(&f, before, size);
+        Ok(Response::new(pb::ListLatentsResponse {
+            latents: page.iter().map(|r| latent_to_pb(r)).collect(),
+            next_page_token: next.map(|n| n.to_string()).unwrap_or_default(),
+            total,
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn get_latent(&self, req: Request<pb::GetLatentRequest>) -> std::result::Result<Response<pb::Latent>, Status> {
+        let pb::GetLatentRequest { id } = req.into_inner();
+        Ok(Response::new(latent_to_pb(&*self.latent_record(&id, "id")?)))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn rename_latent(&self, req: Request<pb::RenameLatentRequest>) -> std::result::Result<Response<pb::Latent>, Status> {
+        let pb::RenameLatentRequest { id, name } = req.into_inner();
+        check_name(&name, "name")?;
+        if name.trim().is_empty() {
+            return Err(ServerError::invalid("name", "must not be blank").into());
+        }
+        Ok(Response::new(self.change_latent(&id, move |r| r.name = name.clone()).await?))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn tag_latent(&self, req: Request<pb::TagLatentRequest>) -> std::result::Result<Response<pb::Latent>, Status> {
+        let pb::TagLatentRequest { id, add, remove } = req.into_inner();
+        for (i, t) in add.iter().enumerate() {
+            if t.trim().is_empty() || t.len() > 64 {
+                return Err(ServerError::invalid(format!("add[{i}]"), "tags are 1..=64 bytes, not blank").into());
+            }
+        }
+        Ok(Response::new(
+            self.change_latent(&id, move |r| {
+                r.tags.retain(|t| !remove.contains(t));
+                for t in &add {
+                    if !r.tags.contains(t) {
+                        r.tags.push(t.clone());
+                    }
+                }
+            })
+            .await?,
+        ))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn delete_latent(&self, req: Request<pb::DeleteLatentRequest>) -> std::result::Result<Response<pb::DeleteLatentResponse>, Status> {
+        let pb::DeleteLatentRequest { id } = req.into_inner();
+        let n = parse_latent_id(&id, "id")?;
+        let store = self.store();
+        let jobs_deleted = blocking(move || store.delete_latent(n)).await?;
+        self.flush().await?;
+        self.shared.hub.library(pb::library_event::Kind::Deleted, latent_id(n), None);
+        Ok(Response::new(pb::DeleteLatentResponse { jobs_deleted }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn export_latent(&self, req: Request<pb::ExportLatentRequest>) -> std::result::Result<Response<pb::ExportLatentResponse>, Status> {
+        let pb::ExportLatentRequest { id } = req.into_inner();
+        let r = self.latent_record(&id, "id")?;
+        let store = self.store();
+        let rr = r.clone();
+        let npy = blocking(move || {
+            let v = store.latent_xt(rr.id)?;
+            let [c, h, w] = rr.shape.map(|d| d as i64);
+            let t = tch::Tensor::f_from_slice(&v)
+                .and_then(|t| t.f_reshape([1, c, h, w]))
+                .map_err(|e| ServerError::Corrupt(format!("x_T of {}: {e}", latent_id(rr.id))))?;
+            Ok(crate::engine::npy::to_bytes(&t))
+        })
+        .await?;
+        Ok(Response::new(pb::ExportLatentResponse { npy, latent: Some(latent_to_pb(&r)) }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn get_latent_image(&self, req: Request<pb::GetLatentImageRequest>) -> std::result::Result<Response<pb::Image>, Status> {
+        let pb::GetLatentImageRequest { id, kind, steps } = req.into_inner();
+        let r = self.latent_record(&id, "id")?;
+        let [_, h, w] = r.shape;
+        let which = match pb::LatentImageKind::try_from(kind) {
+            Ok(pb::LatentImageKind::Unspecified | pb::LatentImageKind::Preview) => LatentPng::Preview,
+            Ok(pb::LatentImageKind::Source) => LatentPng::Source,
+            Ok(pb::LatentImageKind::Decode) => {
+                let meta = self.meta()?;
+                let r = usable_latent(&self.shared.store, meta, &id, "id")?;
+                let steps = check_steps(steps, meta.t, "steps")?;
+                let (tx, rx) = oneshot::channel();
+                self.shared.sched.decode_now(DecodeNow { latent: r, steps, reply: tx })?;
+                let png = rx.await.map_err(|_| ServerError::Unavailable("the worker stopped".into()))??;
+                return Ok(Response::new(pb::Image { png, width: w, height: h }));
+            }
+            Err(_) => return Err(ServerError::invalid("kind", format!("unknown image kind {kind}")).into()),
+        };
+        let store = self.store();
+        let n = r.id;
+        let png = blocking(move || store.latent_png(n, which)).await?;
+        let png = png.ok_or_else(|| {
+            ServerError::FailedPrecondition(format!("id: latent {id} has no source image (only encoded latents keep one)"))
+        })?;
+        Ok(Response::new(pb::Image { png, width: w, height: h }))
+    }
+
+    type WatchLibraryStream = ReceiverStream<std::result::Result<pb::LibraryEvent, Status>>;
+
+    #[tracing::instrument(skip_all)]
+    async fn watch_library(&self, _req: Request<pb::WatchLibraryRequest>) -> std::result::Result<Response<Self::WatchLibraryStream>, Status> {
+        let mut rx = self.shared.hub.subscribe_library();
+        let mut shutdown = self.shared.hub.shutdown_signal();
+        let (tx, out) = mpsc::channel(256);
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    ev = rx.recv() => match ev {
+                        Ok(ev) => if tx.send(Ok(ev)).await.is_err() { break },
+                        Err(broadcast::error::RecvError::Lagged(n)) => {
+                            tracing::warn!("library watcher lagged by {n} events");
+                        }
+                        Err(broadcast::error::RecvError::Closed) => break,
+                    },
+                    _ = shutdown.changed() => break,
+                    _ = tx.closed() => break,
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(out)))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn submit_job(&self, req: Request<pb::SubmitJobRequest>) -> std::result::Result<Response<pb::Job>, Status> {
+        Ok(Response::new(self.submit(req.into_inner()).await?))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn get_job(&self, req: Request<pb::GetJobRequest>) -> std::result::Result<Response<pb::Job>, Status> {
+        let pb::GetJobRequest { id } = req.into_inner();
+        let n = parse_job_id(&id, "id")?;
+        let rec = self.get_job_record(n, "id").await?;
+        Ok(Response::new(self.job_message(rec, true).await?))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_jobs(&self, req: Request<pb::ListJobsRequest>) -> std::result::Result<Response<pb::ListJobsResponse>, Status> {
+        let pb::ListJobsRequest { states, limit, latent_id: lid } = req.into_inner();
+        let states = states
+            .iter()
+            .enumerate()
+            .map(|(i, s)| state_from_pb(*s, &format!("states[{i}]")))
+            .collect::<Result<Vec<_>>>()?;
+        let limit = match limit {
+            0 => 100,
+            1..=1000 => limit as usize,
+            _ => return Err(ServerError::invalid("limit", format!("at most 1000, got {limit}")).into()),
+        };
+        let latent = if lid.is_empty() { None } else { Some(parse_latent_id(&lid, "latent_id")?) };
+        let store = self.store();
+        let recs = blocking(move || {
+            let recs = store.list_jobs(&states, latent, limit)?;
+            recs.into_iter()
+                .map(|r| {
+                    let spec = store
+                        .job_spec(r.id)?
+                        .map(|b| pb::JobSpec::decode(b.as_slice()).map(strip_images))
+                        .transpose()
+                        .map_err(|e| ServerError::Corrupt(format!("job {}: {e}", r.id)))?;
+                    Ok((r, spec))
+                })
+                .collect::<Result<Vec<_>>>()
+        })
+        .await?;
+        let st = self.shared.sched.lock();
+        let jobs = recs
+            .into_iter()
+            .map(|(r, spec)| {
+                let p = st.running.get(&r.id).map(|x| x.step);
+                job_to_pb(&r, spec, None, p)
+            })
+            .collect();
+        Ok(Response::new(pb::ListJobsResponse { jobs }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn cancel_job(&self, req: Request<pb::CancelJobRequest>) -> std::result::Result<Response<pb::Job>, Status> {
+        let pb::CancelJobRequest { id } = req.into_inner();
+        let n = parse_job_id(&id, "id")?;
+        Ok(Response::new(self.cancel(n).await?))
+    }
+
+    type WatchJobStream = ReceiverStream<std::result::Result<pb::JobEvent, Status>>;
+
+    #[tracing::instrument(skip_all)]
+    async fn watch_job(&self, req: Request<pb::WatchJobRequest>) -> std::result::Result<Response<Self::WatchJobStream>, Status> {
+        use pb::job_event::Event;
+        let pb::WatchJobRequest { id, preview_every } = req.into_inner();
+        let n = parse_job_id(&id, "id")?;
+        let mut rx = self.shared.hub.subscribe_jobs();
+        let guard = self.shared.hub.want_previews(n, preview_every);
+        let rec = self.get_job_record(n, "id").await?;
+        let (tx, out) = mpsc::channel(256);
+        let svc = self.clone();
+        tokio::spawn(async move {
+            let _guard = guard;
+            let mut shutdown = svc.shared.hub.shutdown_signal();
+            let finished = |rec: JobRecord| {
+                let svc = svc.clone();
+                async move { svc.job_message(rec, false).await.map(Event::Finished) }
+            };
+            if rec.state.is_terminal() {
+                let ev = finished(rec).await;
+                let _ = tx.send(ev.map(|e| pb::JobEvent { job_id: job_id(n), event: Some(e) }).map_err(Status::from)).await;
+                return;
+            }
+            let mut last_pos = None;
+            if rec.state == JobState::Running {
+                if tx.send(event(n, Event::Started(pb::Started { attempt: rec.attempts }))).await.is_err() {
+                    return;
+                }
+            }
+            loop {
+                let pos = svc.shared.sched.lock().position(n);
+                if pos.is_some() && pos != last_pos {
+                    last_pos = pos;
+                    if tx.send(event(n, Event::QueuedPosition(pos.unwrap_or(0)))).await.is_err() {
+                        return;
+                    }
+                }
+                let ev = tokio::select! {
+                    ev = rx.recv() => ev,
+                    _ = shutdown.changed() => return,
+                    _ = tx.closed() => return,
+                };
+                let msg = match ev {
+                    Ok(JobUpdate::Queue) => continue,
+                    Ok(JobUpdate::Started { job, attempt }) if job == n => {
+                        last_pos = None;
+                        Event::Started(pb::Started { attempt })
+                    }
+                    Ok(JobUpdate::Progress { job, step, total, eta_seconds, preview }) if job == n => Event::Progress(pb::Progress {
+                        step,
+                        total,
+                        eta_seconds,
+                        preview: preview
+                            .filter(|_| preview_every > 0 && step % preview_every == 0)
+                            .map(|p| (*p).clone()),
+                    }),
+                    Ok(JobUpdate::Finished { job }) if job == n => {
+                        let rec = match svc.get_job_record(n, "id").await {
+                            Ok(r) => r,
+                            Err(e) => {
+                                let _ = tx.send(Err(e.into())).await;
+                                return;
+                            }
+                        };
+                        if !rec.state.is_terminal() {
+                            continue;
+                        }
+                        let ev = finished(rec).await;
+                        let _ = tx.send(ev.map(|e| pb::JobEvent { job_id: job_id(n), event: Some(e) }).map_err(Status::from)).await;
+                        return;
+                    }
+                    Ok(_) => continue,
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        if let Ok(rec) = svc.get_job_record(n, "id").await {
+                            if rec.state.is_terminal() {
+                                let ev = finished(rec).await;
+                                let _ = tx
+                                    .send(ev.map(|e| pb::JobEvent { job_id: job_id(n), event: Some(e) }).map_err(Status::from))
+                                    .await;
+                                return;
+                            }
+                        }
+                        continue;
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                };
+                if tx.send(event(n, msg)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(out)))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn get_model_info(&self, _req: Request<pb::GetModelInfoRequest>) -> std::result::Result<Response<pb::ModelInfo>, Status> {
+        Ok(Response::new(self.meta()?.info.clone()))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn get_stats(&self, _req: Request<pb::GetStatsRequest>) -> std::result::Result<Response<pb::Stats>, Status> {
+        Ok(Response::new(self.stats()))
+    }
+}
