@@ -196,6 +196,13 @@ impl App {
         }
     }
 
+    /// Switching screens by number or Tab starts a new trail: q then leads to the library.
+    fn switch(&mut self, screen: Screen) -> Vec<Request> {
+        self.history.clear();
+        self.screen = screen;
+        self.entered()
+    }
+
     fn back(&mut self) {
         match self.history.pop() {
             Some(s) => self.screen = s,

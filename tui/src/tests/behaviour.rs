@@ -275,6 +275,20 @@ fn delete_needs_a_yes() {
 }
 
 #[test]
+fn drill_down_backs_out_the_way_it_came() {
+    let (mut app, _) = app_with_library(3);
+    app.handle_event(key(KeyCode::Char('r')));
+    app.handle_event(key(KeyCode::Char('2')));
+    app.handle_event(key(KeyCode::Char('1')));
+    app.handle_event(key(KeyCode::Char('r')));
+    assert_eq!(app.screen, Screen::Reconstruct);
+    app.handle_event(key(KeyCode::Char('q')));
+    assert_eq!(app.screen, Screen::Library);
+    app.handle_event(key(KeyCode::Char('q')));
+    assert!(app.quit);
+}
+
+#[test]
 fn q_backs_out_then_quits() {
     let (mut app, _) = app_with_library(3);
     app.handle_event(key(KeyCode::Char('2')));
