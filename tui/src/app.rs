@@ -305,16 +305,14 @@ impl App {
                 return vec![];
             }
             KeyCode::Char(c @ '1'..='5') => {
-                self.go(Screen::ALL[(c as u8 - b'1') as usize]);
-                return self.entered();
+                return self.switch(Screen::ALL[(c as u8 - b'1') as usize]);
             }
             KeyCode::Tab => {
                 let i = Screen::ALL
                     .iter()
                     .position(|s| *s == self.screen)
                     .unwrap_or(0);
-                self.go(Screen::ALL[(i + 1) % Screen::ALL.len()]);
-                return self.entered();
+                return self.switch(Screen::ALL[(i + 1) % Screen::ALL.len()]);
             }
             _ => {}
         }
