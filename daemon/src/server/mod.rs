@@ -103,6 +103,10 @@ pub struct ServeArgs {
     /// idx3-ubyte.gz file the seed images come from.
     #[arg(long, env = "DDIMD_SEED_FILE", default_value = "/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz")]
     pub seed_file: PathBuf,
+    /// libtorch intra-op threads (0: libtorch's default). 1 avoids OpenMP
+    /// spin-waiting on a busy machine.
+    #[arg(long, env = "DDIMD_TORCH_THREADS", default_value_t = 0)]
+    pub torch_threads: i32,
     /// Seconds to wait at shutdown for the running step before giving up on it.
     #[arg(long, env = "DDIMD_SHUTDOWN_TIMEOUT_S", default_value_t = 10)]
     pub shutdown_timeout_s: u64,
@@ -116,7 +120,8 @@ pub fn default_data_dir() -> PathBuf {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,h2=warn,tower=warn,hyper=warn"));
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     let _ = match format {
         LogFormat::Text => b.try_init(),
         LogFormat::Json => b.json().try_init(),
@@ -280,6 +285,9 @@ async fn serve(args: ServeArgs) -> Result<()> {
     }
     info!(addr = %local, tls = args.tls_cert.is_some(), auth = args.token.is_some(), "listening; loading the model");
 
+    if args.torch_threads > 0 {
+        tch::set_num_threads(args.torch_threads);
+    }
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     let cfg = worker::WorkerConfig {
         model_dir: args.model.clone(),
