@@ -148,26 +148,37 @@ async fn a_full_queue_refuses_with_resource_exhausted() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn health_is_not_serving_until_the_model_is_loaded() {
-    // A model folder that appears only after the daemon started: the daemon
-    // cannot load it, reports NOT_SERVING, and exits with an error.
+    // The "small" preset (6.5M parameters) takes long enough to load (and
+    // fingerprint) to watch health go NOT_SERVING → SERVING.
     let dir = tempfile::tempdir().unwrap();
-    let missing = dir.path().join("nope");
-    let mut d = Daemon::builder().model(&missing).no_wait().start().await;
+    let model = init_model(&dir.path().join("small"), "small", 1, 32, 0);
+    let d = Daemon::builder().model(&model).token("t").no_wait().start().await;
     let mut h = HealthClient::new(channel(&d.addr).await);
-    let mut statuses = vec![];
-    while let Ok(r) = h.check(HealthCheckRequest { service: String::new() }).await {
-        statuses.push(r.into_inner().status());
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(statuses.iter().all(|s| *s == ServingStatus::NotServing), "{statuses:?}");
-    let exit = d.wait_exit(TIMEOUT);
-    assert!(!exit.success());
-    assert!(d.log_text().contains("does not exist"), "{}", d.log_text());
-    // A good daemon: SERVING for "" and for ddim.v1.Ddim, no token needed.
-    let good = Daemon::builder().token("t").start().await;
-    let mut h = HealthClient::new(channel(&good.addr).await);
+    let mut watch = h.watch(HealthCheckRequest { service: "ddim.v1.Ddim".into() }).await.unwrap().into_inner();
+    let first = watch.message().await.unwrap().unwrap().status();
+    assert_eq!(first, ServingStatus::NotServing);
+    // Meanwhile model-bound RPCs are UNAVAILABLE, library ones work.
+    let mut c = d.client().await;
+    let e = c.get_model_info(pb::GetModelInfoRequest {}).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unavailable);
+    assert!(e.message().contains("loading"), "{}", e.message());
+    assert_eq!(latent_total(&mut c).await, 0);
+    let next = tokio::time::timeout(TIMEOUT, watch.message()).await.unwrap().unwrap().unwrap().status();
+    assert_eq!(next, ServingStatus::Serving);
+    // Both "" and the service report SERVING; health needs no token.
     for service in ["", "ddim.v1.Ddim"] {
         let s = h.check(HealthCheckRequest { service: service.into() }).await.unwrap().into_inner();
         assert_eq!(s.status(), ServingStatus::Serving, "{service:?}");
     }
+    assert_eq!(c.get_model_info(pb::GetModelInfoRequest {}).await.unwrap().into_inner().parameters, 6_469_889);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_model_that_cannot_load_stops_the_daemon_with_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut d = Daemon::builder().model(&dir.path().join("nope")).no_wait().start().await;
+    let exit = d.wait_exit(TIMEOUT);
+    assert!(!exit.success());
+    let log = d.log_text();
+    assert!(log.contains("--model") && log.contains("does not exist"), "{log}");
 }
