@@ -151,7 +151,7 @@ fn browse_reconstruct_and_reconnect() {
     // Browse: the encoded latent is newest, so first; its details show in the side pane.
     let s = tmux.wait_for("the library", 20, |s| s.contains("● connected") && s.contains("tshirt") && s.contains("latents 1/3"));
     assert!(s.contains("encoded"), "{s}");
-    tmux.wait_for("the details pane", 10, |s| s.contains("origin  encoded tshirt.png"));
+    tmux.wait_for("the details pane", 10, |s| s.contains("origin  encoded tshirt"));
     tmux.keys(&["j"]);
     tmux.wait_for("the selection to move", 10, |s| s.contains("latents 2/3"));
     tmux.keys(&["k", "?"]);

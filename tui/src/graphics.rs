@@ -2,8 +2,13 @@
 //! pre-scales the model's small images with nearest-neighbour to the pane's pixel size,
 //! and caches encoded images per (image, area) so redraws are cheap.
 //!
-//! Detection is `Picker::from_query_stdio()` (run before the event reader starts); the
-//! decision from the terminal's answer is `choose_protocol`, testable on canned answers.
+//! Detection sends ratatui-image's own capability query (kitty graphics query, DA1, cell
+//! size, DSR) before the event reader starts, and reads the answer with `poll` and a
+//! deadline in this thread. (`Picker::from_query_stdio()` reads from a helper thread that
+//! stays blocked on stdin when a terminal never answers — tmux without passthrough does
+//! that — and then swallows the user's first keys.) The answer is parsed with
+//! ratatui-image's parser (`capabilities_from_answer`) and the protocol picked by
+//! `choose_protocol`; both are tested on canned answers.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -14,9 +19,12 @@ use ratatui::{
     Frame,
 };
 use ratatui_image::{
-    picker::{Capability, Picker, ProtocolType},
+    picker::{
+        cap_parser::{Parser, QueryStdioOptions, Response},
+        Capability, Picker, ProtocolType,
+    },
     protocol::Protocol,
-    Image, Resize,
+    FontSize, Image, Resize,
 };
 
 use crate::cli::GraphicsArg;
@@ -58,6 +66,35 @@ impl EnvHints {
     }
 }
 
+/// Parses a terminal's answer to ratatui-image's query (kitty graphics query, DA1,
+/// cell size, DSR) into capabilities, with ratatui-image's own parser.
+pub fn capabilities_from_answer(answer: &str) -> Vec<Capability> {
+    let mut parser = Parser::new();
+    let mut caps = Vec::new();
+    for ch in answer.chars() {
+        for r in parser.push(ch) {
+            match r {
+                Response::Kitty => caps.push(Capability::Kitty),
+                Response::Sixel => caps.push(Capability::Sixel),
+                Response::RectangularOps => caps.push(Capability::RectangularOps),
+                Response::KittyCompression => caps.push(Capability::KittyCompression),
+                Response::CellSize(c) => caps.push(Capability::CellSize(c)),
+                Response::Background(r, g, b) => caps.push(Capability::Background(r, g, b)),
+                Response::CursorPositionReport(..) | Response::Status => {}
+            }
+        }
+    }
+    caps
+}
+
+/// Cell size in pixels reported in the answer, if any.
+pub fn font_size_from(caps: &[Capability]) -> Option<FontSize> {
+    caps.iter().find_map(|c| match c {
+        Capability::CellSize(Some((w, h))) if *w > 0 && *h > 0 => Some(FontSize::new(*w, *h)),
+        _ => None,
+    })
+}
+
 /// The protocol to use: an explicit choice wins; then kitty, then sixel (as the terminal
 /// reported them), then iTerm2 from the environment, else half-blocks.
 pub fn choose_protocol(
@@ -94,6 +131,70 @@ pub fn protocol_name(p: ProtocolType) -> &'static str {
     }
 }
 
+/// Sends the capability query and collects the answer up to the DSR reply, waiting at
+/// most `timeout`; `None` when the terminal did not finish answering.
+#[cfg(unix)]
+fn query_terminal(is_tmux: bool, timeout: std::time::Duration) -> Option<String> {
+    use std::io::Write;
+    use std::os::fd::AsFd;
+
+    use rustix::event::{poll, PollFd, PollFlags, Timespec};
+
+    let query = Parser::query(is_tmux, QueryStdioOptions::default());
+    let mut out = std::io::stdout();
+    out.write_all(query.as_bytes()).ok()?;
+    out.flush().ok()?;
+    let stdin = std::io::stdin();
+    let deadline = std::time::Instant::now() + timeout;
+    let mut parser = Parser::new();
+    let mut answer = String::new();
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return None;
+        }
+        let ts = Timespec::try_from(left).ok()?;
+        let mut fds = [PollFd::new(&stdin, PollFlags::IN)];
+        if poll(&mut fds, Some(&ts)).ok()? == 0 {
+            return None;
+        }
+        let mut buf = [0u8; 256];
+        let n = rustix::io::read(stdin.as_fd(), &mut buf).ok()?;
+        if n == 0 {
+            return None;
+        }
+        for &b in &buf[..n] {
+            answer.push(char::from(b));
+            if parser.push(char::from(b)).contains(&Response::Status) {
+                return Some(answer);
+            }
+        }
+    }
+}
+
+#[cfg(not(unix))]
+fn query_terminal(_is_tmux: bool, _timeout: std::time::Duration) -> Option<String> {
+    None
+}
+
+/// Cell size from the terminal's pixel size (TIOCGWINSZ), when it reports one.
+#[cfg(unix)]
+fn font_size_from_winsize() -> Option<FontSize> {
+    let ws = rustix::termios::tcgetwinsize(std::io::stdout()).ok()?;
+    if ws.ws_xpixel == 0 || ws.ws_ypixel == 0 || ws.ws_col == 0 || ws.ws_row == 0 {
+        return None;
+    }
+    Some(FontSize::new(
+        ws.ws_xpixel / ws.ws_col,
+        ws.ws_ypixel / ws.ws_row,
+    ))
+}
+
+#[cfg(not(unix))]
+fn font_size_from_winsize() -> Option<FontSize> {
+    None
+}
+
 /// Scales `img` to fit `px_w`×`px_h` with nearest-neighbour, by a whole factor when
 /// enlarging so every model pixel becomes an equal square.
 pub fn fit_nearest(img: &DynamicImage, px_w: u32, px_h: u32) -> DynamicImage {
@@ -126,20 +227,38 @@ pub struct Graphics {
 }
 
 impl Graphics {
-    /// Queries the terminal (call before starting the event reader).
+    /// Queries the terminal (in raw mode, before starting the event reader).
     pub fn detect(forced: Option<GraphicsArg>) -> Self {
-        let mut picker = Picker::from_query_stdio().unwrap_or_else(|e| {
-            tracing::warn!(error = %e, "terminal graphics query failed; using half-blocks");
-            Picker::halfblocks()
-        });
-        let proto = choose_protocol(picker.capabilities(), &EnvHints::from_env(), forced);
-        let proto = match (forced, proto) {
-            // Without the query, ratatui-image may already have picked iTerm2 from env hints.
-            (None, ProtocolType::Halfblocks) => picker.protocol_type(),
-            _ => proto,
+        // Also enables tmux passthrough when inside tmux, before the query goes out.
+        let probe = Picker::halfblocks();
+        let answer = query_terminal(
+            probe.tmux_detected(),
+            std::time::Duration::from_millis(1500),
+        );
+        let caps = answer
+            .as_deref()
+            .map(capabilities_from_answer)
+            .unwrap_or_default();
+        let font = font_size_from(&caps).or_else(font_size_from_winsize);
+        let proto = choose_protocol(&caps, &EnvHints::from_env(), forced);
+        let mut picker = match font {
+            #[allow(deprecated)] // the supported constructors query the terminal again
+            Some(f) => Picker::from_fontsize(f),
+            None => probe,
+        };
+        // Pixel protocols need the cell size; without it, half-blocks.
+        let proto = if font.is_none() && forced.is_none() {
+            ProtocolType::Halfblocks
+        } else {
+            proto
         };
         picker.set_protocol_type(proto);
-        tracing::info!(protocol = protocol_name(proto), caps = ?picker.capabilities(), "graphics");
+        tracing::info!(
+            protocol = protocol_name(proto),
+            ?caps,
+            answered = answer.is_some(),
+            "graphics"
+        );
         Self::with_picker(picker)
     }
 
@@ -225,37 +344,6 @@ impl Graphics {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ratatui_image::picker::cap_parser::{Parser, Response};
-    use ratatui_image::FontSize;
-
-    /// Parses a terminal's answer to ratatui-image's query (kitty graphics query, DA1,
-    /// cell size, DSR) into capabilities, with ratatui-image's own parser.
-    pub fn capabilities_from_answer(answer: &str) -> Vec<Capability> {
-        let mut parser = Parser::new();
-        let mut caps = Vec::new();
-        for ch in answer.chars() {
-            for r in parser.push(ch) {
-                match r {
-                    Response::Kitty => caps.push(Capability::Kitty),
-                    Response::Sixel => caps.push(Capability::Sixel),
-                    Response::RectangularOps => caps.push(Capability::RectangularOps),
-                    Response::KittyCompression => caps.push(Capability::KittyCompression),
-                    Response::CellSize(c) => caps.push(Capability::CellSize(c)),
-                    Response::Background(r, g, b) => caps.push(Capability::Background(r, g, b)),
-                    Response::CursorPositionReport(..) | Response::Status => {}
-                }
-            }
-        }
-        caps
-    }
-
-    /// Cell size in pixels reported in the answer, if any.
-    pub fn font_size_from(caps: &[Capability]) -> Option<FontSize> {
-        caps.iter().find_map(|c| match c {
-            Capability::CellSize(Some((w, h))) if *w > 0 && *h > 0 => Some(FontSize::new(*w, *h)),
-            _ => None,
-        })
-    }
 
     /// xterm -ti vt340: DA1 with 4 (sixel), cell size 6×13, then the DSR answer.
     const XTERM_VT340: &str = "\x1b[?63;1;2;4;6;9;15;16;22;28c\x1b[6;13;6t\x1b[0n";
@@ -275,6 +363,11 @@ mod tests {
 
         let kitty = capabilities_from_answer(KITTY);
         assert_eq!(choose_protocol(&kitty, &env, None), ProtocolType::Kitty);
+
+        // tmux 3.3 (captured): VT100 with advanced video, no sixel, no cell size.
+        let tmux = capabilities_from_answer("\x1b[?1;2c\x1b[0n");
+        assert!(tmux.is_empty(), "{tmux:?}");
+        assert_eq!(choose_protocol(&tmux, &env, None), ProtocolType::Halfblocks);
 
         let plain = capabilities_from_answer(PLAIN);
         assert_eq!(

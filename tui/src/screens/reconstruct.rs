@@ -131,7 +131,7 @@ pub fn handle_key(app: &mut App, key: KeyEvent) -> Vec<Request> {
 
 pub fn render(app: &App, frame: &mut Frame, area: Rect) {
     let r = &app.recon;
-    let [form, rest] = Layout::vertical([Constraint::Length(4), Constraint::Min(0)]).areas(area);
+    let [form, rest] = Layout::vertical([Constraint::Length(5), Constraint::Min(0)]).areas(area);
     let source = match &r.source {
         Some(Source::Latent(id, name)) => {
             format!("latent {name} ({})", crate::format::short_id(id))
@@ -262,7 +262,7 @@ fn render_chart(points: &[pb::ReconstructionPoint], frame: &mut Frame, area: Rec
     let (xlo, xhi) = (xmin, xmax.max(xmin + 0.1));
     let ylabels: Vec<Line> = [ylo, (ylo + yhi) / 2.0, yhi]
         .iter()
-        .map(|v| Line::from(format!("1e{v:.1}")))
+        .map(|v| Line::from(format!("{:.0e}", 10f64.powf(*v))))
         .collect();
     let xlabels: Vec<Line> = [xlo, (xlo + xhi) / 2.0, xhi]
         .iter()
