@@ -3,6 +3,8 @@
 
 /// Package `ddim.v1`: messages, the `Ddim` client and server.
 pub mod v1 {
+    // Generated code: `JobEvent.event` holds a whole `Job` beside small variants.
+    #![allow(clippy::large_enum_variant)]
     tonic::include_proto!("ddim.v1");
 }
 

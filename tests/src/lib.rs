@@ -37,9 +37,16 @@ pub const CLIENT_MAX_MESSAGE: usize = 256 * 1024 * 1024;
 /// `target/<profile>/<name>`, next to the test executable's `deps/`.
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>");
     let p = dir.join(name);
-    assert!(p.exists(), "{} is missing: run `cargo build --workspace --bins` before `cargo test`", p.display());
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo build --workspace --bins` before `cargo test`",
+        p.display()
+    );
     p
 }
 
@@ -47,12 +54,24 @@ pub fn bin(name: &str) -> PathBuf {
 /// thousand parameters; `seed` picks the weights, hence the fingerprint).
 pub fn init_model(dir: &Path, preset: &str, channels: u32, size: u32, seed: u64) -> PathBuf {
     let out = Command::new(bin("ddimd"))
-        .args(["init-model", "--preset", preset, "--channels", &channels.to_string(), "--size", &size.to_string()])
+        .args([
+            "init-model",
+            "--preset",
+            preset,
+            "--channels",
+            &channels.to_string(),
+            "--size",
+            &size.to_string(),
+        ])
         .args(["--seed", &seed.to_string(), "--out"])
         .arg(dir)
         .output()
         .expect("run ddimd init-model");
-    assert!(out.status.success(), "ddimd init-model: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "ddimd init-model: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     dir.to_path_buf()
 }
 
@@ -141,7 +160,15 @@ impl Builder {
             None => init_model(&dir.path().join("model"), "test", 1, 32, 0),
         };
         let data = self.data.clone().unwrap_or_else(|| dir.path().join("data"));
-        let mut d = Daemon { child: None, addr: String::new(), dir, model, data, opts: self, log: PathBuf::new() };
+        let mut d = Daemon {
+            child: None,
+            addr: String::new(),
+            dir,
+            model,
+            data,
+            opts: self,
+            log: PathBuf::new(),
+        };
         d.log = d.dir.path().join("ddimd.log");
         d.spawn().await;
         d
@@ -164,21 +191,40 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn builder() -> Builder {
-        Builder { model: None, data: None, token: None, args: vec![], wait_serving: true }
+        Builder {
+            model: None,
+            data: None,
+            token: None,
+            args: vec![],
+            wait_serving: true,
+        }
     }
 
     async fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("log file");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log file");
         let mut cmd = Command::new(bin("ddimd"));
-        cmd.args(["serve", "--addr", "127.0.0.1:0", "--device", "cpu", "--torch-threads", "1", "--model"])
-            .arg(&self.model)
-            .arg("--data")
-            .arg(&self.data)
-            .args(&self.opts.args)
-            .env("OMP_NUM_THREADS", "1")
-            .env_remove("DDIMD_TOKEN")
-            .stdout(Stdio::piped())
-            .stderr(log);
+        cmd.args([
+            "serve",
+            "--addr",
+            "127.0.0.1:0",
+            "--device",
+            "cpu",
+            "--torch-threads",
+            "1",
+            "--model",
+        ])
+        .arg(&self.model)
+        .arg("--data")
+        .arg(&self.data)
+        .args(&self.opts.args)
+        .env("OMP_NUM_THREADS", "1")
+        .env_remove("DDIMD_TOKEN")
+        .stdout(Stdio::piped())
+        .stderr(log);
         if let Some(t) = &self.opts.token {
             cmd.args(["--token", t]);
         }
@@ -186,7 +232,10 @@ impl Daemon {
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
                 if let Some(a) = line.trim().strip_prefix("listening on ") {
                     let _ = tx.send(a.to_string());
                 }
@@ -196,7 +245,12 @@ impl Daemon {
         self.addr = tokio::task::spawn_blocking(move || rx.recv_timeout(TIMEOUT))
             .await
             .expect("join")
-            .unwrap_or_else(|_| panic!("ddimd printed no `listening on` line; log:\n{}", self.log_text()));
+            .unwrap_or_else(|_| {
+                panic!(
+                    "ddimd printed no `listening on` line; log:\n{}",
+                    self.log_text()
+                )
+            });
         if self.opts.wait_serving {
             self.wait_serving().await;
         }
@@ -207,11 +261,22 @@ impl Daemon {
         let mut h = tonic_health::pb::health_client::HealthClient::new(channel(&self.addr).await);
         let until = Instant::now() + TIMEOUT;
         loop {
-            let r = h.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await;
-            if r.is_ok_and(|r| r.into_inner().status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32) {
+            let r = h
+                .check(tonic_health::pb::HealthCheckRequest {
+                    service: String::new(),
+                })
+                .await;
+            if r.is_ok_and(|r| {
+                r.into_inner().status
+                    == tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+            }) {
                 return;
             }
-            assert!(Instant::now() < until, "ddimd never became SERVING; log:\n{}", self.log_text());
+            assert!(
+                Instant::now() < until,
+                "ddimd never became SERVING; log:\n{}",
+                self.log_text()
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -240,7 +305,10 @@ impl Daemon {
     /// SIGTERM and wait (at most `within`) for the exit status.
     pub fn terminate(&mut self, within: Duration) -> ExitStatus {
         let mut c = self.child.take().expect("running");
-        let ok = Command::new("kill").args(["-TERM", &c.id().to_string()]).status().expect("kill -TERM");
+        let ok = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status()
+            .expect("kill -TERM");
         assert!(ok.success());
         let until = Instant::now() + within;
         loop {
@@ -249,7 +317,10 @@ impl Daemon {
             }
             if Instant::now() > until {
                 let _ = c.kill();
-                panic!("ddimd did not exit within {within:?} of SIGTERM; log:\n{}", self.log_text());
+                panic!(
+                    "ddimd did not exit within {within:?} of SIGTERM; log:\n{}",
+                    self.log_text()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -265,7 +336,10 @@ impl Daemon {
             }
             if Instant::now() > until {
                 let _ = c.kill();
-                panic!("ddimd did not exit within {within:?}; log:\n{}", self.log_text());
+                panic!(
+                    "ddimd did not exit within {within:?}; log:\n{}",
+                    self.log_text()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -291,11 +365,20 @@ impl Drop for Daemon {
 // ------------------------------------------------------------- requests --
 
 pub fn sampler(steps: u32) -> pb::SamplerOptions {
-    pb::SamplerOptions { steps, eta: 0.0, spacing: pb::Spacing::Uniform as i32, sigma_hat: false }
+    pb::SamplerOptions {
+        steps,
+        eta: 0.0,
+        spacing: pb::Spacing::Uniform as i32,
+        sigma_hat: false,
+    }
 }
 
 pub fn submit(spec: pb::JobSpec) -> pb::SubmitJobRequest {
-    pb::SubmitJobRequest { spec: Some(spec), priority: pb::Priority::Interactive as i32, idempotency_key: String::new() }
+    pb::SubmitJobRequest {
+        spec: Some(spec),
+        priority: pb::Priority::Interactive as i32,
+        idempotency_key: String::new(),
+    }
 }
 
 pub fn sample_spec(count: u32, seed: u64, steps: u32) -> pb::JobSpec {
@@ -313,7 +396,14 @@ pub fn sample_spec(count: u32, seed: u64, steps: u32) -> pb::JobSpec {
 pub fn encode_spec(images: Vec<(String, Vec<u8>)>, steps: u32) -> pb::JobSpec {
     pb::JobSpec {
         kind: Some(pb::job_spec::Kind::Encode(pb::EncodeJob {
-            images: images.into_iter().map(|(name, data)| pb::EncodeInput { data, name, tags: vec![] }).collect(),
+            images: images
+                .into_iter()
+                .map(|(name, data)| pb::EncodeInput {
+                    data,
+                    name,
+                    tags: vec![],
+                })
+                .collect(),
             steps,
             spacing: pb::Spacing::Uniform as i32,
             preview_steps: 0,
@@ -360,7 +450,9 @@ pub fn reconstruct_spec(input: pb::reconstruct_job::Input, steps: &[u32]) -> pb:
 pub fn png(w: u32, h: u32, f: impl Fn(u32, u32) -> u8) -> Vec<u8> {
     let img = image::GrayImage::from_fn(w, h, |x, y| image::Luma([f(x, y)]));
     let mut out = std::io::Cursor::new(Vec::new());
-    image::DynamicImage::ImageLuma8(img).write_to(&mut out, image::ImageFormat::Png).expect("png");
+    image::DynamicImage::ImageLuma8(img)
+        .write_to(&mut out, image::ImageFormat::Png)
+        .expect("png");
     out.into_inner()
 }
 
@@ -376,43 +468,77 @@ pub fn pixels(png: &[u8]) -> (u32, u32, Vec<u8>) {
 pub async fn wait_job(c: &mut Client, id: &str) -> pb::Job {
     let watch = async {
         let mut s = c
-            .watch_job(pb::WatchJobRequest { id: id.into(), preview_every: 0 })
+            .watch_job(pb::WatchJobRequest {
+                id: id.into(),
+                preview_every: 0,
+            })
             .await
             .unwrap_or_else(|e| panic!("watch {id}: {e}"))
             .into_inner();
-        while let Some(ev) = s.message().await.unwrap_or_else(|e| panic!("watch {id}: {e}")) {
+        while let Some(ev) = s
+            .message()
+            .await
+            .unwrap_or_else(|e| panic!("watch {id}: {e}"))
+        {
             if let Some(pb::job_event::Event::Finished(j)) = ev.event {
                 return j;
             }
         }
         panic!("watch {id}: stream ended without a finished event")
     };
-    let j = tokio::time::timeout(TIMEOUT, watch).await.unwrap_or_else(|_| panic!("{id} did not finish in {TIMEOUT:?}"));
+    let j = tokio::time::timeout(TIMEOUT, watch)
+        .await
+        .unwrap_or_else(|_| panic!("{id} did not finish in {TIMEOUT:?}"));
     // The full job (results included) as GetJob returns it.
-    c.get_job(pb::GetJobRequest { id: j.id }).await.expect("get_job").into_inner()
+    c.get_job(pb::GetJobRequest { id: j.id })
+        .await
+        .expect("get_job")
+        .into_inner()
 }
 
 /// Waits until a job reports its first progress step (it is running).
 pub async fn wait_running(c: &mut Client, id: &str) {
     let f = async {
-        let mut s = c.watch_job(pb::WatchJobRequest { id: id.into(), preview_every: 0 }).await.expect("watch").into_inner();
+        let mut s = c
+            .watch_job(pb::WatchJobRequest {
+                id: id.into(),
+                preview_every: 0,
+            })
+            .await
+            .expect("watch")
+            .into_inner();
         while let Some(ev) = s.message().await.expect("watch") {
             match ev.event {
                 Some(pb::job_event::Event::Progress(_)) => return,
-                Some(pb::job_event::Event::Finished(j)) => panic!("{id} finished ({:?}) before running was seen", j.state()),
+                Some(pb::job_event::Event::Finished(j)) => {
+                    panic!("{id} finished ({:?}) before running was seen", j.state())
+                }
                 _ => {}
             }
         }
         panic!("watch {id} ended")
     };
-    tokio::time::timeout(TIMEOUT, f).await.unwrap_or_else(|_| panic!("{id} never ran"));
+    tokio::time::timeout(TIMEOUT, f)
+        .await
+        .unwrap_or_else(|_| panic!("{id} never ran"));
 }
 
 /// Submits and waits for DONE; panics with the job's error otherwise.
 pub async fn run_job(c: &mut Client, spec: pb::JobSpec) -> pb::Job {
-    let job = c.submit_job(submit(spec)).await.expect("submit").into_inner();
+    let job = c
+        .submit_job(submit(spec))
+        .await
+        .expect("submit")
+        .into_inner();
     let done = wait_job(c, &job.id).await;
-    assert_eq!(done.state(), pb::JobState::Done, "job {} ended {:?}: {}", done.id, done.state(), done.error);
+    assert_eq!(
+        done.state(),
+        pb::JobState::Done,
+        "job {} ended {:?}: {}",
+        done.id,
+        done.state(),
+        done.error
+    );
     done
 }
 
@@ -421,6 +547,9 @@ pub fn npy_values(npy: &[u8]) -> (String, Vec<f32>) {
     assert_eq!(&npy[..6], b"\x93NUMPY", "not a .npy file");
     let hlen = u16::from_le_bytes([npy[8], npy[9]]) as usize;
     let header = String::from_utf8_lossy(&npy[10..10 + hlen]).to_string();
-    let data = npy[10 + hlen..].chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+    let data = npy[10 + hlen..]
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
     (header, data)
 }

@@ -7,11 +7,24 @@ use ddim_tests::*;
 use std::time::Duration;
 
 fn garment(seed: u8) -> Vec<u8> {
-    png(28, 28, move |x, y| if (6..22).contains(&x) && (4..24).contains(&y) { 120 + seed } else { 0 })
+    png(28, 28, move |x, y| {
+        if (6..22).contains(&x) && (4..24).contains(&y) {
+            120 + seed
+        } else {
+            0
+        }
+    })
 }
 
 async fn encode_two(c: &mut Client) -> (pb::Job, Vec<String>) {
-    let done = run_job(c, encode_spec(vec![("shirt".into(), garment(1)), ("boot".into(), garment(60))], 4)).await;
+    let done = run_job(
+        c,
+        encode_spec(
+            vec![("shirt".into(), garment(1)), ("boot".into(), garment(60))],
+            4,
+        ),
+    )
+    .await;
     let ids = done.result.as_ref().unwrap().latent_ids.clone();
     (done, ids)
 }
@@ -25,8 +38,20 @@ async fn encode_keeps_source_preview_and_exports_npy() {
     assert_eq!((job.step, job.total_steps, job.attempts), (8, 8, 1));
     let r = job.result.unwrap();
     assert_eq!((ids.len(), r.images.len()), (2, 2));
-    let l = c.get_latent(pb::GetLatentRequest { id: ids[0].clone() }).await.unwrap().into_inner();
-    assert_eq!((l.name.as_str(), l.shape.as_slice(), l.encode_steps, l.preview_steps), ("shirt", &[1, 32, 32][..], 4, 4));
+    let l = c
+        .get_latent(pb::GetLatentRequest { id: ids[0].clone() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (
+            l.name.as_str(),
+            l.shape.as_slice(),
+            l.encode_steps,
+            l.preview_steps
+        ),
+        ("shirt", &[1, 32, 32][..], 4, 4)
+    );
     assert_eq!(l.encode_spacing(), pb::Spacing::Uniform);
     assert_eq!(l.job_id, job.id);
     match l.origin.unwrap().kind.unwrap() {
@@ -35,7 +60,11 @@ async fn encode_keeps_source_preview_and_exports_npy() {
     }
     // The source is the input padded to 32×32 with its background.
     let src = c
-        .get_latent_image(pb::GetLatentImageRequest { id: ids[0].clone(), kind: pb::LatentImageKind::Source as i32, steps: 0 })
+        .get_latent_image(pb::GetLatentImageRequest {
+            id: ids[0].clone(),
+            kind: pb::LatentImageKind::Source as i32,
+            steps: 0,
+        })
         .await
         .unwrap()
         .into_inner();
@@ -43,18 +72,37 @@ async fn encode_keeps_source_preview_and_exports_npy() {
     assert_eq!((w, h, src.width, src.height), (32, 32, 32, 32));
     assert_eq!((px[0], px[16 * 32 + 16]), (0, 121));
     // The preview equals the encode job's image; DECODE at the same S reproduces it.
-    let prev = c.get_latent_image(pb::GetLatentImageRequest { id: ids[0].clone(), kind: 0, steps: 0 }).await.unwrap().into_inner();
+    let prev = c
+        .get_latent_image(pb::GetLatentImageRequest {
+            id: ids[0].clone(),
+            kind: 0,
+            steps: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(prev.png, r.images[0].png);
     let dec = c
-        .get_latent_image(pb::GetLatentImageRequest { id: ids[0].clone(), kind: pb::LatentImageKind::Decode as i32, steps: 4 })
+        .get_latent_image(pb::GetLatentImageRequest {
+            id: ids[0].clone(),
+            kind: pb::LatentImageKind::Decode as i32,
+            steps: 4,
+        })
         .await
         .unwrap()
         .into_inner();
     assert_eq!(pixels(&dec.png), pixels(&prev.png));
     // Export: float32 [1, 1, 32, 32].
-    let e = c.export_latent(pb::ExportLatentRequest { id: ids[1].clone() }).await.unwrap().into_inner();
+    let e = c
+        .export_latent(pb::ExportLatentRequest { id: ids[1].clone() })
+        .await
+        .unwrap()
+        .into_inner();
     let (header, values) = npy_values(&e.npy);
-    assert!(header.contains("'<f4'") && header.contains("(1, 1, 32, 32)"), "{header}");
+    assert!(
+        header.contains("'<f4'") && header.contains("(1, 1, 32, 32)"),
+        "{header}"
+    );
     assert_eq!(values.len(), 1024);
     assert!(values.iter().all(|v| v.is_finite()));
     assert_eq!(e.latent.unwrap().name, "boot");
@@ -68,40 +116,98 @@ async fn sample_decode_interpolate_reconstruct() {
     let s = run_job(&mut c, sample_spec(3, 42, 5)).await;
     let sr = s.result.unwrap();
     assert_eq!((sr.latent_ids.len(), sr.images.len()), (3, 3));
-    let l = c.get_latent(pb::GetLatentRequest { id: sr.latent_ids[2].clone() }).await.unwrap().into_inner();
-    assert_eq!(l.origin.unwrap().kind.unwrap(), pb::origin::Kind::Sampled(pb::SampledOrigin { seed: 42, index: 2 }));
-    assert_eq!((l.name.as_str(), l.preview_steps, l.encode_steps), ("sample-42-2", 5, 0));
+    let l = c
+        .get_latent(pb::GetLatentRequest {
+            id: sr.latent_ids[2].clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        l.origin.unwrap().kind.unwrap(),
+        pb::origin::Kind::Sampled(pb::SampledOrigin { seed: 42, index: 2 })
+    );
+    assert_eq!(
+        (l.name.as_str(), l.preview_steps, l.encode_steps),
+        ("sample-42-2", 5, 0)
+    );
     // decode at several S: S = 5 reproduces the sample (η = 0).
     let dj = run_job(&mut c, decode_spec(&sr.latent_ids[0], &[2, 5])).await;
     assert_eq!(dj.latent_ids, vec![sr.latent_ids[0].clone()]);
     let dr = dj.result.unwrap();
-    assert_eq!(dr.decodes.iter().map(|x| x.steps).collect::<Vec<_>>(), vec![2, 5]);
-    assert_eq!(pixels(&dr.decodes[1].image.as_ref().unwrap().png), pixels(&sr.images[0].png));
+    assert_eq!(
+        dr.decodes.iter().map(|x| x.steps).collect::<Vec<_>>(),
+        vec![2, 5]
+    );
+    assert_eq!(
+        pixels(&dr.decodes[1].image.as_ref().unwrap().png),
+        pixels(&sr.images[0].png)
+    );
     assert_eq!(dj.total_steps, 7);
     // interpolate: 5 frames, endpoints are the two samples, frames 1 and 3 saved.
-    let ij = run_job(&mut c, interpolate_spec(&sr.latent_ids[0], &sr.latent_ids[1], 5, 5, &[1, 3])).await;
+    let ij = run_job(
+        &mut c,
+        interpolate_spec(&sr.latent_ids[0], &sr.latent_ids[1], 5, 5, &[1, 3]),
+    )
+    .await;
     let ir = ij.result.unwrap();
     assert_eq!(ir.frames.len(), 5);
-    assert_eq!(ir.frames.iter().map(|f| f.alpha).collect::<Vec<_>>(), vec![0.0, 0.25, 0.5, 0.75, 1.0]);
-    assert_eq!(pixels(&ir.frames[0].image.as_ref().unwrap().png), pixels(&sr.images[0].png));
-    assert_eq!(pixels(&ir.frames[4].image.as_ref().unwrap().png), pixels(&sr.images[1].png));
+    assert_eq!(
+        ir.frames.iter().map(|f| f.alpha).collect::<Vec<_>>(),
+        vec![0.0, 0.25, 0.5, 0.75, 1.0]
+    );
+    assert_eq!(
+        pixels(&ir.frames[0].image.as_ref().unwrap().png),
+        pixels(&sr.images[0].png)
+    );
+    assert_eq!(
+        pixels(&ir.frames[4].image.as_ref().unwrap().png),
+        pixels(&sr.images[1].png)
+    );
     assert_eq!(ir.latent_ids.len(), 2);
     assert_eq!(ir.frames[1].latent_id, ir.latent_ids[0]);
     assert!(ir.frames[2].latent_id.is_empty());
-    let saved = c.get_latent(pb::GetLatentRequest { id: ir.latent_ids[1].clone() }).await.unwrap().into_inner();
+    let saved = c
+        .get_latent(pb::GetLatentRequest {
+            id: ir.latent_ids[1].clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
     match saved.origin.unwrap().kind.unwrap() {
         pb::origin::Kind::Interpolated(o) => {
-            assert_eq!((o.a, o.b, o.alpha), (sr.latent_ids[0].clone(), sr.latent_ids[1].clone(), 0.75));
+            assert_eq!(
+                (o.a, o.b, o.alpha),
+                (sr.latent_ids[0].clone(), sr.latent_ids[1].clone(), 0.75)
+            );
         }
         o => panic!("origin {o:?}"),
     }
     // The saved frame's preview is the frame.
-    let p = c.get_latent_image(pb::GetLatentImageRequest { id: ir.latent_ids[1].clone(), kind: 0, steps: 0 }).await.unwrap().into_inner();
+    let p = c
+        .get_latent_image(pb::GetLatentImageRequest {
+            id: ir.latent_ids[1].clone(),
+            kind: 0,
+            steps: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(p.png, ir.frames[3].image.as_ref().unwrap().png);
     // reconstruct from an uploaded image and from an encoded latent.
-    let rj = run_job(&mut c, reconstruct_spec(pb::reconstruct_job::Input::Image(garment(3)), &[2, 4])).await;
+    let rj = run_job(
+        &mut c,
+        reconstruct_spec(pb::reconstruct_job::Input::Image(garment(3)), &[2, 4]),
+    )
+    .await;
     let rr = rj.result.unwrap();
-    assert_eq!(rr.reconstruction.iter().map(|p| p.steps).collect::<Vec<_>>(), vec![2, 4]);
+    assert_eq!(
+        rr.reconstruction
+            .iter()
+            .map(|p| p.steps)
+            .collect::<Vec<_>>(),
+        vec![2, 4]
+    );
     for p in &rr.reconstruction {
         assert!(p.mse.is_finite() && (0.0..=1.0).contains(&p.mse), "{p:?}");
         assert_eq!(pixels(&p.image.as_ref().unwrap().png).0, 32);
@@ -109,13 +215,24 @@ async fn sample_decode_interpolate_reconstruct() {
     assert_eq!(pixels(&rr.original.unwrap().png).2[16 * 32 + 16], 123);
     assert_eq!(rj.total_steps, 12);
     let (_, enc) = encode_two(&mut c).await;
-    let rj = run_job(&mut c, reconstruct_spec(pb::reconstruct_job::Input::LatentId(enc[0].clone()), &[3])).await;
+    let rj = run_job(
+        &mut c,
+        reconstruct_spec(pb::reconstruct_job::Input::LatentId(enc[0].clone()), &[3]),
+    )
+    .await;
     assert_eq!(rj.result.unwrap().reconstruction.len(), 1);
     // Stats saw all of it.
-    let st = c.get_stats(pb::GetStatsRequest {}).await.unwrap().into_inner();
+    let st = c
+        .get_stats(pb::GetStatsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!((st.done, st.failed, st.queued, st.running), (6, 0, 0, 0));
     assert_eq!(st.latents, 3 + 2 + 2);
-    assert!(st.images_per_second > 0.0 && st.mean_queue_wait_ms >= 0.0, "{st:?}");
+    assert!(
+        st.images_per_second > 0.0 && st.mean_queue_wait_ms >= 0.0,
+        "{st:?}"
+    );
     assert_eq!((st.max_queue, st.max_batch), (1000, 16));
 }
 
@@ -123,7 +240,11 @@ async fn sample_decode_interpolate_reconstruct() {
 async fn library_list_rename_tag_delete_and_watch() {
     let d = Daemon::builder().start().await;
     let mut c = d.client().await;
-    let mut lib = c.watch_library(pb::WatchLibraryRequest {}).await.unwrap().into_inner();
+    let mut lib = c
+        .watch_library(pb::WatchLibraryRequest {})
+        .await
+        .unwrap()
+        .into_inner();
     let s = run_job(&mut c, sample_spec(5, 1, 2)).await;
     let ids = s.result.unwrap().latent_ids;
     for id in &ids {
@@ -135,15 +256,37 @@ async fn library_list_rename_tag_delete_and_watch() {
         lib.message().await.unwrap().unwrap();
     }
     // Newest first, paged.
-    let p1 = c.list_latents(pb::ListLatentsRequest { page_size: 4, ..Default::default() }).await.unwrap().into_inner();
-    assert_eq!(p1.total, 7);
-    assert_eq!(p1.latents.iter().map(|l| l.id.clone()).collect::<Vec<_>>(), vec![enc[1].clone(), enc[0].clone(), ids[4].clone(), ids[3].clone()]);
-    let p2 = c
-        .list_latents(pb::ListLatentsRequest { page_size: 4, page_token: p1.next_page_token, ..Default::default() })
+    let p1 = c
+        .list_latents(pb::ListLatentsRequest {
+            page_size: 4,
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(p2.latents.iter().map(|l| l.id.clone()).collect::<Vec<_>>(), vec![ids[2].clone(), ids[1].clone(), ids[0].clone()]);
+    assert_eq!(p1.total, 7);
+    assert_eq!(
+        p1.latents.iter().map(|l| l.id.clone()).collect::<Vec<_>>(),
+        vec![
+            enc[1].clone(),
+            enc[0].clone(),
+            ids[4].clone(),
+            ids[3].clone()
+        ]
+    );
+    let p2 = c
+        .list_latents(pb::ListLatentsRequest {
+            page_size: 4,
+            page_token: p1.next_page_token,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        p2.latents.iter().map(|l| l.id.clone()).collect::<Vec<_>>(),
+        vec![ids[2].clone(), ids[1].clone(), ids[0].clone()]
+    );
     assert!(p2.next_page_token.is_empty());
     // Filters.
     let f = |name: &str, tag: &str, origin: &str| pb::ListLatentsRequest {
@@ -152,42 +295,117 @@ async fn library_list_rename_tag_delete_and_watch() {
         origin: origin.into(),
         ..Default::default()
     };
-    assert_eq!(c.list_latents(f("", "", "encoded")).await.unwrap().into_inner().total, 2);
-    assert_eq!(c.list_latents(f("SAMPLE-1", "", "")).await.unwrap().into_inner().total, 5);
+    assert_eq!(
+        c.list_latents(f("", "", "encoded"))
+            .await
+            .unwrap()
+            .into_inner()
+            .total,
+        2
+    );
+    assert_eq!(
+        c.list_latents(f("SAMPLE-1", "", ""))
+            .await
+            .unwrap()
+            .into_inner()
+            .total,
+        5
+    );
     // Rename and tag.
-    let r = c.rename_latent(pb::RenameLatentRequest { id: ids[0].clone(), name: "Favourite Coat".into() }).await.unwrap().into_inner();
+    let r = c
+        .rename_latent(pb::RenameLatentRequest {
+            id: ids[0].clone(),
+            name: "Favourite Coat".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(r.name, "Favourite Coat");
     let ev = lib.message().await.unwrap().unwrap();
-    assert_eq!((ev.kind(), ev.latent.unwrap().name), (pb::library_event::Kind::Changed, "Favourite Coat".to_string()));
+    assert_eq!(
+        (ev.kind(), ev.latent.unwrap().name),
+        (
+            pb::library_event::Kind::Changed,
+            "Favourite Coat".to_string()
+        )
+    );
     let t = c
-        .tag_latent(pb::TagLatentRequest { id: ids[0].clone(), add: vec!["best".into(), "coat".into()], remove: vec![] })
+        .tag_latent(pb::TagLatentRequest {
+            id: ids[0].clone(),
+            add: vec!["best".into(), "coat".into()],
+            remove: vec![],
+        })
         .await
         .unwrap()
         .into_inner();
     assert_eq!(t.tags, vec!["best", "coat"]);
     let t = c
-        .tag_latent(pb::TagLatentRequest { id: ids[0].clone(), add: vec!["warm".into()], remove: vec!["best".into()] })
+        .tag_latent(pb::TagLatentRequest {
+            id: ids[0].clone(),
+            add: vec!["warm".into()],
+            remove: vec!["best".into()],
+        })
         .await
         .unwrap()
         .into_inner();
     assert_eq!(t.tags, vec!["coat", "warm"]);
     lib.message().await.unwrap().unwrap();
     lib.message().await.unwrap().unwrap();
-    let hit = c.list_latents(f("coat", "warm", "sampled")).await.unwrap().into_inner();
+    let hit = c
+        .list_latents(f("coat", "warm", "sampled"))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!((hit.total, hit.latents[0].id.clone()), (1, ids[0].clone()));
     // Delete: a decode job of ids[4] belongs only to it; the sample job made others too.
     let dj = run_job(&mut c, decode_spec(&ids[4], &[2])).await;
-    let jobs = c.list_jobs(pb::ListJobsRequest { latent_id: ids[4].clone(), ..Default::default() }).await.unwrap().into_inner();
-    assert_eq!(jobs.jobs.iter().map(|j| j.id.clone()).collect::<Vec<_>>(), vec![dj.id.clone(), s.id.clone()]);
-    let del = c.delete_latent(pb::DeleteLatentRequest { id: ids[4].clone() }).await.unwrap().into_inner();
+    let jobs = c
+        .list_jobs(pb::ListJobsRequest {
+            latent_id: ids[4].clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        jobs.jobs.iter().map(|j| j.id.clone()).collect::<Vec<_>>(),
+        vec![dj.id.clone(), s.id.clone()]
+    );
+    let del = c
+        .delete_latent(pb::DeleteLatentRequest { id: ids[4].clone() })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(del.jobs_deleted, 1);
     let ev = lib.message().await.unwrap().unwrap();
-    assert_eq!((ev.kind(), ev.id.clone(), ev.latent.is_none()), (pb::library_event::Kind::Deleted, ids[4].clone(), true));
-    let e = c.get_job(pb::GetJobRequest { id: dj.id.clone() }).await.unwrap_err();
+    assert_eq!(
+        (ev.kind(), ev.id.clone(), ev.latent.is_none()),
+        (pb::library_event::Kind::Deleted, ids[4].clone(), true)
+    );
+    let e = c
+        .get_job(pb::GetJobRequest { id: dj.id.clone() })
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), tonic::Code::NotFound);
-    assert!(c.get_job(pb::GetJobRequest { id: s.id.clone() }).await.is_ok());
-    assert_eq!(c.get_latent(pb::GetLatentRequest { id: ids[4].clone() }).await.unwrap_err().code(), tonic::Code::NotFound);
-    assert_eq!(c.list_latents(f("", "", "")).await.unwrap().into_inner().total, 6);
+    assert!(c
+        .get_job(pb::GetJobRequest { id: s.id.clone() })
+        .await
+        .is_ok());
+    assert_eq!(
+        c.get_latent(pb::GetLatentRequest { id: ids[4].clone() })
+            .await
+            .unwrap_err()
+            .code(),
+        tonic::Code::NotFound
+    );
+    assert_eq!(
+        c.list_latents(f("", "", ""))
+            .await
+            .unwrap()
+            .into_inner()
+            .total,
+        6
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -195,22 +413,45 @@ async fn watch_job_reports_position_start_progress_previews_and_result() {
     let d = Daemon::builder().start().await;
     let mut c = d.client().await;
     // A long job keeps the worker busy so the next one waits in the queue.
-    let blocker = c.submit_job(submit(sample_spec(4, 0, 400))).await.unwrap().into_inner();
+    let blocker = c
+        .submit_job(submit(sample_spec(4, 0, 400)))
+        .await
+        .unwrap()
+        .into_inner();
     wait_running(&mut c, &blocker.id).await;
-    let job = c.submit_job(submit(sample_spec(1, 5, 6))).await.unwrap().into_inner();
+    let job = c
+        .submit_job(submit(sample_spec(1, 5, 6)))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(job.state(), pb::JobState::Queued);
-    let mut s = c.watch_job(pb::WatchJobRequest { id: job.id.clone(), preview_every: 2 }).await.unwrap().into_inner();
+    let mut s = c
+        .watch_job(pb::WatchJobRequest {
+            id: job.id.clone(),
+            preview_every: 2,
+        })
+        .await
+        .unwrap()
+        .into_inner();
     let mut seen = vec![];
     let mut steps = vec![];
     let mut previews = vec![];
     let finished = loop {
-        let ev = tokio::time::timeout(TIMEOUT, s.message()).await.unwrap().unwrap().expect("event");
+        let ev = tokio::time::timeout(TIMEOUT, s.message())
+            .await
+            .unwrap()
+            .unwrap()
+            .expect("event");
         assert_eq!(ev.job_id, job.id);
         match ev.event.unwrap() {
             pb::job_event::Event::QueuedPosition(p) => {
                 seen.push(format!("queued {p}"));
                 // Cancel the blocker once we know we are waiting behind it.
-                let _ = c.cancel_job(pb::CancelJobRequest { id: blocker.id.clone() }).await;
+                let _ = c
+                    .cancel_job(pb::CancelJobRequest {
+                        id: blocker.id.clone(),
+                    })
+                    .await;
             }
             pb::job_event::Event::Started(st) => seen.push(format!("started {}", st.attempt)),
             pb::job_event::Event::Progress(p) => {
@@ -231,13 +472,24 @@ async fn watch_job_reports_position_start_progress_previews_and_result() {
     assert_eq!(finished.state(), pb::JobState::Done);
     assert_eq!(finished.result.unwrap().latent_ids.len(), 1);
     // Watching a finished job gives its end at once.
-    let mut s = c.watch_job(pb::WatchJobRequest { id: job.id.clone(), preview_every: 0 }).await.unwrap().into_inner();
+    let mut s = c
+        .watch_job(pb::WatchJobRequest {
+            id: job.id.clone(),
+            preview_every: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
     match s.message().await.unwrap().unwrap().event.unwrap() {
         pb::job_event::Event::Finished(j) => assert_eq!(j.state(), pb::JobState::Done),
         e => panic!("{e:?}"),
     }
     assert!(s.message().await.unwrap().is_none());
-    let b = c.get_job(pb::GetJobRequest { id: blocker.id }).await.unwrap().into_inner();
+    let b = c
+        .get_job(pb::GetJobRequest { id: blocker.id })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(b.state(), pb::JobState::Cancelled);
 }
 
@@ -245,43 +497,102 @@ async fn watch_job_reports_position_start_progress_previews_and_result() {
 /// batched with.
 #[tokio::test(flavor = "multi_thread")]
 async fn batching_does_not_change_results() {
-    let d = Daemon::builder().args(&["--max-wait-ms", "200", "--max-batch", "8"]).start().await;
+    let d = Daemon::builder()
+        .args(&["--max-wait-ms", "200", "--max-batch", "8"])
+        .start()
+        .await;
     let mut c = d.client().await;
     let alone = run_job(&mut c, sample_spec(2, 7, 8)).await;
     // Queue three compatible jobs behind a blocker of another S, so they run as one batch.
-    let blocker = c.submit_job(submit(sample_spec(1, 0, 300))).await.unwrap().into_inner();
+    let blocker = c
+        .submit_job(submit(sample_spec(1, 0, 300)))
+        .await
+        .unwrap()
+        .into_inner();
     wait_running(&mut c, &blocker.id).await;
     let mut ids = vec![];
     for (count, seed) in [(3, 9), (2, 7), (1, 11)] {
-        ids.push(c.submit_job(submit(sample_spec(count, seed, 8))).await.unwrap().into_inner().id);
+        ids.push(
+            c.submit_job(submit(sample_spec(count, seed, 8)))
+                .await
+                .unwrap()
+                .into_inner()
+                .id,
+        );
     }
-    c.cancel_job(pb::CancelJobRequest { id: blocker.id }).await.unwrap();
+    c.cancel_job(pb::CancelJobRequest { id: blocker.id })
+        .await
+        .unwrap();
     let mut done = vec![];
     for id in &ids {
         done.push(wait_job(&mut c, id).await);
     }
     let log = d.log_text();
-    assert!(log.contains(&format!("jobs={}", ids.join(","))), "the three jobs did not run as one batch:\n{log}");
+    assert!(
+        log.contains(&format!("jobs={}", ids.join(","))),
+        "the three jobs did not run as one batch:\n{log}"
+    );
     let batched = done[1].result.clone().unwrap();
     let alone = alone.result.unwrap();
     for i in 0..2 {
-        let a = c.export_latent(pb::ExportLatentRequest { id: alone.latent_ids[i].clone() }).await.unwrap().into_inner();
-        let b = c.export_latent(pb::ExportLatentRequest { id: batched.latent_ids[i].clone() }).await.unwrap().into_inner();
-        assert_eq!(npy_values(&a.npy).1, npy_values(&b.npy).1, "x_T of sample {i}");
-        assert_eq!(pixels(&alone.images[i].png), pixels(&batched.images[i].png), "image of sample {i}");
+        let a = c
+            .export_latent(pb::ExportLatentRequest {
+                id: alone.latent_ids[i].clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let b = c
+            .export_latent(pb::ExportLatentRequest {
+                id: batched.latent_ids[i].clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            npy_values(&a.npy).1,
+            npy_values(&b.npy).1,
+            "x_T of sample {i}"
+        );
+        assert_eq!(
+            pixels(&alone.images[i].png),
+            pixels(&batched.images[i].png),
+            "image of sample {i}"
+        );
     }
     // And the batch partners are different samples.
-    assert_ne!(pixels(&done[0].result.as_ref().unwrap().images[0].png), pixels(&alone.images[0].png));
+    assert_ne!(
+        pixels(&done[0].result.as_ref().unwrap().images[0].png),
+        pixels(&alone.images[0].png)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn idempotency_key_model_info_and_priorities() {
     let d = Daemon::builder().start().await;
     let mut c = d.client().await;
-    let info = c.get_model_info(pb::GetModelInfoRequest {}).await.unwrap().into_inner();
-    assert_eq!((info.num_train_timesteps, info.sample_shape.as_slice(), info.device.as_str()), (1000, &[1, 32, 32][..], "cpu"));
-    assert_eq!((info.beta_schedule.as_str(), info.prediction_type.as_str()), ("linear", "epsilon"));
-    assert!(info.parameters > 1000 && info.fingerprint.len() == 16 && info.config_json.contains("UNet2DModel"));
+    let info = c
+        .get_model_info(pb::GetModelInfoRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (
+            info.num_train_timesteps,
+            info.sample_shape.as_slice(),
+            info.device.as_str()
+        ),
+        (1000, &[1, 32, 32][..], "cpu")
+    );
+    assert_eq!(
+        (info.beta_schedule.as_str(), info.prediction_type.as_str()),
+        ("linear", "epsilon")
+    );
+    assert!(
+        info.parameters > 1000
+            && info.fingerprint.len() == 16
+            && info.config_json.contains("UNet2DModel")
+    );
     let mut req = submit(sample_spec(1, 3, 2));
     req.idempotency_key = "once".into();
     let a = c.submit_job(req.clone()).await.unwrap().into_inner();
@@ -289,23 +600,53 @@ async fn idempotency_key_model_info_and_priorities() {
     assert_eq!(a.id, b.id);
     wait_job(&mut c, &a.id).await;
     let again = c.submit_job(req).await.unwrap().into_inner();
-    assert_eq!((again.id.clone(), again.state()), (a.id.clone(), pb::JobState::Done));
-    assert_eq!(c.list_jobs(pb::ListJobsRequest::default()).await.unwrap().into_inner().jobs.len(), 1);
+    assert_eq!(
+        (again.id.clone(), again.state()),
+        (a.id.clone(), pb::JobState::Done)
+    );
+    assert_eq!(
+        c.list_jobs(pb::ListJobsRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .jobs
+            .len(),
+        1
+    );
     // Interactive jobs overtake queued batch jobs.
-    let blocker = c.submit_job(submit(sample_spec(2, 0, 300))).await.unwrap().into_inner();
+    let blocker = c
+        .submit_job(submit(sample_spec(2, 0, 300)))
+        .await
+        .unwrap()
+        .into_inner();
     wait_running(&mut c, &blocker.id).await;
     let mut batch = submit(sample_spec(1, 1, 3));
     batch.priority = pb::Priority::Batch as i32;
     let slow = c.submit_job(batch).await.unwrap().into_inner();
-    let fast = c.submit_job(submit(sample_spec(1, 2, 4))).await.unwrap().into_inner();
+    let fast = c
+        .submit_job(submit(sample_spec(1, 2, 4)))
+        .await
+        .unwrap()
+        .into_inner();
     let queued = c
-        .list_jobs(pb::ListJobsRequest { states: vec![pb::JobState::Queued as i32], ..Default::default() })
+        .list_jobs(pb::ListJobsRequest {
+            states: vec![pb::JobState::Queued as i32],
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
     assert_eq!(queued.jobs.len(), 2);
-    c.cancel_job(pb::CancelJobRequest { id: blocker.id }).await.unwrap();
-    let (f, s) = (wait_job(&mut c, &fast.id).await, wait_job(&mut c, &slow.id).await);
-    assert!(f.started_unix_ms <= s.started_unix_ms && f.finished_unix_ms <= s.started_unix_ms, "{f:?} {s:?}");
+    c.cancel_job(pb::CancelJobRequest { id: blocker.id })
+        .await
+        .unwrap();
+    let (f, s) = (
+        wait_job(&mut c, &fast.id).await,
+        wait_job(&mut c, &slow.id).await,
+    );
+    assert!(
+        f.started_unix_ms <= s.started_unix_ms && f.finished_unix_ms <= s.started_unix_ms,
+        "{f:?} {s:?}"
+    );
     let _ = Duration::ZERO;
 }

@@ -16,30 +16,66 @@ fn long_job(seed: u64) -> pb::JobSpec {
 }
 
 async fn latent_total(c: &mut Client) -> u64 {
-    c.list_latents(pb::ListLatentsRequest::default()).await.unwrap().into_inner().total
+    c.list_latents(pb::ListLatentsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .total
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn cancel_queued_and_running_jobs_leave_nothing() {
     let d = Daemon::builder().start().await;
     let mut c = d.client().await;
-    let running = c.submit_job(submit(long_job(1))).await.unwrap().into_inner();
+    let running = c
+        .submit_job(submit(long_job(1)))
+        .await
+        .unwrap()
+        .into_inner();
     wait_running(&mut c, &running.id).await;
-    let queued = c.submit_job(submit(sample_spec(2, 2, 3))).await.unwrap().into_inner();
+    let queued = c
+        .submit_job(submit(sample_spec(2, 2, 3)))
+        .await
+        .unwrap()
+        .into_inner();
     // Queued: cancelled at once, never started.
-    let q = c.cancel_job(pb::CancelJobRequest { id: queued.id.clone() }).await.unwrap().into_inner();
-    assert_eq!((q.state(), q.attempts, q.started_unix_ms), (pb::JobState::Cancelled, 0, 0));
+    let q = c
+        .cancel_job(pb::CancelJobRequest {
+            id: queued.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (q.state(), q.attempts, q.started_unix_ms),
+        (pb::JobState::Cancelled, 0, 0)
+    );
     // Running: stopped between two steps.
-    let r = c.cancel_job(pb::CancelJobRequest { id: running.id.clone() }).await.unwrap().into_inner();
+    let r = c
+        .cancel_job(pb::CancelJobRequest {
+            id: running.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(r.state(), pb::JobState::Cancelled);
     assert!(r.step < r.total_steps, "{} of {}", r.step, r.total_steps);
     assert!(r.result.is_none());
     assert_eq!(latent_total(&mut c).await, 0);
     // Cancelling again is refused and changes nothing.
-    let e = c.cancel_job(pb::CancelJobRequest { id: running.id.clone() }).await.unwrap_err();
+    let e = c
+        .cancel_job(pb::CancelJobRequest {
+            id: running.id.clone(),
+        })
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), tonic::Code::FailedPrecondition);
     assert!(e.message().contains("already cancelled"), "{}", e.message());
-    let st = c.get_stats(pb::GetStatsRequest {}).await.unwrap().into_inner();
+    let st = c
+        .get_stats(pb::GetStatsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!((st.cancelled, st.done, st.queued, st.running), (2, 0, 0, 0));
     // The worker goes on with new work.
     run_job(&mut c, sample_spec(1, 3, 2)).await;
@@ -50,8 +86,16 @@ async fn cancel_queued_and_running_jobs_leave_nothing() {
 async fn kill9_mid_job_then_restart_completes_it_once() {
     let mut d = Daemon::builder().start().await;
     let mut c = d.client().await;
-    let job = c.submit_job(submit(long_job(5))).await.unwrap().into_inner();
-    let queued = c.submit_job(submit(sample_spec(2, 6, 3))).await.unwrap().into_inner();
+    let job = c
+        .submit_job(submit(long_job(5)))
+        .await
+        .unwrap()
+        .into_inner();
+    let queued = c
+        .submit_job(submit(sample_spec(2, 6, 3)))
+        .await
+        .unwrap()
+        .into_inner();
     wait_running(&mut c, &job.id).await;
     d.kill9();
     d.restart().await;
@@ -63,7 +107,12 @@ async fn kill9_mid_job_then_restart_completes_it_once() {
     assert_eq!((other.state(), other.attempts), (pb::JobState::Done, 1));
     // Exactly the latents of the two jobs, once each.
     assert_eq!(latent_total(&mut c).await, 8 + 2);
-    let jobs = c.list_jobs(pb::ListJobsRequest::default()).await.unwrap().into_inner().jobs;
+    let jobs = c
+        .list_jobs(pb::ListJobsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .jobs;
     assert_eq!(jobs.len(), 2);
     assert!(d.log_text().contains("found running after a crash"));
 }
@@ -72,19 +121,38 @@ async fn kill9_mid_job_then_restart_completes_it_once() {
 async fn a_job_interrupted_three_times_fails_as_interrupted() {
     let mut d = Daemon::builder().start().await;
     let mut c = d.client().await;
-    let job = c.submit_job(submit(long_job(9))).await.unwrap().into_inner();
+    let job = c
+        .submit_job(submit(long_job(9)))
+        .await
+        .unwrap()
+        .into_inner();
     for attempt in 1..=3 {
         wait_running(&mut c, &job.id).await;
-        let j = c.get_job(pb::GetJobRequest { id: job.id.clone() }).await.unwrap().into_inner();
+        let j = c
+            .get_job(pb::GetJobRequest { id: job.id.clone() })
+            .await
+            .unwrap()
+            .into_inner();
         assert_eq!((j.state(), j.attempts), (pb::JobState::Running, attempt));
         d.kill9();
         d.restart().await;
         c = d.client().await;
     }
-    let j = c.get_job(pb::GetJobRequest { id: job.id.clone() }).await.unwrap().into_inner();
-    assert_eq!((j.state(), j.error.as_str(), j.attempts), (pb::JobState::Failed, "interrupted", 3));
+    let j = c
+        .get_job(pb::GetJobRequest { id: job.id.clone() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (j.state(), j.error.as_str(), j.attempts),
+        (pb::JobState::Failed, "interrupted", 3)
+    );
     assert_eq!(latent_total(&mut c).await, 0);
-    let st = c.get_stats(pb::GetStatsRequest {}).await.unwrap().into_inner();
+    let st = c
+        .get_stats(pb::GetStatsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(st.failed, 1);
 }
 
@@ -92,12 +160,25 @@ async fn a_job_interrupted_three_times_fails_as_interrupted() {
 async fn sigterm_requeues_the_running_job_and_exits_zero() {
     let mut d = Daemon::builder().start().await;
     let mut c = d.client().await;
-    let job = c.submit_job(submit(long_job(3))).await.unwrap().into_inner();
+    let job = c
+        .submit_job(submit(long_job(3)))
+        .await
+        .unwrap()
+        .into_inner();
     wait_running(&mut c, &job.id).await;
     // Health goes NOT_SERVING on the Watch stream during shutdown.
     let mut h = HealthClient::new(channel(&d.addr).await);
-    let mut watch = h.watch(HealthCheckRequest { service: "ddim.v1.Ddim".into() }).await.unwrap().into_inner();
-    assert_eq!(watch.message().await.unwrap().unwrap().status(), ServingStatus::Serving);
+    let mut watch = h
+        .watch(HealthCheckRequest {
+            service: "ddim.v1.Ddim".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        watch.message().await.unwrap().unwrap().status(),
+        ServingStatus::Serving
+    );
     let t0 = Instant::now();
     let pid = d.pid();
     let waiter = tokio::spawn(async move {
@@ -114,18 +195,32 @@ async fn sigterm_requeues_the_running_job_and_exits_zero() {
     .await
     .unwrap();
     let (exit, mut d) = status;
-    assert!(exit.success(), "exit status {exit:?} (pid {pid}); log:\n{}", d.log_text());
+    assert!(
+        exit.success(),
+        "exit status {exit:?} (pid {pid}); log:\n{}",
+        d.log_text()
+    );
     assert!(t0.elapsed() < Duration::from_secs(15));
     let statuses = waiter.await.unwrap();
-    assert_eq!(statuses.first(), Some(&ServingStatus::NotServing), "{statuses:?}");
+    assert_eq!(
+        statuses.first(),
+        Some(&ServingStatus::NotServing),
+        "{statuses:?}"
+    );
     // Restarted, the job is queued again without a used-up attempt and completes.
     d.restart().await;
     let mut c = d.client().await;
-    let j = c.get_job(pb::GetJobRequest { id: job.id.clone() }).await.unwrap().into_inner();
+    let j = c
+        .get_job(pb::GetJobRequest { id: job.id.clone() })
+        .await
+        .unwrap()
+        .into_inner();
     assert_ne!(j.state(), pb::JobState::Failed);
     let done = wait_job(&mut c, &job.id).await;
     assert_eq!((done.state(), done.attempts), (pb::JobState::Done, 1));
-    assert!(d.log_text().contains("interrupted by shutdown, back in the queue"));
+    assert!(d
+        .log_text()
+        .contains("interrupted by shutdown, back in the queue"));
     assert_eq!(latent_total(&mut c).await, 8);
 }
 
@@ -133,16 +228,32 @@ async fn sigterm_requeues_the_running_job_and_exits_zero() {
 async fn a_full_queue_refuses_with_resource_exhausted() {
     let d = Daemon::builder().args(&["--max-queue", "2"]).start().await;
     let mut c = d.client().await;
-    let running = c.submit_job(submit(long_job(1))).await.unwrap().into_inner();
+    let running = c
+        .submit_job(submit(long_job(1)))
+        .await
+        .unwrap()
+        .into_inner();
     wait_running(&mut c, &running.id).await;
     c.submit_job(submit(sample_spec(1, 1, 2))).await.unwrap();
     c.submit_job(submit(sample_spec(1, 2, 2))).await.unwrap();
-    let e = c.submit_job(submit(sample_spec(1, 3, 2))).await.unwrap_err();
+    let e = c
+        .submit_job(submit(sample_spec(1, 3, 2)))
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), tonic::Code::ResourceExhausted);
     assert!(e.message().contains("--max-queue 2"), "{}", e.message());
-    let jobs = c.list_jobs(pb::ListJobsRequest::default()).await.unwrap().into_inner().jobs;
+    let jobs = c
+        .list_jobs(pb::ListJobsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .jobs;
     assert_eq!(jobs.len(), 3);
-    let st = c.get_stats(pb::GetStatsRequest {}).await.unwrap().into_inner();
+    let st = c
+        .get_stats(pb::GetStatsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!((st.queued, st.running, st.max_queue), (2, 1, 2));
 }
 
@@ -152,33 +263,72 @@ async fn health_is_not_serving_until_the_model_is_loaded() {
     // fingerprint) to watch health go NOT_SERVING → SERVING.
     let dir = tempfile::tempdir().unwrap();
     let model = init_model(&dir.path().join("small"), "small", 1, 32, 0);
-    let d = Daemon::builder().model(&model).token("t").no_wait().start().await;
+    let d = Daemon::builder()
+        .model(&model)
+        .token("t")
+        .no_wait()
+        .start()
+        .await;
     let mut h = HealthClient::new(channel(&d.addr).await);
-    let mut watch = h.watch(HealthCheckRequest { service: "ddim.v1.Ddim".into() }).await.unwrap().into_inner();
+    let mut watch = h
+        .watch(HealthCheckRequest {
+            service: "ddim.v1.Ddim".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
     let first = watch.message().await.unwrap().unwrap().status();
     assert_eq!(first, ServingStatus::NotServing);
     // Meanwhile model-bound RPCs are UNAVAILABLE, library ones work.
     let mut c = d.client().await;
-    let e = c.get_model_info(pb::GetModelInfoRequest {}).await.unwrap_err();
+    let e = c
+        .get_model_info(pb::GetModelInfoRequest {})
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), tonic::Code::Unavailable);
     assert!(e.message().contains("loading"), "{}", e.message());
     assert_eq!(latent_total(&mut c).await, 0);
-    let next = tokio::time::timeout(TIMEOUT, watch.message()).await.unwrap().unwrap().unwrap().status();
+    let next = tokio::time::timeout(TIMEOUT, watch.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap()
+        .status();
     assert_eq!(next, ServingStatus::Serving);
     // Both "" and the service report SERVING; health needs no token.
     for service in ["", "ddim.v1.Ddim"] {
-        let s = h.check(HealthCheckRequest { service: service.into() }).await.unwrap().into_inner();
+        let s = h
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
         assert_eq!(s.status(), ServingStatus::Serving, "{service:?}");
     }
-    assert_eq!(c.get_model_info(pb::GetModelInfoRequest {}).await.unwrap().into_inner().parameters, 6_469_889);
+    assert_eq!(
+        c.get_model_info(pb::GetModelInfoRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .parameters,
+        6_469_889
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_model_that_cannot_load_stops_the_daemon_with_an_error() {
     let dir = tempfile::tempdir().unwrap();
-    let mut d = Daemon::builder().model(&dir.path().join("nope")).no_wait().start().await;
+    let mut d = Daemon::builder()
+        .model(&dir.path().join("nope"))
+        .no_wait()
+        .start()
+        .await;
     let exit = d.wait_exit(TIMEOUT);
     assert!(!exit.success());
     let log = d.log_text();
-    assert!(log.contains("--model") && log.contains("does not exist"), "{log}");
+    assert!(
+        log.contains("--model") && log.contains("does not exist"),
+        "{log}"
+    );
 }

@@ -14,18 +14,34 @@ async fn a_token_is_required_on_everything_but_health() {
         let e = c.get_stats(pb::GetStatsRequest {}).await.unwrap_err();
         assert_eq!(e.code(), Code::Unauthenticated, "{token:?}");
         assert!(e.message().contains("authorization"), "{}", e.message());
-        let e = c.submit_job(submit(sample_spec(1, 0, 2))).await.unwrap_err();
+        let e = c
+            .submit_job(submit(sample_spec(1, 0, 2)))
+            .await
+            .unwrap_err();
         assert_eq!(e.code(), Code::Unauthenticated);
-        let e = c.watch_library(pb::WatchLibraryRequest {}).await.unwrap_err();
+        let e = c
+            .watch_library(pb::WatchLibraryRequest {})
+            .await
+            .unwrap_err();
         assert_eq!(e.code(), Code::Unauthenticated);
     }
     let mut c = d.client().await;
     run_job(&mut c, sample_spec(1, 0, 2)).await;
-    assert_eq!(c.list_jobs(pb::ListJobsRequest::default()).await.unwrap().into_inner().jobs.len(), 1);
+    assert_eq!(
+        c.list_jobs(pb::ListJobsRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .jobs
+            .len(),
+        1
+    );
     // Reflection needs the token too; health does not (the fixture's readiness check uses none).
     let ch = channel(&d.addr).await;
     let mut r = tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient::new(ch);
-    let e = r.server_reflection_info(tokio_stream::iter(vec![list_services_v1()])).await;
+    let e = r
+        .server_reflection_info(tokio_stream::iter(vec![list_services_v1()]))
+        .await;
     let code = match e {
         Err(e) => e.code(),
         Ok(s) => s.into_inner().message().await.unwrap_err().code(),
@@ -36,7 +52,11 @@ async fn a_token_is_required_on_everything_but_health() {
 fn list_services_v1() -> tonic_reflection::pb::v1::ServerReflectionRequest {
     tonic_reflection::pb::v1::ServerReflectionRequest {
         host: String::new(),
-        message_request: Some(tonic_reflection::pb::v1::server_reflection_request::MessageRequest::ListServices(String::new())),
+        message_request: Some(
+            tonic_reflection::pb::v1::server_reflection_request::MessageRequest::ListServices(
+                String::new(),
+            ),
+        ),
     }
 }
 
@@ -45,33 +65,81 @@ async fn reflection_v1_and_v1alpha_list_the_service() {
     use tonic_reflection::pb::{v1, v1alpha};
     let d = Daemon::builder().start().await;
     let mut r = v1::server_reflection_client::ServerReflectionClient::new(channel(&d.addr).await);
-    let mut s = r.server_reflection_info(tokio_stream::iter(vec![list_services_v1()])).await.unwrap().into_inner();
-    let names: Vec<String> = match s.message().await.unwrap().unwrap().message_response.unwrap() {
-        v1::server_reflection_response::MessageResponse::ListServicesResponse(l) => l.service.into_iter().map(|x| x.name).collect(),
+    let mut s = r
+        .server_reflection_info(tokio_stream::iter(vec![list_services_v1()]))
+        .await
+        .unwrap()
+        .into_inner();
+    let names: Vec<String> = match s
+        .message()
+        .await
+        .unwrap()
+        .unwrap()
+        .message_response
+        .unwrap()
+    {
+        v1::server_reflection_response::MessageResponse::ListServicesResponse(l) => {
+            l.service.into_iter().map(|x| x.name).collect()
+        }
         other => panic!("{other:?}"),
     };
     assert!(names.contains(&"ddim.v1.Ddim".to_string()), "{names:?}");
-    assert!(names.contains(&"grpc.health.v1.Health".to_string()), "{names:?}");
+    assert!(
+        names.contains(&"grpc.health.v1.Health".to_string()),
+        "{names:?}"
+    );
     // The descriptor of the service is served.
     let req = v1::ServerReflectionRequest {
         host: String::new(),
-        message_request: Some(v1::server_reflection_request::MessageRequest::FileContainingSymbol("ddim.v1.Ddim".into())),
+        message_request: Some(
+            v1::server_reflection_request::MessageRequest::FileContainingSymbol(
+                "ddim.v1.Ddim".into(),
+            ),
+        ),
     };
-    let mut s = r.server_reflection_info(tokio_stream::iter(vec![req])).await.unwrap().into_inner();
-    match s.message().await.unwrap().unwrap().message_response.unwrap() {
+    let mut s = r
+        .server_reflection_info(tokio_stream::iter(vec![req]))
+        .await
+        .unwrap()
+        .into_inner();
+    match s
+        .message()
+        .await
+        .unwrap()
+        .unwrap()
+        .message_response
+        .unwrap()
+    {
         v1::server_reflection_response::MessageResponse::FileDescriptorResponse(f) => {
             assert!(!f.file_descriptor_proto.is_empty());
-            assert!(f.file_descriptor_proto.iter().any(|b| b.windows(12).any(|w| w == b"SubmitJobReq")));
+            assert!(f
+                .file_descriptor_proto
+                .iter()
+                .any(|b| b.windows(12).any(|w| w == b"SubmitJobReq")));
         }
         other => panic!("{other:?}"),
     }
-    let mut ra = v1alpha::server_reflection_client::ServerReflectionClient::new(channel(&d.addr).await);
+    let mut ra =
+        v1alpha::server_reflection_client::ServerReflectionClient::new(channel(&d.addr).await);
     let req = v1alpha::ServerReflectionRequest {
         host: String::new(),
-        message_request: Some(v1alpha::server_reflection_request::MessageRequest::ListServices(String::new())),
+        message_request: Some(
+            v1alpha::server_reflection_request::MessageRequest::ListServices(String::new()),
+        ),
     };
-    let mut s = ra.server_reflection_info(tokio_stream::iter(vec![req])).await.unwrap().into_inner();
-    match s.message().await.unwrap().unwrap().message_response.unwrap() {
+    let mut s = ra
+        .server_reflection_info(tokio_stream::iter(vec![req]))
+        .await
+        .unwrap()
+        .into_inner();
+    match s
+        .message()
+        .await
+        .unwrap()
+        .unwrap()
+        .message_response
+        .unwrap()
+    {
         v1alpha::server_reflection_response::MessageResponse::ListServicesResponse(l) => {
             assert!(l.service.iter().any(|x| x.name == "ddim.v1.Ddim"));
         }
@@ -81,7 +149,10 @@ async fn reflection_v1_and_v1alpha_list_the_service() {
 
 /// A PNG of noise, about `side`² bytes (noise does not compress).
 fn big_png(side: u32) -> Vec<u8> {
-    png(side, side, |x, y| ((x.wrapping_mul(2_654_435_761) ^ y.wrapping_mul(40503)).wrapping_mul(2_246_822_519) >> 13) as u8)
+    png(side, side, |x, y| {
+        ((x.wrapping_mul(2_654_435_761) ^ y.wrapping_mul(40503)).wrapping_mul(2_246_822_519) >> 13)
+            as u8
+    })
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -91,15 +162,35 @@ async fn message_limits_are_raised_and_enforced() {
     let mut c = d.client().await;
     let img = big_png(2300);
     assert!(img.len() > 5_000_000, "{}", img.len());
-    let job = c.submit_job(submit(encode_spec(vec![("big".into(), img.clone())], 2))).await.unwrap().into_inner();
+    let job = c
+        .submit_job(submit(encode_spec(vec![("big".into(), img.clone())], 2)))
+        .await
+        .unwrap()
+        .into_inner();
     wait_job(&mut c, &job.id).await;
     // --max-message-mb 1: refused with a clear message, nothing queued.
-    let small = Daemon::builder().args(&["--max-message-mb", "1"]).start().await;
+    let small = Daemon::builder()
+        .args(&["--max-message-mb", "1"])
+        .start()
+        .await;
     let mut c = small.client().await;
-    let e = c.submit_job(submit(encode_spec(vec![("big".into(), big_png(1200))], 2))).await.unwrap_err();
+    let e = c
+        .submit_job(submit(encode_spec(vec![("big".into(), big_png(1200))], 2)))
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::OutOfRange, "{}", e.message());
-    assert!(e.message().contains("too large") && e.message().contains("limit"), "{}", e.message());
-    assert!(c.list_jobs(pb::ListJobsRequest::default()).await.unwrap().into_inner().jobs.is_empty());
+    assert!(
+        e.message().contains("too large") && e.message().contains("limit"),
+        "{}",
+        e.message()
+    );
+    assert!(c
+        .list_jobs(pb::ListJobsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .jobs
+        .is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -108,8 +199,23 @@ async fn tls_serves_with_the_given_certificate() {
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
     let ok = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
-        .args(["-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "1",
+        ])
+        .args([
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+        ])
         .args(["-addext", "basicConstraints=critical,CA:FALSE", "-keyout"])
         .arg(&key)
         .arg("-out")
@@ -119,9 +225,18 @@ async fn tls_serves_with_the_given_certificate() {
         eprintln!("openssl is not installed: skipping the TLS test");
         return;
     };
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let d = Daemon::builder()
-        .args(&["--tls-cert", cert.to_str().unwrap(), "--tls-key", key.to_str().unwrap()])
+        .args(&[
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ])
         .no_wait()
         .start()
         .await;
@@ -129,11 +244,23 @@ async fn tls_serves_with_the_given_certificate() {
     let tls = ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(std::fs::read(&cert).unwrap()))
         .domain_name("localhost");
-    let ch = Endpoint::from_shared(format!("https://localhost:{port}")).unwrap().tls_config(tls).unwrap().connect().await.unwrap();
+    let ch = Endpoint::from_shared(format!("https://localhost:{port}"))
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
     let mut h = tonic_health::pb::health_client::HealthClient::new(ch.clone());
     let until = std::time::Instant::now() + TIMEOUT;
     loop {
-        let s = h.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await.unwrap().into_inner();
+        let s = h
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
         if s.status() == tonic_health::pb::health_check_response::ServingStatus::Serving {
             break;
         }
@@ -141,10 +268,17 @@ async fn tls_serves_with_the_given_certificate() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     let mut c = ddim_proto::v1::ddim_client::DdimClient::new(ch);
-    let info = c.get_model_info(pb::GetModelInfoRequest {}).await.unwrap().into_inner();
+    let info = c
+        .get_model_info(pb::GetModelInfoRequest {})
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(info.sample_shape, vec![1, 32, 32]);
     // Plain text is not served.
-    let plain = Endpoint::from_shared(format!("http://127.0.0.1:{port}")).unwrap().connect().await;
+    let plain = Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
+        .unwrap()
+        .connect()
+        .await;
     if let Ok(ch) = plain {
         let mut c = ddim_proto::v1::ddim_client::DdimClient::new(ch);
         assert!(c.get_model_info(pb::GetModelInfoRequest {}).await.is_err());

@@ -13,7 +13,9 @@ pub struct Auth {
 
 impl Auth {
     pub fn new(token: Option<&str>) -> Self {
-        Auth { token: token.map(|t| Arc::from(t.as_bytes())) }
+        Auth {
+            token: token.map(|t| Arc::from(t.as_bytes())),
+        }
     }
 }
 
@@ -27,8 +29,13 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 
 impl Interceptor for Auth {
     fn call(&mut self, req: Request<()>) -> Result<Request<()>, Status> {
-        let Some(want) = &self.token else { return Ok(req) };
-        let header = req.metadata().get("authorization").and_then(|v| v.to_str().ok());
+        let Some(want) = &self.token else {
+            return Ok(req);
+        };
+        let header = req
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok());
         match header.and_then(|h| h.strip_prefix("Bearer ")) {
             Some(got) if same(got.trim().as_bytes(), want) => Ok(req),
             Some(_) => Err(ServerError::Unauthenticated("authorization: wrong bearer token".into()).into()),
@@ -60,7 +67,10 @@ mod tests {
         assert!(a.call(with(Some("Bearer s3cret"))).is_ok());
         let e = a.call(with(Some("Bearer nope"))).unwrap_err();
         assert_eq!(e.code(), tonic::Code::Unauthenticated);
-        assert_eq!(a.call(with(None)).unwrap_err().code(), tonic::Code::Unauthenticated);
+        assert_eq!(
+            a.call(with(None)).unwrap_err().code(),
+            tonic::Code::Unauthenticated
+        );
         assert!(a.call(with(Some("s3cret"))).is_err());
     }
 }

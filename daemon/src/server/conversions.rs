@@ -6,7 +6,9 @@ use ddim_proto::v1 as pb;
 use std::sync::Arc;
 
 use super::error::{Result, ServerError};
-use super::store::{BatchKey, JobKind, JobRecord, JobState, LatentRecord, OriginRecord, Priority, Store};
+use super::store::{
+    BatchKey, JobKind, JobRecord, JobState, LatentRecord, OriginRecord, Priority, Store,
+};
 use crate::engine::interp::Method;
 use crate::engine::{SamplerOptions, Spacing};
 
@@ -39,7 +41,10 @@ pub fn job_id(id: u64) -> String {
 
 fn parse_id(s: &str, prefix: &str, field: &str, what: &'static str) -> Result<u64> {
     if s.is_empty() {
-        return Err(ServerError::invalid(field, format!("a {what} id is required")));
+        return Err(ServerError::invalid(
+            field,
+            format!("a {what} id is required"),
+        ));
     }
     s.strip_prefix(prefix)
         .and_then(|n| n.parse::<u64>().ok())
@@ -79,9 +84,14 @@ pub fn spacing_to_pb(s: Spacing) -> pb::Spacing {
 
 pub fn method_from_pb(v: i32, field: &str) -> Result<Method> {
     match pb::InterpolationMethod::try_from(v) {
-        Ok(pb::InterpolationMethod::Unspecified | pb::InterpolationMethod::Slerp) => Ok(Method::Slerp),
+        Ok(pb::InterpolationMethod::Unspecified | pb::InterpolationMethod::Slerp) => {
+            Ok(Method::Slerp)
+        }
         Ok(pb::InterpolationMethod::Lerp) => Ok(Method::Lerp),
-        Err(_) => Err(ServerError::invalid(field, format!("unknown interpolation method {v}"))),
+        Err(_) => Err(ServerError::invalid(
+            field,
+            format!("unknown interpolation method {v}"),
+        )),
     }
 }
 
@@ -96,7 +106,10 @@ pub fn priority_from_pb(v: i32) -> Result<Priority> {
     match pb::Priority::try_from(v) {
         Ok(pb::Priority::Unspecified | pb::Priority::Interactive) => Ok(Priority::Interactive),
         Ok(pb::Priority::Batch) => Ok(Priority::Batch),
-        Err(_) => Err(ServerError::invalid("priority", format!("unknown priority {v}"))),
+        Err(_) => Err(ServerError::invalid(
+            "priority",
+            format!("unknown priority {v}"),
+        )),
     }
 }
 
@@ -107,7 +120,10 @@ pub fn state_from_pb(v: i32, field: &str) -> Result<JobState> {
         Ok(pb::JobState::Done) => Ok(JobState::Done),
         Ok(pb::JobState::Failed) => Ok(JobState::Failed),
         Ok(pb::JobState::Cancelled) => Ok(JobState::Cancelled),
-        Ok(pb::JobState::Unspecified) | Err(_) => Err(ServerError::invalid(field, format!("unknown job state {v}"))),
+        Ok(pb::JobState::Unspecified) | Err(_) => Err(ServerError::invalid(
+            field,
+            format!("unknown job state {v}"),
+        )),
     }
 }
 
@@ -125,22 +141,39 @@ pub fn state_to_pb(s: JobState) -> pb::JobState {
 
 pub fn check_steps(steps: u32, t: usize, field: &str) -> Result<usize> {
     if steps == 0 || steps as usize > t {
-        return Err(ServerError::invalid(field, format!("S must be in 1..={t}, got {steps}")));
+        return Err(ServerError::invalid(
+            field,
+            format!("S must be in 1..={t}, got {steps}"),
+        ));
     }
     Ok(steps as usize)
 }
 
 fn check_eta(eta: f32, field: &str) -> Result<f64> {
     if !eta.is_finite() || eta < 0.0 {
-        return Err(ServerError::invalid(field, format!("η must be a finite number ≥ 0, got {eta}")));
+        return Err(ServerError::invalid(
+            field,
+            format!("η must be a finite number ≥ 0, got {eta}"),
+        ));
     }
     Ok(eta as f64)
 }
 
 /// Validated sampler options (`field` names the message, e.g. `sample.sampler`).
-pub fn sampler_from_pb(o: Option<&pb::SamplerOptions>, t: usize, field: &str) -> Result<SamplerOptions> {
-    let o = o.ok_or_else(|| ServerError::invalid(field, "sampler options are required (at least steps)"))?;
-    let pb::SamplerOptions { steps, eta, spacing, sigma_hat } = *o;
+pub fn sampler_from_pb(
+    o: Option<&pb::SamplerOptions>,
+    t: usize,
+    field: &str,
+) -> Result<SamplerOptions> {
+    let o = o.ok_or_else(|| {
+        ServerError::invalid(field, "sampler options are required (at least steps)")
+    })?;
+    let pb::SamplerOptions {
+        steps,
+        eta,
+        spacing,
+        sigma_hat,
+    } = *o;
     Ok(SamplerOptions {
         steps: check_steps(steps, t, &format!("{field}.steps"))?,
         eta: check_eta(eta, &format!("{field}.eta"))?,
@@ -153,7 +186,10 @@ pub fn batch_key(o: &SamplerOptions) -> BatchKey {
     BatchKey {
         steps: o.steps as u32,
         eta_bits: (o.eta as f32).to_bits(),
-        spacing: Spacing::ALL.iter().position(|s| *s == o.spacing).unwrap_or(0) as u8,
+        spacing: Spacing::ALL
+            .iter()
+            .position(|s| *s == o.spacing)
+            .unwrap_or(0) as u8,
         sigma_hat: o.sigma_hat,
     }
 }
@@ -163,15 +199,24 @@ fn check_step_list(list: &[u32], t: usize, field: &str) -> Result<Vec<usize>> {
         return Err(ServerError::invalid(field, "at least one S is required"));
     }
     if list.len() > MAX_STEP_LIST {
-        return Err(ServerError::invalid(field, format!("at most {MAX_STEP_LIST} values, got {}", list.len())));
+        return Err(ServerError::invalid(
+            field,
+            format!("at most {MAX_STEP_LIST} values, got {}", list.len()),
+        ));
     }
-    list.iter().enumerate().map(|(i, s)| check_steps(*s, t, &format!("{field}[{i}]"))).collect()
+    list.iter()
+        .enumerate()
+        .map(|(i, s)| check_steps(*s, t, &format!("{field}[{i}]")))
+        .collect()
 }
 
 fn check_tags(tags: &[String], field: &str) -> Result<()> {
     for (i, t) in tags.iter().enumerate() {
         if t.trim().is_empty() || t.len() > 64 {
-            return Err(ServerError::invalid(format!("{field}[{i}]"), "tags are 1..=64 bytes, not blank"));
+            return Err(ServerError::invalid(
+                format!("{field}[{i}]"),
+                "tags are 1..=64 bytes, not blank",
+            ));
         }
     }
     Ok(())
@@ -179,15 +224,25 @@ fn check_tags(tags: &[String], field: &str) -> Result<()> {
 
 pub fn check_name(name: &str, field: &str) -> Result<()> {
     if name.len() > 256 {
-        return Err(ServerError::invalid(field, format!("at most 256 bytes, got {}", name.len())));
+        return Err(ServerError::invalid(
+            field,
+            format!("at most 256 bytes, got {}", name.len()),
+        ));
     }
     Ok(())
 }
 
 /// Checks that a stored latent can be used with the loaded model.
-pub fn usable_latent(store: &Store, meta: &ModelMeta, id: &str, field: &str) -> Result<Arc<LatentRecord>> {
+pub fn usable_latent(
+    store: &Store,
+    meta: &ModelMeta,
+    id: &str,
+    field: &str,
+) -> Result<Arc<LatentRecord>> {
     let n = parse_latent_id(id, field)?;
-    let r = store.get_latent(n).ok_or_else(|| ServerError::not_found(field, "latent", id))?;
+    let r = store
+        .get_latent(n)
+        .ok_or_else(|| ServerError::not_found(field, "latent", id))?;
     let want = meta.shape.map(|d| d as u32);
     if r.shape != want {
         return Err(ServerError::FailedPrecondition(format!(
@@ -208,9 +263,9 @@ fn check_image(bytes: &[u8], field: &str) -> Result<()> {
     if bytes.is_empty() {
         return Err(ServerError::invalid(field, "image bytes are required"));
     }
-    image::load_from_memory(bytes)
-        .map(|_| ())
-        .map_err(|e| ServerError::invalid(field, format!("not a decodable PNG or JPEG image ({e})")))
+    image::load_from_memory(bytes).map(|_| ()).map_err(|e| {
+        ServerError::invalid(field, format!("not a decodable PNG or JPEG image ({e})"))
+    })
 }
 
 /// What a valid job spec implies for the queue.
@@ -226,21 +281,40 @@ pub struct SpecInfo {
 
 /// Validates a job spec against the model and the library (blocking: reads
 /// the store and decodes images).
-pub fn validate_spec(spec: Option<&pb::JobSpec>, meta: &ModelMeta, store: &Store) -> Result<SpecInfo> {
+pub fn validate_spec(
+    spec: Option<&pb::JobSpec>,
+    meta: &ModelMeta,
+    store: &Store,
+) -> Result<SpecInfo> {
     use pb::job_spec::Kind;
     let t = meta.t;
-    let kind = spec
-        .and_then(|s| s.kind.as_ref())
-        .ok_or_else(|| ServerError::invalid("spec", "a job spec (encode, sample, decode, reconstruct or interpolate) is required"))?;
+    let kind = spec.and_then(|s| s.kind.as_ref()).ok_or_else(|| {
+        ServerError::invalid(
+            "spec",
+            "a job spec (encode, sample, decode, reconstruct or interpolate) is required",
+        )
+    })?;
     match kind {
         Kind::Encode(e) => {
-            let pb::EncodeJob { images, steps, spacing, preview_steps } = e;
+            let pb::EncodeJob {
+                images,
+                steps,
+                spacing,
+                preview_steps,
+            } = e;
             if images.is_empty() || images.len() > MAX_ITEMS {
-                return Err(ServerError::invalid("encode.images", format!("1..={MAX_ITEMS} images, got {}", images.len())));
+                return Err(ServerError::invalid(
+                    "encode.images",
+                    format!("1..={MAX_ITEMS} images, got {}", images.len()),
+                ));
             }
             let s = check_steps(*steps, t, "encode.steps")?;
             spacing_from_pb(*spacing, "encode.spacing")?;
-            let p = if *preview_steps == 0 { s } else { check_steps(*preview_steps, t, "encode.preview_steps")? };
+            let p = if *preview_steps == 0 {
+                s
+            } else {
+                check_steps(*preview_steps, t, "encode.preview_steps")?
+            };
             for (i, img) in images.iter().enumerate() {
                 let pb::EncodeInput { data, name, tags } = img;
                 check_image(data, &format!("encode.images[{i}].data"))?;
@@ -257,9 +331,18 @@ pub fn validate_spec(spec: Option<&pb::JobSpec>, meta: &ModelMeta, store: &Store
             })
         }
         Kind::Sample(smp) => {
-            let pb::SampleJob { count, seed: _, sampler, name_prefix, tags } = smp;
+            let pb::SampleJob {
+                count,
+                seed: _,
+                sampler,
+                name_prefix,
+                tags,
+            } = smp;
             if *count == 0 || *count as usize > MAX_ITEMS {
-                return Err(ServerError::invalid("sample.count", format!("must be in 1..={MAX_ITEMS}, got {count}")));
+                return Err(ServerError::invalid(
+                    "sample.count",
+                    format!("must be in 1..={MAX_ITEMS}, got {count}"),
+                ));
             }
             let o = sampler_from_pb(sampler.as_ref(), t, "sample.sampler")?;
             check_name(name_prefix, "sample.name_prefix")?;
@@ -274,12 +357,25 @@ pub fn validate_spec(spec: Option<&pb::JobSpec>, meta: &ModelMeta, store: &Store
             })
         }
         Kind::Decode(d) => {
-            let pb::DecodeJob { latent_id, steps, eta, spacing, seed: _ } = d;
+            let pb::DecodeJob {
+                latent_id,
+                steps,
+                eta,
+                spacing,
+                seed: _,
+            } = d;
             let r = usable_latent(store, meta, latent_id, "decode.latent_id")?;
             let list = check_step_list(steps, t, "decode.steps")?;
             let eta = check_eta(*eta, "decode.eta")?;
             let spacing = spacing_from_pb(*spacing, "decode.spacing")?;
-            let batch = (list.len() == 1).then(|| batch_key(&SamplerOptions { steps: list[0], eta, spacing, sigma_hat: false }));
+            let batch = (list.len() == 1).then(|| {
+                batch_key(&SamplerOptions {
+                    steps: list[0],
+                    eta,
+                    spacing,
+                    sigma_hat: false,
+                })
+            });
             Ok(SpecInfo {
                 kind: JobKind::Decode,
                 reads: vec![r.id],
@@ -290,23 +386,40 @@ pub fn validate_spec(spec: Option<&pb::JobSpec>, meta: &ModelMeta, store: &Store
             })
         }
         Kind::Reconstruct(rc) => {
-            let pb::ReconstructJob { input, steps, spacing } = rc;
+            let pb::ReconstructJob {
+                input,
+                steps,
+                spacing,
+            } = rc;
             let mut reads = vec![];
             match input {
                 Some(pb::reconstruct_job::Input::LatentId(id)) => {
                     let r = usable_latent(store, meta, id, "reconstruct.latent_id")?;
-                    if store.latent_png(r.id, super::store::LatentPng::Source)?.is_none() {
+                    if store
+                        .latent_png(r.id, super::store::LatentPng::Source)?
+                        .is_none()
+                    {
                         return Err(ServerError::FailedPrecondition(format!(
                             "reconstruct.latent_id: latent {id} has no source image (only encoded latents do)"
                         )));
                     }
                     reads.push(r.id);
                 }
-                Some(pb::reconstruct_job::Input::Image(bytes)) => check_image(bytes, "reconstruct.image")?,
-                None => return Err(ServerError::invalid("reconstruct.input", "a latent_id or an image is required")),
+                Some(pb::reconstruct_job::Input::Image(bytes)) => {
+                    check_image(bytes, "reconstruct.image")?
+                }
+                None => {
+                    return Err(ServerError::invalid(
+                        "reconstruct.input",
+                        "a latent_id or an image is required",
+                    ))
+                }
             }
             let list = if steps.is_empty() {
-                DEFAULT_RECONSTRUCT_STEPS.iter().map(|s| (*s as usize).min(t)).collect::<Vec<_>>()
+                DEFAULT_RECONSTRUCT_STEPS
+                    .iter()
+                    .map(|s| (*s as usize).min(t))
+                    .collect::<Vec<_>>()
             } else {
                 check_step_list(steps, t, "reconstruct.steps")?
             };
@@ -321,17 +434,30 @@ pub fn validate_spec(spec: Option<&pb::JobSpec>, meta: &ModelMeta, store: &Store
             })
         }
         Kind::Interpolate(ip) => {
-            let pb::InterpolateJob { a, b, frames, method, sampler, save_frames } = ip;
+            let pb::InterpolateJob {
+                a,
+                b,
+                frames,
+                method,
+                sampler,
+                save_frames,
+            } = ip;
             let ra = usable_latent(store, meta, a, "interpolate.a")?;
             let rb = usable_latent(store, meta, b, "interpolate.b")?;
             if !(2..=MAX_FRAMES).contains(frames) {
-                return Err(ServerError::invalid("interpolate.frames", format!("must be in 2..={MAX_FRAMES}, got {frames}")));
+                return Err(ServerError::invalid(
+                    "interpolate.frames",
+                    format!("must be in 2..={MAX_FRAMES}, got {frames}"),
+                ));
             }
             method_from_pb(*method, "interpolate.method")?;
             let o = sampler_from_pb(sampler.as_ref(), t, "interpolate.sampler")?;
             for (i, f) in save_frames.iter().enumerate() {
                 if f >= frames {
-                    return Err(ServerError::invalid(format!("interpolate.save_frames[{i}]"), format!("frame {f} is not in 0..{frames}")));
+                    return Err(ServerError::invalid(
+                        format!("interpolate.save_frames[{i}]"),
+                        format!("frame {f} is not in 0..{frames}"),
+                    ));
                 }
             }
             let mut reads = vec![ra.id];
@@ -353,7 +479,10 @@ pub fn validate_spec(spec: Option<&pb::JobSpec>, meta: &ModelMeta, store: &Store
 /// Decode steps of a decode job's spec, or the defaults of reconstruct.
 pub fn reconstruct_steps(list: &[u32], t: usize) -> Vec<usize> {
     if list.is_empty() {
-        DEFAULT_RECONSTRUCT_STEPS.iter().map(|s| (*s as usize).min(t)).collect()
+        DEFAULT_RECONSTRUCT_STEPS
+            .iter()
+            .map(|s| (*s as usize).min(t))
+            .collect()
     } else {
         list.iter().map(|s| *s as usize).collect()
     }
@@ -396,11 +525,23 @@ pub fn latent_to_pb(r: &LatentRecord) -> pb::Latent {
         job_id: job,
     } = r;
     let origin = match origin {
-        OriginRecord::Encoded { filename, has_source } => {
-            pb::origin::Kind::Encoded(pb::EncodedOrigin { filename: filename.clone(), has_source: *has_source })
-        }
-        OriginRecord::Sampled { seed, index } => pb::origin::Kind::Sampled(pb::SampledOrigin { seed: *seed, index: *index }),
-        OriginRecord::Interpolated { a, b, alpha, method } => pb::origin::Kind::Interpolated(pb::InterpolatedOrigin {
+        OriginRecord::Encoded {
+            filename,
+            has_source,
+        } => pb::origin::Kind::Encoded(pb::EncodedOrigin {
+            filename: filename.clone(),
+            has_source: *has_source,
+        }),
+        OriginRecord::Sampled { seed, index } => pb::origin::Kind::Sampled(pb::SampledOrigin {
+            seed: *seed,
+            index: *index,
+        }),
+        OriginRecord::Interpolated {
+            a,
+            b,
+            alpha,
+            method,
+        } => pb::origin::Kind::Interpolated(pb::InterpolatedOrigin {
             a: latent_id(*a),
             b: latent_id(*b),
             alpha: *alpha,
@@ -426,7 +567,12 @@ pub fn latent_to_pb(r: &LatentRecord) -> pb::Latent {
 }
 
 /// A job message. `progress` overlays the live step counter of a running job.
-pub fn job_to_pb(r: &JobRecord, spec: Option<pb::JobSpec>, result: Option<pb::JobResult>, progress: Option<u32>) -> pb::Job {
+pub fn job_to_pb(
+    r: &JobRecord,
+    spec: Option<pb::JobSpec>,
+    result: Option<pb::JobResult>,
+    progress: Option<u32>,
+) -> pb::Job {
     let JobRecord {
         v: _,
         id,
@@ -487,23 +633,56 @@ mod tests {
     fn ids_round_trip_and_reject_garbage() {
         assert_eq!(parse_latent_id(&latent_id(42), "id").unwrap(), 42);
         assert_eq!(parse_job_id(&job_id(7), "id").unwrap(), 7);
-        assert!(matches!(parse_latent_id("job-1", "id"), Err(ServerError::NotFound { .. })));
-        assert!(matches!(parse_latent_id("", "id"), Err(ServerError::InvalidArgument { .. })));
+        assert!(matches!(
+            parse_latent_id("job-1", "id"),
+            Err(ServerError::NotFound { .. })
+        ));
+        assert!(matches!(
+            parse_latent_id("", "id"),
+            Err(ServerError::InvalidArgument { .. })
+        ));
     }
 
     #[test]
     fn sampler_validation_names_the_field() {
-        let o = pb::SamplerOptions { steps: 0, eta: 0.0, spacing: 0, sigma_hat: false };
-        let e = sampler_from_pb(Some(&o), 1000, "sample.sampler").unwrap_err().to_string();
+        let o = pb::SamplerOptions {
+            steps: 0,
+            eta: 0.0,
+            spacing: 0,
+            sigma_hat: false,
+        };
+        let e = sampler_from_pb(Some(&o), 1000, "sample.sampler")
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("sample.sampler.steps"), "{e}");
-        let o = pb::SamplerOptions { steps: 10, eta: -1.0, spacing: 0, sigma_hat: false };
-        let e = sampler_from_pb(Some(&o), 1000, "sample.sampler").unwrap_err().to_string();
+        let o = pb::SamplerOptions {
+            steps: 10,
+            eta: -1.0,
+            spacing: 0,
+            sigma_hat: false,
+        };
+        let e = sampler_from_pb(Some(&o), 1000, "sample.sampler")
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("sample.sampler.eta"), "{e}");
-        let o = pb::SamplerOptions { steps: 10, eta: 0.5, spacing: 99, sigma_hat: false };
+        let o = pb::SamplerOptions {
+            steps: 10,
+            eta: 0.5,
+            spacing: 99,
+            sigma_hat: false,
+        };
         assert!(sampler_from_pb(Some(&o), 1000, "s").is_err());
-        let o = pb::SamplerOptions { steps: 10, eta: 0.5, spacing: 2, sigma_hat: true };
+        let o = pb::SamplerOptions {
+            steps: 10,
+            eta: 0.5,
+            spacing: 2,
+            sigma_hat: true,
+        };
         let ok = sampler_from_pb(Some(&o), 1000, "s").unwrap();
-        assert_eq!((ok.steps, ok.spacing, ok.sigma_hat), (10, Spacing::Quad, true));
+        assert_eq!(
+            (ok.steps, ok.spacing, ok.sigma_hat),
+            (10, Spacing::Quad, true)
+        );
         assert_eq!(batch_key(&ok), batch_key(&ok.clone()));
     }
 }

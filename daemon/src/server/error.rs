@@ -12,7 +12,11 @@ pub enum ServerError {
     InvalidArgument { field: String, message: String },
     /// An id names no record.
     #[error("{field}: no {what} with id {id:?}")]
-    NotFound { field: String, what: &'static str, id: String },
+    NotFound {
+        field: String,
+        what: &'static str,
+        id: String,
+    },
     /// The request is well formed but the state of the library forbids it.
     #[error("{0}")]
     FailedPrecondition(String),
@@ -52,11 +56,18 @@ pub type Result<T, E = ServerError> = std::result::Result<T, E>;
 
 impl ServerError {
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
-        ServerError::InvalidArgument { field: field.into(), message: message.into() }
+        ServerError::InvalidArgument {
+            field: field.into(),
+            message: message.into(),
+        }
     }
 
     pub fn not_found(field: impl Into<String>, what: &'static str, id: impl Into<String>) -> Self {
-        ServerError::NotFound { field: field.into(), what, id: id.into() }
+        ServerError::NotFound {
+            field: field.into(),
+            what,
+            id: id.into(),
+        }
     }
 }
 
@@ -88,12 +99,13 @@ impl From<ServerError> for Status {
             ServerError::Engine(EngineError::InvalidInput(_)) => Code::InvalidArgument,
             ServerError::Engine(EngineError::Cancelled) => Code::Cancelled,
             ServerError::Engine(EngineError::Config(_)) => Code::FailedPrecondition,
-            ServerError::Engine(EngineError::NonFinite(_) | EngineError::Io(_) | EngineError::Torch(_)) => {
-                Code::Internal
-            }
-            ServerError::Store(_) | ServerError::Corrupt(_) | ServerError::Config(_) | ServerError::Internal(_) => {
-                Code::Internal
-            }
+            ServerError::Engine(
+                EngineError::NonFinite(_) | EngineError::Io(_) | EngineError::Torch(_),
+            ) => Code::Internal,
+            ServerError::Store(_)
+            | ServerError::Corrupt(_)
+            | ServerError::Config(_)
+            | ServerError::Internal(_) => Code::Internal,
         };
         Status::new(code, e.to_string())
     }
@@ -106,7 +118,10 @@ mod tests {
     #[test]
     fn codes() {
         let s: Status = ServerError::invalid("sample.count", "must be ≥ 1").into();
-        assert_eq!((s.code(), s.message()), (Code::InvalidArgument, "sample.count: must be ≥ 1"));
+        assert_eq!(
+            (s.code(), s.message()),
+            (Code::InvalidArgument, "sample.count: must be ≥ 1")
+        );
         let s: Status = ServerError::not_found("id", "latent", "lat-9").into();
         assert_eq!(s.code(), Code::NotFound);
         assert!(s.message().contains("lat-9"));

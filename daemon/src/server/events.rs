@@ -9,10 +9,21 @@ use tokio::sync::{broadcast, watch};
 pub enum JobUpdate {
     /// The queue changed: queued jobs may have moved.
     Queue,
-    Started { job: u64, attempt: u32 },
-    Progress { job: u64, step: u32, total: u32, eta_seconds: f64, preview: Option<Arc<pb::Image>> },
+    Started {
+        job: u64,
+        attempt: u32,
+    },
+    Progress {
+        job: u64,
+        step: u32,
+        total: u32,
+        eta_seconds: f64,
+        preview: Option<Arc<pb::Image>>,
+    },
     /// Reached a final state (or went back to the queue at shutdown); read the store.
-    Finished { job: u64 },
+    Finished {
+        job: u64,
+    },
 }
 
 pub struct Hub {
@@ -44,7 +55,11 @@ impl Hub {
     }
 
     pub fn library(&self, kind: pb::library_event::Kind, id: String, latent: Option<pb::Latent>) {
-        let _ = self.library.send(pb::LibraryEvent { kind: kind as i32, id, latent });
+        let _ = self.library.send(pb::LibraryEvent {
+            kind: kind as i32,
+            id,
+            latent,
+        });
     }
 
     pub fn subscribe_jobs(&self) -> broadcast::Receiver<JobUpdate> {
@@ -66,15 +81,25 @@ impl Hub {
     /// Registers a watcher's preview interval; dropping the guard removes it.
     pub fn want_previews(self: &Arc<Self>, job: u64, every: u32) -> PreviewGuard {
         if every > 0 {
-            self.previews.lock().expect("previews lock").entry(job).or_default().push(every);
+            self.previews
+                .lock()
+                .expect("previews lock")
+                .entry(job)
+                .or_default()
+                .push(every);
         }
-        PreviewGuard { hub: self.clone(), job, every }
+        PreviewGuard {
+            hub: self.clone(),
+            job,
+            every,
+        }
     }
 
     /// Whether some watcher wants a preview at `step` of `job`.
     pub fn preview_due(&self, job: u64, step: u32) -> bool {
         let p = self.previews.lock().expect("previews lock");
-        p.get(&job).is_some_and(|v| v.iter().any(|k| step % k == 0))
+        p.get(&job)
+            .is_some_and(|v| v.iter().any(|k| step.is_multiple_of(*k)))
     }
 }
 

@@ -7,7 +7,7 @@
 //! - [`worker`]: the thread that owns the model and runs jobs.
 //! - [`events`]: broadcasts behind `WatchJob` / `WatchLibrary`.
 //! - [`auth`]: the bearer-token interceptor.
-//! - [`seed`]: `--seed-images`.
+//! - [`seed`]: `--seed-images`, a first library on an empty store.
 //! - [`error`]: [`ServerError`] and its gRPC status codes.
 //!
 //! Start-up: open the store, re-queue jobs left running by a crash (failing
@@ -37,8 +37,8 @@ use tonic::transport::{Identity, Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
 use tracing::{error, info, warn};
 
-pub use error::ServerError;
 use error::Result;
+pub use error::ServerError;
 use events::Hub;
 use queue::{Queued, Scheduler};
 use service::{DdimService, Shared};
@@ -101,7 +101,11 @@ pub struct ServeArgs {
     #[arg(long, env = "DDIMD_SEED_STEPS", default_value_t = 50)]
     pub seed_steps: u32,
     /// idx3-ubyte.gz file the seed images come from.
-    #[arg(long, env = "DDIMD_SEED_FILE", default_value = "/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz")]
+    #[arg(
+        long,
+        env = "DDIMD_SEED_FILE",
+        default_value = "/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz"
+    )]
     pub seed_file: PathBuf,
     /// libtorch intra-op threads (0: libtorch's default). 1 avoids OpenMP
     /// spin-waiting on a busy machine.
@@ -114,14 +118,20 @@ pub struct ServeArgs {
 
 /// The default store folder.
 pub fn default_data_dir() -> PathBuf {
-    dirs::data_dir().unwrap_or_else(std::env::temp_dir).join("ddimd")
+    dirs::data_dir()
+        .unwrap_or_else(std::env::temp_dir)
+        .join("ddimd")
 }
 
 fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,h2=warn,tower=warn,hyper=warn"));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,h2=warn,tower=warn,hyper=warn")
+    });
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     let _ = match format {
         LogFormat::Text => b.try_init(),
         LogFormat::Json => b.json().try_init(),
@@ -165,7 +175,11 @@ fn sweep(store: &Store, sched: &Scheduler, max_attempts: u32) -> Result<()> {
     for mut j in store.all_jobs()? {
         match j.state {
             JobState::Running if j.attempts >= max_attempts => {
-                warn!(job = j.id, attempts = j.attempts, "interrupted too often: failed");
+                warn!(
+                    job = j.id,
+                    attempts = j.attempts,
+                    "interrupted too often: failed"
+                );
                 j.state = JobState::Failed;
                 j.error = "interrupted".into();
                 j.finished_ms = conversions::now_ms();
@@ -174,12 +188,22 @@ fn sweep(store: &Store, sched: &Scheduler, max_attempts: u32) -> Result<()> {
             }
             JobState::Running | JobState::Queued => {
                 if j.state == JobState::Running {
-                    info!(job = j.id, attempts = j.attempts, "found running after a crash: re-queued");
+                    info!(
+                        job = j.id,
+                        attempts = j.attempts,
+                        "found running after a crash: re-queued"
+                    );
                     j.state = JobState::Queued;
                     j.started_ms = 0;
                     store.put_job(&j)?;
                 }
-                st.push(Queued { id: j.id, priority: j.priority, batch: j.batch, rows: j.rows, created_ms: j.created_ms });
+                st.push(Queued {
+                    id: j.id,
+                    priority: j.priority,
+                    batch: j.batch,
+                    rows: j.rows,
+                    created_ms: j.created_ms,
+                });
             }
             JobState::Done => st.counters.done += 1,
             JobState::Failed => st.counters.failed += 1,
@@ -220,7 +244,8 @@ async fn set_health(h: &tonic_health::server::HealthReporter, s: ServingStatus) 
 
 async fn serve(args: ServeArgs) -> Result<()> {
     check_args(&args)?;
-    let device = crate::engine::parse_device(&args.device).map_err(|e| ServerError::Config(e.to_string()))?;
+    let device = crate::engine::parse_device(&args.device)
+        .map_err(|e| ServerError::Config(e.to_string()))?;
     let data = args.data.clone().unwrap_or_else(default_data_dir);
     let store = Arc::new(tokio::task::spawn_blocking(move || Store::open(&data)).await??);
     let fresh = store.is_empty();
@@ -242,23 +267,29 @@ async fn serve(args: ServeArgs) -> Result<()> {
         max_batch: args.max_batch,
         max_queue: args.max_queue,
     });
-    let svc = DdimService { shared: shared.clone() };
+    let svc = DdimService {
+        shared: shared.clone(),
+    };
     let limit = args.max_message_mb * 1024 * 1024;
-    let ddim = DdimServer::new(svc.clone()).max_decoding_message_size(limit).max_encoding_message_size(limit);
+    let ddim = DdimServer::new(svc.clone())
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(limit);
     let auth = auth::Auth::new(args.token.as_deref());
     let reflection = || {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(ddim_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
     };
-    let refl_err = |e: tonic_reflection::server::Error| ServerError::Internal(format!("reflection: {e}"));
+    let refl_err =
+        |e: tonic_reflection::server::Error| ServerError::Internal(format!("reflection: {e}"));
     let refl_v1 = reflection().build_v1().map_err(refl_err)?;
     let refl_v1alpha = reflection().build_v1alpha().map_err(refl_err)?;
 
     let mut builder = Server::builder();
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
         let read = |p: &PathBuf, flag: &str| {
-            std::fs::read(p).map_err(|e| ServerError::Config(format!("{flag} {}: {e}", p.display())))
+            std::fs::read(p)
+                .map_err(|e| ServerError::Config(format!("{flag} {}: {e}", p.display())))
         };
         let identity = Identity::from_pem(read(cert, "--tls-cert")?, read(key, "--tls-key")?);
         builder = builder
@@ -268,16 +299,21 @@ async fn serve(args: ServeArgs) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(args.addr)
         .await
         .map_err(|e| ServerError::Config(format!("--addr {}: {e}", args.addr)))?;
-    let local = listener.local_addr().map_err(|e| ServerError::Config(format!("--addr: {e}")))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| ServerError::Config(format!("--addr: {e}")))?;
     let router = builder
         .add_service(health_svc)
         .add_service(InterceptedService::new(ddim, auth.clone()))
         .add_service(InterceptedService::new(refl_v1, auth.clone()))
         .add_service(InterceptedService::new(refl_v1alpha, auth));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
-        let _ = stop_rx.await;
-    }));
+    let server = tokio::spawn(router.serve_with_incoming_shutdown(
+        TcpListenerStream::new(listener),
+        async {
+            let _ = stop_rx.await;
+        },
+    ));
     {
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "listening on {local}");
@@ -316,7 +352,12 @@ async fn serve(args: ServeArgs) -> Result<()> {
     }
     if load_error.is_none() && !stopped_early {
         if fresh && args.seed_images > 0 {
-            let (svc, path, n, steps) = (svc.clone(), args.seed_file.clone(), args.seed_images, args.seed_steps);
+            let (svc, path, n, steps) = (
+                svc.clone(),
+                args.seed_file.clone(),
+                args.seed_images,
+                args.seed_steps,
+            );
             tokio::spawn(async move {
                 match seed::submit(&svc, &path, n, steps).await {
                     Ok(jobs) => info!(jobs = jobs.len(), images = n, "queued the seed images"),
@@ -332,7 +373,10 @@ async fn serve(args: ServeArgs) -> Result<()> {
     sched.shutdown();
     hub.shutdown();
     let joined = tokio::task::spawn_blocking(move || worker.join());
-    if tokio::time::timeout(Duration::from_secs(args.shutdown_timeout_s), joined).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(args.shutdown_timeout_s), joined)
+        .await
+        .is_err()
+    {
         warn!("the worker did not stop within {}s; its job stays running and is re-queued on the next start", args.shutdown_timeout_s);
     }
     let _ = stop_tx.send(());

@@ -66,7 +66,11 @@ pub struct Counters {
 
 impl Counters {
     pub fn images_per_second(&mut self, now: Instant, uptime: Duration) -> f64 {
-        while self.recent.front().is_some_and(|(t, _)| now.duration_since(*t) > Duration::from_secs(60)) {
+        while self
+            .recent
+            .front()
+            .is_some_and(|(t, _)| now.duration_since(*t) > Duration::from_secs(60))
+        {
             self.recent.pop_front();
         }
         let n: u32 = self.recent.iter().map(|(_, n)| n).sum();
@@ -88,7 +92,10 @@ pub struct QueueState {
 
 impl QueueState {
     pub fn new(max_queue: usize) -> Self {
-        QueueState { max_queue, ..Default::default() }
+        QueueState {
+            max_queue,
+            ..Default::default()
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -102,7 +109,9 @@ impl QueueState {
     /// Takes a slot for a job about to be persisted.
     pub fn reserve(&mut self) -> Result<()> {
         if self.shutting_down {
-            return Err(ServerError::Unavailable("the daemon is shutting down".into()));
+            return Err(ServerError::Unavailable(
+                "the daemon is shutting down".into(),
+            ));
         }
         if self.len() + self.reserved >= self.max_queue {
             return Err(ServerError::QueueFull(format!(
@@ -128,7 +137,11 @@ impl QueueState {
 
     /// 0-based position in run order (interactive jobs first).
     pub fn position(&self, id: u64) -> Option<u32> {
-        self.interactive.iter().chain(self.batch.iter()).position(|q| q.id == id).map(|p| p as u32)
+        self.interactive
+            .iter()
+            .chain(self.batch.iter())
+            .position(|q| q.id == id)
+            .map(|p| p as u32)
     }
 
     pub fn remove(&mut self, id: u64) -> Option<Queued> {
@@ -141,7 +154,9 @@ impl QueueState {
     }
 
     pub fn pop(&mut self) -> Option<Queued> {
-        self.interactive.pop_front().or_else(|| self.batch.pop_front())
+        self.interactive
+            .pop_front()
+            .or_else(|| self.batch.pop_front())
     }
 
     /// Removes queued jobs with `key` whose rows fit in `room`, in run order.
@@ -164,7 +179,14 @@ impl QueueState {
 
     fn start(&mut self, q: Queued) -> Taken {
         let cancel = Arc::new(AtomicBool::new(false));
-        self.running.insert(q.id, Running { cancel: cancel.clone(), step: 0, total: 0 });
+        self.running.insert(
+            q.id,
+            Running {
+                cancel: cancel.clone(),
+                step: 0,
+                total: 0,
+            },
+        );
         Taken { job: q, cancel }
     }
 }
@@ -203,7 +225,9 @@ impl Scheduler {
     pub fn decode_now(&self, d: DecodeNow) -> Result<()> {
         let mut st = self.lock();
         if st.shutting_down {
-            return Err(ServerError::Unavailable("the daemon is shutting down".into()));
+            return Err(ServerError::Unavailable(
+                "the daemon is shutting down".into(),
+            ));
         }
         st.decodes.push_back(d);
         drop(st);
@@ -252,7 +276,11 @@ impl Scheduler {
                 if rows >= max_batch || st.shutting_down || now >= deadline {
                     break;
                 }
-                st = self.cv.wait_timeout(st, deadline - now).unwrap_or_else(|p| p.into_inner()).0;
+                st = self
+                    .cv
+                    .wait_timeout(st, deadline - now)
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0;
             }
         }
         Work::Jobs(jobs)
@@ -264,11 +292,22 @@ mod tests {
     use super::*;
 
     fn q(id: u64, priority: Priority, batch: Option<BatchKey>, rows: u32) -> Queued {
-        Queued { id, priority, batch, rows, created_ms: 0 }
+        Queued {
+            id,
+            priority,
+            batch,
+            rows,
+            created_ms: 0,
+        }
     }
 
     fn key(steps: u32) -> BatchKey {
-        BatchKey { steps, eta_bits: 0, spacing: 0, sigma_hat: false }
+        BatchKey {
+            steps,
+            eta_bits: 0,
+            spacing: 0,
+            sigma_hat: false,
+        }
     }
 
     #[test]
@@ -277,7 +316,10 @@ mod tests {
         s.push(q(1, Priority::Batch, None, 1));
         s.push(q(2, Priority::Interactive, None, 1));
         s.push(q(3, Priority::Interactive, None, 1));
-        assert_eq!((s.position(2), s.position(3), s.position(1)), (Some(0), Some(1), Some(2)));
+        assert_eq!(
+            (s.position(2), s.position(3), s.position(1)),
+            (Some(0), Some(1), Some(2))
+        );
         assert_eq!(s.remove(3).map(|x| x.id), Some(3));
         assert_eq!(s.pop().map(|x| x.id), Some(2));
         assert_eq!(s.pop().map(|x| x.id), Some(1));

@@ -12,13 +12,17 @@ use crate::engine::imageio;
 /// The first `n` images of an idx3-ubyte.gz file as PNG bytes (28×28; the
 /// encoder pads them to the model size with their background, as in training).
 pub fn idx_pngs(path: &Path, n: usize) -> Result<Vec<Vec<u8>>> {
-    let (count, rows, cols, px) =
-        crate::train::data::read_idx_images(path).map_err(|e| ServerError::Config(format!("--seed-images: {e:#}")))?;
+    let (count, rows, cols, px) = crate::train::data::read_idx_images(path)
+        .map_err(|e| ServerError::Config(format!("--seed-images: {e:#}")))?;
     let per = rows * cols;
     (0..n.min(count))
         .map(|i| {
-            let img = GrayImage::from_raw(cols as u32, rows as u32, px[i * per..(i + 1) * per].to_vec())
-                .ok_or_else(|| ServerError::Config(format!("{}: bad image {i}", path.display())))?;
+            let img = GrayImage::from_raw(
+                cols as u32,
+                rows as u32,
+                px[i * per..(i + 1) * per].to_vec(),
+            )
+            .ok_or_else(|| ServerError::Config(format!("{}: bad image {i}", path.display())))?;
             Ok(imageio::png_bytes(&DynamicImage::ImageLuma8(img)))
         })
         .collect()

@@ -12,8 +12,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::conversions::{
-    check_name, check_steps, job_id, job_to_pb, latent_id, latent_to_pb, now_ms, parse_job_id, parse_latent_id,
-    priority_from_pb, state_from_pb, strip_images, usable_latent, validate_spec, ModelMeta,
+    check_name, check_steps, job_id, job_to_pb, latent_id, latent_to_pb, now_ms, parse_job_id,
+    parse_latent_id, priority_from_pb, state_from_pb, strip_images, usable_latent, validate_spec,
+    ModelMeta,
 };
 use super::error::{Result, ServerError};
 use super::events::{Hub, JobUpdate};
@@ -48,10 +49,12 @@ enum Lookup {
 
 impl DdimService {
     fn meta(&self) -> Result<&ModelMeta> {
-        self.shared
-            .meta
-            .get()
-            .ok_or_else(|| ServerError::Unavailable("the model is still loading; retry shortly (health reports SERVING when ready)".into()))
+        self.shared.meta.get().ok_or_else(|| {
+            ServerError::Unavailable(
+                "the model is still loading; retry shortly (health reports SERVING when ready)"
+                    .into(),
+            )
+        })
     }
 
     fn store(&self) -> Arc<Store> {
@@ -64,7 +67,11 @@ impl DdimService {
 
     /// Validates, persists and queues a job; returns it once it is on disk.
     pub async fn submit(&self, req: pb::SubmitJobRequest) -> Result<pb::Job> {
-        let pb::SubmitJobRequest { spec, priority, idempotency_key } = req;
+        let pb::SubmitJobRequest {
+            spec,
+            priority,
+            idempotency_key,
+        } = req;
         let meta = self.meta()?.clone();
         let priority = priority_from_pb(priority)?;
         if idempotency_key.len() > 256 {
@@ -130,7 +137,13 @@ impl DdimService {
         {
             let mut st = self.shared.sched.lock();
             st.unreserve();
-            st.push(Queued { id: rec.id, priority: rec.priority, batch: rec.batch, rows: rec.rows, created_ms: rec.created_ms });
+            st.push(Queued {
+                id: rec.id,
+                priority: rec.priority,
+                batch: rec.batch,
+                rows: rec.rows,
+                created_ms: rec.created_ms,
+            });
         }
         self.shared.sched.notify();
         self.shared.hub.job(JobUpdate::Queue);
@@ -144,8 +157,14 @@ impl DdimService {
         let store = self.store();
         let id = rec.id;
         let (spec, result) = blocking(move || {
-            let spec = store.job_spec(id)?.map(|b| pb::JobSpec::decode(b.as_slice())).transpose();
-            let result = store.job_result(id)?.map(|b| pb::JobResult::decode(b.as_slice())).transpose();
+            let spec = store
+                .job_spec(id)?
+                .map(|b| pb::JobSpec::decode(b.as_slice()))
+                .transpose();
+            let result = store
+                .job_result(id)?
+                .map(|b| pb::JobResult::decode(b.as_slice()))
+                .transpose();
             match (spec, result) {
                 (Ok(s), Ok(r)) => Ok((s, r)),
                 (Err(e), _) | (_, Err(e)) => Err(ServerError::Corrupt(format!("job {id}: {e}"))),
@@ -185,7 +204,9 @@ impl DdimService {
             Found::Queued => {
                 let store = self.store();
                 let rec = blocking(move || {
-                    let mut rec = store.get_job(id)?.ok_or_else(|| ServerError::not_found("id", "job", job_id(id)))?;
+                    let mut rec = store
+                        .get_job(id)?
+                        .ok_or_else(|| ServerError::not_found("id", "job", job_id(id)))?;
                     rec.state = JobState::Cancelled;
                     rec.finished_ms = now_ms();
                     store.move_job(&rec, JobState::Queued)?;
@@ -220,11 +241,13 @@ impl DdimService {
             Found::Elsewhere => {
                 let rec = self.get_job_record(id, "id").await?;
                 match rec.state {
-                    JobState::Done | JobState::Failed | JobState::Cancelled => Err(ServerError::FailedPrecondition(format!(
-                        "id: {} is already {}",
-                        job_id(id),
-                        format!("{:?}", rec.state).to_lowercase()
-                    ))),
+                    JobState::Done | JobState::Failed | JobState::Cancelled => {
+                        Err(ServerError::FailedPrecondition(format!(
+                            "id: {} is already {}",
+                            job_id(id),
+                            format!("{:?}", rec.state).to_lowercase()
+                        )))
+                    }
                     JobState::Queued | JobState::Running => Err(ServerError::Unavailable(format!(
                         "id: {} is changing state; retry",
                         job_id(id)
@@ -236,7 +259,10 @@ impl DdimService {
 
     fn latent_record(&self, id: &str, field: &str) -> Result<Arc<super::store::LatentRecord>> {
         let n = parse_latent_id(id, field)?;
-        self.shared.store.get_latent(n).ok_or_else(|| ServerError::not_found(field, "latent", id))
+        self.shared
+            .store
+            .get_latent(n)
+            .ok_or_else(|| ServerError::not_found(field, "latent", id))
     }
 
     async fn change_latent(
@@ -249,7 +275,11 @@ impl DdimService {
         let rec = blocking(move || store.update_latent(n, change)).await?;
         self.flush().await?;
         let msg = latent_to_pb(&rec);
-        self.shared.hub.library(pb::library_event::Kind::Changed, msg.id.clone(), Some(msg.clone()));
+        self.shared.hub.library(
+            pb::library_event::Kind::Changed,
+            msg.id.clone(),
+            Some(msg.clone()),
+        );
         Ok(msg)
     }
 
@@ -258,7 +288,9 @@ impl DdimService {
         let queued = st.len() as u32;
         let running = st.running.len() as u32;
         let started = self.shared.sched.started;
-        let ips = st.counters.images_per_second(Instant::now(), started.elapsed());
+        let ips = st
+            .counters
+            .images_per_second(Instant::now(), started.elapsed());
         let c = &st.counters;
         pb::Stats {
             queued,
@@ -267,7 +299,11 @@ impl DdimService {
             failed: c.failed,
             cancelled: c.cancelled,
             images_per_second: ips,
-            mean_queue_wait_ms: if c.wait_n == 0 { 0.0 } else { c.wait_ms_sum / c.wait_n as f64 },
+            mean_queue_wait_ms: if c.wait_n == 0 {
+                0.0
+            } else {
+                c.wait_ms_sum / c.wait_n as f64
+            },
             device_memory_bytes: 0,
             latents: self.shared.store.latent_count(),
             max_queue: self.shared.max_queue,
@@ -277,28 +313,56 @@ impl DdimService {
 }
 
 fn event(job: u64, e: pb::job_event::Event) -> std::result::Result<pb::JobEvent, Status> {
-    Ok(pb::JobEvent { job_id: job_id(job), event: Some(e) })
+    Ok(pb::JobEvent {
+        job_id: job_id(job),
+        event: Some(e),
+    })
 }
 
 #[tonic::async_trait]
 impl Ddim for DdimService {
     #[tracing::instrument(skip_all)]
-    async fn list_latents(&self, req: Request<pb::ListLatentsRequest>) -> std::result::Result<Response<pb::ListLatentsResponse>, Status> {
-        let pb::ListLatentsRequest { page_size, page_token, name_contains, tag, origin } = req.into_inner();
+    async fn list_latents(
+        &self,
+        req: Request<pb::ListLatentsRequest>,
+    ) -> std::result::Result<Response<pb::ListLatentsResponse>, Status> {
+        let pb::ListLatentsRequest {
+            page_size,
+            page_token,
+            name_contains,
+            tag,
+            origin,
+        } = req.into_inner();
         let size = match page_size {
             0 => 50,
             1..=1000 => page_size as usize,
-            _ => return Err(ServerError::invalid("page_size", format!("at most 1000, got {page_size}")).into()),
+            _ => {
+                return Err(ServerError::invalid(
+                    "page_size",
+                    format!("at most 1000, got {page_size}"),
+                )
+                .into())
+            }
         };
         let before = if page_token.is_empty() {
             None
         } else {
-            Some(page_token.parse::<u64>().map_err(|_| ServerError::invalid("page_token", "not a token from a previous response"))?)
+            Some(page_token.parse::<u64>().map_err(|_| {
+                ServerError::invalid("page_token", "not a token from a previous response")
+            })?)
         };
         if !["", "encoded", "sampled", "interpolated"].contains(&origin.as_str()) {
-            return Err(ServerError::invalid("origin", format!("expected \"\", encoded, sampled or interpolated, got {origin:?}")).into());
+            return Err(ServerError::invalid(
+                "origin",
+                format!("expected \"\", encoded, sampled or interpolated, got {origin:?}"),
+            )
+            .into());
         }
-        let f = LatentFilter { name_contains: name_contains.to_lowercase(), tag, origin };
+        let f = LatentFilter {
+            name_contains: name_contains.to_lowercase(),
+            tag,
+            origin,
+        };
         let (page, next, total) = self.shared.store.list_latents(&f, before, size);
         Ok(Response::new(pb::ListLatentsResponse {
             latents: page.iter().map(|r| latent_to_pb(r)).collect(),
@@ -308,27 +372,45 @@ impl Ddim for DdimService {
     }
 
     #[tracing::instrument(skip_all)]
-    async fn get_latent(&self, req: Request<pb::GetLatentRequest>) -> std::result::Result<Response<pb::Latent>, Status> {
+    async fn get_latent(
+        &self,
+        req: Request<pb::GetLatentRequest>,
+    ) -> std::result::Result<Response<pb::Latent>, Status> {
         let pb::GetLatentRequest { id } = req.into_inner();
-        Ok(Response::new(latent_to_pb(&*self.latent_record(&id, "id")?)))
+        Ok(Response::new(latent_to_pb(
+            &*self.latent_record(&id, "id")?,
+        )))
     }
 
     #[tracing::instrument(skip_all)]
-    async fn rename_latent(&self, req: Request<pb::RenameLatentRequest>) -> std::result::Result<Response<pb::Latent>, Status> {
+    async fn rename_latent(
+        &self,
+        req: Request<pb::RenameLatentRequest>,
+    ) -> std::result::Result<Response<pb::Latent>, Status> {
         let pb::RenameLatentRequest { id, name } = req.into_inner();
         check_name(&name, "name")?;
         if name.trim().is_empty() {
             return Err(ServerError::invalid("name", "must not be blank").into());
         }
-        Ok(Response::new(self.change_latent(&id, move |r| r.name = name.clone()).await?))
+        Ok(Response::new(
+            self.change_latent(&id, move |r| r.name = name.clone())
+                .await?,
+        ))
     }
 
     #[tracing::instrument(skip_all)]
-    async fn tag_latent(&self, req: Request<pb::TagLatentRequest>) -> std::result::Result<Response<pb::Latent>, Status> {
+    async fn tag_latent(
+        &self,
+        req: Request<pb::TagLatentRequest>,
+    ) -> std::result::Result<Response<pb::Latent>, Status> {
         let pb::TagLatentRequest { id, add, remove } = req.into_inner();
         for (i, t) in add.iter().enumerate() {
             if t.trim().is_empty() || t.len() > 64 {
-                return Err(ServerError::invalid(format!("add[{i}]"), "tags are 1..=64 bytes, not blank").into());
+                return Err(ServerError::invalid(
+                    format!("add[{i}]"),
+                    "tags are 1..=64 bytes, not blank",
+                )
+                .into());
             }
         }
         Ok(Response::new(
@@ -345,18 +427,26 @@ impl Ddim for DdimService {
     }
 
     #[tracing::instrument(skip_all)]
-    async fn delete_latent(&self, req: Request<pb::DeleteLatentRequest>) -> std::result::Result<Response<pb::DeleteLatentResponse>, Status> {
+    async fn delete_latent(
+        &self,
+        req: Request<pb::DeleteLatentRequest>,
+    ) -> std::result::Result<Response<pb::DeleteLatentResponse>, Status> {
         let pb::DeleteLatentRequest { id } = req.into_inner();
         let n = parse_latent_id(&id, "id")?;
         let store = self.store();
         let jobs_deleted = blocking(move || store.delete_latent(n)).await?;
         self.flush().await?;
-        self.shared.hub.library(pb::library_event::Kind::Deleted, latent_id(n), None);
+        self.shared
+            .hub
+            .library(pb::library_event::Kind::Deleted, latent_id(n), None);
         Ok(Response::new(pb::DeleteLatentResponse { jobs_deleted }))
     }
 
     #[tracing::instrument(skip_all)]
-    async fn export_latent(&self, req: Request<pb::ExportLatentRequest>) -> std::result::Result<Response<pb::ExportLatentResponse>, Status> {
+    async fn export_latent(
+        &self,
+        req: Request<pb::ExportLatentRequest>,
+    ) -> std::result::Result<Response<pb::ExportLatentResponse>, Status> {
         let pb::ExportLatentRequest { id } = req.into_inner();
         let r = self.latent_record(&id, "id")?;
         let store = self.store();
@@ -370,41 +460,72 @@ impl Ddim for DdimService {
             Ok(crate::engine::npy::to_bytes(&t))
         })
         .await?;
-        Ok(Response::new(pb::ExportLatentResponse { npy, latent: Some(latent_to_pb(&r)) }))
+        Ok(Response::new(pb::ExportLatentResponse {
+            npy,
+            latent: Some(latent_to_pb(&r)),
+        }))
     }
 
     #[tracing::instrument(skip_all)]
-    async fn get_latent_image(&self, req: Request<pb::GetLatentImageRequest>) -> std::result::Result<Response<pb::Image>, Status> {
+    async fn get_latent_image(
+        &self,
+        req: Request<pb::GetLatentImageRequest>,
+    ) -> std::result::Result<Response<pb::Image>, Status> {
         let pb::GetLatentImageRequest { id, kind, steps } = req.into_inner();
         let r = self.latent_record(&id, "id")?;
         let [_, h, w] = r.shape;
         let which = match pb::LatentImageKind::try_from(kind) {
-            Ok(pb::LatentImageKind::Unspecified | pb::LatentImageKind::Preview) => LatentPng::Preview,
+            Ok(pb::LatentImageKind::Unspecified | pb::LatentImageKind::Preview) => {
+                LatentPng::Preview
+            }
             Ok(pb::LatentImageKind::Source) => LatentPng::Source,
             Ok(pb::LatentImageKind::Decode) => {
                 let meta = self.meta()?;
                 let r = usable_latent(&self.shared.store, meta, &id, "id")?;
                 let steps = check_steps(steps, meta.t, "steps")?;
                 let (tx, rx) = oneshot::channel();
-                self.shared.sched.decode_now(DecodeNow { latent: r, steps, reply: tx })?;
-                let png = rx.await.map_err(|_| ServerError::Unavailable("the worker stopped".into()))??;
-                return Ok(Response::new(pb::Image { png, width: w, height: h }));
+                self.shared.sched.decode_now(DecodeNow {
+                    latent: r,
+                    steps,
+                    reply: tx,
+                })?;
+                let png = rx
+                    .await
+                    .map_err(|_| ServerError::Unavailable("the worker stopped".into()))??;
+                return Ok(Response::new(pb::Image {
+                    png,
+                    width: w,
+                    height: h,
+                }));
             }
-            Err(_) => return Err(ServerError::invalid("kind", format!("unknown image kind {kind}")).into()),
+            Err(_) => {
+                return Err(
+                    ServerError::invalid("kind", format!("unknown image kind {kind}")).into(),
+                )
+            }
         };
         let store = self.store();
         let n = r.id;
         let png = blocking(move || store.latent_png(n, which)).await?;
         let png = png.ok_or_else(|| {
-            ServerError::FailedPrecondition(format!("id: latent {id} has no source image (only encoded latents keep one)"))
+            ServerError::FailedPrecondition(format!(
+                "id: latent {id} has no source image (only encoded latents keep one)"
+            ))
         })?;
-        Ok(Response::new(pb::Image { png, width: w, height: h }))
+        Ok(Response::new(pb::Image {
+            png,
+            width: w,
+            height: h,
+        }))
     }
 
     type WatchLibraryStream = ReceiverStream<std::result::Result<pb::LibraryEvent, Status>>;
 
     #[tracing::instrument(skip_all)]
-    async fn watch_library(&self, _req: Request<pb::WatchLibraryRequest>) -> std::result::Result<Response<Self::WatchLibraryStream>, Status> {
+    async fn watch_library(
+        &self,
+        _req: Request<pb::WatchLibraryRequest>,
+    ) -> std::result::Result<Response<Self::WatchLibraryStream>, Status> {
         let mut rx = self.shared.hub.subscribe_library();
         let mut shutdown = self.shared.hub.shutdown_signal();
         let (tx, out) = mpsc::channel(256);
@@ -427,12 +548,18 @@ impl Ddim for DdimService {
     }
 
     #[tracing::instrument(skip_all)]
-    async fn submit_job(&self, req: Request<pb::SubmitJobRequest>) -> std::result::Result<Response<pb::Job>, Status> {
+    async fn submit_job(
+        &self,
+        req: Request<pb::SubmitJobRequest>,
+    ) -> std::result::Result<Response<pb::Job>, Status> {
         Ok(Response::new(self.submit(req.into_inner()).await?))
     }
 
     #[tracing::instrument(skip_all)]
-    async fn get_job(&self, req: Request<pb::GetJobRequest>) -> std::result::Result<Response<pb::Job>, Status> {
+    async fn get_job(
+        &self,
+        req: Request<pb::GetJobRequest>,
+    ) -> std::result::Result<Response<pb::Job>, Status> {
         let pb::GetJobRequest { id } = req.into_inner();
         let n = parse_job_id(&id, "id")?;
         let rec = self.get_job_record(n, "id").await?;
@@ -440,8 +567,15 @@ impl Ddim for DdimService {
     }
 
     #[tracing::instrument(skip_all)]
-    async fn list_jobs(&self, req: Request<pb::ListJobsRequest>) -> std::result::Result<Response<pb::ListJobsResponse>, Status> {
-        let pb::ListJobsRequest { states, limit, latent_id: lid } = req.into_inner();
+    async fn list_jobs(
+        &self,
+        req: Request<pb::ListJobsRequest>,
+    ) -> std::result::Result<Response<pb::ListJobsResponse>, Status> {
+        let pb::ListJobsRequest {
+            states,
+            limit,
+            latent_id: lid,
+        } = req.into_inner();
         let states = states
             .iter()
             .enumerate()
@@ -450,9 +584,17 @@ impl Ddim for DdimService {
         let limit = match limit {
             0 => 100,
             1..=1000 => limit as usize,
-            _ => return Err(ServerError::invalid("limit", format!("at most 1000, got {limit}")).into()),
+            _ => {
+                return Err(
+                    ServerError::invalid("limit", format!("at most 1000, got {limit}")).into(),
+                )
+            }
         };
-        let latent = if lid.is_empty() { None } else { Some(parse_latent_id(&lid, "latent_id")?) };
+        let latent = if lid.is_empty() {
+            None
+        } else {
+            Some(parse_latent_id(&lid, "latent_id")?)
+        };
         let store = self.store();
         let recs = blocking(move || {
             let recs = store.list_jobs(&states, latent, limit)?;
@@ -480,7 +622,10 @@ impl Ddim for DdimService {
     }
 
     #[tracing::instrument(skip_all)]
-    async fn cancel_job(&self, req: Request<pb::CancelJobRequest>) -> std::result::Result<Response<pb::Job>, Status> {
+    async fn cancel_job(
+        &self,
+        req: Request<pb::CancelJobRequest>,
+    ) -> std::result::Result<Response<pb::Job>, Status> {
         let pb::CancelJobRequest { id } = req.into_inner();
         let n = parse_job_id(&id, "id")?;
         Ok(Response::new(self.cancel(n).await?))
@@ -489,7 +634,10 @@ impl Ddim for DdimService {
     type WatchJobStream = ReceiverStream<std::result::Result<pb::JobEvent, Status>>;
 
     #[tracing::instrument(skip_all)]
-    async fn watch_job(&self, req: Request<pb::WatchJobRequest>) -> std::result::Result<Response<Self::WatchJobStream>, Status> {
+    async fn watch_job(
+        &self,
+        req: Request<pb::WatchJobRequest>,
+    ) -> std::result::Result<Response<Self::WatchJobStream>, Status> {
         use pb::job_event::Event;
         let pb::WatchJobRequest { id, preview_every } = req.into_inner();
         let n = parse_job_id(&id, "id")?;
@@ -507,20 +655,33 @@ impl Ddim for DdimService {
             };
             if rec.state.is_terminal() {
                 let ev = finished(rec).await;
-                let _ = tx.send(ev.map(|e| pb::JobEvent { job_id: job_id(n), event: Some(e) }).map_err(Status::from)).await;
+                let _ = tx
+                    .send(
+                        ev.map(|e| pb::JobEvent {
+                            job_id: job_id(n),
+                            event: Some(e),
+                        })
+                        .map_err(Status::from),
+                    )
+                    .await;
                 return;
             }
             let mut last_pos = None;
-            if rec.state == JobState::Running {
-                if tx.send(event(n, Event::Started(pb::Started { attempt: rec.attempts }))).await.is_err() {
-                    return;
-                }
+            let started = Event::Started(pb::Started {
+                attempt: rec.attempts,
+            });
+            if rec.state == JobState::Running && tx.send(event(n, started)).await.is_err() {
+                return;
             }
             loop {
                 let pos = svc.shared.sched.lock().position(n);
                 if pos.is_some() && pos != last_pos {
                     last_pos = pos;
-                    if tx.send(event(n, Event::QueuedPosition(pos.unwrap_or(0)))).await.is_err() {
+                    if tx
+                        .send(event(n, Event::QueuedPosition(pos.unwrap_or(0))))
+                        .await
+                        .is_err()
+                    {
                         return;
                     }
                 }
@@ -535,12 +696,18 @@ impl Ddim for DdimService {
                         last_pos = None;
                         Event::Started(pb::Started { attempt })
                     }
-                    Ok(JobUpdate::Progress { job, step, total, eta_seconds, preview }) if job == n => Event::Progress(pb::Progress {
+                    Ok(JobUpdate::Progress {
+                        job,
+                        step,
+                        total,
+                        eta_seconds,
+                        preview,
+                    }) if job == n => Event::Progress(pb::Progress {
                         step,
                         total,
                         eta_seconds,
                         preview: preview
-                            .filter(|_| preview_every > 0 && step % preview_every == 0)
+                            .filter(|_| preview_every > 0 && step.is_multiple_of(preview_every))
                             .map(|p| (*p).clone()),
                     }),
                     Ok(JobUpdate::Finished { job }) if job == n => {
@@ -555,7 +722,15 @@ impl Ddim for DdimService {
                             continue;
                         }
                         let ev = finished(rec).await;
-                        let _ = tx.send(ev.map(|e| pb::JobEvent { job_id: job_id(n), event: Some(e) }).map_err(Status::from)).await;
+                        let _ = tx
+                            .send(
+                                ev.map(|e| pb::JobEvent {
+                                    job_id: job_id(n),
+                                    event: Some(e),
+                                })
+                                .map_err(Status::from),
+                            )
+                            .await;
                         return;
                     }
                     Ok(_) => continue,
@@ -564,7 +739,13 @@ impl Ddim for DdimService {
                             if rec.state.is_terminal() {
                                 let ev = finished(rec).await;
                                 let _ = tx
-                                    .send(ev.map(|e| pb::JobEvent { job_id: job_id(n), event: Some(e) }).map_err(Status::from))
+                                    .send(
+                                        ev.map(|e| pb::JobEvent {
+                                            job_id: job_id(n),
+                                            event: Some(e),
+                                        })
+                                        .map_err(Status::from),
+                                    )
                                     .await;
                                 return;
                             }
@@ -582,12 +763,18 @@ impl Ddim for DdimService {
     }
 
     #[tracing::instrument(skip_all)]
-    async fn get_model_info(&self, _req: Request<pb::GetModelInfoRequest>) -> std::result::Result<Response<pb::ModelInfo>, Status> {
+    async fn get_model_info(
+        &self,
+        _req: Request<pb::GetModelInfoRequest>,
+    ) -> std::result::Result<Response<pb::ModelInfo>, Status> {
         Ok(Response::new(self.meta()?.info.clone()))
     }
 
     #[tracing::instrument(skip_all)]
-    async fn get_stats(&self, _req: Request<pb::GetStatsRequest>) -> std::result::Result<Response<pb::Stats>, Status> {
+    async fn get_stats(
+        &self,
+        _req: Request<pb::GetStatsRequest>,
+    ) -> std::result::Result<Response<pb::Stats>, Status> {
         Ok(Response::new(self.stats()))
     }
 }

@@ -45,7 +45,10 @@ pub enum JobState {
 
 impl JobState {
     pub fn is_terminal(self) -> bool {
-        matches!(self, JobState::Done | JobState::Failed | JobState::Cancelled)
+        matches!(
+            self,
+            JobState::Done | JobState::Failed | JobState::Cancelled
+        )
     }
 }
 
@@ -119,9 +122,20 @@ pub struct JobRecord {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum OriginRecord {
-    Encoded { filename: String, has_source: bool },
-    Sampled { seed: u64, index: u32 },
-    Interpolated { a: u64, b: u64, alpha: f32, method: String },
+    Encoded {
+        filename: String,
+        has_source: bool,
+    },
+    Sampled {
+        seed: u64,
+        index: u32,
+    },
+    Interpolated {
+        a: u64,
+        b: u64,
+        alpha: f32,
+        method: String,
+    },
 }
 
 impl OriginRecord {
@@ -181,7 +195,7 @@ impl LatentFilter {
     fn matches(&self, r: &CatalogEntry) -> bool {
         (self.origin.is_empty() || r.record.origin.name() == self.origin)
             && (self.name_contains.is_empty() || r.lower_name.contains(&self.name_contains))
-            && (self.tag.is_empty() || r.record.tags.iter().any(|t| *t == self.tag))
+            && (self.tag.is_empty() || r.record.tags.contains(&self.tag))
     }
 }
 
@@ -204,7 +218,13 @@ impl Catalog {
             self.by_tag.entry(t.clone()).or_default().insert(r.id);
         }
         let lower_name = r.name.to_lowercase();
-        self.by_id.insert(r.id, CatalogEntry { record: Arc::new(r), lower_name });
+        self.by_id.insert(
+            r.id,
+            CatalogEntry {
+                record: Arc::new(r),
+                lower_name,
+            },
+        );
     }
 
     fn remove(&mut self, id: u64) {
@@ -222,7 +242,12 @@ impl Catalog {
 
     /// One page, newest first, of the latents matching `f` with ids below
     /// `before`; and how many match in all.
-    fn page(&self, f: &LatentFilter, before: Option<u64>, size: usize) -> (Vec<Arc<LatentRecord>>, bool, u64) {
+    fn page(
+        &self,
+        f: &LatentFilter,
+        before: Option<u64>,
+        size: usize,
+    ) -> (Vec<Arc<LatentRecord>>, bool, u64) {
         let ids: Box<dyn DoubleEndedIterator<Item = u64>> = if f.tag.is_empty() {
             Box::new(self.by_id.keys().copied())
         } else {
@@ -265,7 +290,9 @@ fn pair_key(latent: u64, job: u64) -> [u8; 16] {
 }
 
 fn id_of(k: &[u8]) -> Result<u64> {
-    let b: [u8; 8] = k.try_into().map_err(|_| ServerError::Corrupt(format!("key of {} bytes", k.len())))?;
+    let b: [u8; 8] = k
+        .try_into()
+        .map_err(|_| ServerError::Corrupt(format!("key of {} bytes", k.len())))?;
     Ok(u64::from_be_bytes(b))
 }
 
@@ -319,15 +346,21 @@ pub struct Store {
 impl Store {
     /// Opens (or creates) the store in `dir`.
     pub fn open(dir: &Path) -> Result<Self> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| ServerError::Config(format!("--data {}: cannot create ({e})", dir.display())))?;
-        let db = sled::Config::new().path(dir.join("store")).open().map_err(|e| match e {
-            sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock => ServerError::Config(format!(
-                "--data {}: the store is in use by another ddimd process",
-                dir.display()
-            )),
-            e => ServerError::Store(e),
+        std::fs::create_dir_all(dir).map_err(|e| {
+            ServerError::Config(format!("--data {}: cannot create ({e})", dir.display()))
         })?;
+        let db = sled::Config::new()
+            .path(dir.join("store"))
+            .open()
+            .map_err(|e| match e {
+                sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock => {
+                    ServerError::Config(format!(
+                        "--data {}: the store is in use by another ddimd process",
+                        dir.display()
+                    ))
+                }
+                e => ServerError::Store(e),
+            })?;
         Self::from_db(db)
     }
 
@@ -392,7 +425,12 @@ impl Store {
     }
 
     pub fn get_latent(&self, id: u64) -> Option<Arc<LatentRecord>> {
-        self.catalog.read().expect("catalog lock").by_id.get(&id).map(|e| e.record.clone())
+        self.catalog
+            .read()
+            .expect("catalog lock")
+            .by_id
+            .get(&id)
+            .map(|e| e.record.clone())
     }
 
     /// x_T of a latent as f32 values [C·H·W].
@@ -401,10 +439,15 @@ impl Store {
             .latent_xt
             .get(key(id))?
             .ok_or_else(|| ServerError::not_found("id", "latent", format!("lat-{id}")))?;
-        if b.len() % 4 != 0 {
-            return Err(ServerError::Corrupt(format!("x_T of latent {id}: {} bytes", b.len())));
+        if !b.len().is_multiple_of(4) {
+            return Err(ServerError::Corrupt(format!(
+                "x_T of latent {id}: {} bytes",
+                b.len()
+            )));
         }
-        Ok(b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+        Ok(b.chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect())
     }
 
     pub fn latent_png(&self, id: u64, which: LatentPng) -> Result<Option<Vec<u8>>> {
@@ -416,20 +459,39 @@ impl Store {
     }
 
     /// A page of latents, newest first: (latents, next page token, total).
-    pub fn list_latents(&self, f: &LatentFilter, before: Option<u64>, size: usize) -> (Vec<Arc<LatentRecord>>, Option<u64>, u64) {
+    pub fn list_latents(
+        &self,
+        f: &LatentFilter,
+        before: Option<u64>,
+        size: usize,
+    ) -> (Vec<Arc<LatentRecord>>, Option<u64>, u64) {
         let cat = self.catalog.read().expect("catalog lock");
         let (page, more, total) = cat.page(f, before, size);
-        let next = if more { page.last().map(|r| r.id) } else { None };
+        let next = if more {
+            page.last().map(|r| r.id)
+        } else {
+            None
+        };
         (page, next, total)
     }
 
     /// Applies `change` to a latent's metadata and stores it.
-    pub fn update_latent(&self, id: u64, change: impl Fn(&mut LatentRecord)) -> Result<LatentRecord> {
+    pub fn update_latent(
+        &self,
+        id: u64,
+        change: impl Fn(&mut LatentRecord),
+    ) -> Result<LatentRecord> {
         let _w = self.lock();
-        let mut r = (*self.get_latent(id).ok_or_else(|| ServerError::not_found("id", "latent", format!("lat-{id}")))?).clone();
+        let mut r = (*self
+            .get_latent(id)
+            .ok_or_else(|| ServerError::not_found("id", "latent", format!("lat-{id}")))?)
+        .clone();
         change(&mut r);
         self.latents.insert(key(id), to_json(&r))?;
-        self.catalog.write().expect("catalog lock").insert(r.clone());
+        self.catalog
+            .write()
+            .expect("catalog lock")
+            .insert(r.clone());
         Ok(r)
     }
 
@@ -453,7 +515,9 @@ impl Store {
         }
         let mut doomed: Vec<JobRecord> = vec![];
         for j in self.jobs_of_latent(id)? {
-            let Some(job) = self.get_job(j)? else { continue };
+            let Some(job) = self.get_job(j)? else {
+                continue;
+            };
             if !job.state.is_terminal() {
                 return Err(ServerError::FailedPrecondition(format!(
                     "id: latent lat-{id} is used by {} job job-{j}; cancel it or wait for it to finish",
@@ -483,10 +547,15 @@ impl Store {
             &self.idempotency,
             &self.job_latents,
         ];
-        let own_pairs: Vec<[u8; 16]> = self.jobs_of_latent(id)?.into_iter().map(|j| pair_key(id, j)).collect();
+        let own_pairs: Vec<[u8; 16]> = self
+            .jobs_of_latent(id)?
+            .into_iter()
+            .map(|j| pair_key(id, j))
+            .collect();
         trees[..].transaction(|t| {
-            let (latents, xt, src, prev, jobs, specs, results, idem, jl) =
-                (&t[0], &t[1], &t[2], &t[3], &t[4], &t[5], &t[6], &t[7], &t[8]);
+            let (latents, xt, src, prev, jobs, specs, results, idem, jl) = (
+                &t[0], &t[1], &t[2], &t[3], &t[4], &t[5], &t[6], &t[7], &t[8],
+            );
             for tr in [latents, xt, src, prev] {
                 tr.remove(&key(id))?;
             }
@@ -544,8 +613,13 @@ impl Store {
                 return Err(ServerError::not_found("spec", "latent", format!("lat-{l}")));
             }
         }
-        let r = (&self.jobs, &self.job_specs, &self.idempotency, &self.job_latents).transaction(
-            |(jobs, specs, idem, jl)| {
+        let r = (
+            &self.jobs,
+            &self.job_specs,
+            &self.idempotency,
+            &self.job_latents,
+        )
+            .transaction(|(jobs, specs, idem, jl)| {
                 if !job.idempotency_key.is_empty() {
                     if let Some(existing) = idem.get(job.idempotency_key.as_bytes())? {
                         let eid = id_of(&existing).map_err(ConflictableTransactionError::Abort)?;
@@ -559,8 +633,7 @@ impl Store {
                     jl.insert(&pair_key(l, job.id), &[])?;
                 }
                 Ok(None)
-            },
-        )?;
+            })?;
         Ok(match r {
             Some(existing) => Inserted::Existing(existing),
             None => Inserted::New(job.clone()),
@@ -599,10 +672,14 @@ impl Store {
             &self.job_latents,
         ];
         trees[..].transaction(|t| {
-            let (jobs, results, lat, xt, src, prev, jl) = (&t[0], &t[1], &t[2], &t[3], &t[4], &t[5], &t[6]);
+            let (jobs, results, lat, xt, src, prev, jl) =
+                (&t[0], &t[1], &t[2], &t[3], &t[4], &t[5], &t[6]);
             let cur = tx_job(jobs, job.id)?;
             if cur.state != JobState::Running {
-                return abort(ServerError::FailedPrecondition(format!("job-{} is {:?}, not running", job.id, cur.state)));
+                return abort(ServerError::FailedPrecondition(format!(
+                    "job-{} is {:?}, not running",
+                    job.id, cur.state
+                )));
             }
             jobs.insert(&key(job.id), to_json(job))?;
             results.insert(&key(job.id), result)?;
@@ -627,7 +704,12 @@ impl Store {
     }
 
     /// Jobs newest first, filtered by state (empty: all) and by a latent.
-    pub fn list_jobs(&self, states: &[JobState], latent: Option<u64>, limit: usize) -> Result<Vec<JobRecord>> {
+    pub fn list_jobs(
+        &self,
+        states: &[JobState],
+        latent: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<JobRecord>> {
         let keep = |j: &JobRecord| states.is_empty() || states.contains(&j.state);
         let mut out = vec![];
         if let Some(l) = latent {
@@ -729,7 +811,12 @@ mod tests {
         j.produced = made.iter().map(|m| m.0).collect();
         let news: Vec<NewLatent> = made
             .iter()
-            .map(|(id, n, t)| NewLatent { record: latent(*id, n, t), xt: vec![0.5; 4], source_png: None, preview_png: vec![1] })
+            .map(|(id, n, t)| NewLatent {
+                record: latent(*id, n, t),
+                xt: vec![0.5; 4],
+                source_png: None,
+                preview_png: vec![1],
+            })
             .collect();
         s.finish_job(&j, b"result", &news).unwrap();
         j
@@ -738,9 +825,23 @@ mod tests {
     #[test]
     fn pages_newest_first_with_filters() {
         let s = Store::temporary().unwrap();
-        let made: Vec<(u64, String, Vec<&str>)> =
-            (1..=250u64).map(|i| (i, format!("Shirt {i}"), if i % 2 == 0 { vec!["even"] } else { vec![] })).collect();
-        let refs: Vec<(u64, &str, &[&str])> = made.iter().map(|(i, n, t)| (*i, n.as_str(), t.as_slice())).collect();
+        let made: Vec<(u64, String, Vec<&str>)> = (1..=250u64)
+            .map(|i| {
+                (
+                    i,
+                    format!("Shirt {i}"),
+                    if i.is_multiple_of(2) {
+                        vec!["even"]
+                    } else {
+                        vec![]
+                    },
+                )
+            })
+            .collect();
+        let refs: Vec<(u64, &str, &[&str])> = made
+            .iter()
+            .map(|(i, n, t)| (*i, n.as_str(), t.as_slice()))
+            .collect();
         commit(&s, job(1000, vec![]), &refs);
         let mut seen = vec![];
         let mut token = None;
@@ -754,9 +855,16 @@ mod tests {
             }
         }
         assert_eq!(seen, (1..=250).rev().collect::<Vec<_>>());
-        let f = LatentFilter { tag: "even".into(), name_contains: "shirt 2".into(), ..Default::default() };
+        let f = LatentFilter {
+            tag: "even".into(),
+            name_contains: "shirt 2".into(),
+            ..Default::default()
+        };
         let (page, next, total) = s.list_latents(&f, None, 5);
-        assert_eq!(page.iter().map(|r| r.id).collect::<Vec<_>>(), vec![250, 248, 246, 244, 242]);
+        assert_eq!(
+            page.iter().map(|r| r.id).collect::<Vec<_>>(),
+            vec![250, 248, 246, 244, 242]
+        );
         assert_eq!((next, total), (Some(242), 32)); // 2; 20..=28 even; 200..=250 even
         assert_eq!(s.latent_xt(7).unwrap(), vec![0.5; 4]);
     }
@@ -772,7 +880,10 @@ mod tests {
         assert_eq!(s.list_jobs(&[], Some(3), 10).unwrap().len(), 2);
         // A queued job reading latent 1 blocks its deletion.
         s.insert_job(&job(40, vec![1]), b"spec").unwrap();
-        assert!(matches!(s.delete_latent(1), Err(ServerError::FailedPrecondition(_))));
+        assert!(matches!(
+            s.delete_latent(1),
+            Err(ServerError::FailedPrecondition(_))
+        ));
         // Latent 3: its encode job (20) and the decode job (30) go with it.
         assert_eq!(s.delete_latent(3).unwrap(), 2);
         assert!(s.get_job(20).unwrap().is_none() && s.get_job(decode.id).unwrap().is_none());
@@ -780,7 +891,10 @@ mod tests {
         // Latent 2: job 10 also made latent 1, so it stays.
         assert_eq!(s.delete_latent(2).unwrap(), 0);
         assert!(s.get_job(10).unwrap().is_some());
-        assert!(matches!(s.delete_latent(2), Err(ServerError::NotFound { .. })));
+        assert!(matches!(
+            s.delete_latent(2),
+            Err(ServerError::NotFound { .. })
+        ));
         assert_eq!(s.latent_count(), 1);
     }
 
@@ -798,7 +912,10 @@ mod tests {
         }
         assert!(s.get_job(2).unwrap().is_none());
         // A reader of a missing latent is refused and nothing is written.
-        assert!(matches!(s.insert_job(&job(3, vec![99]), b"z"), Err(ServerError::NotFound { .. })));
+        assert!(matches!(
+            s.insert_job(&job(3, vec![99]), b"z"),
+            Err(ServerError::NotFound { .. })
+        ));
         assert!(s.get_job(3).unwrap().is_none());
     }
 

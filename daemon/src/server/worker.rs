@@ -21,12 +21,15 @@ use tch::{Device, Kind, Tensor};
 use tracing::{error, info, info_span, warn};
 
 use super::conversions::{
-    latent_id, method_from_pb, now_ms, reconstruct_steps, sampler_from_pb, spacing_from_pb, ModelMeta,
+    latent_id, method_from_pb, now_ms, reconstruct_steps, sampler_from_pb, spacing_from_pb,
+    ModelMeta,
 };
 use super::error::{Result, ServerError};
 use super::events::{Hub, JobUpdate};
 use super::queue::{DecodeNow, Queued, Scheduler, Taken, Work};
-use super::store::{JobRecord, JobState, LatentPng, LatentRecord, NewLatent, OriginRecord, Store, RECORD_VERSION};
+use super::store::{
+    JobRecord, JobState, LatentPng, LatentRecord, NewLatent, OriginRecord, Store, RECORD_VERSION,
+};
 use crate::engine::noise::{self, SampleSeed};
 use crate::engine::{imageio, interp, sampler, Model, SamplerOptions, Spacing};
 
@@ -87,18 +90,36 @@ pub fn model_meta(m: &Model) -> ModelMeta {
 /// A PNG message of one sample ([C, H, W] or [1, C, H, W]).
 pub fn image_pb(t: &Tensor) -> pb::Image {
     let img = imageio::tensor_to_image(t);
-    pb::Image { width: img.width(), height: img.height(), png: imageio::png_bytes(&img) }
+    pb::Image {
+        width: img.width(),
+        height: img.height(),
+        png: imageio::png_bytes(&img),
+    }
 }
 
 /// A preview: at most 64 px wide.
 fn preview_pb(t: &Tensor) -> pb::Image {
     let img = imageio::tensor_to_image(t);
-    let img = if img.width() > 64 { img.thumbnail(64, 64) } else { img };
-    pb::Image { width: img.width(), height: img.height(), png: imageio::png_bytes(&img) }
+    let img = if img.width() > 64 {
+        img.thumbnail(64, 64)
+    } else {
+        img
+    };
+    pb::Image {
+        width: img.width(),
+        height: img.height(),
+        png: imageio::png_bytes(&img),
+    }
 }
 
 fn xt_values(t: &Tensor) -> Vec<f32> {
-    Vec::<f32>::try_from(t.to_device(Device::Cpu).to_kind(Kind::Float).contiguous().reshape([-1])).unwrap_or_default()
+    Vec::<f32>::try_from(
+        t.to_device(Device::Cpu)
+            .to_kind(Kind::Float)
+            .contiguous()
+            .reshape([-1]),
+    )
+    .unwrap_or_default()
 }
 
 /// Progress of one job: counts model calls, publishes events, and says
@@ -159,8 +180,19 @@ impl Worker {
     fn decode_now(&self, d: DecodeNow) {
         let r = (|| -> Result<Vec<u8>> {
             let x = self.load_xt(&d.latent)?;
-            let opts = SamplerOptions { steps: d.steps, eta: 0.0, spacing: Spacing::Uniform, sigma_hat: false };
-            let out = sampler::sample(&self.model, &x, &opts, &[SampleSeed::new(0, 0)], &mut |_| true)?;
+            let opts = SamplerOptions {
+                steps: d.steps,
+                eta: 0.0,
+                spacing: Spacing::Uniform,
+                sigma_hat: false,
+            };
+            let out = sampler::sample(
+                &self.model,
+                &x,
+                &opts,
+                &[SampleSeed::new(0, 0)],
+                &mut |_| true,
+            )?;
             Ok(imageio::tensor_png(&out, 1))
         })();
         let _ = d.reply.send(r);
@@ -176,7 +208,9 @@ impl Worker {
                 v.len()
             )));
         }
-        Ok(Tensor::from_slice(&v).reshape([1, c, h, w]).to_device(self.model.device))
+        Ok(Tensor::from_slice(&v)
+            .reshape([1, c, h, w])
+            .to_device(self.model.device))
     }
 
     fn latent(&self, id: &str, field: &str) -> Result<Arc<LatentRecord>> {
@@ -189,11 +223,16 @@ impl Worker {
         for t in taken {
             let id = t.job.id;
             let started = (|| -> Result<Option<(JobRecord, pb::JobSpec)>> {
-                let Some(mut rec) = self.store.get_job(id)? else { return Ok(None) };
+                let Some(mut rec) = self.store.get_job(id)? else {
+                    return Ok(None);
+                };
                 if rec.state != JobState::Queued {
                     return Ok(None);
                 }
-                let spec_bytes = self.store.job_spec(id)?.ok_or_else(|| ServerError::Corrupt(format!("job {id}: no spec")))?;
+                let spec_bytes = self
+                    .store
+                    .job_spec(id)?
+                    .ok_or_else(|| ServerError::Corrupt(format!("job {id}: no spec")))?;
                 let spec = pb::JobSpec::decode(spec_bytes.as_slice())
                     .map_err(|e| ServerError::Corrupt(format!("job {id} spec: {e}")))?;
                 if t.cancel.load(Ordering::SeqCst) {
@@ -219,8 +258,17 @@ impl Worker {
                             r.total = rec.total_steps;
                         }
                     }
-                    self.hub.job(JobUpdate::Started { job: id, attempt: rec.attempts });
-                    let track = Track { id, cancel: t.cancel, step: 0, total: rec.total_steps, t0: Instant::now() };
+                    self.hub.job(JobUpdate::Started {
+                        job: id,
+                        attempt: rec.attempts,
+                    });
+                    let track = Track {
+                        id,
+                        cancel: t.cancel,
+                        step: 0,
+                        total: rec.total_steps,
+                        t0: Instant::now(),
+                    };
                     out.push((rec, spec, track));
                 }
                 Ok(None) => {
@@ -268,8 +316,17 @@ impl Worker {
             r.step = tr.step;
             r.total = tr.total;
         }
-        let preview = self.hub.preview_due(tr.id, tr.step).then(|| Arc::new(preview_pb(&x0.get(0))));
-        self.hub.job(JobUpdate::Progress { job: tr.id, step: tr.step, total: tr.total, eta_seconds: eta, preview });
+        let preview = self
+            .hub
+            .preview_due(tr.id, tr.step)
+            .then(|| Arc::new(preview_pb(&x0.get(0))));
+        self.hub.job(JobUpdate::Progress {
+            job: tr.id,
+            step: tr.step,
+            total: tr.total,
+            eta_seconds: eta,
+            preview,
+        });
         if tr.cancel.load(Ordering::SeqCst) {
             Err(Stop::Cancelled)
         } else if self.sched.is_shutting_down() {
@@ -283,16 +340,20 @@ impl Worker {
     fn engine<T>(
         &self,
         tr: &mut Track,
-        f: impl FnOnce(&mut dyn FnMut(&sampler::StepEvent) -> bool) -> std::result::Result<T, crate::engine::EngineError>,
+        f: impl FnOnce(
+            &mut dyn FnMut(&sampler::StepEvent) -> bool,
+        ) -> std::result::Result<T, crate::engine::EngineError>,
     ) -> Result<T> {
         let mut stop = None;
-        let r = f(&mut |ev: &sampler::StepEvent| match self.tick(tr, ev.x0_hat) {
-            Ok(()) => true,
-            Err(s) => {
-                stop = Some(s);
-                false
-            }
-        });
+        let r = f(
+            &mut |ev: &sampler::StepEvent| match self.tick(tr, ev.x0_hat) {
+                Ok(()) => true,
+                Err(s) => {
+                    stop = Some(s);
+                    false
+                }
+            },
+        );
         match (r, stop) {
             (Ok(v), _) => Ok(v),
             (Err(_), Some(Stop::Cancelled)) => Err(ServerError::Cancelled),
@@ -309,28 +370,55 @@ impl Worker {
             Some(K::Encode(e)) => {
                 let steps = e.steps as usize;
                 let spacing = spacing_from_pb(e.spacing, "encode.spacing")?;
-                let preview_steps = if e.preview_steps == 0 { steps } else { e.preview_steps as usize };
+                let preview_steps = if e.preview_steps == 0 {
+                    steps
+                } else {
+                    e.preview_steps as usize
+                };
                 let rows = e
                     .images
                     .iter()
                     .enumerate()
-                    .map(|(i, img)| imageio::decode_to_tensor(&img.data, shape, &format!("encode.images[{i}].data")))
+                    .map(|(i, img)| {
+                        imageio::decode_to_tensor(
+                            &img.data,
+                            shape,
+                            &format!("encode.images[{i}].data"),
+                        )
+                    })
                     .collect::<std::result::Result<Vec<_>, _>>()?;
                 let x0 = Tensor::cat(&rows, 0);
                 let xt = self.engine(tr, |cb| sampler::invert(m, &x0, steps, spacing, cb))?;
                 let n = rows.len();
-                let opts = SamplerOptions { steps: preview_steps, eta: 0.0, spacing, sigma_hat: false };
+                let opts = SamplerOptions {
+                    steps: preview_steps,
+                    eta: 0.0,
+                    spacing,
+                    sigma_hat: false,
+                };
                 let seeds = noise::seeds(0, n);
                 let dec = self.engine(tr, |cb| sampler::sample(m, &xt, &opts, &seeds, cb))?;
-                let mut out = Outcome { result: pb::JobResult::default(), latents: vec![] };
+                let mut out = Outcome {
+                    result: pb::JobResult::default(),
+                    latents: vec![],
+                };
                 for (i, input) in e.images.iter().enumerate() {
                     let id = self.store.next_id()?;
                     let preview = image_pb(&dec.get(i as i64));
                     out.latents.push(NewLatent {
-                        record: self.latent_record(id, rec.id, input_name(&input.name, "image", id), input.tags.clone(), OriginRecord::Encoded {
-                            filename: input.name.clone(),
-                            has_source: true,
-                        }, steps as u32, spacing.as_str(), preview_steps as u32),
+                        record: self.latent_record(
+                            id,
+                            rec.id,
+                            input_name(&input.name, "image", id),
+                            input.tags.clone(),
+                            OriginRecord::Encoded {
+                                filename: input.name.clone(),
+                                has_source: true,
+                            },
+                            steps as u32,
+                            spacing.as_str(),
+                            preview_steps as u32,
+                        ),
                         xt: xt_values(&xt.get(i as i64)),
                         source_png: Some(imageio::tensor_png(&x0.get(i as i64), 1)),
                         preview_png: preview.png.clone(),
@@ -345,11 +433,22 @@ impl Worker {
                 let x = self.load_xt(&r)?;
                 let spacing = spacing_from_pb(d.spacing, "decode.spacing")?;
                 let seeds = [SampleSeed::new(d.seed, 0)];
-                let mut out = Outcome { result: pb::JobResult::default(), latents: vec![] };
+                let mut out = Outcome {
+                    result: pb::JobResult::default(),
+                    latents: vec![],
+                };
                 for &s in &d.steps {
-                    let opts = SamplerOptions { steps: s as usize, eta: d.eta as f64, spacing, sigma_hat: false };
+                    let opts = SamplerOptions {
+                        steps: s as usize,
+                        eta: d.eta as f64,
+                        spacing,
+                        sigma_hat: false,
+                    };
                     let img = self.engine(tr, |cb| sampler::sample(m, &x, &opts, &seeds, cb))?;
-                    out.result.decodes.push(pb::DecodeResult { steps: s, image: Some(image_pb(&img)) });
+                    out.result.decodes.push(pb::DecodeResult {
+                        steps: s,
+                        image: Some(image_pb(&img)),
+                    });
                 }
                 Ok(out)
             }
@@ -357,19 +456,35 @@ impl Worker {
                 let x0 = match &rc.input {
                     Some(pb::reconstruct_job::Input::LatentId(id)) => {
                         let r = self.latent(id, "reconstruct.latent_id")?;
-                        let png = self.store.latent_png(r.id, LatentPng::Source)?.ok_or_else(|| {
-                            ServerError::FailedPrecondition(format!("reconstruct.latent_id: latent {id} has no source image"))
-                        })?;
+                        let png =
+                            self.store
+                                .latent_png(r.id, LatentPng::Source)?
+                                .ok_or_else(|| {
+                                    ServerError::FailedPrecondition(format!(
+                                        "reconstruct.latent_id: latent {id} has no source image"
+                                    ))
+                                })?;
                         imageio::decode_to_tensor(&png, shape, "source image")?
                     }
-                    Some(pb::reconstruct_job::Input::Image(b)) => imageio::decode_to_tensor(b, shape, "reconstruct.image")?,
-                    None => return Err(ServerError::invalid("reconstruct.input", "a latent_id or an image is required")),
+                    Some(pb::reconstruct_job::Input::Image(b)) => {
+                        imageio::decode_to_tensor(b, shape, "reconstruct.image")?
+                    }
+                    None => {
+                        return Err(ServerError::invalid(
+                            "reconstruct.input",
+                            "a latent_id or an image is required",
+                        ))
+                    }
                 };
                 let spacing = spacing_from_pb(rc.spacing, "reconstruct.spacing")?;
-                let mut out = Outcome { result: pb::JobResult::default(), latents: vec![] };
+                let mut out = Outcome {
+                    result: pb::JobResult::default(),
+                    latents: vec![],
+                };
                 out.result.original = Some(image_pb(&x0));
                 for s in reconstruct_steps(&rc.steps, self.meta.t) {
-                    let (mse, rec_img) = self.engine(tr, |cb| sampler::reconstruct(m, &x0, s, spacing, cb))?;
+                    let (mse, rec_img) =
+                        self.engine(tr, |cb| sampler::reconstruct(m, &x0, s, spacing, cb))?;
                     out.result.reconstruction.push(pb::ReconstructionPoint {
                         steps: s as u32,
                         mse: mse.first().copied().unwrap_or(f64::NAN),
@@ -378,7 +493,10 @@ impl Worker {
                 }
                 Ok(out)
             }
-            Some(K::Sample(_) | K::Interpolate(_)) => Err(ServerError::Internal(format!("{} jobs run batched", rec.kind.as_str()))),
+            Some(K::Sample(_) | K::Interpolate(_)) => Err(ServerError::Internal(format!(
+                "{} jobs run batched",
+                rec.kind.as_str()
+            ))),
             None => Err(ServerError::invalid("spec", "empty job spec")),
         }
     }
@@ -419,22 +537,38 @@ impl Worker {
             Some(K::Sample(s)) => {
                 let opts = sampler_from_pb(s.sampler.as_ref(), self.meta.t, "sample.sampler")?;
                 let seeds = noise::seeds(s.seed, s.count as usize);
-                Ok((opts, noise::initial_noise(&seeds, self.meta.shape, dev), seeds))
+                Ok((
+                    opts,
+                    noise::initial_noise(&seeds, self.meta.shape, dev),
+                    seeds,
+                ))
             }
             Some(K::Decode(d)) => {
                 let r = self.latent(&d.latent_id, "decode.latent_id")?;
                 let spacing = spacing_from_pb(d.spacing, "decode.spacing")?;
-                let steps = *d.steps.first().ok_or_else(|| ServerError::invalid("decode.steps", "empty"))? as usize;
-                let opts = SamplerOptions { steps, eta: d.eta as f64, spacing, sigma_hat: false };
+                let steps = *d
+                    .steps
+                    .first()
+                    .ok_or_else(|| ServerError::invalid("decode.steps", "empty"))?
+                    as usize;
+                let opts = SamplerOptions {
+                    steps,
+                    eta: d.eta as f64,
+                    spacing,
+                    sigma_hat: false,
+                };
                 Ok((opts, self.load_xt(&r)?, vec![SampleSeed::new(d.seed, 0)]))
             }
             Some(K::Interpolate(ip)) => {
                 let a = self.load_xt(&*self.latent(&ip.a, "interpolate.a")?)?;
                 let b = self.load_xt(&*self.latent(&ip.b, "interpolate.b")?)?;
                 let method = method_from_pb(ip.method, "interpolate.method")?;
-                let opts = sampler_from_pb(ip.sampler.as_ref(), self.meta.t, "interpolate.sampler")?;
-                let rows: Vec<Tensor> =
-                    interp::alphas(ip.frames as usize).into_iter().map(|al| interp::interpolate(&a, &b, al, method)).collect();
+                let opts =
+                    sampler_from_pb(ip.sampler.as_ref(), self.meta.t, "interpolate.sampler")?;
+                let rows: Vec<Tensor> = interp::alphas(ip.frames as usize)
+                    .into_iter()
+                    .map(|al| interp::interpolate(&a, &b, al, method))
+                    .collect();
                 let seeds = noise::seeds(0, rows.len());
                 Ok((opts, Tensor::cat(&rows, 0), seeds))
             }
@@ -449,28 +583,55 @@ impl Worker {
             match self.prepare(&spec) {
                 Ok((o, x, seeds)) => {
                     opts.get_or_insert(o);
-                    members.push(Member { rec, spec, track, x_start: x.shallow_clone(), x, seeds });
+                    members.push(Member {
+                        rec,
+                        spec,
+                        track,
+                        x_start: x.shallow_clone(),
+                        x,
+                        seeds,
+                    });
                 }
                 Err(e) => self.settle(rec, Err(e)),
             }
         }
         let Some(opts) = opts else { return };
-        let ids: Vec<String> = members.iter().map(|m| super::conversions::job_id(m.rec.id)).collect();
+        let ids: Vec<String> = members
+            .iter()
+            .map(|m| super::conversions::job_id(m.rec.id))
+            .collect();
         let span = info_span!("batch", jobs = %ids.join(","), steps = opts.steps);
         let _e = span.enter();
-        info!(rows = members.iter().map(|m| m.seeds.len()).sum::<usize>(), "started");
+        info!(
+            rows = members.iter().map(|m| m.seeds.len()).sum::<usize>(),
+            "started"
+        );
         let plan = sampler::plan(&opts, self.meta.t);
         for (k, &(t, prev)) in plan.iter().enumerate() {
             if members.is_empty() {
                 return;
             }
-            let x = Tensor::cat(&members.iter().map(|m| m.x.shallow_clone()).collect::<Vec<_>>(), 0);
-            let seeds: Vec<SampleSeed> = members.iter().flat_map(|m| m.seeds.iter().copied()).collect();
+            let x = Tensor::cat(
+                &members
+                    .iter()
+                    .map(|m| m.x.shallow_clone())
+                    .collect::<Vec<_>>(),
+                0,
+            );
+            let seeds: Vec<SampleSeed> = members
+                .iter()
+                .flat_map(|m| m.seeds.iter().copied())
+                .collect();
             let (xp, x0) = match sampler::step(&self.model, &x, t, prev, k, &opts, &seeds) {
                 Ok(v) => v,
                 Err(e) => {
                     for m in members.drain(..) {
-                        self.settle(m.rec, Err(ServerError::Engine(crate::engine::EngineError::Torch(e.to_string()))));
+                        self.settle(
+                            m.rec,
+                            Err(ServerError::Engine(crate::engine::EngineError::Torch(
+                                e.to_string(),
+                            ))),
+                        );
                     }
                     return;
                 }
@@ -491,23 +652,44 @@ impl Worker {
             members = keep;
         }
         for m in members {
-            let r = sampler::check_finite(&m.x, "sample").map_err(ServerError::from).and_then(|_| self.finish_batched(&m));
+            let r = sampler::check_finite(&m.x, "sample")
+                .map_err(ServerError::from)
+                .and_then(|_| self.finish_batched(&m));
             self.settle(m.rec, r);
         }
     }
 
     fn finish_batched(&self, m: &Member) -> Result<Outcome> {
         use pb::job_spec::Kind as K;
-        let mut out = Outcome { result: pb::JobResult::default(), latents: vec![] };
+        let mut out = Outcome {
+            result: pb::JobResult::default(),
+            latents: vec![],
+        };
         match m.spec.kind.as_ref() {
             Some(K::Sample(s)) => {
                 let steps = s.sampler.as_ref().map(|o| o.steps).unwrap_or(0);
                 for i in 0..s.count {
                     let id = self.store.next_id()?;
                     let img = image_pb(&m.x.get(i as i64));
-                    let name = if s.name_prefix.is_empty() { format!("sample-{}-{i}", s.seed) } else { format!("{}{i}", s.name_prefix) };
+                    let name = if s.name_prefix.is_empty() {
+                        format!("sample-{}-{i}", s.seed)
+                    } else {
+                        format!("{}{i}", s.name_prefix)
+                    };
                     out.latents.push(NewLatent {
-                        record: self.latent_record(id, m.rec.id, name, s.tags.clone(), OriginRecord::Sampled { seed: s.seed, index: i }, 0, "", steps),
+                        record: self.latent_record(
+                            id,
+                            m.rec.id,
+                            name,
+                            s.tags.clone(),
+                            OriginRecord::Sampled {
+                                seed: s.seed,
+                                index: i,
+                            },
+                            0,
+                            "",
+                            steps,
+                        ),
                         xt: xt_values(&m.x_start.get(i as i64)),
                         source_png: None,
                         preview_png: img.png.clone(),
@@ -517,20 +699,45 @@ impl Worker {
                 }
             }
             Some(K::Decode(d)) => {
-                out.result.decodes.push(pb::DecodeResult { steps: d.steps[0], image: Some(image_pb(&m.x)) });
+                out.result.decodes.push(pb::DecodeResult {
+                    steps: d.steps[0],
+                    image: Some(image_pb(&m.x)),
+                });
             }
             Some(K::Interpolate(ip)) => {
                 let steps = ip.sampler.as_ref().map(|o| o.steps).unwrap_or(0);
-                let (a, b) = (super::conversions::parse_latent_id(&ip.a, "a")?, super::conversions::parse_latent_id(&ip.b, "b")?);
+                let (a, b) = (
+                    super::conversions::parse_latent_id(&ip.a, "a")?,
+                    super::conversions::parse_latent_id(&ip.b, "b")?,
+                );
                 let method = method_from_pb(ip.method, "interpolate.method")?;
                 for (k, alpha) in interp::alphas(ip.frames as usize).into_iter().enumerate() {
                     let img = image_pb(&m.x.get(k as i64));
-                    let mut frame = pb::Frame { index: k as u32, alpha: alpha as f32, image: Some(img.clone()), latent_id: String::new() };
+                    let mut frame = pb::Frame {
+                        index: k as u32,
+                        alpha: alpha as f32,
+                        image: Some(img.clone()),
+                        latent_id: String::new(),
+                    };
                     if ip.save_frames.contains(&(k as u32)) {
                         let id = self.store.next_id()?;
-                        let origin = OriginRecord::Interpolated { a, b, alpha: alpha as f32, method: method.as_str().into() };
+                        let origin = OriginRecord::Interpolated {
+                            a,
+                            b,
+                            alpha: alpha as f32,
+                            method: method.as_str().into(),
+                        };
                         out.latents.push(NewLatent {
-                            record: self.latent_record(id, m.rec.id, format!("interp-{a}-{b}-{k}"), vec![], origin, 0, "", steps),
+                            record: self.latent_record(
+                                id,
+                                m.rec.id,
+                                format!("interp-{a}-{b}-{k}"),
+                                vec![],
+                                origin,
+                                0,
+                                "",
+                                steps,
+                            ),
                             xt: xt_values(&m.x_start.get(k as i64)),
                             source_png: None,
                             preview_png: img.png,
