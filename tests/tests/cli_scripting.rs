@@ -2,62 +2,49 @@
 //! tiny random-weight model: JSON output parsed and checked, exit codes, token handling.
 //!
 //! Needs the binaries built first (`cargo build --workspace --bins`, as scripts/test.sh
-//! does); they are found next to this test's executable (target/<profile>/).
+//! does); the daemon comes from the shared fixture in `ddim_tests`.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use ddim_tests::{bin, Daemon};
 use serde_json::Value;
 
-/// target/<profile>/<name>, from target/<profile>/deps/<this test>.
-fn bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test exe");
-    let dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
-    let p = dir.join(name);
-    assert!(p.exists(), "{} is missing: run `cargo build --workspace --bins` first", p.display());
-    p
+/// `ddim` pointed at a daemon, with no token and no user config file.
+struct Ddim<'a> {
+    d: &'a Daemon,
 }
 
-/// A `ddimd serve` on a free port with a fresh store; killed on drop.
-struct Daemon {
-    child: Child,
-    addr: String,
-    dir: tempfile::TempDir,
-}
-
-impl Daemon {
-    fn start(token: Option<&str>) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let model = dir.path().join("model");
-        let st = Command::new(bin("ddimd"))
-            .args(["init-model", "--preset", "test", "--out"])
-            .arg(&model)
-            .output()
-            .unwrap();
-        assert!(st.status.success(), "init-model: {}", String::from_utf8_lossy(&st.stderr));
-        let mut cmd = Command::new(bin("ddimd"));
-        cmd.args(["serve", "--addr", "127.0.0.1:0", "--device", "cpu", "--model"])
-            .arg(&model)
-            .arg("--data")
-            .arg(dir.path().join("data"))
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(dir.path().join("ddimd.log")).unwrap());
-        if let Some(t) = token {
-            cmd.args(["--token", t]);
-        }
-        let mut child = cmd.spawn().unwrap();
-        let addr = read_listening(&mut child);
-        let d = Self { child, addr, dir };
-        d.wait_ready(token);
-        d
+impl Ddim<'_> {
+    fn cmd(&self, args: &[&str]) -> Command {
+        let cfg = self.d.dir.path().join("empty.toml");
+        std::fs::write(&cfg, "").unwrap();
+        let mut c = Command::new(bin("ddim"));
+        c.arg("--addr")
+            .arg(&self.d.addr)
+            .args(args)
+            .env_remove("DDIM_TOKEN")
+            .env("DDIM_CONFIG", cfg);
+        c
     }
 
-    /// Until the model is loaded, calls may be refused: poll `ddim ls`.
+    /// Runs `ddim ARGS --json`, asserts success, parses stdout.
+    fn json(&self, args: &[&str]) -> Value {
+        let out = self.cmd(args).arg("--json").output().unwrap();
+        assert!(out.status.success(), "ddim {args:?}: {}", stderr(&out));
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "ddim {args:?}: not JSON ({e}): {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })
+    }
+
+    /// The daemon may still be loading its model: poll `ddim ls`.
     fn wait_ready(&self, token: Option<&str>) {
-        let until = Instant::now() + Duration::from_secs(60);
+        let until = Instant::now() + Duration::from_secs(120);
         loop {
-            let mut c = self.ddim(&["ls", "--json"]);
+            let mut c = self.cmd(&["ls"]);
             if let Some(t) = token {
                 c.env("DDIM_TOKEN", t);
             }
@@ -65,47 +52,14 @@ impl Daemon {
             if out.status.success() {
                 return;
             }
-            assert!(Instant::now() < until, "daemon never answered: {}", stderr(&out));
+            assert!(
+                Instant::now() < until,
+                "ddim never got an answer: {}",
+                stderr(&out)
+            );
             std::thread::sleep(Duration::from_millis(200));
         }
     }
-
-    fn ddim(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(bin("ddim"));
-        c.arg("--addr").arg(&self.addr).args(args).env_remove("DDIM_TOKEN").env("DDIM_CONFIG", self.dir.path().join("none.toml"));
-        // An explicit missing config file would be an error: point at an empty one.
-        std::fs::write(self.dir.path().join("none.toml"), "").unwrap();
-        c
-    }
-
-    /// Runs `ddim ARGS --json`, asserts success, parses stdout.
-    fn json(&self, args: &[&str]) -> Value {
-        let out = self.ddim(args).arg("--json").output().unwrap();
-        assert!(out.status.success(), "ddim {args:?}: {}", stderr(&out));
-        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("ddim {args:?}: not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn read_listening(child: &mut Child) -> String {
-    use std::io::BufRead;
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(a) = line.trim().strip_prefix("listening on ") {
-                let _ = tx.send(a.to_string());
-            }
-        }
-    });
-    let addr = rx.recv_timeout(Duration::from_secs(60)).expect("ddimd printed no `listening on` line");
-    format!("http://{addr}")
 }
 
 fn stderr(o: &Output) -> String {
@@ -120,17 +74,26 @@ fn s(v: &Value) -> &str {
     v.as_str().unwrap_or_else(|| panic!("not a string: {v}"))
 }
 
-#[test]
-fn scripting_round_trip() {
-    let d = Daemon::start(None);
+#[tokio::test]
+async fn scripting_round_trip() {
+    let daemon = Daemon::builder().start().await;
+    let d = Ddim { d: &daemon };
+    d.wait_ready(None);
     let ls = d.json(&["ls"]);
     assert_eq!(ls["total"], 0);
 
     // sample → two latents
-    let job = d.json(&["sample", "--count", "2", "--seed", "7", "--steps", "5", "--wait"]);
+    let job = d.json(&[
+        "sample", "--count", "2", "--seed", "7", "--steps", "5", "--wait",
+    ]);
     assert_eq!(job["state"], "done", "{job}");
     assert_eq!(job["kind"], "sample");
-    let ids: Vec<String> = job["result"]["latent_ids"].as_array().unwrap().iter().map(|v| s(v).to_string()).collect();
+    let ids: Vec<String> = job["result"]["latent_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| s(v).to_string())
+        .collect();
     assert_eq!(ids.len(), 2);
     let ls = d.json(&["ls"]);
     assert_eq!(ls["total"], 2);
@@ -139,7 +102,7 @@ fn scripting_round_trip() {
     assert_eq!(show["origin"], "sampled");
 
     // export → a PNG, which encodes back into a latent with a source image
-    let png = d.dir.path().join("sample0.png");
+    let png = daemon.dir.path().join("sample0.png");
     let exp = d.json(&["export", &ids[0], png.to_str().unwrap()]);
     assert_eq!(exp["width"], 32);
     assert!(std::fs::read(&png).unwrap().starts_with(b"\x89PNG"));
@@ -155,78 +118,153 @@ fn scripting_round_trip() {
     let rec = d.json(&["reconstruct", &encoded, "--steps", "5,10", "--wait"]);
     assert_eq!(rec["state"], "done", "{rec}");
     let pts = rec["result"]["reconstruction"].as_array().unwrap();
-    assert_eq!(pts.iter().map(|p| p["steps"].as_u64().unwrap()).collect::<Vec<_>>(), [5, 10]);
-    assert!(pts.iter().all(|p| p["mse"].as_f64().is_some_and(|m| m.is_finite() && m >= 0.0)));
+    assert_eq!(
+        pts.iter()
+            .map(|p| p["steps"].as_u64().unwrap())
+            .collect::<Vec<_>>(),
+        [5, 10]
+    );
+    assert!(pts
+        .iter()
+        .all(|p| p["mse"].as_f64().is_some_and(|m| m.is_finite() && m >= 0.0)));
 
     // interpolate, saving the middle frame
-    let it = d.json(&["interpolate", &ids[0], &ids[1], "--frames", "3", "--steps", "5", "--save", "1", "--wait"]);
+    let it = d.json(&[
+        "interpolate",
+        &ids[0],
+        &ids[1],
+        "--frames",
+        "3",
+        "--steps",
+        "5",
+        "--save",
+        "1",
+        "--wait",
+    ]);
     assert_eq!(it["state"], "done", "{it}");
     let frames = it["result"]["frames"].as_array().unwrap();
     assert_eq!(frames.len(), 3);
-    assert!(!s(&frames[1]["latent_id"]).is_empty(), "frame 1 saved: {it}");
+    assert!(
+        !s(&frames[1]["latent_id"]).is_empty(),
+        "frame 1 saved: {it}"
+    );
 
     // jobs lists them all
     let jobs = d.json(&["jobs"]);
-    let kinds: Vec<&str> = jobs["jobs"].as_array().unwrap().iter().map(|j| s(&j["kind"])).collect();
+    let kinds: Vec<&str> = jobs["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| s(&j["kind"]))
+        .collect();
     for k in ["sample", "encode", "reconstruct", "interpolate"] {
         assert!(kinds.contains(&k), "{k} in {kinds:?}");
     }
 
     // human output too
-    let out = d.ddim(&["ls"]).output().unwrap();
+    let out = d.cmd(&["ls"]).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains(&encoded) && text.contains("of 4 latents"), "{text}");
+    assert!(
+        text.contains(&encoded) && text.contains("of 4 latents"),
+        "{text}"
+    );
 
     // rm, then it is gone: exit 3
     let rm = d.json(&["rm", &ids[1]]);
     assert_eq!(rm["deleted"], true);
-    let out = d.ddim(&["show", &ids[1]]).output().unwrap();
+    let out = d.cmd(&["show", &ids[1]]).output().unwrap();
     assert_eq!(code(&out), 3, "{}", stderr(&out));
-    assert_eq!(stderr(&out).trim().lines().count(), 1, "one line: {}", stderr(&out));
+    assert_eq!(
+        stderr(&out).trim().lines().count(),
+        1,
+        "one line: {}",
+        stderr(&out)
+    );
 }
 
-#[test]
-fn cancel_and_watch_a_long_job() {
-    let d = Daemon::start(None);
+#[tokio::test]
+async fn cancel_and_watch_a_long_job() {
+    let daemon = Daemon::builder().start().await;
+    let d = Ddim { d: &daemon };
+    d.wait_ready(None);
     let job = d.json(&["sample", "--count", "8", "--steps", "1000"]);
     assert!(["queued", "running"].contains(&s(&job["state"])), "{job}");
     let id = s(&job["id"]).to_string();
     let c = d.json(&["cancel", &id]);
-    assert!(["cancelled", "running", "queued"].contains(&s(&c["state"])), "{c}");
+    assert!(
+        ["cancelled", "running", "queued"].contains(&s(&c["state"])),
+        "{c}"
+    );
     // watch follows it to its end: cancelled is a failure exit with one line
-    let out = d.ddim(&["watch", &id]).output().unwrap();
+    let out = d.cmd(&["watch", &id]).output().unwrap();
     assert_eq!(code(&out), 1, "{}", stderr(&out));
     assert!(stderr(&out).contains("cancelled"), "{}", stderr(&out));
     let shown = d.json(&["jobs"]);
-    let j = shown["jobs"].as_array().unwrap().iter().find(|j| j["id"] == id.as_str()).unwrap().clone();
+    let j = shown["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["id"] == id.as_str())
+        .unwrap()
+        .clone();
     assert_eq!(j["state"], "cancelled");
 }
 
 #[test]
 fn exit_codes_for_usage_unreachable_and_not_found() {
     // usage: clap's 2
-    let out = Command::new(bin("ddim")).arg("reconstruct").output().unwrap();
+    let out = Command::new(bin("ddim"))
+        .arg("reconstruct")
+        .output()
+        .unwrap();
     assert_eq!(code(&out), 2);
-    let out = Command::new(bin("ddim")).args(["reconstruct", "x", "--steps", "ten"]).output().unwrap();
+    let out = Command::new(bin("ddim"))
+        .args(["reconstruct", "x", "--steps", "ten"])
+        .output()
+        .unwrap();
     assert_eq!(code(&out), 2);
     // unreachable: 4, with the address in the one-line message
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let out = Command::new(bin("ddim")).args(["--addr", &format!("127.0.0.1:{port}"), "ls"]).output().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = Command::new(bin("ddim"))
+        .args(["--addr", &format!("127.0.0.1:{port}"), "ls"])
+        .output()
+        .unwrap();
     assert_eq!(code(&out), 4, "{}", stderr(&out));
-    assert!(stderr(&out).contains(&format!("127.0.0.1:{port}")), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("127.0.0.1:{port}")),
+        "{}",
+        stderr(&out)
+    );
     assert_eq!(stderr(&out).trim().lines().count(), 1);
 }
 
-#[test]
-fn token_is_sent_from_flag_env_and_config() {
-    let d = Daemon::start(Some("s3cret"));
-    let out = d.ddim(&["ls"]).output().unwrap();
+#[tokio::test]
+async fn token_is_sent_from_flag_env_and_config() {
+    let daemon = Daemon::builder().token("s3cret").start().await;
+    let d = Ddim { d: &daemon };
+    d.wait_ready(Some("s3cret"));
+    let out = d.cmd(&["ls"]).output().unwrap();
     assert_eq!(code(&out), 1, "{}", stderr(&out));
     assert!(stderr(&out).contains("DDIM_TOKEN"), "{}", stderr(&out));
-    assert!(d.ddim(&["ls", "--token", "s3cret"]).output().unwrap().status.success());
-    assert!(d.ddim(&["ls"]).env("DDIM_TOKEN", "s3cret").output().unwrap().status.success());
-    let cfg = d.dir.path().join("config.toml");
+    assert!(d
+        .cmd(&["ls", "--token", "s3cret"])
+        .output()
+        .unwrap()
+        .status
+        .success());
+    assert!(d
+        .cmd(&["ls"])
+        .env("DDIM_TOKEN", "s3cret")
+        .output()
+        .unwrap()
+        .status
+        .success());
+    let cfg = daemon.dir.path().join("config.toml");
     std::fs::write(&cfg, "token = \"s3cret\"\n").unwrap();
-    let out = d.ddim(&["ls"]).env("DDIM_CONFIG", &cfg).output().unwrap();
+    let out = d.cmd(&["ls"]).env("DDIM_CONFIG", &cfg).output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
 }

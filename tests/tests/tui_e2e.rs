@@ -2,41 +2,59 @@
 //! browse the library, queue a reconstruction and see it finish, see the jobs list,
 //! survive the daemon going away and coming back, and quit with the terminal restored.
 //!
-//! Needs tmux and the binaries built first (`cargo build --workspace --bins`).
+//! Needs tmux and the binaries built first (`cargo build --workspace --bins`). The daemon
+//! is started here rather than with `ddim_tests::Daemon` because the test restarts it on
+//! the same address.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test exe");
-    let dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
-    let p = dir.join(name);
-    assert!(p.exists(), "{} is missing: run `cargo build --workspace --bins` first", p.display());
-    p
-}
+use ddim_tests::{bin, init_model};
 
 fn serve(model: &Path, data: &Path, addr: &str, log: &Path) -> (Child, String) {
     use std::io::BufRead;
     let mut child = Command::new(bin("ddimd"))
-        .args(["serve", "--device", "cpu", "--addr", addr, "--model"])
+        .args([
+            "serve",
+            "--device",
+            "cpu",
+            "--torch-threads",
+            "1",
+            "--addr",
+            addr,
+            "--model",
+        ])
         .arg(model)
         .arg("--data")
         .arg(data)
+        .env("OMP_NUM_THREADS", "1")
+        .env_remove("DDIMD_TOKEN")
         .stdout(Stdio::piped())
-        .stderr(std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap())
+        .stderr(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(log)
+                .unwrap(),
+        )
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
             if let Some(a) = line.trim().strip_prefix("listening on ") {
                 let _ = tx.send(a.to_string());
             }
         }
     });
-    let addr = rx.recv_timeout(Duration::from_secs(60)).expect("ddimd printed no `listening on` line");
+    let addr = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("ddimd printed no `listening on` line");
     (child, addr)
 }
 
@@ -44,11 +62,20 @@ fn serve(model: &Path, data: &Path, addr: &str, log: &Path) -> (Child, String) {
 fn ddim_ok(addr: &str, args: &[&str]) -> String {
     let until = Instant::now() + Duration::from_secs(60);
     loop {
-        let out = Command::new(bin("ddim")).arg("--addr").arg(addr).args(args).output().unwrap();
+        let out = Command::new(bin("ddim"))
+            .arg("--addr")
+            .arg(addr)
+            .args(args)
+            .output()
+            .unwrap();
         if out.status.success() {
             return String::from_utf8_lossy(&out.stdout).into_owned();
         }
-        assert!(Instant::now() < until, "ddim {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            Instant::now() < until,
+            "ddim {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         std::thread::sleep(Duration::from_millis(250));
     }
 }
@@ -66,7 +93,9 @@ impl Tmux {
     }
 
     fn start(cmd: &str) -> Self {
-        let t = Tmux { socket: format!("ddim-e2e-{}", std::process::id()) };
+        let t = Tmux {
+            socket: format!("ddim-e2e-{}", std::process::id()),
+        };
         let st = t
             .cmd()
             .args(["new-session", "-d", "-s", "e2e", "-x", "150", "-y", "45"])
@@ -74,24 +103,37 @@ impl Tmux {
             .status()
             .expect("tmux is installed");
         assert!(st.success());
-        t.cmd().args(["set-option", "-t", "e2e", "remain-on-exit", "on"]).status().unwrap();
+        t.cmd()
+            .args(["set-option", "-t", "e2e", "remain-on-exit", "on"])
+            .status()
+            .unwrap();
         t
     }
 
     fn screen(&self) -> String {
-        let out = self.cmd().args(["capture-pane", "-p", "-t", "e2e"]).output().unwrap();
+        let out = self
+            .cmd()
+            .args(["capture-pane", "-p", "-t", "e2e"])
+            .output()
+            .unwrap();
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     fn keys(&self, keys: &[&str]) {
         for k in keys {
-            self.cmd().args(["send-keys", "-t", "e2e", k]).status().unwrap();
+            self.cmd()
+                .args(["send-keys", "-t", "e2e", k])
+                .status()
+                .unwrap();
             std::thread::sleep(Duration::from_millis(150));
         }
     }
 
     fn type_text(&self, text: &str) {
-        self.cmd().args(["send-keys", "-t", "e2e", "-l", text]).status().unwrap();
+        self.cmd()
+            .args(["send-keys", "-t", "e2e", "-l", text])
+            .status()
+            .unwrap();
         std::thread::sleep(Duration::from_millis(150));
     }
 
@@ -103,13 +145,20 @@ impl Tmux {
             if ok(&s) {
                 return s;
             }
-            assert!(Instant::now() < until, "timed out waiting for {what}; screen:\n{s}");
+            assert!(
+                Instant::now() < until,
+                "timed out waiting for {what}; screen:\n{s}"
+            );
             std::thread::sleep(Duration::from_millis(200));
         }
     }
 
     fn pane_dead(&self) -> bool {
-        let out = self.cmd().args(["display-message", "-p", "-t", "e2e", "#{pane_dead}"]).output().unwrap();
+        let out = self
+            .cmd()
+            .args(["display-message", "-p", "-t", "e2e", "#{pane_dead}"])
+            .output()
+            .unwrap();
         String::from_utf8_lossy(&out.stdout).trim() == "1"
     }
 }
@@ -123,22 +172,28 @@ impl Drop for Tmux {
 #[test]
 fn browse_reconstruct_and_reconnect() {
     let dir = tempfile::tempdir().unwrap();
-    let model = dir.path().join("model");
+    let model = init_model(&dir.path().join("model"), "test", 1, 32, 0);
     let data = dir.path().join("data");
     let log = dir.path().join("ddimd.log");
-    let st = Command::new(bin("ddimd")).args(["init-model", "--preset", "test", "--out"]).arg(&model).output().unwrap();
-    assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
     let (mut daemon, hostport) = serve(&model, &data, "127.0.0.1:0", &log);
     let addr = format!("http://{hostport}");
 
     // A library: two samples, and one encoded image (reconstruction needs a source).
-    ddim_ok(&addr, &["sample", "--count", "2", "--seed", "3", "--steps", "5", "--wait"]);
+    ddim_ok(
+        &addr,
+        &[
+            "sample", "--count", "2", "--seed", "3", "--steps", "5", "--wait",
+        ],
+    );
     let ls = ddim_ok(&addr, &["ls", "--json"]);
     let ls: serde_json::Value = serde_json::from_str(&ls).unwrap();
     let first = ls["latents"][0]["id"].as_str().unwrap().to_string();
     let png = dir.path().join("tshirt.png");
     ddim_ok(&addr, &["export", &first, png.to_str().unwrap()]);
-    ddim_ok(&addr, &["encode", png.to_str().unwrap(), "--steps", "5", "--wait"]);
+    ddim_ok(
+        &addr,
+        &["encode", png.to_str().unwrap(), "--steps", "5", "--wait"],
+    );
 
     let ui_log = dir.path().join("ddim.log");
     let cmd = format!(
@@ -149,37 +204,57 @@ fn browse_reconstruct_and_reconnect() {
     let tmux = Tmux::start(&cmd);
 
     // Browse: the encoded latent is newest, so first; its details show in the side pane.
-    let s = tmux.wait_for("the library", 20, |s| s.contains("● connected") && s.contains("tshirt") && s.contains("latents 1/3"));
+    let s = tmux.wait_for("the library", 20, |s| {
+        s.contains("● connected") && s.contains("tshirt") && s.contains("latents 1/3")
+    });
     assert!(s.contains("encoded"), "{s}");
-    tmux.wait_for("the details pane", 10, |s| s.contains("origin  encoded tshirt"));
+    tmux.wait_for("the details pane", 10, |s| {
+        s.contains("origin  encoded tshirt")
+    });
     tmux.keys(&["j"]);
     tmux.wait_for("the selection to move", 10, |s| s.contains("latents 2/3"));
     tmux.keys(&["k", "?"]);
-    tmux.wait_for("the help overlay", 10, |s| s.contains("Library keys") && s.contains("interpolate two marked"));
+    tmux.wait_for("the help overlay", 10, |s| {
+        s.contains("Library keys") && s.contains("interpolate two marked")
+    });
     tmux.keys(&["Escape"]);
 
     // Reconstruct at S = 5 and 10.
     tmux.keys(&["r"]);
-    tmux.wait_for("the reconstruction screen", 10, |s| s.contains("source  latent tshirt"));
+    tmux.wait_for("the reconstruction screen", 10, |s| {
+        s.contains("source  latent tshirt")
+    });
     tmux.keys(&["s", "C-u"]);
     tmux.type_text("5,10");
     tmux.keys(&["Enter"]);
     tmux.wait_for("the new steps", 10, |s| s.contains("steps   5,10 "));
     tmux.keys(&["Enter"]);
-    let s = tmux.wait_for("the reconstruction to finish", 120, |s| s.contains(" done") && s.contains("MSE per S") && s.contains("S=10"));
-    let rows: Vec<&str> = s.lines().filter(|l| l.contains("│5 ") || l.contains("│10 ")).collect();
+    let s = tmux.wait_for("the reconstruction to finish", 120, |s| {
+        s.contains(" done") && s.contains("MSE per S") && s.contains("S=10")
+    });
+    let rows: Vec<&str> = s
+        .lines()
+        .filter(|l| l.contains("│5 ") || l.contains("│10 "))
+        .collect();
     assert_eq!(rows.len(), 2, "an MSE row per S:\n{s}");
 
     // The jobs screen lists it as done.
     tmux.keys(&["2"]);
-    tmux.wait_for("the jobs list", 10, |s| s.lines().any(|l| l.contains("reconstruct") && l.contains("done")));
+    tmux.wait_for("the jobs list", 10, |s| {
+        s.lines()
+            .any(|l| l.contains("reconstruct") && l.contains("done"))
+    });
 
     // The daemon goes away: the UI says so and keeps running; it comes back: resumes.
     let _ = daemon.kill();
     let _ = daemon.wait();
-    tmux.wait_for("the daemon-down banner", 30, |s| s.contains("daemon not reachable at") && s.contains("unreachable"));
+    tmux.wait_for("the daemon-down banner", 30, |s| {
+        s.contains("daemon not reachable at") && s.contains("unreachable")
+    });
     let (mut daemon, _) = serve(&model, &data, &hostport, &log);
-    tmux.wait_for("the reconnect", 60, |s| s.contains("● connected") && !s.contains("daemon not reachable"));
+    tmux.wait_for("the reconnect", 60, |s| {
+        s.contains("● connected") && !s.contains("daemon not reachable")
+    });
     tmux.keys(&["1"]);
     tmux.wait_for("the library again", 20, |s| s.contains("latents 1/3"));
 
@@ -187,9 +262,15 @@ fn browse_reconstruct_and_reconnect() {
     tmux.keys(&["q"]);
     tmux.wait_for("ddim to exit", 10, |_| tmux.pane_dead());
     let after = tmux.screen();
-    assert!(!after.contains("latents 1/3"), "alternate screen left:\n{after}");
+    assert!(
+        !after.contains("latents 1/3"),
+        "alternate screen left:\n{after}"
+    );
     let log_text = std::fs::read_to_string(&ui_log).unwrap_or_default();
-    assert!(log_text.contains("ddim starting"), "logs go to the file: {log_text}");
+    assert!(
+        log_text.contains("ddim starting"),
+        "logs go to the file: {log_text}"
+    );
     let _ = daemon.kill();
     let _ = daemon.wait();
 }
