@@ -375,6 +375,10 @@ impl App {
                 self.store_image(format!("preview:{id}"), &image.png);
                 vec![]
             }
+            Update::Source { id, image } => {
+                self.store_image(format!("source:{id}"), &image.png);
+                vec![]
+            }
             Update::LatentJobs { id, jobs } => {
                 self.library.latent_jobs.insert(id, jobs);
                 vec![]

@@ -39,6 +39,10 @@ pub enum Request {
     Preview {
         id: String,
     },
+    /// The encoded source image (for latents that kept it).
+    Source {
+        id: String,
+    },
     LatentJobs {
         id: String,
     },
@@ -110,6 +114,10 @@ pub enum Update {
         error: ClientError,
     },
     Preview {
+        id: String,
+        image: pb::Image,
+    },
+    Source {
         id: String,
         image: pb::Image,
     },
@@ -282,6 +290,10 @@ async fn handle(c: &Client, req: Request, tx: &UnboundedSender<Update>) -> Resul
         Request::Preview { id } => {
             let image = c.latent_image(&id, pb::LatentImageKind::Preview, 0).await?;
             send(Update::Preview { id, image });
+        }
+        Request::Source { id } => {
+            let image = c.latent_image(&id, pb::LatentImageKind::Source, 0).await?;
+            send(Update::Source { id, image });
         }
         Request::LatentJobs { id } => {
             let jobs = c.list_jobs(20, &id).await?;

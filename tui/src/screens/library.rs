@@ -280,18 +280,29 @@ pub fn tick(app: &mut App) -> Vec<Request> {
         out.extend(ensure_pages(app));
     }
     if now - app.library.selection_at >= DETAIL_DELAY_MS {
-        if let Some(l) = app.library.selected_latent() {
+        if let Some(l) = app.library.selected_latent().cloned() {
             if app.library.detail_for.as_deref() != Some(l.id.as_str()) {
                 let id = l.id.clone();
                 app.library.detail_for = Some(id.clone());
                 if !app.images.contains_key(&format!("preview:{id}")) {
                     out.push(Request::Preview { id: id.clone() });
                 }
+                if has_source(&l) && !app.images.contains_key(&format!("source:{id}")) {
+                    out.push(Request::Source { id: id.clone() });
+                }
                 out.push(Request::LatentJobs { id });
             }
         }
     }
     out
+}
+
+/// Encoded latents that kept their source image.
+fn has_source(l: &pb::Latent) -> bool {
+    matches!(
+        l.origin.as_ref().and_then(|o| o.kind.as_ref()),
+        Some(pb::origin::Kind::Encoded(e)) if e.has_source
+    )
 }
 
 /// Typing in the filter prompt: applied after a short pause.
@@ -589,14 +600,37 @@ fn render_side(app: &App, frame: &mut Frame, area: Rect) {
         Constraint::Min(0),
     ])
     .areas(area);
-    super::image_tile(
-        app,
-        frame,
-        img,
-        &format!("preview:{}", l.id),
-        &format!("preview S={}", l.preview_steps),
-        false,
-    );
+    let preview_caption = format!("preview S={}", l.preview_steps);
+    if has_source(l) {
+        // Source beside its decode: how well the latent holds the image.
+        let [src, prev] =
+            Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(img);
+        super::image_tile(
+            app,
+            frame,
+            src,
+            &format!("source:{}", l.id),
+            "source",
+            false,
+        );
+        super::image_tile(
+            app,
+            frame,
+            prev,
+            &format!("preview:{}", l.id),
+            &preview_caption,
+            false,
+        );
+    } else {
+        super::image_tile(
+            app,
+            frame,
+            img,
+            &format!("preview:{}", l.id),
+            &preview_caption,
+            false,
+        );
+    }
     let shape = l
         .shape
         .iter()

@@ -86,8 +86,16 @@ fn moving_down_requests_details_after_the_selection_settles() {
     let reqs = tick(&mut app, 500);
     let id = latent(2).id;
     assert!(reqs.contains(&Request::Preview { id: id.clone() }));
-    assert!(reqs.contains(&Request::LatentJobs { id }));
+    assert!(reqs.contains(&Request::LatentJobs { id: id.clone() }));
+    assert!(
+        !reqs.contains(&Request::Source { id }),
+        "interpolated: no source"
+    );
     assert!(tick(&mut app, 500).is_empty(), "asked once");
+    // latent 3 was encoded and kept its source: fetch it too, to show beside the preview
+    app.handle_event(key(KeyCode::Char('j')));
+    let reqs = tick(&mut app, 500);
+    assert!(reqs.contains(&Request::Source { id: latent(3).id }));
 }
 
 #[test]
