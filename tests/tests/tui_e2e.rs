@@ -204,32 +204,32 @@ fn browse_reconstruct_and_reconnect() {
     let tmux = Tmux::start(&cmd);
 
     // Browse: the encoded latent is newest, so first; its details show in the side pane.
-    let s = tmux.wait_for("the library", 20, |s| {
+    let s = tmux.wait_for("the library", 60, |s| {
         s.contains("● connected") && s.contains("tshirt") && s.contains("latents 1/3")
     });
     assert!(s.contains("encoded"), "{s}");
-    tmux.wait_for("the details pane", 10, |s| {
+    tmux.wait_for("the details pane", 30, |s| {
         s.contains("origin  encoded tshirt")
     });
     tmux.keys(&["j"]);
-    tmux.wait_for("the selection to move", 10, |s| s.contains("latents 2/3"));
+    tmux.wait_for("the selection to move", 30, |s| s.contains("latents 2/3"));
     tmux.keys(&["k", "?"]);
-    tmux.wait_for("the help overlay", 10, |s| {
+    tmux.wait_for("the help overlay", 30, |s| {
         s.contains("Library keys") && s.contains("interpolate two marked")
     });
     tmux.keys(&["Escape"]);
 
     // Reconstruct at S = 5 and 10.
     tmux.keys(&["r"]);
-    tmux.wait_for("the reconstruction screen", 10, |s| {
+    tmux.wait_for("the reconstruction screen", 30, |s| {
         s.contains("source  latent tshirt")
     });
     tmux.keys(&["s", "C-u"]);
     tmux.type_text("5,10");
     tmux.keys(&["Enter"]);
-    tmux.wait_for("the new steps", 10, |s| s.contains("steps   5,10 "));
+    tmux.wait_for("the new steps", 30, |s| s.contains("steps   5,10 "));
     tmux.keys(&["Enter"]);
-    let s = tmux.wait_for("the reconstruction to finish", 120, |s| {
+    let s = tmux.wait_for("the reconstruction to finish", 180, |s| {
         s.contains(" done") && s.contains("MSE per S") && s.contains("S=10")
     });
     let rows: Vec<&str> = s
@@ -240,7 +240,7 @@ fn browse_reconstruct_and_reconnect() {
 
     // The jobs screen lists it as done.
     tmux.keys(&["2"]);
-    tmux.wait_for("the jobs list", 10, |s| {
+    tmux.wait_for("the jobs list", 30, |s| {
         s.lines()
             .any(|l| l.contains("reconstruct") && l.contains("done"))
     });
@@ -256,11 +256,11 @@ fn browse_reconstruct_and_reconnect() {
         s.contains("● connected") && !s.contains("daemon not reachable")
     });
     tmux.keys(&["1"]);
-    tmux.wait_for("the library again", 20, |s| s.contains("latents 1/3"));
+    tmux.wait_for("the library again", 60, |s| s.contains("latents 1/3"));
 
     // q backs out to the library, then quits; the shell gets its screen back.
     tmux.keys(&["q"]);
-    tmux.wait_for("ddim to exit", 10, |_| tmux.pane_dead());
+    tmux.wait_for("ddim to exit", 30, |_| tmux.pane_dead());
     let after = tmux.screen();
     assert!(
         !after.contains("latents 1/3"),
