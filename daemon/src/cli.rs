@@ -57,7 +57,7 @@ pub struct SamplerArgs {
     #[arg(long, default_value = "50", value_parser = parse_steps)]
     pub steps: usize,
     /// η ≥ 0 (0: deterministic DDIM; 1: DDPM-like).
-    #[arg(long, default_value = "0", value_parser = parse_eta)]
+    #[arg(long, default_value = "0", value_parser = parse_eta, allow_negative_numbers = true)]
     pub eta: f64,
     /// uniform, quad, leading, trailing or linspace.
     #[arg(long, default_value = "uniform")]
