@@ -277,7 +277,7 @@ pub fn sample(a: &SampleArgs) -> Result<(), EngineError> {
         }
     };
     // One warm-up call so that lazy CUDA/cuDNN set-up is not timed.
-    tch::no_grad(|| model.forward(&xt.narrow(0, 0, 1).to_device(model.device), 0));
+    let _ = tch::no_grad(|| model.forward(&xt.narrow(0, 0, 1).to_device(model.device), 0));
     let started = std::time::Instant::now();
     let x0 = sample_rows(&model, &xt, &opts, a.seed, a.batch)?;
     let secs = started.elapsed().as_secs_f64();
@@ -424,4 +424,65 @@ pub fn info() -> String {
 
 pub fn exists(p: &Path) -> bool {
     p.exists()
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Batch sizes.
+    #[arg(long, value_delimiter = ',', default_value = "1,64")]
+    pub batch: Vec<usize>,
+    /// Step counts S for the images/s measurements.
+    #[arg(long, value_delimiter = ',', default_value = "10,20,50,100", value_parser = parse_steps)]
+    pub steps: Vec<usize>,
+    /// Timed UNet evaluations per batch size (the median is reported).
+    #[arg(long, default_value = "5")]
+    pub repeat: usize,
+    /// Skip a sampling measurement predicted to take longer than this.
+    #[arg(long, default_value = "120")]
+    pub max_seconds: f64,
+}
+
+fn sync(device: Device) {
+    if let Device::Cuda(i) = device {
+        tch::Cuda::synchronize(i as i64);
+    }
+}
+
+/// `ddimd bench`: ms per UNet evaluation and images/s of η = 0 sampling, one
+/// JSON object per line (bench/run.sh sets them beside diffusers').
+pub fn bench(a: &BenchArgs) -> Result<(), EngineError> {
+    let model = a.model.load()?;
+    let _g = tch::no_grad_guard();
+    for &b in &a.batch {
+        let seeds = noise::seeds(0, b.max(1));
+        let x = noise::initial_noise(&seeds, model.sample_shape(), model.device);
+        let _ = model.forward(&x, 500);
+        sync(model.device);
+        let mut times = vec![];
+        for _ in 0..a.repeat.max(1) {
+            let t0 = std::time::Instant::now();
+            let y = model.forward(&x, 500);
+            sync(model.device);
+            times.push(t0.elapsed().as_secs_f64() * 1e3);
+            drop(y);
+        }
+        times.sort_by(f64::total_cmp);
+        let ms = times[times.len() / 2];
+        println!("{}", serde_json::json!({"impl": "ddimd", "batch": b, "ms_per_eval": ms}));
+        for &s in &a.steps {
+            let opts = SamplerOptions { steps: s, ..Default::default() };
+            let ips = if s as f64 * ms / 1e3 > a.max_seconds {
+                None
+            } else {
+                let t0 = std::time::Instant::now();
+                let _ = sampler::sample(&model, &x, &opts, &seeds, &mut |_| true)?;
+                sync(model.device);
+                Some(b as f64 / t0.elapsed().as_secs_f64())
+            };
+            println!("{}", serde_json::json!({"impl": "ddimd", "batch": b, "steps": s, "images_per_s": ips}));
+        }
+    }
+    Ok(())
 }

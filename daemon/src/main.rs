@@ -29,6 +29,8 @@ enum Command {
     Train(ddimd::train::TrainArgs),
     /// Write a pipeline folder with random weights (for tests and benchmarks).
     InitModel(cli::InitModelArgs),
+    /// Benchmark: ms per UNet evaluation and images/s at several S and batch sizes.
+    Bench(cli::BenchArgs),
     /// Run the gRPC daemon (see docs/daemon.md).
     Serve(ddimd::server::ServeArgs),
 }
@@ -47,6 +49,7 @@ fn main() -> ExitCode {
         Command::Interpolate(a) => cli::interpolate(&a).map_err(|e| e.to_string()),
         Command::Train(a) => ddimd::train::run(&a).map_err(|e| format!("{e:#}")),
         Command::InitModel(a) => cli::init_model(&a).map_err(|e| e.to_string()),
+        Command::Bench(a) => cli::bench(&a).map_err(|e| e.to_string()),
         Command::Serve(a) => ddimd::server::run(a).map_err(|e| e.to_string()),
     };
     match result {

@@ -1,0 +1,52 @@
+"""diffusers' side of `ddimd bench`, same protocol, same JSON lines.
+usage: diffusers_bench.py MODEL_DIR DEVICE BATCHES STEPS REPEAT MAX_SECONDS
+(BATCHES and STEPS comma-separated)."""
+import json
+import sys
+import time
+
+import torch
+from diffusers import DDIMPipeline, DDIMScheduler
+
+model, device = sys.argv[1], sys.argv[2]
+batches = [int(b) for b in sys.argv[3].split(",")]
+steps = [int(s) for s in sys.argv[4].split(",")]
+repeat, max_seconds = int(sys.argv[5]), float(sys.argv[6])
+torch.set_num_threads(torch.get_num_threads())
+pipe = DDIMPipeline.from_pretrained(model).to(device)
+unet = pipe.unet.eval()
+sched = DDIMScheduler.from_config(pipe.scheduler.config, clip_sample=False, set_alpha_to_one=True,
+                                  timestep_spacing="leading", steps_offset=0)
+c, s = unet.config.in_channels, unet.config.sample_size
+
+
+def sync():
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+with torch.no_grad():
+    for b in batches:
+        x = torch.randn(b, c, s, s, device=device)
+        t500 = torch.tensor(500, device=device)
+        unet(x, t500)
+        sync()
+        times = []
+        for _ in range(max(1, repeat)):
+            t0 = time.perf_counter()
+            unet(x, t500)
+            sync()
+            times.append((time.perf_counter() - t0) * 1e3)
+        ms = sorted(times)[len(times) // 2]
+        print(json.dumps({"impl": "diffusers", "batch": b, "ms_per_eval": ms}), flush=True)
+        for n in steps:
+            ips = None
+            if n * ms / 1e3 <= max_seconds:
+                sched.set_timesteps(n)
+                t0 = time.perf_counter()
+                y = x
+                for t in sched.timesteps:
+                    y = sched.step(unet(y, t).sample, t, y, eta=0.0).prev_sample
+                sync()
+                ips = b / (time.perf_counter() - t0)
+            print(json.dumps({"impl": "diffusers", "batch": b, "steps": n, "images_per_s": ips}), flush=True)
