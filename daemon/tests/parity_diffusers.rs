@@ -59,6 +59,17 @@ fn unet_matches_diffusers_gray_without_attention() {
 }
 
 #[test]
+fn a_bare_unet_folder_loads_like_the_pipeline() {
+    let d = reference().join("gray_noattn");
+    let pipe = Model::load(&d, Device::Cpu).unwrap();
+    let bare = Model::load(&d.join("unet"), Device::Cpu).unwrap();
+    let x = npy::read(&d.join("x.npy")).unwrap();
+    let _g = tch::no_grad_guard();
+    assert!(pipe.forward(&x, 37).equal(&bare.forward(&x, 37)));
+    assert_eq!(bare.num_train_timesteps(), 1000);
+}
+
+#[test]
 fn unet_matches_diffusers_rgb_with_attention() {
     check_unet("rgb_attn");
 }
