@@ -386,7 +386,14 @@ async fn serve(args: ServeArgs) -> Result<()> {
         Ok(Err(e)) => error!("server task: {e}"),
         Err(_) => warn!("connections still open after 5 s; closing anyway"),
     }
-    store.flush_async().await?;
+    let flushed = tokio::task::spawn_blocking(move || store.flush());
+    match tokio::time::timeout(Duration::from_secs(args.shutdown_timeout_s), flushed).await {
+        Ok(r) => r??,
+        Err(_) => warn!(
+            "the store did not flush within {}s",
+            args.shutdown_timeout_s
+        ),
+    }
     info!("stopped");
     match load_error {
         Some(e) => Err(e),

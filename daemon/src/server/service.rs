@@ -62,7 +62,8 @@ impl DdimService {
     }
 
     async fn flush(&self) -> Result<()> {
-        self.shared.store.flush_async().await
+        let store = self.store();
+        blocking(move || store.flush()).await
     }
 
     /// Validates, persists and queues a job; returns it once it is on disk.

@@ -20,7 +20,15 @@
 //! the checks made before a transaction (scans are not transactional) still
 //! hold inside it, and so that the in-memory catalogue of latent metadata (the
 //! name/tag index `ListLatents` pages through) follows the store exactly.
-//! Callers flush (`flush` / `flush_async`) before acknowledging a write.
+//! Callers flush before acknowledging a write.
+//!
+//! Flushes take the same mutex as the transactions. sled 0.34 deadlocks when
+//! a transaction waits for its exclusive lock while `flush_async` threads hold
+//! shared locks and wait for the background flusher, which itself queues
+//! behind the transaction (seen here under 16 concurrent submits: worker in
+//! `ConcurrencyControl::write`, flusher in `read`, sled-io threads in
+//! `make_stable`). So there is no `flush_async`: async callers run
+//! [`Store::flush`] on the blocking pool.
 use serde::{Deserialize, Serialize};
 use sled::transaction::{abort, ConflictableTransactionError, TransactionalTree};
 use sled::{Transactional, Tree};
@@ -400,13 +408,10 @@ impl Store {
         Ok(self.db.generate_id()?)
     }
 
+    /// Makes every write so far durable (fsync). Blocking.
     pub fn flush(&self) -> Result<()> {
+        let _w = self.lock();
         self.db.flush()?;
-        Ok(())
-    }
-
-    pub async fn flush_async(&self) -> Result<()> {
-        self.db.flush_async().await?;
         Ok(())
     }
 

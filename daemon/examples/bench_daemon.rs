@@ -1,0 +1,432 @@
+//! Daemon benchmark (not a test): prints the figures docs/benchmarks.md quotes.
+//!
+//! ```text
+//! cargo build --release -p ddimd --bin ddimd --example bench_daemon
+//! target/release/examples/bench_daemon [--preset tiny] [--threads 1] [--steps 20] [--latents 100000]
+//! ```
+//!
+//! 1. Batching gain: 16 concurrent single-image sample jobs against one such
+//!    job, on a daemon with `--max-batch 16` and on one with `--max-batch 1`.
+//! 2. Daemon overhead: a 50-step single-image sample job through the daemon
+//!    (submit → WatchJob finished) against the same work through the offline
+//!    engine in this process (median of 5).
+//! 3. Library paging: `ListLatents`-style pages over N latents in the store.
+use ddim_proto::v1 as pb;
+use ddim_proto::v1::ddim_client::DdimClient;
+use ddimd::engine::config::UNetConfig;
+use ddimd::engine::noise;
+use ddimd::engine::schedule::SchedulerConfig;
+use ddimd::engine::{sampler, Model, SamplerOptions, Spacing};
+use ddimd::server::store::{
+    JobKind, JobRecord, JobState, LatentFilter, LatentRecord, NewLatent, OriginRecord, Priority,
+    Store, RECORD_VERSION,
+};
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tonic::transport::Channel;
+
+struct Args {
+    preset: String,
+    threads: i32,
+    steps: u32,
+    latents: u64,
+}
+
+fn args() -> Args {
+    let mut a = Args {
+        preset: "tiny".into(),
+        threads: 1,
+        steps: 20,
+        latents: 100_000,
+    };
+    let v: Vec<String> = std::env::args().skip(1).collect();
+    for w in v.chunks(2) {
+        let val = w.get(1).cloned().unwrap_or_default();
+        match w[0].as_str() {
+            "--preset" => a.preset = val,
+            "--threads" => a.threads = val.parse().expect("--threads N"),
+            "--steps" => a.steps = val.parse().expect("--steps N"),
+            "--latents" => a.latents = val.parse().expect("--latents N"),
+            f => panic!("unknown flag {f}"),
+        }
+    }
+    a
+}
+
+struct Daemon {
+    child: Child,
+    addr: String,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn ddimd_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("exe");
+    let p = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>")
+        .join("ddimd");
+    assert!(
+        p.exists(),
+        "{} is missing: cargo build --release -p ddimd --bin ddimd",
+        p.display()
+    );
+    p
+}
+
+fn start(model: &Path, data: &Path, threads: i32, extra: &[&str]) -> Daemon {
+    let mut child = Command::new(ddimd_bin())
+        .args([
+            "serve",
+            "--addr",
+            "127.0.0.1:0",
+            "--device",
+            "cpu",
+            "--torch-threads",
+            &threads.to_string(),
+            "--model",
+        ])
+        .arg(model)
+        .arg("--data")
+        .arg(data)
+        .args(extra)
+        .env("OMP_NUM_THREADS", threads.to_string())
+        .stdout(Stdio::piped())
+        .stderr(
+            std::fs::File::create(std::env::temp_dir().join("bench_ddimd.log"))
+                .map(Stdio::from)
+                .unwrap_or(Stdio::null()),
+        )
+        .spawn()
+        .expect("spawn ddimd");
+    let out = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+    let addr = out
+        .lines()
+        .map_while(Result::ok)
+        .find_map(|l| l.strip_prefix("listening on ").map(str::to_string))
+        .expect("listening on");
+    Daemon { child, addr }
+}
+
+async fn client(addr: &str) -> DdimClient<Channel> {
+    let until = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut c = DdimClient::connect(format!("http://{addr}"))
+            .await
+            .expect("connect");
+        if c.get_model_info(pb::GetModelInfoRequest {}).await.is_ok() {
+            return c;
+        }
+        assert!(Instant::now() < until, "daemon never served");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn sample(seed: u64, steps: u32) -> pb::SubmitJobRequest {
+    pb::SubmitJobRequest {
+        spec: Some(pb::JobSpec {
+            kind: Some(pb::job_spec::Kind::Sample(pb::SampleJob {
+                count: 1,
+                seed,
+                sampler: Some(pb::SamplerOptions {
+                    steps,
+                    eta: 0.0,
+                    spacing: 0,
+                    sigma_hat: false,
+                }),
+                name_prefix: String::new(),
+                tags: vec![],
+            })),
+        }),
+        priority: 0,
+        idempotency_key: String::new(),
+    }
+}
+
+async fn wait(c: &mut DdimClient<Channel>, id: &str) {
+    let mut s = c
+        .watch_job(pb::WatchJobRequest {
+            id: id.into(),
+            preview_every: 0,
+        })
+        .await
+        .expect("watch")
+        .into_inner();
+    while let Some(ev) = s.message().await.expect("watch") {
+        if let Some(pb::job_event::Event::Finished(j)) = ev.event {
+            assert_eq!(j.state(), pb::JobState::Done, "{}", j.error);
+            return;
+        }
+    }
+    panic!("stream ended");
+}
+
+/// Seconds for `n` concurrent single-image jobs, submitted at once.
+async fn concurrent(addr: &str, n: u64, steps: u32) -> f64 {
+    let t0 = Instant::now();
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
+            let addr = addr.to_string();
+            tokio::spawn(async move {
+                let mut c = client(&addr).await;
+                let job = c
+                    .submit_job(sample(1000 + i, steps))
+                    .await
+                    .expect("submit")
+                    .into_inner();
+                wait(&mut c, &job.id).await;
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.expect("job task");
+    }
+    t0.elapsed().as_secs_f64()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).expect("finite"));
+    v[v.len() / 2]
+}
+
+async fn batching(model: &Path, a: &Args) {
+    println!(
+        "## batching gain ({} preset, S = {}, {} torch thread(s))",
+        a.preset, a.steps, a.threads
+    );
+    for max_batch in ["16", "1"] {
+        let dir = tempfile::tempdir().expect("tmp");
+        let d = start(
+            model,
+            dir.path(),
+            a.threads,
+            &["--max-batch", max_batch, "--max-wait-ms", "20"],
+        );
+        let mut c = client(&d.addr).await;
+        // Warm up.
+        let j = c
+            .submit_job(sample(1, a.steps))
+            .await
+            .expect("submit")
+            .into_inner();
+        wait(&mut c, &j.id).await;
+        let mut singles = vec![];
+        for k in 0..3 {
+            let t0 = Instant::now();
+            let j = c
+                .submit_job(sample(2 + k, a.steps))
+                .await
+                .expect("submit")
+                .into_inner();
+            wait(&mut c, &j.id).await;
+            singles.push(t0.elapsed().as_secs_f64());
+        }
+        let t1 = median(singles);
+        let t16 = concurrent(&d.addr, 16, a.steps).await;
+        println!(
+            "--max-batch {max_batch:>2}: one job {:.3} s ({:.1} images/s); 16 concurrent jobs {:.3} s ({:.1} images/s); gain {:.2}x",
+            t1,
+            1.0 / t1,
+            t16,
+            16.0 / t16,
+            16.0 * t1 / t16
+        );
+    }
+}
+
+async fn overhead(model_dir: &Path, a: &Args) {
+    const S: u32 = 50;
+    println!("## daemon overhead (one image, S = {S})");
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut daemon_times = vec![];
+    {
+        let d = start(model_dir, dir.path(), a.threads, &[]);
+        let mut c = client(&d.addr).await;
+        let j = c
+            .submit_job(sample(1, S))
+            .await
+            .expect("submit")
+            .into_inner();
+        wait(&mut c, &j.id).await;
+        for k in 0..5 {
+            let t0 = Instant::now();
+            let j = c
+                .submit_job(sample(10 + k, S))
+                .await
+                .expect("submit")
+                .into_inner();
+            wait(&mut c, &j.id).await;
+            daemon_times.push(t0.elapsed().as_secs_f64());
+        }
+    }
+    // The same work offline, in this process, after the daemon is gone.
+    tch::set_num_threads(a.threads);
+    let model = Model::load(model_dir, tch::Device::Cpu).expect("load");
+    let opts = SamplerOptions {
+        steps: S as usize,
+        eta: 0.0,
+        spacing: Spacing::Uniform,
+        sigma_hat: false,
+    };
+    let run = |seed: u64| {
+        let seeds = noise::seeds(seed, 1);
+        let xt = noise::initial_noise(&seeds, model.sample_shape(), model.device);
+        let x = sampler::sample(&model, &xt, &opts, &seeds, &mut |_| true).expect("sample");
+        ddimd::engine::imageio::tensor_png(&x, 1)
+    };
+    run(1);
+    let offline: Vec<f64> = (0..5)
+        .map(|k| {
+            let t0 = Instant::now();
+            run(10 + k);
+            t0.elapsed().as_secs_f64()
+        })
+        .collect();
+    let (dm, om) = (median(daemon_times), median(offline));
+    println!(
+        "daemon {:.3} s, offline engine {:.3} s (medians of 5): overhead {:.1}% ({:.1} ms per job)",
+        dm,
+        om,
+        (dm / om - 1.0) * 100.0,
+        (dm - om) * 1000.0
+    );
+}
+
+fn library(n: u64) {
+    println!("## library paging ({n} latents)");
+    let dir = tempfile::tempdir().expect("tmp");
+    let t0 = Instant::now();
+    {
+        let store = Store::open(dir.path()).expect("store");
+        let per_job = 1000;
+        for j in 0..n.div_ceil(per_job) {
+            let job = JobRecord {
+                v: RECORD_VERSION,
+                id: store.next_id().expect("id"),
+                kind: JobKind::Sample,
+                state: JobState::Queued,
+                priority: Priority::Batch,
+                created_ms: 0,
+                started_ms: 0,
+                finished_ms: 0,
+                attempts: 0,
+                error: String::new(),
+                total_steps: 1,
+                reads: vec![],
+                produced: vec![],
+                idempotency_key: String::new(),
+                batch: None,
+                rows: 1,
+                images: 1,
+            };
+            store.insert_job(&job, b"").expect("insert");
+            let mut run = job.clone();
+            run.state = JobState::Running;
+            store.move_job(&run, JobState::Queued).expect("run");
+            let latents: Vec<NewLatent> = (0..per_job.min(n - j * per_job))
+                .map(|i| {
+                    let id = store.next_id().expect("id");
+                    let k = j * per_job + i;
+                    NewLatent {
+                        record: LatentRecord {
+                            v: RECORD_VERSION,
+                            id,
+                            name: format!("sample-{k}"),
+                            tags: if k % 100 == 0 {
+                                vec!["rare".into()]
+                            } else {
+                                vec!["common".into()]
+                            },
+                            created_ms: 0,
+                            shape: [1, 32, 32],
+                            fingerprint: "bench".into(),
+                            encode_steps: 0,
+                            encode_spacing: String::new(),
+                            origin: OriginRecord::Sampled { seed: k, index: 0 },
+                            preview_steps: 20,
+                            job_id: job.id,
+                        },
+                        xt: vec![0.0; 16],
+                        source_png: None,
+                        preview_png: vec![0; 64],
+                    }
+                })
+                .collect();
+            let mut done = run.clone();
+            done.state = JobState::Done;
+            done.produced = latents.iter().map(|l| l.record.id).collect();
+            store.finish_job(&done, b"", &latents).expect("finish");
+        }
+        store.flush().expect("flush");
+    }
+    println!("insert: {:.1} s", t0.elapsed().as_secs_f64());
+    let t0 = Instant::now();
+    let store = Store::open(dir.path()).expect("reopen");
+    println!(
+        "open (catalogue load): {:.0} ms",
+        t0.elapsed().as_secs_f64() * 1e3
+    );
+    let time = |what: &str, f: LatentFilter| {
+        let t0 = Instant::now();
+        let mut token = None;
+        let mut pages = 0;
+        let mut total = 0;
+        for _ in 0..20 {
+            let (page, next, t) = store.list_latents(&f, token, 50);
+            total = t;
+            pages += 1;
+            std::hint::black_box(page);
+            match next {
+                Some(n) => token = Some(n),
+                None => break,
+            }
+        }
+        println!(
+            "{what}: {:.2} ms per page of 50 (first {pages} pages, total {total})",
+            t0.elapsed().as_secs_f64() * 1e3 / pages as f64
+        );
+    };
+    time("no filter", LatentFilter::default());
+    time(
+        "tag (1%)",
+        LatentFilter {
+            tag: "rare".into(),
+            ..Default::default()
+        },
+    );
+    time(
+        "name substring",
+        LatentFilter {
+            name_contains: "-4242".into(),
+            ..Default::default()
+        },
+    );
+}
+
+#[tokio::main]
+async fn main() {
+    let a = args();
+    let dir = tempfile::tempdir().expect("tmp");
+    let model_dir = dir.path().join("model");
+    let cfg = UNetConfig::preset(&a.preset, 1, 32).expect("preset");
+    tch::manual_seed(0);
+    let m = Model::from_config(cfg, SchedulerConfig::default(), tch::Device::Cpu).expect("model");
+    m.save_pipeline(&model_dir).expect("save");
+    println!(
+        "model: {} preset, {} parameters, 1×32×32, cpu",
+        a.preset,
+        m.parameter_count()
+    );
+    drop(m);
+    batching(&model_dir, &a).await;
+    overhead(&model_dir, &a).await;
+    library(a.latents);
+}
