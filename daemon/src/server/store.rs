@@ -249,38 +249,54 @@ impl Catalog {
     }
 
     /// One page, newest first, of the latents matching `f` with ids below
-    /// `before`; and how many match in all.
+    /// `before`; whether more follow; and how many match in all.
+    ///
+    /// With no filter, or a tag alone, the page is a range walk from `before`
+    /// and the total a set size: O(page). A name or origin filter has to test
+    /// every candidate to count the total: O(candidates).
     fn page(
         &self,
         f: &LatentFilter,
         before: Option<u64>,
         size: usize,
     ) -> (Vec<Arc<LatentRecord>>, bool, u64) {
-        let ids: Box<dyn DoubleEndedIterator<Item = u64>> = if f.tag.is_empty() {
-            Box::new(self.by_id.keys().copied())
+        let end = before.unwrap_or(u64::MAX);
+        let empty = BTreeSet::new();
+        let tagged = if f.tag.is_empty() {
+            None
         } else {
-            match self.by_tag.get(&f.tag) {
+            Some(self.by_tag.get(&f.tag).unwrap_or(&empty))
+        };
+        let all = || -> Box<dyn DoubleEndedIterator<Item = u64> + '_> {
+            match tagged {
                 Some(set) => Box::new(set.iter().copied()),
-                None => Box::new(std::iter::empty()),
+                None => Box::new(self.by_id.keys().copied()),
             }
         };
-        let mut total = 0u64;
+        let below = || -> Box<dyn DoubleEndedIterator<Item = u64> + '_> {
+            match tagged {
+                Some(set) => Box::new(set.range(..end).copied()),
+                None => Box::new(self.by_id.range(..end).map(|(k, _)| *k)),
+            }
+        };
+        let fine = !f.name_contains.is_empty() || !f.origin.is_empty();
+        let total = if fine {
+            all().rev().filter(|id| f.matches(&self.by_id[id])).count() as u64
+        } else {
+            tagged.map_or(self.by_id.len(), |s| s.len()) as u64
+        };
         let mut out = Vec::with_capacity(size);
         let mut more = false;
-        for id in ids.rev() {
+        for id in below().rev() {
             let e = &self.by_id[&id];
-            if !f.matches(e) {
+            if fine && !f.matches(e) {
                 continue;
             }
-            total += 1;
-            if before.is_some_and(|b| id >= b) {
-                continue;
-            }
-            if out.len() < size {
-                out.push(e.record.clone());
-            } else {
+            if out.len() == size {
                 more = true;
+                break;
             }
+            out.push(e.record.clone());
         }
         (out, more, total)
     }
@@ -361,7 +377,7 @@ impl Store {
             .path(dir.join("store"))
             .open()
             .map_err(|e| match e {
-                sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock => {
+                sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
                     ServerError::Config(format!(
                         "--data {}: the store is in use by another ddimd process",
                         dir.display()
