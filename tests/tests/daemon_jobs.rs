@@ -674,3 +674,94 @@ async fn concurrent_submits_all_complete() {
         .into_inner();
     assert_eq!((st.done, st.latents), (24, 24));
 }
+
+/// `--seed-images` fills an empty library once; `--log-format json` logs JSON.
+#[tokio::test(flavor = "multi_thread")]
+async fn seed_images_on_first_start_only() {
+    let file = "/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz";
+    if !std::path::Path::new(file).exists() {
+        eprintln!("{file} is missing (apt-get install dataset-fashion-mnist): skipping");
+        return;
+    }
+    let flags = [
+        "--seed-images",
+        "3",
+        "--seed-steps",
+        "2",
+        "--log-format",
+        "json",
+    ];
+    let mut d = Daemon::builder().args(&flags).start().await;
+    let mut c = d.client().await;
+    let jobs = c
+        .list_jobs(pb::ListJobsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .jobs;
+    let jobs = if jobs.is_empty() {
+        // The seed job is submitted right after the model loads.
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        c.list_jobs(pb::ListJobsRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .jobs
+    } else {
+        jobs
+    };
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(
+        (jobs[0].kind.as_str(), jobs[0].priority()),
+        ("encode", pb::Priority::Batch)
+    );
+    let done = wait_job(&mut c, &jobs[0].id).await;
+    assert_eq!(done.state(), pb::JobState::Done, "{}", done.error);
+    let lib = c
+        .list_latents(pb::ListLatentsRequest {
+            tag: "fashion-mnist".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(lib.total, 3);
+    assert_eq!(lib.latents[2].name, "fashion-mnist-test-0");
+    let src = c
+        .get_latent_image(pb::GetLatentImageRequest {
+            id: lib.latents[2].id.clone(),
+            kind: pb::LatentImageKind::Source as i32,
+            steps: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let (w, h, px) = pixels(&src.png);
+    assert_eq!((w, h), (32, 32));
+    assert!(
+        px[..32].iter().all(|p| *p == 0),
+        "padding rows are background"
+    );
+    assert!(px.iter().any(|p| *p > 100), "the garment is there");
+    // Not seeded again on the next start.
+    d.restart().await;
+    let mut c = d.client().await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(
+        c.list_jobs(pb::ListJobsRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .jobs
+            .len(),
+        1
+    );
+    let log = d.log_text();
+    let json_lines: Vec<&str> = log.lines().filter(|l| l.starts_with('{')).collect();
+    assert!(json_lines.len() > 3, "{log}");
+    assert!(json_lines.iter().all(|l| l.ends_with('}')));
+    assert!(
+        log.contains("\"message\":\"queued the seed images\""),
+        "{log}"
+    );
+}
