@@ -693,22 +693,19 @@ async fn seed_images_on_first_start_only() {
     ];
     let mut d = Daemon::builder().args(&flags).start().await;
     let mut c = d.client().await;
-    let jobs = c
-        .list_jobs(pb::ListJobsRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .jobs;
-    let jobs = if jobs.is_empty() {
-        // The seed job is submitted right after the model loads.
-        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-        c.list_jobs(pb::ListJobsRequest::default())
+    // The seed job is submitted right after the model loads.
+    let until = std::time::Instant::now() + TIMEOUT;
+    let jobs = loop {
+        let jobs = c
+            .list_jobs(pb::ListJobsRequest::default())
             .await
             .unwrap()
             .into_inner()
-            .jobs
-    } else {
-        jobs
+            .jobs;
+        if !jobs.is_empty() || std::time::Instant::now() > until {
+            break jobs;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     };
     assert_eq!(jobs.len(), 1);
     assert_eq!(
