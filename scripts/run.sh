@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The main job: build, start ddimd on its embedded store with the shipped
-# model (seeding a few Fashion-MNIST test images into the library on the very
+# model (seeding 8 Fashion-MNIST test images into the library on the very
 # first start), open the ddim TUI, and stop the daemon when the TUI exits.
 # Extra arguments go to the TUI. Set DDIMD_ADDR to use another port.
 set -euo pipefail
@@ -12,7 +12,7 @@ addr="${DDIMD_ADDR:-127.0.0.1:7860}"
 data="${DDIMD_DATA:-${XDG_DATA_HOME:-$HOME/.local/share}/ddimd}"
 log="$data/ddimd.log"
 mkdir -p "$data"
-./target/release/ddimd serve --addr "$addr" --data "$data" --seed-images 16 >>"$log" 2>&1 &
+./target/release/ddimd serve --addr "$addr" --data "$data" --seed-images 8 >>"$log" 2>&1 &
 daemon=$!
 trap 'kill -TERM $daemon 2>/dev/null; wait $daemon 2>/dev/null || true' EXIT INT TERM
 echo "ddimd started (pid $daemon, log $log); opening the TUI…" >&2
