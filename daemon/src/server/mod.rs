@@ -7,6 +7,7 @@
 //! - [`worker`]: the thread that owns the model and runs jobs.
 //! - [`events`]: broadcasts behind `WatchJob` / `WatchLibrary`.
 //! - [`auth`]: the bearer-token interceptor.
+//! - [`device`]: CUDA memory for `GetStats`.
 //! - [`seed`]: `--seed-images`, a first library on an empty store.
 //! - [`error`]: [`ServerError`] and its gRPC status codes.
 //!
@@ -17,6 +18,7 @@
 //! the queue), end the streams, flush the store, exit 0.
 pub mod auth;
 pub mod conversions;
+pub mod device;
 pub mod error;
 pub mod events;
 pub mod queue;

@@ -776,6 +776,11 @@ impl Ddim for DdimService {
         &self,
         _req: Request<pb::GetStatsRequest>,
     ) -> std::result::Result<Response<pb::Stats>, Status> {
-        Ok(Response::new(self.stats()))
+        let mut stats = self.stats();
+        if let Some(device) = self.shared.meta.get().map(|m| m.info.device.clone()) {
+            stats.device_memory_bytes =
+                blocking(move || Ok(super::device::memory_bytes(&device))).await?;
+        }
+        Ok(Response::new(stats))
     }
 }
