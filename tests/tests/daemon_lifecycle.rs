@@ -332,3 +332,71 @@ async fn a_model_that_cannot_load_stops_the_daemon_with_an_error() {
         "{log}"
     );
 }
+
+/// Bad flags stop the daemon at once with a message naming the flag.
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_flags_are_refused() {
+    let d = Daemon::builder().start().await;
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(bin("ddimd"))
+            .args(["serve", "--model"])
+            .arg(&d.model)
+            .arg("--data")
+            .arg(d.dir.path().join("other-data"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?} was accepted");
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    assert!(run(&[
+        "--addr",
+        "127.0.0.1:0",
+        "--device",
+        "cpu",
+        "--max-batch",
+        "0"
+    ])
+    .contains("--max-batch"));
+    assert!(run(&[
+        "--addr",
+        "127.0.0.1:0",
+        "--device",
+        "cpu",
+        "--max-message-mb",
+        "0"
+    ])
+    .contains("--max-message-mb"));
+    assert!(run(&["--addr", "127.0.0.1:0", "--device", "tpu"]).contains("tpu"));
+    assert!(run(&[
+        "--addr",
+        "127.0.0.1:0",
+        "--device",
+        "cpu",
+        "--tls-cert",
+        "/nonexistent.pem"
+    ])
+    .contains("--tls-key"));
+    let busy = run(&["--addr", &d.addr, "--device", "cpu"]);
+    assert!(busy.contains("--addr") && busy.contains(&d.addr), "{busy}");
+    // The store of a running daemon is locked.
+    let out = std::process::Command::new(bin("ddimd"))
+        .args([
+            "serve",
+            "--device",
+            "cpu",
+            "--addr",
+            "127.0.0.1:0",
+            "--model",
+        ])
+        .arg(&d.model)
+        .arg("--data")
+        .arg(&d.data)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("in use by another ddimd"),
+        "{err}"
+    );
+}
