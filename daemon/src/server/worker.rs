@@ -645,8 +645,10 @@ impl Worker {
                 off += n;
                 match self.tick(&mut m.track, &x0m) {
                     Ok(()) => keep.push(m),
-                    Err(Stop::Cancelled) => self.settle(m.rec, Err(ServerError::Cancelled)),
-                    Err(Stop::Interrupted) => self.settle(m.rec, Err(ServerError::Interrupted)),
+                    Err(Stop::Cancelled) => self.settle_batched(m.rec, Err(ServerError::Cancelled)),
+                    Err(Stop::Interrupted) => {
+                        self.settle_batched(m.rec, Err(ServerError::Interrupted))
+                    }
                 }
             }
             members = keep;
@@ -655,7 +657,7 @@ impl Worker {
             let r = sampler::check_finite(&m.x, "sample")
                 .map_err(ServerError::from)
                 .and_then(|_| self.finish_batched(&m));
-            self.settle(m.rec, r);
+            self.settle_batched(m.rec, r);
         }
     }
 
@@ -754,6 +756,14 @@ impl Worker {
     }
 
     /// Records how a job ended and tells the watchers.
+    /// [`Self::settle`] inside a span naming the job (batches span several).
+    fn settle_batched(&self, rec: JobRecord, r: Result<Outcome>) {
+        let span =
+            info_span!("job", id = %super::conversions::job_id(rec.id), kind = rec.kind.as_str());
+        let _e = span.enter();
+        self.settle(rec, r);
+    }
+
     fn settle(&self, mut rec: JobRecord, r: Result<Outcome>) {
         let id = rec.id;
         let images = rec.images;
