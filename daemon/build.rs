@@ -17,8 +17,10 @@ fn main() {
     let version = std::fs::read_to_string(lib.join("../version.py"))
         .ok()
         .and_then(|v| {
-            v.lines()
-                .find_map(|l| l.strip_prefix("__version__ = ").map(|s| s.trim_matches(|c| c == '\'' || c == '"').to_string()))
+            v.lines().find_map(|l| {
+                l.strip_prefix("__version__ = ")
+                    .map(|s| s.trim_matches(|c| c == '\'' || c == '"').to_string())
+            })
         })
         .unwrap_or_else(|| "unknown".into());
     println!("cargo:rustc-env=DDIMD_LIBTORCH_VERSION={version}");

@@ -20,6 +20,10 @@ pub struct ModelArgs {
     /// cpu, cuda, cuda:N or auto.
     #[arg(long, env = "DDIMD_DEVICE", default_value = "auto")]
     pub device: String,
+    /// libtorch CPU threads (0: libtorch's default, one per core). On a busy
+    /// machine fewer threads avoid OpenMP spin-waiting.
+    #[arg(long, env = "DDIMD_TORCH_THREADS", default_value_t = 0)]
+    pub torch_threads: i32,
 }
 
 /// The shipped model: `models/fashion-mnist` in the repository.
@@ -29,6 +33,9 @@ pub fn default_model_dir() -> PathBuf {
 
 impl ModelArgs {
     pub fn load(&self) -> Result<Model, EngineError> {
+        if self.torch_threads > 0 {
+            tch::set_num_threads(self.torch_threads);
+        }
         let device = parse_device(&self.device)?;
         Model::load(&self.model, device)
     }
@@ -43,7 +50,9 @@ fn parse_eta(s: &str) -> Result<f64, String> {
 }
 
 fn parse_steps(s: &str) -> Result<usize, String> {
-    let v: usize = s.parse().map_err(|_| format!("not a positive integer: {s:?}"))?;
+    let v: usize = s
+        .parse()
+        .map_err(|_| format!("not a positive integer: {s:?}"))?;
     if v == 0 {
         return Err("steps must be ≥ 1".into());
     }
@@ -69,7 +78,12 @@ pub struct SamplerArgs {
 
 impl SamplerArgs {
     pub fn options(&self) -> SamplerOptions {
-        SamplerOptions { steps: self.steps, eta: self.eta, spacing: self.spacing, sigma_hat: self.sigma_hat }
+        SamplerOptions {
+            steps: self.steps,
+            eta: self.eta,
+            spacing: self.spacing,
+            sigma_hat: self.sigma_hat,
+        }
     }
 }
 
@@ -202,9 +216,11 @@ pub struct InitModelArgs {
 pub fn progress(len: u64, what: &str) -> indicatif::ProgressBar {
     let pb = indicatif::ProgressBar::new(len);
     pb.set_style(
-        indicatif::ProgressStyle::with_template("{msg:>12} [{bar:30}] {pos}/{len} {per_sec} ETA {eta}")
-            .expect("template")
-            .progress_chars("=> "),
+        indicatif::ProgressStyle::with_template(
+            "{msg:>12} [{bar:30}] {pos}/{len} {per_sec} ETA {eta}",
+        )
+        .expect("template")
+        .progress_chars("=> "),
     );
     pb.set_message(what.to_string());
     if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
@@ -222,7 +238,9 @@ fn load_x0(model: &Model, x0: &Option<PathBuf>, images: &[PathBuf]) -> Result<Te
         }
         None => {
             if images.is_empty() {
-                return Err(EngineError::InvalidInput("give --x0 FILE.npy or --image FILE...".into()));
+                return Err(EngineError::InvalidInput(
+                    "give --x0 FILE.npy or --image FILE...".into(),
+                ));
             }
             let ts = images
                 .iter()
@@ -234,7 +252,11 @@ fn load_x0(model: &Model, x0: &Option<PathBuf>, images: &[PathBuf]) -> Result<Te
 }
 
 /// Runs `f` over row chunks of at most `batch` and concatenates.
-fn chunked(x: &Tensor, batch: usize, mut f: impl FnMut(&Tensor, i64) -> Result<Tensor, EngineError>) -> Result<Tensor, EngineError> {
+fn chunked(
+    x: &Tensor,
+    batch: usize,
+    mut f: impl FnMut(&Tensor, i64) -> Result<Tensor, EngineError>,
+) -> Result<Tensor, EngineError> {
     let n = x.size()[0];
     let b = batch.max(1) as i64;
     let mut outs = vec![];
@@ -247,13 +269,21 @@ fn chunked(x: &Tensor, batch: usize, mut f: impl FnMut(&Tensor, i64) -> Result<T
     Ok(Tensor::cat(&outs, 0))
 }
 
-fn sample_rows(model: &Model, xt: &Tensor, opts: &SamplerOptions, seed: u64, batch: usize) -> Result<Tensor, EngineError> {
+fn sample_rows(
+    model: &Model,
+    xt: &Tensor,
+    opts: &SamplerOptions,
+    seed: u64,
+    batch: usize,
+) -> Result<Tensor, EngineError> {
     opts.validate(model.num_train_timesteps())?;
     sampler::check_input(model, xt, "x_T")?;
     let n = xt.size()[0] as u64;
     let pb = progress(n * opts.steps as u64, "sampling");
     let out = chunked(xt, batch, |x, start| {
-        let seeds: Vec<SampleSeed> = (0..x.size()[0] as u64).map(|i| SampleSeed::new(seed, start as u64 + i)).collect();
+        let seeds: Vec<SampleSeed> = (0..x.size()[0] as u64)
+            .map(|i| SampleSeed::new(seed, start as u64 + i))
+            .collect();
         sampler::sample(model, x, opts, &seeds, &mut |_e: &StepEvent| {
             pb.inc(x.size()[0] as u64);
             true
@@ -273,7 +303,11 @@ pub fn sample(a: &SampleArgs) -> Result<(), EngineError> {
             if a.count == 0 {
                 return Err(EngineError::InvalidInput("--count must be ≥ 1".into()));
             }
-            noise::initial_noise(&noise::seeds(a.seed, a.count), model.sample_shape(), Device::Cpu)
+            noise::initial_noise(
+                &noise::seeds(a.seed, a.count),
+                model.sample_shape(),
+                Device::Cpu,
+            )
         }
     };
     // One warm-up call so that lazy CUDA/cuDNN set-up is not timed.
@@ -298,7 +332,8 @@ pub fn sample(a: &SampleArgs) -> Result<(), EngineError> {
 
 pub fn encode(a: &EncodeArgs) -> Result<(), EngineError> {
     let model = a.model.load()?;
-    crate::engine::spacing::validate_steps(a.steps, model.num_train_timesteps()).map_err(EngineError::InvalidInput)?;
+    crate::engine::spacing::validate_steps(a.steps, model.num_train_timesteps())
+        .map_err(EngineError::InvalidInput)?;
     let x0 = load_x0(&model, &a.x0, &a.image)?;
     let n = x0.size()[0] as u64;
     let pb = progress(n * a.steps as u64, "encoding");
@@ -327,13 +362,20 @@ pub fn decode(a: &DecodeArgs) -> Result<(), EngineError> {
 }
 
 /// Per-S reconstruction error of `x0` (Table 2): (S, mean MSE on [0, 1]).
-pub fn reconstruction_table(model: &Model, x0: &Tensor, steps: &[usize], spacing: Spacing, batch: usize) -> Result<Vec<(usize, f64)>, EngineError> {
+pub fn reconstruction_table(
+    model: &Model,
+    x0: &Tensor,
+    steps: &[usize],
+    spacing: Spacing,
+    batch: usize,
+) -> Result<Vec<(usize, f64)>, EngineError> {
     let n = x0.size()[0] as u64;
     let total: u64 = steps.iter().map(|s| 2 * *s as u64 * n).sum();
     let pb = progress(total, "reconstruct");
     let mut rows = vec![];
     for &s in steps {
-        crate::engine::spacing::validate_steps(s, model.num_train_timesteps()).map_err(EngineError::InvalidInput)?;
+        crate::engine::spacing::validate_steps(s, model.num_train_timesteps())
+            .map_err(EngineError::InvalidInput)?;
         let mut errs = vec![];
         let mut start = 0;
         while start < n as i64 {
@@ -355,17 +397,23 @@ pub fn reconstruction_table(model: &Model, x0: &Tensor, steps: &[usize], spacing
 pub fn reconstruct(a: &ReconstructArgs) -> Result<(), EngineError> {
     let model = a.model.load()?;
     for &s in &a.steps {
-        crate::engine::spacing::validate_steps(s, model.num_train_timesteps()).map_err(EngineError::InvalidInput)?;
+        crate::engine::spacing::validate_steps(s, model.num_train_timesteps())
+            .map_err(EngineError::InvalidInput)?;
     }
     let x0 = match a.fashion_mnist_test {
-        Some(n) => crate::train::data::fashion_mnist(crate::train::data::Split::Test, model.sample_shape())
-            .map_err(|e| EngineError::InvalidInput(e.to_string()))?
-            .narrow(0, 0, n as i64),
+        Some(n) => {
+            crate::train::data::fashion_mnist(crate::train::data::Split::Test, model.sample_shape())
+                .map_err(|e| EngineError::InvalidInput(e.to_string()))?
+                .narrow(0, 0, n as i64)
+        }
         None => load_x0(&model, &a.x0, &a.image)?,
     };
     let rows = reconstruction_table(&model, &x0, &a.steps, a.spacing, a.batch)?;
     if a.json {
-        let results: Vec<_> = rows.iter().map(|(s, m)| serde_json::json!({"steps": s, "mse": m})).collect();
+        let results: Vec<_> = rows
+            .iter()
+            .map(|(s, m)| serde_json::json!({"steps": s, "mse": m}))
+            .collect();
         println!("{}", serde_json::json!({ "results": results }));
     } else {
         println!("{:>6}  {:>10}", "S", "MSE [0,1]");
@@ -379,14 +427,20 @@ pub fn reconstruct(a: &ReconstructArgs) -> Result<(), EngineError> {
 pub fn interpolate(a: &InterpolateArgs) -> Result<(), EngineError> {
     let model = a.model.load()?;
     if a.frames < 2 || a.frames > 256 {
-        return Err(EngineError::InvalidInput(format!("--frames must be in 2..=256, got {}", a.frames)));
+        return Err(EngineError::InvalidInput(format!(
+            "--frames must be in 2..=256, got {}",
+            a.frames
+        )));
     }
     let xa = npy::read(&a.a)?;
     let xb = npy::read(&a.b)?;
     sampler::check_input(&model, &xa, &a.a.display().to_string())?;
     sampler::check_input(&model, &xb, &a.b.display().to_string())?;
     let (xa, xb) = (xa.narrow(0, 0, 1), xb.narrow(0, 0, 1));
-    let zs: Vec<Tensor> = interp::alphas(a.frames).into_iter().map(|al| interp::interpolate(&xa, &xb, al, a.method)).collect();
+    let zs: Vec<Tensor> = interp::alphas(a.frames)
+        .into_iter()
+        .map(|al| interp::interpolate(&xa, &xb, al, a.method))
+        .collect();
     let z = Tensor::cat(&zs, 0);
     let x0 = sample_rows(&model, &z, &a.sampler.options(), 0, 64)?;
     npy::write(&a.out, &x0)?;
@@ -398,12 +452,21 @@ pub fn interpolate(a: &InterpolateArgs) -> Result<(), EngineError> {
 }
 
 pub fn init_model(a: &InitModelArgs) -> Result<(), EngineError> {
-    let cfg = UNetConfig::preset(&a.preset, a.channels, a.size)
-        .ok_or_else(|| EngineError::InvalidInput(format!("unknown preset {:?} (test, test-attn, tiny, medium, small, cifar10)", a.preset)))?;
+    let cfg = UNetConfig::preset(&a.preset, a.channels, a.size).ok_or_else(|| {
+        EngineError::InvalidInput(format!(
+            "unknown preset {:?} (test, test-attn, tiny, medium, small, cifar10)",
+            a.preset
+        ))
+    })?;
     tch::manual_seed(a.seed);
     let model = Model::from_config(cfg, SchedulerConfig::default(), Device::Cpu)?;
     model.save_pipeline(&a.out)?;
-    eprintln!("wrote a random {} model ({} parameters) to {}", a.preset, model.parameter_count(), a.out.display());
+    eprintln!(
+        "wrote a random {} model ({} parameters) to {}",
+        a.preset,
+        model.parameter_count(),
+        a.out.display()
+    );
     Ok(())
 }
 
@@ -470,9 +533,15 @@ pub fn bench(a: &BenchArgs) -> Result<(), EngineError> {
         }
         times.sort_by(f64::total_cmp);
         let ms = times[times.len() / 2];
-        println!("{}", serde_json::json!({"impl": "ddimd", "batch": b, "ms_per_eval": ms}));
+        println!(
+            "{}",
+            serde_json::json!({"impl": "ddimd", "batch": b, "ms_per_eval": ms})
+        );
         for &s in &a.steps {
-            let opts = SamplerOptions { steps: s, ..Default::default() };
+            let opts = SamplerOptions {
+                steps: s,
+                ..Default::default()
+            };
             let ips = if s as f64 * ms / 1e3 > a.max_seconds {
                 None
             } else {
@@ -481,7 +550,10 @@ pub fn bench(a: &BenchArgs) -> Result<(), EngineError> {
                 sync(model.device);
                 Some(b as f64 / t0.elapsed().as_secs_f64())
             };
-            println!("{}", serde_json::json!({"impl": "ddimd", "batch": b, "steps": s, "images_per_s": ips}));
+            println!(
+                "{}",
+                serde_json::json!({"impl": "ddimd", "batch": b, "steps": s, "images_per_s": ips})
+            );
         }
     }
     Ok(())

@@ -5,7 +5,11 @@ use std::process::ExitCode;
 use ddimd::cli;
 
 #[derive(Parser)]
-#[command(name = "ddimd", version, about = "DDIM latent-space daemon, trainer and offline engine")]
+#[command(
+    name = "ddimd",
+    version,
+    about = "DDIM latent-space daemon, trainer and offline engine"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

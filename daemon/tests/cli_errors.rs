@@ -31,7 +31,10 @@ fn fails(args: &[&str]) -> String {
         .unwrap();
     let err = String::from_utf8_lossy(&o.stderr).to_string();
     assert!(!o.status.success(), "{args:?} succeeded");
-    assert!(!err.contains("panicked") && !err.contains("stack backtrace"), "{args:?} panicked: {err}");
+    assert!(
+        !err.contains("panicked") && !err.contains("stack backtrace"),
+        "{args:?} panicked: {err}"
+    );
     let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
     // clap's usage errors carry a usage line and a help hint; ours are one line.
     assert!(lines.len() <= 4, "{args:?}: too chatty: {err}");
@@ -46,17 +49,44 @@ fn tmp() -> tempfile::TempDir {
 fn missing_and_unreadable_files() {
     let d = tmp();
     let out = d.path().join("o.npy");
-    let e = fails(&["decode", "--xt", "/nonexistent.npy", "--out", out.to_str().unwrap()]);
-    assert!(e.contains("/nonexistent.npy") && e.contains("no such file"), "{e}");
+    let e = fails(&[
+        "decode",
+        "--xt",
+        "/nonexistent.npy",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        e.contains("/nonexistent.npy") && e.contains("no such file"),
+        "{e}"
+    );
     let junk = d.path().join("junk.npy");
     std::fs::write(&junk, b"\x93NUMPY garbage").unwrap();
-    let e = fails(&["decode", "--xt", junk.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    let e = fails(&[
+        "decode",
+        "--xt",
+        junk.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     assert!(e.contains("junk.npy"), "{e}");
-    let e = fails(&["encode", "--image", "/nonexistent.png", "--out", out.to_str().unwrap()]);
+    let e = fails(&[
+        "encode",
+        "--image",
+        "/nonexistent.png",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     assert!(e.contains("/nonexistent.png"), "{e}");
     let png = d.path().join("bad.png");
     std::fs::write(&png, b"nope").unwrap();
-    let e = fails(&["encode", "--image", png.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    let e = fails(&[
+        "encode",
+        "--image",
+        png.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     assert!(e.contains("bad.png") && e.contains("decodable"), "{e}");
 }
 
@@ -65,16 +95,49 @@ fn wrong_shape_dtype_and_nan() {
     let d = tmp();
     let out = d.path().join("o.npy");
     let p = d.path().join("x.npy");
-    Tensor::zeros([2, 3, 32, 32], (Kind::Float, tch::Device::Cpu)).write_npy(&p).unwrap();
-    let e = fails(&["decode", "--xt", p.to_str().unwrap(), "--out", out.to_str().unwrap()]);
-    assert!(e.contains("expected shape [N, 1, 32, 32]") && e.contains("[2, 3, 32, 32]"), "{e}");
-    Tensor::zeros([1, 1, 32, 32], (Kind::Double, tch::Device::Cpu)).write_npy(&p).unwrap();
-    let e = fails(&["decode", "--xt", p.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    Tensor::zeros([2, 3, 32, 32], (Kind::Float, tch::Device::Cpu))
+        .write_npy(&p)
+        .unwrap();
+    let e = fails(&[
+        "decode",
+        "--xt",
+        p.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        e.contains("expected shape [N, 1, 32, 32]") && e.contains("[2, 3, 32, 32]"),
+        "{e}"
+    );
+    Tensor::zeros([1, 1, 32, 32], (Kind::Double, tch::Device::Cpu))
+        .write_npy(&p)
+        .unwrap();
+    let e = fails(&[
+        "decode",
+        "--xt",
+        p.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     assert!(e.contains("float32"), "{e}");
-    Tensor::full([1, 1, 32, 32], f64::NAN, (Kind::Float, tch::Device::Cpu)).write_npy(&p).unwrap();
-    let e = fails(&["decode", "--xt", p.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    Tensor::full([1, 1, 32, 32], f64::NAN, (Kind::Float, tch::Device::Cpu))
+        .write_npy(&p)
+        .unwrap();
+    let e = fails(&[
+        "decode",
+        "--xt",
+        p.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     assert!(e.contains("NaN"), "{e}");
-    let e = fails(&["encode", "--x0", p.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    let e = fails(&[
+        "encode",
+        "--x0",
+        p.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     assert!(e.contains("NaN"), "{e}");
 }
 
@@ -93,7 +156,17 @@ fn steps_eta_spacing_out_of_range() {
     assert!(e.contains("cubic"), "{e}");
     let e = fails(&["reconstruct", "--x0", "/nonexistent.npy", "--steps", "10,0"]);
     assert!(e.contains("steps"), "{e}");
-    let e = fails(&["interpolate", "--a", "/x.npy", "--b", "/y.npy", "--frames", "1", "--out", o]);
+    let e = fails(&[
+        "interpolate",
+        "--a",
+        "/x.npy",
+        "--b",
+        "/y.npy",
+        "--frames",
+        "1",
+        "--out",
+        o,
+    ]);
     assert!(e.contains("frames"), "{e}");
 }
 
@@ -101,18 +174,48 @@ fn steps_eta_spacing_out_of_range() {
 fn a_folder_that_is_not_a_model() {
     let d = tmp();
     let out = d.path().join("o.npy");
-    let e = fails(&["sample", "--model", d.path().to_str().unwrap(), "--count", "1", "--out", out.to_str().unwrap()]);
+    let e = fails(&[
+        "sample",
+        "--model",
+        d.path().to_str().unwrap(),
+        "--count",
+        "1",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     assert!(e.contains("is not a model folder"), "{e}");
-    let e = fails(&["sample", "--model", "/nonexistent-model", "--count", "1", "--out", out.to_str().unwrap()]);
+    let e = fails(&[
+        "sample",
+        "--model",
+        "/nonexistent-model",
+        "--count",
+        "1",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     assert!(e.contains("does not exist"), "{e}");
     // An unsupported config value names the field and the value.
     let m = d.path().join("m");
     let src = model();
     std::fs::create_dir_all(m.join("unet")).unwrap();
-    std::fs::copy(src.join("unet/diffusion_pytorch_model.safetensors"), m.join("unet/diffusion_pytorch_model.safetensors")).unwrap();
-    let cfg = std::fs::read_to_string(src.join("unet/config.json")).unwrap().replace("\"silu\"", "\"gelu\"");
+    std::fs::copy(
+        src.join("unet/diffusion_pytorch_model.safetensors"),
+        m.join("unet/diffusion_pytorch_model.safetensors"),
+    )
+    .unwrap();
+    let cfg = std::fs::read_to_string(src.join("unet/config.json"))
+        .unwrap()
+        .replace("\"silu\"", "\"gelu\"");
     std::fs::write(m.join("unet/config.json"), cfg).unwrap();
-    let e = fails(&["sample", "--model", m.to_str().unwrap(), "--count", "1", "--out", out.to_str().unwrap()]);
+    let e = fails(&[
+        "sample",
+        "--model",
+        m.to_str().unwrap(),
+        "--count",
+        "1",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     assert!(e.contains("act_fn") && e.contains("gelu"), "{e}");
 }
 
@@ -122,7 +225,9 @@ fn happy_path_round_trip_writes_files() {
     let x = d.path().join("x.npy");
     let png = d.path().join("g.png");
     let o = Command::new(env!("CARGO_BIN_EXE_ddimd"))
-        .args(["sample", "--device", "cpu", "--count", "3", "--seed", "1", "--steps", "5", "--out"])
+        .args([
+            "sample", "--device", "cpu", "--count", "3", "--seed", "1", "--steps", "5", "--out",
+        ])
         .arg(&x)
         .arg("--png")
         .arg(&png)
@@ -141,7 +246,8 @@ fn happy_path_round_trip_writes_files() {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("exactly one JSON object on stdout");
+    let v: serde_json::Value =
+        serde_json::from_slice(&o.stdout).expect("exactly one JSON object on stdout");
     let r = v["results"].as_array().unwrap();
     assert_eq!(r.len(), 2);
     assert_eq!(r[0]["steps"], 2);

@@ -10,16 +10,36 @@ use tch::{Device, Tensor};
 
 fn random_model(preset: &str) -> Model {
     tch::manual_seed(0);
-    Model::from_config(UNetConfig::preset(preset, 1, 16).unwrap(), SchedulerConfig::default(), Device::Cpu).unwrap()
+    Model::from_config(
+        UNetConfig::preset(preset, 1, 16).unwrap(),
+        SchedulerConfig::default(),
+        Device::Cpu,
+    )
+    .unwrap()
 }
 
 #[test]
 fn seeded_sample_is_independent_of_batch_size_and_position() {
     let m = random_model("test-attn");
     for opts in [
-        SamplerOptions { steps: 8, eta: 0.0, spacing: Spacing::Uniform, sigma_hat: false },
-        SamplerOptions { steps: 8, eta: 1.0, spacing: Spacing::Quad, sigma_hat: false },
-        SamplerOptions { steps: 8, eta: 0.0, spacing: Spacing::Trailing, sigma_hat: true },
+        SamplerOptions {
+            steps: 8,
+            eta: 0.0,
+            spacing: Spacing::Uniform,
+            sigma_hat: false,
+        },
+        SamplerOptions {
+            steps: 8,
+            eta: 1.0,
+            spacing: Spacing::Quad,
+            sigma_hat: false,
+        },
+        SamplerOptions {
+            steps: 8,
+            eta: 0.0,
+            spacing: Spacing::Trailing,
+            sigma_hat: true,
+        },
     ] {
         let target = SampleSeed::new(42, 5);
         let alone = {
@@ -27,15 +47,25 @@ fn seeded_sample_is_independent_of_batch_size_and_position() {
             let xt = noise::initial_noise(&s, m.sample_shape(), Device::Cpu);
             sampler::sample(&m, &xt, &opts, &s, &mut |_| true).unwrap()
         };
-        let batch = [SampleSeed::new(1, 0), SampleSeed::new(42, 4), target, SampleSeed::new(7, 5)];
+        let batch = [
+            SampleSeed::new(1, 0),
+            SampleSeed::new(42, 4),
+            target,
+            SampleSeed::new(7, 5),
+        ];
         let xt = noise::initial_noise(&batch, m.sample_shape(), Device::Cpu);
         let out = sampler::sample(&m, &xt, &opts, &batch, &mut |_| true).unwrap();
         // x_T and the η-noise are bit-identical (noise.rs); the network's
         // float rounding may depend on the batch size, so compare relatively.
-        assert!(xt.get(2).equal(&noise::initial_noise(&[target], m.sample_shape(), Device::Cpu).get(0)));
+        assert!(xt
+            .get(2)
+            .equal(&noise::initial_noise(&[target], m.sample_shape(), Device::Cpu).get(0)));
         let scale = alone.abs().max().double_value(&[]).max(1.0);
         let err = (out.get(2) - alone.get(0)).abs().max().double_value(&[]) / scale;
-        assert!(err < 1e-5, "{opts:?}: batch changed the sample by {err} (relative)");
+        assert!(
+            err < 1e-5,
+            "{opts:?}: batch changed the sample by {err} (relative)"
+        );
         // And the other rows differ (the noise is really per sample).
         assert!((out.get(1) - out.get(2)).abs().max().double_value(&[]) > 1e-3);
     }
@@ -46,7 +76,10 @@ fn eta_zero_is_deterministic_and_eta_one_is_not_noise_free() {
     let m = random_model("test");
     let s = noise::seeds(3, 2);
     let xt = noise::initial_noise(&s, m.sample_shape(), Device::Cpu);
-    let o0 = SamplerOptions { steps: 10, ..Default::default() };
+    let o0 = SamplerOptions {
+        steps: 10,
+        ..Default::default()
+    };
     let a = sampler::sample(&m, &xt, &o0, &s, &mut |_| true).unwrap();
     let s2 = noise::seeds(99, 2);
     let b = sampler::sample(&m, &xt, &o0, &s2, &mut |_| true).unwrap();
@@ -63,8 +96,11 @@ fn progress_reports_every_step_and_cancel_stops() {
     let s = noise::seeds(0, 1);
     let xt = noise::initial_noise(&s, m.sample_shape(), Device::Cpu);
     let mut seen = vec![];
-    let opts = SamplerOptions { steps: 7, ..Default::default() };
-    sampler::sample(&m, &xt, &opts, &s, &mut |e| {
+    let opts = SamplerOptions {
+        steps: 7,
+        ..Default::default()
+    };
+    let _ = sampler::sample(&m, &xt, &opts, &s, &mut |e| {
         seen.push((e.step, e.total));
         true
     })
@@ -83,10 +119,20 @@ fn progress_reports_every_step_and_cancel_stops() {
 fn last_step_lands_on_alpha_one() {
     let m = random_model("test");
     for sp in Spacing::ALL {
-        let plan = sampler::plan(&SamplerOptions { steps: 13, spacing: sp, ..Default::default() }, 1000);
+        let plan = sampler::plan(
+            &SamplerOptions {
+                steps: 13,
+                spacing: sp,
+                ..Default::default()
+            },
+            1000,
+        );
         assert_eq!(plan.last().unwrap().1, -1, "{sp}");
         assert_eq!(m.schedule.alpha_bar(-1), 1.0);
-        assert!(plan.windows(2).all(|w| w[0].1 == w[1].0), "{sp}: steps must chain");
+        assert!(
+            plan.windows(2).all(|w| w[0].1 == w[1].0),
+            "{sp}: steps must chain"
+        );
     }
 }
 
@@ -116,7 +162,9 @@ fn reconstruction_error_falls_with_steps_on_a_trained_model() {
         let eps = Tensor::randn([8, 1, 16, 16], (tch::Kind::Float, Device::Cpu));
         let a = ab.index_select(0, &t).view([-1, 1, 1, 1]);
         let xt = &data * a.sqrt() + &eps * (a.ones_like() - &a).sqrt();
-        let loss = (m.unet.forward_t(&xt, &t, true) - eps).square().mean(tch::Kind::Float);
+        let loss = (m.unet.forward_t(&xt, &t, true) - eps)
+            .square()
+            .mean(tch::Kind::Float);
         opt.backward_step(&loss);
     }
     let x0 = data.narrow(0, 0, 4);
@@ -125,5 +173,8 @@ fn reconstruction_error_falls_with_steps_on_a_trained_model() {
         mse.iter().sum::<f64>() / mse.len() as f64
     };
     let (e10, e100, e1000) = (err(10), err(100), err(1000));
-    assert!(e10 > e100 && e100 > e1000, "MSE must fall with S: {e10} {e100} {e1000}");
+    assert!(
+        e10 > e100 && e100 > e1000,
+        "MSE must fall with S: {e10} {e100} {e1000}"
+    );
 }

@@ -12,12 +12,16 @@ use ddimd::engine::{npy, Model, Spacing};
 use tch::{Device, Tensor};
 
 pub fn venv_python() -> PathBuf {
-    let venv = std::env::var_os("DDIM_VENV").map(PathBuf::from).unwrap_or_else(|| {
-        let cache = std::env::var_os("XDG_CACHE_HOME")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache"));
-        cache.join("ddim/venv")
-    });
+    let venv = std::env::var_os("DDIM_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let cache = std::env::var_os("XDG_CACHE_HOME")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| {
+                    PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache")
+                });
+            cache.join("ddim/venv")
+        });
     venv.join("bin/python")
 }
 
@@ -28,10 +32,22 @@ fn reference() -> &'static Path {
         let dir = std::env::temp_dir().join(format!("ddim-parity-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let py = venv_python();
-        assert!(py.exists(), "{} missing: run scripts/setup.sh", py.display());
+        assert!(
+            py.exists(),
+            "{} missing: run scripts/setup.sh",
+            py.display()
+        );
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/parity_reference.py");
-        let out = Command::new(&py).arg(&script).arg(&dir).output().expect("run python");
-        assert!(out.status.success(), "reference script failed:\n{}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new(&py)
+            .arg(&script)
+            .arg(&dir)
+            .output()
+            .expect("run python");
+        assert!(
+            out.status.success(),
+            "reference script failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         dir
     })
 }
@@ -79,15 +95,27 @@ fn check_loop(name: &str) {
     let model = Model::load(&d, Device::Cpu).unwrap();
     let xt = npy::read(&d.join("xt.npy")).unwrap();
     let want = npy::read(&d.join("sample50.npy")).unwrap();
-    let ts: Vec<i64> = serde_json::from_slice(&std::fs::read(d.join("timesteps50.json")).unwrap()).unwrap();
-    let opts = SamplerOptions { steps: 50, eta: 0.0, spacing: Spacing::Leading, sigma_hat: false };
-    let plan: Vec<i64> = sampler::plan(&opts, 1000).into_iter().map(|(t, _)| t).collect();
+    let ts: Vec<i64> =
+        serde_json::from_slice(&std::fs::read(d.join("timesteps50.json")).unwrap()).unwrap();
+    let opts = SamplerOptions {
+        steps: 50,
+        eta: 0.0,
+        spacing: Spacing::Leading,
+        sigma_hat: false,
+    };
+    let plan: Vec<i64> = sampler::plan(&opts, 1000)
+        .into_iter()
+        .map(|(t, _)| t)
+        .collect();
     assert_eq!(plan, ts, "leading timesteps differ from diffusers'");
     let seeds: Vec<SampleSeed> = (0..2).map(|i| SampleSeed::new(0, i)).collect();
     let got = sampler::sample(&model, &xt, &opts, &seeds, &mut |_| true).unwrap();
     let scale = want.abs().max().double_value(&[]).max(1.0);
     let rel = max_abs(&got, &want) / scale;
-    assert!(rel <= 1e-5, "{name}: 50-step DDIM loop relative error {rel} (scale {scale})");
+    assert!(
+        rel <= 1e-5,
+        "{name}: 50-step DDIM loop relative error {rel} (scale {scale})"
+    );
 }
 
 #[test]
@@ -111,7 +139,11 @@ fn betas_match_diffusers() {
         let want = Vec::<f64>::try_from(want.to_kind(tch::Kind::Double)).unwrap();
         let got = betas(kind, 1e-4, 0.02, 1000);
         assert_eq!(got.len(), want.len());
-        let err = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+        let err = got
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
         assert!(err <= 1e-6, "{name}: max beta error {err}");
     }
 }

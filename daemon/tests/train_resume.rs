@@ -12,13 +12,35 @@ fn ddimd() -> Command {
 
 fn train(out: &Path, extra: &[&str]) -> std::process::Output {
     let o = ddimd()
-        .args(["train", "--model-size", "test-attn", "--steps", "12", "--batch", "4", "--warmup", "3"])
-        .args(["--checkpoint-every", "100", "--sample-every", "0", "--device", "cpu", "--out"])
+        .args([
+            "train",
+            "--model-size",
+            "test-attn",
+            "--steps",
+            "12",
+            "--batch",
+            "4",
+            "--warmup",
+            "3",
+        ])
+        .args([
+            "--checkpoint-every",
+            "100",
+            "--sample-every",
+            "0",
+            "--device",
+            "cpu",
+            "--out",
+        ])
         .arg(out)
         .args(extra)
         .output()
         .unwrap();
-    assert!(o.status.success(), "train failed: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "train failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     o
 }
 
@@ -32,14 +54,17 @@ fn resumed_run_is_bit_identical_to_an_uninterrupted_one() {
     let (a, b) = (dir.path().join("a"), dir.path().join("b"));
     train(&a, &[]);
     train(&b, &["--stop-after", "6"]);
-    let state: serde_json::Value = serde_json::from_slice(&std::fs::read(b.join("checkpoint/state.json")).unwrap()).unwrap();
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(b.join("checkpoint/state.json")).unwrap()).unwrap();
     assert_eq!(state["step"], 6);
     let o = train(&b, &["--resume"]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("resuming at step 6"));
     let ta = tensors(&a.join("checkpoint/state.safetensors"));
     let tb = tensors(&b.join("checkpoint/state.safetensors"));
     assert_eq!(ta.len(), tb.len());
-    assert!(ta.keys().any(|k| k.starts_with("adam_v.")) && ta.keys().any(|k| k.starts_with("ema.")));
+    assert!(
+        ta.keys().any(|k| k.starts_with("adam_v.")) && ta.keys().any(|k| k.starts_with("ema."))
+    );
     for (k, x) in &ta {
         assert!(x.equal(&tb[k]), "{k} differs after resume");
     }
@@ -47,10 +72,15 @@ fn resumed_run_is_bit_identical_to_an_uninterrupted_one() {
     let c = dir.path().join("c");
     train(&c, &["--stop-after", "1"]);
     let tc = tensors(&c.join("checkpoint/state.safetensors"));
-    assert!(ta.iter().any(|(k, x)| k.starts_with("model.") && !x.equal(&tc[k])));
+    assert!(ta
+        .iter()
+        .any(|(k, x)| k.starts_with("model.") && !x.equal(&tc[k])));
     // The loss log has one header and rows.
     let csv = std::fs::read_to_string(b.join("loss.csv")).unwrap();
-    assert!(csv.starts_with("step,loss") && csv.lines().count() >= 2, "{csv}");
+    assert!(
+        csv.starts_with("step,loss") && csv.lines().count() >= 2,
+        "{csv}"
+    );
 }
 
 #[test]
@@ -59,7 +89,16 @@ fn refuses_to_overwrite_a_checkpoint_without_resume() {
     let a = dir.path().join("a");
     train(&a, &["--stop-after", "1"]);
     let o = ddimd()
-        .args(["train", "--model-size", "test", "--steps", "2", "--device", "cpu", "--out"])
+        .args([
+            "train",
+            "--model-size",
+            "test",
+            "--steps",
+            "2",
+            "--device",
+            "cpu",
+            "--out",
+        ])
         .arg(&a)
         .output()
         .unwrap();
@@ -73,20 +112,50 @@ fn image_folder_counts_and_skips_unreadable_files() {
     let data = dir.path().join("imgs");
     std::fs::create_dir_all(&data).unwrap();
     for i in 0..3u8 {
-        image::GrayImage::from_pixel(28, 28, image::Luma([i * 60])).save(data.join(format!("{i}.png"))).unwrap();
+        image::GrayImage::from_pixel(28, 28, image::Luma([i * 60]))
+            .save(data.join(format!("{i}.png")))
+            .unwrap();
     }
     std::fs::write(data.join("broken.png"), b"not a png").unwrap();
     let out = dir.path().join("m");
     let o = ddimd()
-        .args(["train", "--model-size", "test", "--steps", "2", "--batch", "2", "--sample-every", "0", "--device", "cpu"])
-        .args(["--data", data.to_str().unwrap(), "--out", out.to_str().unwrap()])
+        .args([
+            "train",
+            "--model-size",
+            "test",
+            "--steps",
+            "2",
+            "--batch",
+            "2",
+            "--sample-every",
+            "0",
+            "--device",
+            "cpu",
+        ])
+        .args([
+            "--data",
+            data.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ])
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{err}");
     assert!(err.contains("skipped 1 unreadable image(s) of 4"), "{err}");
     let o = ddimd()
-        .args(["train", "--model-size", "test", "--steps", "2", "--device", "cpu", "--data", "/nonexistent", "--out"])
+        .args([
+            "train",
+            "--model-size",
+            "test",
+            "--steps",
+            "2",
+            "--device",
+            "cpu",
+            "--data",
+            "/nonexistent",
+            "--out",
+        ])
         .arg(dir.path().join("n"))
         .output()
         .unwrap();
@@ -107,10 +176,19 @@ fn trained_pipeline_loads_unchanged_in_diffusers() {
     let out = dir.path().join("out.npy");
     let py = std::env::var_os("DDIM_VENV")
         .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| std::path::PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/ddim/venv"))
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/ddim/venv")
+        })
         .join("bin/python");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/load_pipeline.py");
-    let o = Command::new(py).arg(script).arg(&m).arg(&xp).arg(&out).arg("321").output().unwrap();
+    let o = Command::new(py)
+        .arg(script)
+        .arg(&m)
+        .arg(&xp)
+        .arg(&out)
+        .arg("321")
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(String::from_utf8_lossy(&o.stdout).contains("DDIMPipeline DDIMScheduler"));
     let want = Tensor::read_npy(&out).unwrap();

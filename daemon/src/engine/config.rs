@@ -75,14 +75,24 @@ fn d_true() -> bool {
     true
 }
 fn d_down() -> Vec<String> {
-    ["DownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D"]
-        .map(String::from)
-        .to_vec()
+    [
+        "DownBlock2D",
+        "AttnDownBlock2D",
+        "AttnDownBlock2D",
+        "AttnDownBlock2D",
+    ]
+    .map(String::from)
+    .to_vec()
 }
 fn d_up() -> Vec<String> {
-    ["AttnUpBlock2D", "AttnUpBlock2D", "AttnUpBlock2D", "UpBlock2D"]
-        .map(String::from)
-        .to_vec()
+    [
+        "AttnUpBlock2D",
+        "AttnUpBlock2D",
+        "AttnUpBlock2D",
+        "UpBlock2D",
+    ]
+    .map(String::from)
+    .to_vec()
 }
 fn d_boc() -> Vec<i64> {
     vec![224, 448, 672, 896]
@@ -116,7 +126,9 @@ fn d_default() -> String {
 }
 
 fn bad(field: &str, value: impl std::fmt::Debug, why: &str) -> EngineError {
-    EngineError::Config(format!("unet/config.json: {field} = {value:?} is not supported: {why}"))
+    EngineError::Config(format!(
+        "unet/config.json: {field} = {value:?} is not supported: {why}"
+    ))
 }
 
 impl UNetConfig {
@@ -133,7 +145,10 @@ impl UNetConfig {
     pub fn sample_hw(&self) -> Result<(i64, i64), EngineError> {
         match &self.sample_size {
             serde_json::Value::Number(n) => {
-                let v = n.as_i64().filter(|v| *v > 0).ok_or_else(|| bad("sample_size", n, "must be a positive integer"))?;
+                let v = n
+                    .as_i64()
+                    .filter(|v| *v > 0)
+                    .ok_or_else(|| bad("sample_size", n, "must be a positive integer"))?;
                 Ok((v, v))
             }
             serde_json::Value::Array(a) if a.len() == 2 => {
@@ -156,51 +171,95 @@ impl UNetConfig {
         let (h, w) = self.sample_hw()?;
         let n = self.block_out_channels.len();
         if n == 0 {
-            return Err(bad("block_out_channels", &self.block_out_channels, "must not be empty"));
+            return Err(bad(
+                "block_out_channels",
+                &self.block_out_channels,
+                "must not be empty",
+            ));
         }
         if self.down_block_types.len() != n {
-            return Err(bad("down_block_types", &self.down_block_types, "needs one entry per block_out_channels"));
+            return Err(bad(
+                "down_block_types",
+                &self.down_block_types,
+                "needs one entry per block_out_channels",
+            ));
         }
         if self.up_block_types.len() != n {
-            return Err(bad("up_block_types", &self.up_block_types, "needs one entry per block_out_channels"));
+            return Err(bad(
+                "up_block_types",
+                &self.up_block_types,
+                "needs one entry per block_out_channels",
+            ));
         }
         for t in &self.down_block_types {
             if t != "DownBlock2D" && t != "AttnDownBlock2D" {
-                return Err(bad("down_block_types", t, "expected DownBlock2D or AttnDownBlock2D"));
+                return Err(bad(
+                    "down_block_types",
+                    t,
+                    "expected DownBlock2D or AttnDownBlock2D",
+                ));
             }
         }
         for t in &self.up_block_types {
             if t != "UpBlock2D" && t != "AttnUpBlock2D" {
-                return Err(bad("up_block_types", t, "expected UpBlock2D or AttnUpBlock2D"));
+                return Err(bad(
+                    "up_block_types",
+                    t,
+                    "expected UpBlock2D or AttnUpBlock2D",
+                ));
             }
         }
         let down = 1i64 << (n - 1);
         if h % down != 0 || w % down != 0 {
-            return Err(bad("sample_size", &self.sample_size, "must be divisible by 2^(levels-1)"));
+            return Err(bad(
+                "sample_size",
+                &self.sample_size,
+                "must be divisible by 2^(levels-1)",
+            ));
         }
         if self.in_channels < 1 || self.out_channels < 1 {
             return Err(bad("in_channels", self.in_channels, "channels must be ≥ 1"));
         }
         if self.layers_per_block < 1 {
-            return Err(bad("layers_per_block", self.layers_per_block, "must be ≥ 1"));
+            return Err(bad(
+                "layers_per_block",
+                self.layers_per_block,
+                "must be ≥ 1",
+            ));
         }
         for &c in &self.block_out_channels {
             if c < 1 || c % self.norm_num_groups != 0 {
-                return Err(bad("norm_num_groups", self.norm_num_groups, "must divide every block_out_channels"));
+                return Err(bad(
+                    "norm_num_groups",
+                    self.norm_num_groups,
+                    "must divide every block_out_channels",
+                ));
             }
             let hd = self.head_dim(c);
             if hd < 1 || c % hd != 0 {
-                return Err(bad("attention_head_dim", self.attention_head_dim, "must divide every block_out_channels"));
+                return Err(bad(
+                    "attention_head_dim",
+                    self.attention_head_dim,
+                    "must divide every block_out_channels",
+                ));
             }
         }
         if self.time_embedding_type != "positional" {
-            return Err(bad("time_embedding_type", &self.time_embedding_type, "only positional"));
+            return Err(bad(
+                "time_embedding_type",
+                &self.time_embedding_type,
+                "only positional",
+            ));
         }
         if self.act_fn != "silu" {
             return Err(bad("act_fn", &self.act_fn, "only silu"));
         }
         if self.resnet_time_scale_shift != "default" {
-            return Err(bad("resnet_time_scale_shift", &self.resnet_time_scale_shift, "only default"));
+            return Err(bad(
+                "resnet_time_scale_shift",
+                &self.resnet_time_scale_shift,
+                "only default",
+            ));
         }
         if self.downsample_type != "conv" {
             return Err(bad("downsample_type", &self.downsample_type, "only conv"));
@@ -212,18 +271,34 @@ impl UNetConfig {
             return Err(bad("center_input_sample", true, "only false"));
         }
         if self.class_embed_type.is_some() {
-            return Err(bad("class_embed_type", &self.class_embed_type, "class conditioning is not supported"));
+            return Err(bad(
+                "class_embed_type",
+                &self.class_embed_type,
+                "class conditioning is not supported",
+            ));
         }
         if self.num_class_embeds.is_some() {
-            return Err(bad("num_class_embeds", self.num_class_embeds, "class conditioning is not supported"));
+            return Err(bad(
+                "num_class_embeds",
+                self.num_class_embeds,
+                "class conditioning is not supported",
+            ));
         }
         if let Some(g) = self.attn_norm_num_groups {
             if g != self.norm_num_groups {
-                return Err(bad("attn_norm_num_groups", g, "only equal to norm_num_groups"));
+                return Err(bad(
+                    "attn_norm_num_groups",
+                    g,
+                    "only equal to norm_num_groups",
+                ));
             }
         }
         if self.downsample_padding != 0 && self.downsample_padding != 1 {
-            return Err(bad("downsample_padding", self.downsample_padding, "only 0 or 1"));
+            return Err(bad(
+                "downsample_padding",
+                self.downsample_padding,
+                "only 0 or 1",
+            ));
         }
         if !(0.0..1.0).contains(&self.dropout) {
             return Err(bad("dropout", self.dropout, "must be in [0, 1)"));
@@ -242,7 +317,13 @@ impl UNetConfig {
 
     /// Named sizes for `ddimd train` and `ddimd init-model`.
     pub fn preset(name: &str, channels: i64, size: i64) -> Option<Self> {
-        let base = |boc: Vec<i64>, down: &[&str], up: &[&str], layers: i64, groups: i64, dropout: f64, freq: (bool, i64)| UNetConfig {
+        let base = |boc: Vec<i64>,
+                    down: &[&str],
+                    up: &[&str],
+                    layers: i64,
+                    groups: i64,
+                    dropout: f64,
+                    freq: (bool, i64)| UNetConfig {
             sample_size: size.into(),
             in_channels: channels,
             out_channels: channels,
@@ -272,35 +353,68 @@ impl UNetConfig {
         };
         Some(match name {
             // For tests: a few thousand parameters, random weights.
-            "test" => base(vec![8, 16], &["DownBlock2D", "DownBlock2D"], &["UpBlock2D", "UpBlock2D"], 1, 4, 0.0, (false, 1)),
-            "test-attn" => base(vec![8, 16], &["DownBlock2D", "AttnDownBlock2D"], &["AttnUpBlock2D", "UpBlock2D"], 1, 4, 0.0, (false, 1)),
+            "test" => base(
+                vec![8, 16],
+                &["DownBlock2D", "DownBlock2D"],
+                &["UpBlock2D", "UpBlock2D"],
+                1,
+                4,
+                0.0,
+                (false, 1),
+            ),
+            "test-attn" => base(
+                vec![8, 16],
+                &["DownBlock2D", "AttnDownBlock2D"],
+                &["AttnUpBlock2D", "UpBlock2D"],
+                1,
+                4,
+                0.0,
+                (false, 1),
+            ),
             // ~1.1M parameters: trains on a 2-core CPU in about an hour.
             "tiny" => base(
                 vec![32, 64, 64],
                 &["DownBlock2D", "DownBlock2D", "AttnDownBlock2D"],
                 &["AttnUpBlock2D", "UpBlock2D", "UpBlock2D"],
-                1, 8, 0.0, (false, 1),
+                1,
+                8,
+                0.0,
+                (false, 1),
             ),
             // 3.8M parameters (15 MB): the shipped Fashion-MNIST model, for a GPU.
             "medium" => base(
                 vec![48, 96, 96],
                 &["DownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D"],
                 &["AttnUpBlock2D", "AttnUpBlock2D", "UpBlock2D"],
-                2, 16, 0.0, (false, 1),
+                2,
+                16,
+                0.0,
+                (false, 1),
             ),
             // ~6M parameters, for a GPU.
             "small" => base(
                 vec![64, 128, 128],
                 &["DownBlock2D", "AttnDownBlock2D", "DownBlock2D"],
                 &["UpBlock2D", "AttnUpBlock2D", "UpBlock2D"],
-                2, 32, 0.1, (false, 1),
+                2,
+                32,
+                0.1,
+                (false, 1),
             ),
             // Ho et al. CIFAR-10: ch 128, mult 1,2,2,2, attention at 16x16, 35.7M.
             "cifar10" => base(
                 vec![128, 256, 256, 256],
-                &["DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D"],
+                &[
+                    "DownBlock2D",
+                    "AttnDownBlock2D",
+                    "DownBlock2D",
+                    "DownBlock2D",
+                ],
                 &["UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"],
-                2, 32, 0.1, (false, 1),
+                2,
+                32,
+                0.1,
+                (false, 1),
             ),
             _ => return None,
         })

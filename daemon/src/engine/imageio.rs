@@ -19,17 +19,23 @@ use super::EngineError;
 
 /// Decodes PNG/JPEG bytes and converts them to [1, C, H, W].
 pub fn decode_to_tensor(bytes: &[u8], shape: [i64; 3], what: &str) -> Result<Tensor, EngineError> {
-    let img = image::load_from_memory(bytes)
-        .map_err(|e| EngineError::InvalidInput(format!("{what}: not a decodable PNG or JPEG image ({e})")))?;
+    let img = image::load_from_memory(bytes).map_err(|e| {
+        EngineError::InvalidInput(format!("{what}: not a decodable PNG or JPEG image ({e})"))
+    })?;
     Ok(image_to_tensor(&img, shape))
 }
 
 pub fn load_file(path: &std::path::Path, shape: [i64; 3]) -> Result<Tensor, EngineError> {
-    let bytes = std::fs::read(path).map_err(|e| EngineError::InvalidInput(format!("{}: {e}", path.display())))?;
+    let bytes = std::fs::read(path)
+        .map_err(|e| EngineError::InvalidInput(format!("{}: {e}", path.display())))?;
     decode_to_tensor(&bytes, shape, &path.display().to_string())
 }
 
-fn fit<P: image::Pixel + 'static>(img: &ImageBuffer<P, Vec<P::Subpixel>>, h: u32, w: u32) -> ImageBuffer<P, Vec<P::Subpixel>> {
+fn fit<P: image::Pixel + 'static>(
+    img: &ImageBuffer<P, Vec<P::Subpixel>>,
+    h: u32,
+    w: u32,
+) -> ImageBuffer<P, Vec<P::Subpixel>> {
     let (iw, ih) = img.dimensions();
     if iw == w && ih == h {
         return img.clone();
@@ -41,7 +47,10 @@ fn fit<P: image::Pixel + 'static>(img: &ImageBuffer<P, Vec<P::Subpixel>>, h: u32
         return out;
     }
     let scale = (w as f64 / iw as f64).max(h as f64 / ih as f64);
-    let (nw, nh) = (((iw as f64 * scale).round() as u32).max(w), ((ih as f64 * scale).round() as u32).max(h));
+    let (nw, nh) = (
+        ((iw as f64 * scale).round() as u32).max(w),
+        ((ih as f64 * scale).round() as u32).max(h),
+    );
     let resized = imageops::resize(img, nw, nh, imageops::FilterType::Lanczos3);
     imageops::crop_imm(&resized, (nw - w) / 2, (nh - h) / 2, w, h).to_image()
 }
@@ -89,17 +98,28 @@ fn flatten_alpha(img: &DynamicImage) -> DynamicImage {
     let mut out = RgbImage::new(rgba.width(), rgba.height());
     for (x, y, p) in rgba.enumerate_pixels() {
         let a = p[3] as f32 / 255.0;
-        out.put_pixel(x, y, Rgb([0, 1, 2].map(|k| (p[k] as f32 * a).round() as u8)));
+        out.put_pixel(
+            x,
+            y,
+            Rgb([0, 1, 2].map(|k| (p[k] as f32 * a).round() as u8)),
+        );
     }
     DynamicImage::ImageRgb8(out)
 }
 
 /// One [C, H, W] (or [1, C, H, W]) tensor to an image (grey or RGB).
 pub fn tensor_to_image(t: &Tensor) -> DynamicImage {
-    let t = if t.dim() == 4 { t.get(0) } else { t.shallow_clone() };
+    let t = if t.dim() == 4 {
+        t.get(0)
+    } else {
+        t.shallow_clone()
+    };
     let t = t.to_device(tch::Device::Cpu);
     let (c, h, w) = t.size3().expect("[C, H, W]");
-    let u = ((t.clamp(-1.0, 1.0) + 1.0) * 127.5).round().to_kind(Kind::Uint8).contiguous();
+    let u = ((t.clamp(-1.0, 1.0) + 1.0) * 127.5)
+        .round()
+        .to_kind(Kind::Uint8)
+        .contiguous();
     let v = Vec::<u8>::try_from(u.reshape([-1])).expect("u8 data");
     let n = (h * w) as usize;
     if c == 1 {
@@ -115,7 +135,8 @@ pub fn tensor_to_image(t: &Tensor) -> DynamicImage {
 
 pub fn png_bytes(img: &DynamicImage) -> Vec<u8> {
     let mut out = Cursor::new(Vec::new());
-    img.write_to(&mut out, image::ImageFormat::Png).expect("PNG encoding to memory");
+    img.write_to(&mut out, image::ImageFormat::Png)
+        .expect("PNG encoding to memory");
     out.into_inner()
 }
 
@@ -123,7 +144,11 @@ pub fn png_bytes(img: &DynamicImage) -> Vec<u8> {
 pub fn tensor_png(t: &Tensor, scale: u32) -> Vec<u8> {
     let img = tensor_to_image(t);
     let img = if scale > 1 {
-        img.resize(img.width() * scale, img.height() * scale, imageops::FilterType::Nearest)
+        img.resize(
+            img.width() * scale,
+            img.height() * scale,
+            imageops::FilterType::Nearest,
+        )
     } else {
         img
     };
@@ -133,16 +158,27 @@ pub fn tensor_png(t: &Tensor, scale: u32) -> Vec<u8> {
 /// A grid of a batch [N, C, H, W]: `cols` columns (0: ⌈√N⌉), 2 px gaps.
 pub fn grid(batch: &Tensor, cols: usize, scale: u32) -> DynamicImage {
     let n = batch.size()[0] as usize;
-    let cols = if cols == 0 { (n as f64).sqrt().ceil().max(1.0) as usize } else { cols };
+    let cols = if cols == 0 {
+        (n as f64).sqrt().ceil().max(1.0) as usize
+    } else {
+        cols
+    };
     let rows = n.div_ceil(cols);
     let first = tensor_to_image(&batch.get(0)).to_rgb8();
     let (w, h) = (first.width() * scale, first.height() * scale);
     let gap = 2;
-    let mut out = RgbImage::from_pixel(cols as u32 * (w + gap) + gap, rows as u32 * (h + gap) + gap, Rgb([40, 40, 40]));
+    let mut out = RgbImage::from_pixel(
+        cols as u32 * (w + gap) + gap,
+        rows as u32 * (h + gap) + gap,
+        Rgb([40, 40, 40]),
+    );
     for i in 0..n {
         let img = tensor_to_image(&batch.get(i as i64)).to_rgb8();
         let img = imageops::resize(&img, w, h, imageops::FilterType::Nearest);
-        let (x, y) = ((i % cols) as u32 * (w + gap) + gap, (i / cols) as u32 * (h + gap) + gap);
+        let (x, y) = (
+            (i % cols) as u32 * (w + gap) + gap,
+            (i / cols) as u32 * (h + gap) + gap,
+        );
         imageops::replace(&mut out, &img, x as i64, y as i64);
     }
     DynamicImage::ImageRgb8(out)
@@ -188,7 +224,9 @@ mod tests {
         assert_eq!(t.size(), vec![1, 3, 32, 32]);
         assert!((t.double_value(&[0, 0, 5, 5]) - 1.0).abs() < 1e-6);
         assert!((t.double_value(&[0, 1, 5, 5]) + 1.0).abs() < 1e-6);
-        let e = decode_to_tensor(b"garbage", [1, 32, 32], "image").unwrap_err().to_string();
+        let e = decode_to_tensor(b"garbage", [1, 32, 32], "image")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("image") && e.contains("decodable"), "{e}");
     }
 }

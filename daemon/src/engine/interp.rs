@@ -17,7 +17,9 @@ impl std::str::FromStr for Method {
         match s {
             "slerp" => Ok(Method::Slerp),
             "lerp" => Ok(Method::Lerp),
-            _ => Err(format!("unknown interpolation method {s:?} (expected slerp or lerp)")),
+            _ => Err(format!(
+                "unknown interpolation method {s:?} (expected slerp or lerp)"
+            )),
         }
     }
 }
@@ -44,7 +46,11 @@ pub fn slerp(a: &Tensor, b: &Tensor, alpha: f64) -> Tensor {
     for i in 0..n {
         let (x, y) = (fa.get(i), fb.get(i));
         let denom = x.norm().double_value(&[]) * y.norm().double_value(&[]);
-        let cos = if denom > 0.0 { x.dot(&y).double_value(&[]) / denom } else { 1.0 };
+        let cos = if denom > 0.0 {
+            x.dot(&y).double_value(&[]) / denom
+        } else {
+            1.0
+        };
         let row = if cos.abs() > 0.9995 {
             lerp(&x, &y, alpha)
         } else {
@@ -69,7 +75,9 @@ pub fn alphas(frames: usize) -> Vec<f64> {
     if frames <= 1 {
         return vec![0.0];
     }
-    (0..frames).map(|k| k as f64 / (frames - 1) as f64).collect()
+    (0..frames)
+        .map(|k| k as f64 / (frames - 1) as f64)
+        .collect()
 }
 
 #[cfg(test)]

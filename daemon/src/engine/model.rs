@@ -35,13 +35,23 @@ pub fn parse_device(s: &str) -> Result<Device, EngineError> {
             if tch::Cuda::is_available() {
                 Ok(Device::Cuda(0))
             } else {
-                Err(EngineError::InvalidInput("--device cuda: CUDA is not available on this machine (see `ddimd info`)".into()))
+                Err(EngineError::InvalidInput(
+                    "--device cuda: CUDA is not available on this machine (see `ddimd info`)"
+                        .into(),
+                ))
             }
         }
-        s => match s.strip_prefix("cuda:").and_then(|n| n.parse::<usize>().ok()) {
+        s => match s
+            .strip_prefix("cuda:")
+            .and_then(|n| n.parse::<usize>().ok())
+        {
             Some(n) if (n as i64) < tch::Cuda::device_count() => Ok(Device::Cuda(n)),
-            Some(n) => Err(EngineError::InvalidInput(format!("--device cuda:{n}: no such CUDA device"))),
-            None => Err(EngineError::InvalidInput(format!("unknown device {s:?} (expected cpu, cuda, cuda:N or auto)"))),
+            Some(n) => Err(EngineError::InvalidInput(format!(
+                "--device cuda:{n}: no such CUDA device"
+            ))),
+            None => Err(EngineError::InvalidInput(format!(
+                "unknown device {s:?} (expected cpu, cuda, cuda:N or auto)"
+            ))),
         },
     }
 }
@@ -58,11 +68,18 @@ impl Model {
     /// Loads a pipeline folder or a bare UNet folder.
     pub fn load(dir: &Path, device: Device) -> Result<Self, EngineError> {
         if !dir.is_dir() {
-            return Err(EngineError::Config(format!("model folder {} does not exist", dir.display())));
+            return Err(EngineError::Config(format!(
+                "model folder {} does not exist",
+                dir.display()
+            )));
         }
         let (unet_dir, sched_cfg) = if dir.join("unet").join("config.json").is_file() {
             let sp = dir.join("scheduler").join("scheduler_config.json");
-            let sc = if sp.is_file() { SchedulerConfig::from_file(&sp)? } else { SchedulerConfig::default() };
+            let sc = if sp.is_file() {
+                SchedulerConfig::from_file(&sp)?
+            } else {
+                SchedulerConfig::default()
+            };
             (dir.join("unet"), sc)
         } else if dir.join("config.json").is_file() {
             (dir.to_path_buf(), SchedulerConfig::default())
@@ -75,18 +92,30 @@ impl Model {
         let config = UNetConfig::from_file(&unet_dir.join("config.json"))?;
         let weights = unet_dir.join(WEIGHTS);
         if !weights.is_file() {
-            return Err(EngineError::Config(format!("{} is missing", weights.display())));
+            return Err(EngineError::Config(format!(
+                "{} is missing",
+                weights.display()
+            )));
         }
         let mut m = Self::from_config(config, sched_cfg, device)?;
-        m.vs.load(&weights)
-            .map_err(|e| EngineError::Config(format!("{}: {}", weights.display(), first_line(&e.to_string()))))?;
+        m.vs.load(&weights).map_err(|e| {
+            EngineError::Config(format!(
+                "{}: {}",
+                weights.display(),
+                first_line(&e.to_string())
+            ))
+        })?;
         m.fingerprint = fingerprint(&unet_dir.join("config.json"), &weights, &m.scheduler_config)?;
         m.path = dir.to_path_buf();
         Ok(m)
     }
 
     /// A model with freshly initialised (random) weights.
-    pub fn from_config(config: UNetConfig, scheduler_config: SchedulerConfig, device: Device) -> Result<Self, EngineError> {
+    pub fn from_config(
+        config: UNetConfig,
+        scheduler_config: SchedulerConfig,
+        device: Device,
+    ) -> Result<Self, EngineError> {
         let schedule = NoiseSchedule::new(&scheduler_config)?;
         let vs = nn::VarStore::new(device);
         let unet = UNet2DModel::new(&vs.root(), &config)?;
@@ -120,7 +149,11 @@ impl Model {
     }
 
     pub fn parameter_count(&self) -> u64 {
-        self.vs.trainable_variables().iter().map(|t| t.numel() as u64).sum()
+        self.vs
+            .trainable_variables()
+            .iter()
+            .map(|t| t.numel() as u64)
+            .sum()
     }
 
     /// The raw network output at timestep t for the whole batch.
@@ -157,7 +190,12 @@ impl Model {
     }
 }
 
-pub fn save_pipeline(vs: &nn::VarStore, config: &UNetConfig, sched: &SchedulerConfig, dir: &Path) -> Result<(), EngineError> {
+pub fn save_pipeline(
+    vs: &nn::VarStore,
+    config: &UNetConfig,
+    sched: &SchedulerConfig,
+    dir: &Path,
+) -> Result<(), EngineError> {
     let io = |e: std::io::Error| EngineError::Io(format!("{}: {e}", dir.display()));
     std::fs::create_dir_all(dir.join("unet")).map_err(io)?;
     std::fs::create_dir_all(dir.join("scheduler")).map_err(io)?;
@@ -169,8 +207,16 @@ pub fn save_pipeline(vs: &nn::VarStore, config: &UNetConfig, sched: &SchedulerCo
     });
     let pretty = |v: &serde_json::Value| serde_json::to_string_pretty(v).expect("json") + "\n";
     std::fs::write(dir.join("model_index.json"), pretty(&index)).map_err(io)?;
-    std::fs::write(dir.join("unet/config.json"), pretty(&config.to_diffusers_json())).map_err(io)?;
-    std::fs::write(dir.join("scheduler/scheduler_config.json"), pretty(&sched.to_diffusers_json())).map_err(io)?;
+    std::fs::write(
+        dir.join("unet/config.json"),
+        pretty(&config.to_diffusers_json()),
+    )
+    .map_err(io)?;
+    std::fs::write(
+        dir.join("scheduler/scheduler_config.json"),
+        pretty(&sched.to_diffusers_json()),
+    )
+    .map_err(io)?;
     // Save on CPU, contiguous, via a temp file so a crash never leaves a torn file.
     let named: Vec<(String, Tensor)> = vs
         .variables()
@@ -183,9 +229,14 @@ pub fn save_pipeline(vs: &nn::VarStore, config: &UNetConfig, sched: &SchedulerCo
     Ok(())
 }
 
-fn fingerprint(config: &Path, weights: &Path, sched: &SchedulerConfig) -> Result<String, EngineError> {
+fn fingerprint(
+    config: &Path,
+    weights: &Path,
+    sched: &SchedulerConfig,
+) -> Result<String, EngineError> {
     let mut h = Sha256::new();
-    let read = |p: &Path| std::fs::read(p).map_err(|e| EngineError::Io(format!("{}: {e}", p.display())));
+    let read =
+        |p: &Path| std::fs::read(p).map_err(|e| EngineError::Io(format!("{}: {e}", p.display())));
     h.update(read(config)?);
     h.update(serde_json::to_vec(&sched.to_diffusers_json()).expect("json"));
     h.update(read(weights)?);

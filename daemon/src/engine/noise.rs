@@ -56,7 +56,9 @@ pub fn initial_noise(seeds: &[SampleSeed], shape: [i64; 3], device: Device) -> T
 
 /// Seeds (seed, 0..count).
 pub fn seeds(seed: u64, count: usize) -> Vec<SampleSeed> {
-    (0..count as u64).map(|i| SampleSeed::new(seed, i)).collect()
+    (0..count as u64)
+        .map(|i| SampleSeed::new(seed, i))
+        .collect()
 }
 
 #[cfg(test)]
@@ -67,7 +69,11 @@ mod tests {
     fn independent_of_batch_composition() {
         let a = SampleSeed::new(7, 3);
         let alone = initial_noise(&[a], [1, 4, 4], Device::Cpu);
-        let batch = initial_noise(&[SampleSeed::new(9, 0), a, SampleSeed::new(7, 1)], [1, 4, 4], Device::Cpu);
+        let batch = initial_noise(
+            &[SampleSeed::new(9, 0), a, SampleSeed::new(7, 1)],
+            [1, 4, 4],
+            Device::Cpu,
+        );
         assert!(alone.get(0).equal(&batch.get(1)));
         assert!(!batch.get(1).equal(&batch.get(2)));
         assert!(!alone.equal(&batch_normal(&[a], 1, [1, 4, 4], Device::Cpu)));
@@ -78,6 +84,9 @@ mod tests {
         let v = SampleSeed::new(1, 0).normal(0, 100_000);
         let mean = v.iter().map(|x| *x as f64).sum::<f64>() / v.len() as f64;
         let var = v.iter().map(|x| (*x as f64 - mean).powi(2)).sum::<f64>() / v.len() as f64;
-        assert!(mean.abs() < 0.02 && (var - 1.0).abs() < 0.02, "{mean} {var}");
+        assert!(
+            mean.abs() < 0.02 && (var - 1.0).abs() < 0.02,
+            "{mean} {var}"
+        );
     }
 }

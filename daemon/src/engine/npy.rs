@@ -9,12 +9,24 @@ use super::EngineError;
 /// Reads a float32 .npy of rank 4 ([C, H, W] is taken as [1, C, H, W]).
 pub fn read(path: &Path) -> Result<Tensor, EngineError> {
     if !path.is_file() {
-        return Err(EngineError::InvalidInput(format!("{}: no such file", path.display())));
+        return Err(EngineError::InvalidInput(format!(
+            "{}: no such file",
+            path.display()
+        )));
     }
-    let t = Tensor::read_npy(path)
-        .map_err(|e| EngineError::InvalidInput(format!("{}: not a readable .npy file ({})", path.display(), first_line(&e.to_string()))))?;
+    let t = Tensor::read_npy(path).map_err(|e| {
+        EngineError::InvalidInput(format!(
+            "{}: not a readable .npy file ({})",
+            path.display(),
+            first_line(&e.to_string())
+        ))
+    })?;
     if t.kind() != Kind::Float {
-        return Err(EngineError::InvalidInput(format!("{}: expected float32 data, got {:?}", path.display(), t.kind())));
+        return Err(EngineError::InvalidInput(format!(
+            "{}: expected float32 data, got {:?}",
+            path.display(),
+            t.kind()
+        )));
     }
     match t.dim() {
         4 => Ok(t),
@@ -32,15 +44,32 @@ pub fn write(path: &Path, t: &Tensor) -> Result<(), EngineError> {
         .to_kind(Kind::Float)
         .contiguous()
         .write_npy(path)
-        .map_err(|e| EngineError::Io(format!("{}: {}", path.display(), first_line(&e.to_string()))))
+        .map_err(|e| {
+            EngineError::Io(format!(
+                "{}: {}",
+                path.display(),
+                first_line(&e.to_string())
+            ))
+        })
 }
 
 /// The .npy (format 1.0) bytes of a float32 tensor.
 pub fn to_bytes(t: &Tensor) -> Vec<u8> {
-    let t = t.to_device(tch::Device::Cpu).to_kind(Kind::Float).contiguous();
+    let t = t
+        .to_device(tch::Device::Cpu)
+        .to_kind(Kind::Float)
+        .contiguous();
     let shape = t.size();
-    let dims = shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ");
-    let dims = if shape.len() == 1 { format!("{dims},") } else { dims };
+    let dims = shape
+        .iter()
+        .map(|d| d.to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let dims = if shape.len() == 1 {
+        format!("{dims},")
+    } else {
+        dims
+    };
     let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({dims}), }}");
     let unpadded = 10 + header.len() + 1;
     header.push_str(&" ".repeat((64 - unpadded % 64) % 64));
@@ -82,8 +111,14 @@ mod tests {
         let p = dir.path().join("g.npy");
         std::fs::write(&p, b"not numpy").unwrap();
         assert!(read(&p).unwrap_err().to_string().contains("g.npy"));
-        Tensor::arange(4, (Kind::Int64, tch::Device::Cpu)).reshape([1, 1, 2, 2]).write_npy(&p).unwrap();
+        Tensor::arange(4, (Kind::Int64, tch::Device::Cpu))
+            .reshape([1, 1, 2, 2])
+            .write_npy(&p)
+            .unwrap();
         assert!(read(&p).unwrap_err().to_string().contains("float32"));
-        assert!(read(&dir.path().join("missing.npy")).unwrap_err().to_string().contains("no such file"));
+        assert!(read(&dir.path().join("missing.npy"))
+            .unwrap_err()
+            .to_string()
+            .contains("no such file"));
     }
 }

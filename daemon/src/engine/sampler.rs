@@ -37,7 +37,12 @@ pub struct SamplerOptions {
 
 impl Default for SamplerOptions {
     fn default() -> Self {
-        Self { steps: 50, eta: 0.0, spacing: Spacing::Uniform, sigma_hat: false }
+        Self {
+            steps: 50,
+            eta: 0.0,
+            spacing: Spacing::Uniform,
+            sigma_hat: false,
+        }
     }
 }
 
@@ -45,7 +50,10 @@ impl SamplerOptions {
     pub fn validate(&self, t: usize) -> Result<(), EngineError> {
         validate_steps(self.steps, t).map_err(EngineError::InvalidInput)?;
         if !self.eta.is_finite() || self.eta < 0.0 {
-            return Err(EngineError::InvalidInput(format!("eta must be a finite number ≥ 0, got {}", self.eta)));
+            return Err(EngineError::InvalidInput(format!(
+                "eta must be a finite number ≥ 0, got {}",
+                self.eta
+            )));
         }
         Ok(())
     }
@@ -68,7 +76,10 @@ pub struct StepEvent<'a> {
 /// (t, prev) pairs of a sampling run, descending; prev = −1 at the end.
 pub fn plan(opts: &SamplerOptions, t_train: usize) -> Vec<(i64, i64)> {
     let ts = opts.spacing.timesteps(opts.steps, t_train);
-    (0..ts.len()).rev().map(|i| (ts[i], if i == 0 { -1 } else { ts[i - 1] })).collect()
+    (0..ts.len())
+        .rev()
+        .map(|i| (ts[i], if i == 0 { -1 } else { ts[i - 1] }))
+        .collect()
 }
 
 /// Checks that `x` is [N, C, H, W] for this model, finite.
@@ -81,7 +92,10 @@ pub fn check_input(model: &Model, x: &Tensor, what: &str) -> Result<(), EngineEr
         )));
     }
     if x.kind() != tch::Kind::Float {
-        return Err(EngineError::InvalidInput(format!("{what}: expected float32, got {:?}", x.kind())));
+        return Err(EngineError::InvalidInput(format!(
+            "{what}: expected float32, got {:?}",
+            x.kind()
+        )));
     }
     check_finite(x, what)
 }
@@ -116,7 +130,8 @@ pub fn step(
     let x_prev = if opts.sigma_hat {
         // DDPM posterior mean with variance β = 1 − ᾱ_t/ᾱ_prev.
         let beta = 1.0 - a / ap;
-        let mean = &x0 * (ap.sqrt() * beta / (1.0 - a)) + x * ((1.0 - beta).sqrt() * (1.0 - ap) / (1.0 - a));
+        let mean = &x0 * (ap.sqrt() * beta / (1.0 - a))
+            + x * ((1.0 - beta).sqrt() * (1.0 - ap) / (1.0 - a));
         if prev < 0 {
             mean
         } else {
@@ -147,7 +162,11 @@ pub fn sample(
     opts.validate(model.num_train_timesteps())?;
     check_input(model, xt, "x_T")?;
     if seeds.len() as i64 != xt.size()[0] {
-        return Err(EngineError::InvalidInput(format!("{} seeds for {} samples", seeds.len(), xt.size()[0])));
+        return Err(EngineError::InvalidInput(format!(
+            "{} seeds for {} samples",
+            seeds.len(),
+            xt.size()[0]
+        )));
     }
     let _guard = tch::no_grad_guard();
     let steps = plan(opts, model.num_train_timesteps());
@@ -156,7 +175,12 @@ pub fn sample(
     for (k, (t, prev)) in steps.into_iter().enumerate() {
         let (xp, x0) = step(model, &x, t, prev, k, opts, seeds)?;
         x = xp;
-        if !on_step(&StepEvent { step: k + 1, total, t, x0_hat: &x0 }) {
+        if !on_step(&StepEvent {
+            step: k + 1,
+            total,
+            t,
+            x0_hat: &x0,
+        }) {
             return Err(EngineError::Cancelled);
         }
     }
@@ -191,7 +215,12 @@ pub fn invert(
     for (k, &t) in ts.iter().enumerate() {
         x = invert_step(model, &x, prev, t);
         prev = t;
-        if !on_step(&StepEvent { step: k + 1, total: ts.len(), t, x0_hat: &x }) {
+        if !on_step(&StepEvent {
+            step: k + 1,
+            total: ts.len(),
+            t,
+            x0_hat: &x,
+        }) {
             return Err(EngineError::Cancelled);
         }
     }
@@ -219,7 +248,12 @@ pub fn reconstruct(
 ) -> Result<(Vec<f64>, Tensor), EngineError> {
     let n = x0.size()[0] as usize;
     let xt = invert(model, x0, steps, spacing, on_step)?;
-    let opts = SamplerOptions { steps, eta: 0.0, spacing, sigma_hat: false };
+    let opts = SamplerOptions {
+        steps,
+        eta: 0.0,
+        spacing,
+        sigma_hat: false,
+    };
     let seeds: Vec<SampleSeed> = (0..n as u64).map(|i| SampleSeed::new(0, i)).collect();
     let rec = sample(model, &xt, &opts, &seeds, on_step)?.clamp(-1.0, 1.0);
     let x0 = x0.to_device(model.device).clamp(-1.0, 1.0);

@@ -216,7 +216,11 @@ pub fn betas(kind: BetaSchedule, beta_start: f64, beta_end: f64, t: usize) -> Ve
             .collect(),
         // betas_for_alpha_bar(T, max_beta=0.999, alpha_transform_type="cosine")
         BetaSchedule::SquaredCosCapV2 => {
-            let f = |x: f64| ((x + 0.008) / 1.008 * std::f64::consts::PI / 2.0).cos().powi(2);
+            let f = |x: f64| {
+                ((x + 0.008) / 1.008 * std::f64::consts::PI / 2.0)
+                    .cos()
+                    .powi(2)
+            };
             (0..t)
                 .map(|i| {
                     let t1 = i as f64 / t as f64;
@@ -278,7 +282,11 @@ mod tests {
     fn linear_alpha_bar_ends() {
         let s = sched();
         assert!((s.alpha_bar(0) - 0.9999).abs() < 1e-12);
-        assert!((s.alpha_bar(999) - 4.04e-5).abs() < 1e-6, "{}", s.alpha_bar(999));
+        assert!(
+            (s.alpha_bar(999) - 4.04e-5).abs() < 1e-6,
+            "{}",
+            s.alpha_bar(999)
+        );
         assert_eq!(s.alpha_bar(-1), 1.0);
     }
 

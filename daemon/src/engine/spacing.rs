@@ -103,7 +103,9 @@ impl FromStr for Spacing {
             .into_iter()
             .find(|k| k.as_str() == s)
             .ok_or_else(|| {
-                format!("unknown spacing {s:?} (expected uniform, quad, leading, trailing or linspace)")
+                format!(
+                    "unknown spacing {s:?} (expected uniform, quad, leading, trailing or linspace)"
+                )
             })
     }
 }
@@ -128,8 +130,11 @@ mod tests {
             for s in 1..=t {
                 let v = sp.timesteps(s, t);
                 assert_eq!(v.len(), s, "{sp} S={s}");
-                assert!(v.windows(2).all(|w| w[0] < w[1]), "{sp} S={s} not strictly ascending");
-                assert!(v[0] >= 0 && v[s - 1] <= t as i64 - 1, "{sp} S={s} out of range");
+                assert!(
+                    v.windows(2).all(|w| w[0] < w[1]),
+                    "{sp} S={s} not strictly ascending"
+                );
+                assert!(v[0] >= 0 && v[s - 1] < t as i64, "{sp} S={s} out of range");
             }
         }
     }
@@ -150,16 +155,31 @@ mod tests {
 
     #[test]
     fn known_values() {
-        assert_eq!(Spacing::Uniform.timesteps(5, 1000), vec![0, 200, 400, 600, 800]);
-        assert_eq!(Spacing::Leading.timesteps(5, 1000), vec![0, 200, 400, 600, 800]);
-        assert_eq!(Spacing::Trailing.timesteps(5, 1000), vec![199, 399, 599, 799, 999]);
-        assert_eq!(Spacing::Linspace.timesteps(5, 1000), vec![0, 250, 500, 749, 999]);
+        assert_eq!(
+            Spacing::Uniform.timesteps(5, 1000),
+            vec![0, 200, 400, 600, 800]
+        );
+        assert_eq!(
+            Spacing::Leading.timesteps(5, 1000),
+            vec![0, 200, 400, 600, 800]
+        );
+        assert_eq!(
+            Spacing::Trailing.timesteps(5, 1000),
+            vec![199, 399, 599, 799, 999]
+        );
+        assert_eq!(
+            Spacing::Linspace.timesteps(5, 1000),
+            vec![0, 250, 500, 749, 999]
+        );
         // diffusers trailing bug case: S = 61 must give 61 steps ending at 999.
         let tr = Spacing::Trailing.timesteps(61, 1000);
         assert_eq!((tr.len(), tr[0] >= 0, *tr.last().unwrap()), (61, true, 999));
         let q = Spacing::Quad.timesteps(100, 1000);
         assert_eq!((q.len(), q[99]), (100, 999));
-        assert_eq!(Spacing::Uniform.timesteps(1000, 1000), (0..1000).collect::<Vec<_>>());
+        assert_eq!(
+            Spacing::Uniform.timesteps(1000, 1000),
+            (0..1000).collect::<Vec<_>>()
+        );
     }
 
     #[test]

@@ -19,7 +19,9 @@ pub enum Split {
 }
 
 fn dataset_dir() -> PathBuf {
-    std::env::var_os("DDIM_FASHION_MNIST_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(FASHION_MNIST_DIR))
+    std::env::var_os("DDIM_FASHION_MNIST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(FASHION_MNIST_DIR))
 }
 
 /// Reads an idx3-ubyte.gz file: (count, rows, cols, pixels).
@@ -28,21 +30,28 @@ pub fn read_idx_images(path: &Path) -> Result<(usize, usize, usize, Vec<u8>)> {
         format!("{}: cannot open (install the Debian package dataset-fashion-mnist: apt-get install dataset-fashion-mnist)", path.display())
     })?;
     let mut buf = vec![];
-    GzDecoder::new(f).read_to_end(&mut buf).with_context(|| format!("{}: not a gzip file", path.display()))?;
+    GzDecoder::new(f)
+        .read_to_end(&mut buf)
+        .with_context(|| format!("{}: not a gzip file", path.display()))?;
     if buf.len() < 16 || buf[..4] != [0, 0, 8, 3] {
         bail!("{}: not an idx3-ubyte image file", path.display());
     }
     let be = |i: usize| u32::from_be_bytes(buf[i..i + 4].try_into().expect("4 bytes")) as usize;
     let (n, r, c) = (be(4), be(8), be(12));
     if buf.len() != 16 + n * r * c {
-        bail!("{}: truncated ({} bytes for {n}×{r}×{c})", path.display(), buf.len());
+        bail!(
+            "{}: truncated ({} bytes for {n}×{r}×{c})",
+            path.display(),
+            buf.len()
+        );
     }
     Ok((n, r, c, buf[16..].to_vec()))
 }
 
 /// Reads an idx1-ubyte.gz label file.
 pub fn read_idx_labels(path: &Path) -> Result<Vec<u8>> {
-    let f = std::fs::File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
+    let f =
+        std::fs::File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
     let mut buf = vec![];
     GzDecoder::new(f).read_to_end(&mut buf)?;
     if buf.len() < 8 || buf[..4] != [0, 0, 8, 1] {
@@ -59,7 +68,10 @@ pub fn fashion_mnist_images(split: Split) -> Result<Vec<GrayImage>> {
     };
     let (n, r, c, px) = read_idx_images(&dataset_dir().join(name))?;
     Ok((0..n)
-        .map(|i| GrayImage::from_raw(c as u32, r as u32, px[i * r * c..(i + 1) * r * c].to_vec()).expect("size"))
+        .map(|i| {
+            GrayImage::from_raw(c as u32, r as u32, px[i * r * c..(i + 1) * r * c].to_vec())
+                .expect("size")
+        })
         .collect())
 }
 
@@ -72,15 +84,26 @@ pub fn fashion_mnist(split: Split, shape: [i64; 3]) -> Result<Tensor> {
     };
     let (n, r, c, px) = read_idx_images(&dataset_dir().join(name))?;
     let (r, c) = (r as i64, c as i64);
-    let raw = Tensor::from_slice(&px).reshape([n as i64, 1, r, c]).to_kind(Kind::Float) / 127.5 - 1.0;
+    let raw = Tensor::from_slice(&px)
+        .reshape([n as i64, 1, r, c])
+        .to_kind(Kind::Float)
+        / 127.5
+        - 1.0;
     let [ch, h, w] = shape;
     if h >= r && w >= c && (h - r) % 2 == 0 && (w - c) % 2 == 0 {
         let (ph, pw) = ((h - r) / 2, (w - c) / 2);
         let padded = raw.pad([pw, pw, ph, ph], "constant", Some(-1.0));
-        return Ok(if ch == 1 { padded } else { padded.repeat([1, ch, 1, 1]) });
+        return Ok(if ch == 1 {
+            padded
+        } else {
+            padded.repeat([1, ch, 1, 1])
+        });
     }
     let imgs = fashion_mnist_images(split)?;
-    let ts: Vec<Tensor> = imgs.into_iter().map(|g| imageio::image_to_tensor(&DynamicImage::ImageLuma8(g), shape)).collect();
+    let ts: Vec<Tensor> = imgs
+        .into_iter()
+        .map(|g| imageio::image_to_tensor(&DynamicImage::ImageLuma8(g), shape))
+        .collect();
     Ok(Tensor::cat(&ts, 0))
 }
 
@@ -88,7 +111,10 @@ pub fn fashion_mnist(split: Split, shape: [i64; 3]) -> Result<Tensor> {
 /// Unreadable files are counted and skipped with a warning.
 pub fn image_folder(dir: &Path, shape: [i64; 3]) -> Result<Tensor> {
     if !dir.is_dir() {
-        bail!("--data {}: not a folder (use --data fashion-mnist or a folder of PNG/JPEG images)", dir.display());
+        bail!(
+            "--data {}: not a folder (use --data fashion-mnist or a folder of PNG/JPEG images)",
+            dir.display()
+        );
     }
     let mut files = vec![];
     let mut stack = vec![dir.to_path_buf()];
@@ -119,7 +145,11 @@ pub fn image_folder(dir: &Path, shape: [i64; 3]) -> Result<Tensor> {
         }
     }
     if bad > 0 {
-        eprintln!("warning: skipped {bad} unreadable image(s) of {} in {}", files.len(), dir.display());
+        eprintln!(
+            "warning: skipped {bad} unreadable image(s) of {} in {}",
+            files.len(),
+            dir.display()
+        );
     }
     if ts.is_empty() {
         bail!("--data {}: no readable PNG/JPEG images", dir.display());

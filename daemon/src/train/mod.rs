@@ -70,6 +70,9 @@ pub struct TrainArgs {
     pub resume: bool,
     #[arg(long, env = "DDIMD_DEVICE", default_value = "auto")]
     pub device: String,
+    /// libtorch CPU threads (0: libtorch's default).
+    #[arg(long, env = "DDIMD_TORCH_THREADS", default_value_t = 0)]
+    pub torch_threads: i32,
     /// Stop after this many steps of this run (for tests), checkpointing.
     #[arg(long, hide = true)]
     pub stop_after: Option<u64>,
@@ -123,7 +126,11 @@ fn vars(vs: &nn::VarStore) -> BTreeMap<String, Tensor> {
 /// returns the norm before clipping as a 0-d tensor.
 fn clip_grad_norm(vars: &BTreeMap<String, Tensor>, max: f64) -> Tensor {
     let _g = tch::no_grad_guard();
-    let grads: Vec<Tensor> = vars.values().map(|p| p.grad()).filter(|g| g.defined()).collect();
+    let grads: Vec<Tensor> = vars
+        .values()
+        .map(|p| p.grad())
+        .filter(|g| g.defined())
+        .collect();
     let sq: Vec<Tensor> = grads.iter().map(|g| g.square().sum(Kind::Float)).collect();
     let norm = Tensor::stack(&sq, 0).sum(Kind::Float).sqrt();
     if max > 0.0 {
@@ -174,7 +181,13 @@ struct TrainState {
     config: serde_json::Value,
 }
 
-fn save_checkpoint(dir: &Path, model: &nn::VarStore, ema: &nn::VarStore, adam: &Adam, state: &TrainState) -> Result<()> {
+fn save_checkpoint(
+    dir: &Path,
+    model: &nn::VarStore,
+    ema: &nn::VarStore,
+    adam: &Adam,
+    state: &TrainState,
+) -> Result<()> {
     std::fs::create_dir_all(dir)?;
     let mut named: Vec<(String, Tensor)> = vec![];
     for (k, t) in vars(model) {
@@ -192,18 +205,37 @@ fn save_checkpoint(dir: &Path, model: &nn::VarStore, ema: &nn::VarStore, adam: &
     let tmp = dir.join("state.safetensors.tmp");
     Tensor::write_safetensors(&named, &tmp)?;
     std::fs::rename(&tmp, dir.join("state.safetensors"))?;
-    std::fs::write(dir.join("state.json.tmp"), serde_json::to_vec_pretty(state)?)?;
+    std::fs::write(
+        dir.join("state.json.tmp"),
+        serde_json::to_vec_pretty(state)?,
+    )?;
     std::fs::rename(dir.join("state.json.tmp"), dir.join("state.json"))?;
     Ok(())
 }
 
-fn load_checkpoint(dir: &Path, model: &mut nn::VarStore, ema: &mut nn::VarStore, adam: &mut Adam) -> Result<TrainState> {
-    let state: TrainState = serde_json::from_slice(&std::fs::read(dir.join("state.json")).with_context(|| {
-        format!("--resume: no checkpoint in {} (state.json missing)", dir.display())
-    })?)?;
-    let tensors: BTreeMap<String, Tensor> = Tensor::read_safetensors(dir.join("state.safetensors"))?.into_iter().collect();
+fn load_checkpoint(
+    dir: &Path,
+    model: &mut nn::VarStore,
+    ema: &mut nn::VarStore,
+    adam: &mut Adam,
+) -> Result<TrainState> {
+    let state: TrainState =
+        serde_json::from_slice(&std::fs::read(dir.join("state.json")).with_context(|| {
+            format!(
+                "--resume: no checkpoint in {} (state.json missing)",
+                dir.display()
+            )
+        })?)?;
+    let tensors: BTreeMap<String, Tensor> =
+        Tensor::read_safetensors(dir.join("state.safetensors"))?
+            .into_iter()
+            .collect();
     let _g = tch::no_grad_guard();
-    let get = |key: String| tensors.get(&key).with_context(|| format!("checkpoint lacks {key}"));
+    let get = |key: String| {
+        tensors
+            .get(&key)
+            .with_context(|| format!("checkpoint lacks {key}"))
+    };
     for (k, mut t) in vars(model) {
         t.copy_(get(format!("model.{k}"))?);
     }
@@ -219,18 +251,32 @@ fn load_checkpoint(dir: &Path, model: &mut nn::VarStore, ema: &mut nn::VarStore,
     Ok(state)
 }
 
-fn write_samples(cfg: &UNetConfig, sched: &SchedulerConfig, ema: &nn::VarStore, device: Device, path: &Path) -> Result<()> {
+fn write_samples(
+    cfg: &UNetConfig,
+    sched: &SchedulerConfig,
+    ema: &nn::VarStore,
+    device: Device,
+    path: &Path,
+) -> Result<()> {
     let mut m = Model::from_config(cfg.clone(), sched.clone(), device)?;
     m.vs.copy(ema)?;
     let seeds = noise::seeds(0, 16);
     let xt = noise::initial_noise(&seeds, m.sample_shape(), device);
-    let opts = SamplerOptions { steps: 50, eta: 0.0, spacing: Spacing::Uniform, sigma_hat: false };
+    let opts = SamplerOptions {
+        steps: 50,
+        eta: 0.0,
+        spacing: Spacing::Uniform,
+        sigma_hat: false,
+    };
     let x0 = sampler::sample(&m, &xt, &opts, &seeds, &mut |_| true)?;
     imageio::save_png(&imageio::grid(&x0, 4, 2), path)?;
     Ok(())
 }
 
 pub fn run(a: &TrainArgs) -> Result<()> {
+    if a.torch_threads > 0 {
+        tch::set_num_threads(a.torch_threads);
+    }
     let device = parse_device(&a.device)?;
     let cfg = resolve_config(a)?;
     let sched = SchedulerConfig::default();
@@ -244,7 +290,10 @@ pub fn run(a: &TrainArgs) -> Result<()> {
     }
     let data = load_data(a, shape)?;
     let n_data = data.size()[0];
-    eprintln!("data: {n_data} images of {shape:?}; device {}", crate::engine::model::device_name(device));
+    eprintln!(
+        "data: {n_data} images of {shape:?}; device {}",
+        crate::engine::model::device_name(device)
+    );
     let data = data.to_device(device);
 
     tch::manual_seed(a.seed as i64);
@@ -260,12 +309,18 @@ pub fn run(a: &TrainArgs) -> Result<()> {
     if a.resume {
         let st = load_checkpoint(&ckpt, &mut vs, &mut ema, &mut adam)?;
         if st.config != cfg.to_diffusers_json() {
-            bail!("--resume: the checkpoint in {} was trained with another model config", ckpt.display());
+            bail!(
+                "--resume: the checkpoint in {} was trained with another model config",
+                ckpt.display()
+            );
         }
         start = st.step;
         eprintln!("resuming at step {start}");
     } else if ckpt.join("state.json").exists() {
-        bail!("{} already holds a checkpoint: pass --resume to continue it, or choose another --out", ckpt.display());
+        bail!(
+            "{} already holds a checkpoint: pass --resume to continue it, or choose another --out",
+            ckpt.display()
+        );
     }
     std::fs::create_dir_all(a.out.join("samples"))?;
     let n_params: i64 = params.values().map(|t| t.numel() as i64).sum();
@@ -276,35 +331,55 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         let stop = stop.clone();
         let _ = ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst));
     }
-    let mut log = std::fs::OpenOptions::new().create(true).append(true).open(a.out.join("loss.csv"))?;
+    let mut log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(a.out.join("loss.csv"))?;
     if log.metadata()?.len() == 0 {
         writeln!(log, "step,loss,lr,grad_norm,elapsed_s")?;
     }
-    let alpha_bar = Tensor::from_slice(&schedule.alphas_cumprod).to_kind(Kind::Float).to_device(device);
+    let alpha_bar = Tensor::from_slice(&schedule.alphas_cumprod)
+        .to_kind(Kind::Float)
+        .to_device(device);
     let t_train = schedule.len() as i64;
     let pb = crate::cli::progress(a.steps, "training");
     pb.set_style(
-        indicatif::ProgressStyle::with_template("step {pos}/{len} [{bar:30}] {msg} {per_sec} ETA {eta}")
-            .expect("template")
-            .progress_chars("=> "),
+        indicatif::ProgressStyle::with_template(
+            "step {pos}/{len} [{bar:30}] {msg} {per_sec} ETA {eta}",
+        )
+        .expect("template")
+        .progress_chars("=> "),
     );
     pb.set_position(start);
     let started = Instant::now();
     let mut smooth = f64::NAN;
     let save = |step: u64, vs: &nn::VarStore, ema: &nn::VarStore, adam: &Adam| -> Result<()> {
-        let st = TrainState { v: 1, step, seed: a.seed, batch: a.batch, lr: a.lr, config: cfg.to_diffusers_json() };
+        let st = TrainState {
+            v: 1,
+            step,
+            seed: a.seed,
+            batch: a.batch,
+            lr: a.lr,
+            config: cfg.to_diffusers_json(),
+        };
         save_checkpoint(&ckpt, vs, ema, adam, &st)?;
         save_pipeline(ema, &cfg, &sched, &a.out)?;
         Ok(())
     };
     let mut step = start;
-    let end = a.stop_after.map(|k| (start + k).min(a.steps)).unwrap_or(a.steps);
+    let end = a
+        .stop_after
+        .map(|k| (start + k).min(a.steps))
+        .unwrap_or(a.steps);
     while step < end {
         if stop.load(Ordering::SeqCst) {
             pb.suspend(|| eprintln!("interrupted: writing a checkpoint at step {step}"));
             save(step, &vs, &ema, &adam)?;
             pb.abandon();
-            eprintln!("checkpoint written to {}; continue with --resume", ckpt.display());
+            eprintln!(
+                "checkpoint written to {}; continue with --resume",
+                ckpt.display()
+            );
             return Ok(());
         }
         tch::manual_seed(((a.seed << 32) ^ step) as i64);
@@ -332,21 +407,39 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         }
         step += 1;
         let l = loss.double_value(&[]);
-        let gn = if step % 10 == 0 || step == end { gn.double_value(&[]) } else { f64::NAN };
+        let gn = if step.is_multiple_of(10) || step == end {
+            gn.double_value(&[])
+        } else {
+            f64::NAN
+        };
         if !l.is_finite() {
             bail!("loss became {l} at step {step}: lower --lr");
         }
-        smooth = if smooth.is_nan() { l } else { 0.98 * smooth + 0.02 * l };
+        smooth = if smooth.is_nan() {
+            l
+        } else {
+            0.98 * smooth + 0.02 * l
+        };
         pb.set_position(step);
         pb.set_message(format!("loss {smooth:.4}"));
-        if step % 10 == 0 || step == end {
-            writeln!(log, "{step},{l:.6},{lr:.3e},{gn:.4},{:.1}", started.elapsed().as_secs_f64())?;
+        if step.is_multiple_of(10) || step == end {
+            writeln!(
+                log,
+                "{step},{l:.6},{lr:.3e},{gn:.4},{:.1}",
+                started.elapsed().as_secs_f64()
+            )?;
         }
-        if step % a.checkpoint_every.max(1) == 0 || step == end {
+        if step.is_multiple_of(a.checkpoint_every.max(1)) || step == end {
             save(step, &vs, &ema, &adam)?;
         }
-        if a.sample_every > 0 && (step % a.sample_every == 0 || step == a.steps) {
-            write_samples(&cfg, &sched, &ema, device, &a.out.join("samples").join(format!("step_{step:06}.png")))?;
+        if a.sample_every > 0 && (step.is_multiple_of(a.sample_every) || step == a.steps) {
+            write_samples(
+                &cfg,
+                &sched,
+                &ema,
+                device,
+                &a.out.join("samples").join(format!("step_{step:06}.png")),
+            )?;
         }
     }
     pb.finish();

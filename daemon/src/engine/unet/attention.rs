@@ -19,7 +19,15 @@ impl SpatialAttention {
     pub fn new(vs: nn::Path, ch: i64, head_dim: i64, groups: i64, eps: f64, rescale: f64) -> Self {
         let lin = |name: &str| nn::linear(&vs / name, ch, ch, Default::default());
         Self {
-            group_norm: nn::group_norm(&vs / "group_norm", groups, ch, nn::GroupNormConfig { eps, ..Default::default() }),
+            group_norm: nn::group_norm(
+                &vs / "group_norm",
+                groups,
+                ch,
+                nn::GroupNormConfig {
+                    eps,
+                    ..Default::default()
+                },
+            ),
             to_q: lin("to_q"),
             to_k: lin("to_k"),
             to_v: lin("to_v"),
@@ -33,7 +41,10 @@ impl SpatialAttention {
         let (b, c, h, w) = xs.size4().expect("4-d input");
         let hd = c / self.heads;
         // (B, C, H, W) → (B, HW, C)
-        let x = xs.apply(&self.group_norm).view([b, c, h * w]).transpose(1, 2);
+        let x = xs
+            .apply(&self.group_norm)
+            .view([b, c, h * w])
+            .transpose(1, 2);
         let split = |t: Tensor| t.view([b, h * w, self.heads, hd]).transpose(1, 2);
         let q = split(x.apply(&self.to_q));
         let k = split(x.apply(&self.to_k));

@@ -31,22 +31,57 @@ pub struct DownBlock {
 
 impl DownBlock {
     #[allow(clippy::too_many_arguments)]
-    pub fn new(vs: nn::Path, cin: i64, cout: i64, layers: i64, attn: bool, downsample: Option<i64>, c: BlockConfig) -> Self {
+    pub fn new(
+        vs: nn::Path,
+        cin: i64,
+        cout: i64,
+        layers: i64,
+        attn: bool,
+        downsample: Option<i64>,
+        c: BlockConfig,
+    ) -> Self {
         let mut resnets = vec![];
         let mut attentions = vec![];
         for j in 0..layers {
             let i = if j == 0 { cin } else { cout };
-            resnets.push(ResnetBlock2D::new(&vs / "resnets" / j, i, cout, c.temb, c.groups, c.eps, c.dropout, 1.0));
+            resnets.push(ResnetBlock2D::new(
+                &vs / "resnets" / j,
+                i,
+                cout,
+                c.temb,
+                c.groups,
+                c.eps,
+                c.dropout,
+                1.0,
+            ));
             if attn {
-                attentions.push(SpatialAttention::new(&vs / "attentions" / j, cout, c.head_dim(cout), c.groups, c.eps, 1.0));
+                attentions.push(SpatialAttention::new(
+                    &vs / "attentions" / j,
+                    cout,
+                    c.head_dim(cout),
+                    c.groups,
+                    c.eps,
+                    1.0,
+                ));
             }
         }
-        let downsampler = downsample.map(|pad| Downsample2D::new(&vs / "downsamplers" / 0, cout, pad));
-        Self { resnets, attentions, downsampler }
+        let downsampler =
+            downsample.map(|pad| Downsample2D::new(&vs / "downsamplers" / 0, cout, pad));
+        Self {
+            resnets,
+            attentions,
+            downsampler,
+        }
     }
 
     /// Returns the block output and pushes every intermediate state on `skips`.
-    pub fn forward(&self, xs: &Tensor, temb: &Tensor, skips: &mut Vec<Tensor>, train: bool) -> Tensor {
+    pub fn forward(
+        &self,
+        xs: &Tensor,
+        temb: &Tensor,
+        skips: &mut Vec<Tensor>,
+        train: bool,
+    ) -> Tensor {
         let mut h = xs.shallow_clone();
         for (j, r) in self.resnets.iter().enumerate() {
             h = r.forward(&h, temb, train);
@@ -73,10 +108,36 @@ pub struct MidBlock {
 impl MidBlock {
     pub fn new(vs: nn::Path, ch: i64, add_attention: bool, scale: f64, c: BlockConfig) -> Self {
         Self {
-            resnet0: ResnetBlock2D::new(&vs / "resnets" / 0, ch, ch, c.temb, c.groups, c.eps, c.dropout, scale),
-            attention: add_attention
-                .then(|| SpatialAttention::new(&vs / "attentions" / 0, ch, c.head_dim(ch), c.groups, c.eps, scale)),
-            resnet1: ResnetBlock2D::new(&vs / "resnets" / 1, ch, ch, c.temb, c.groups, c.eps, c.dropout, scale),
+            resnet0: ResnetBlock2D::new(
+                &vs / "resnets" / 0,
+                ch,
+                ch,
+                c.temb,
+                c.groups,
+                c.eps,
+                c.dropout,
+                scale,
+            ),
+            attention: add_attention.then(|| {
+                SpatialAttention::new(
+                    &vs / "attentions" / 0,
+                    ch,
+                    c.head_dim(ch),
+                    c.groups,
+                    c.eps,
+                    scale,
+                )
+            }),
+            resnet1: ResnetBlock2D::new(
+                &vs / "resnets" / 1,
+                ch,
+                ch,
+                c.temb,
+                c.groups,
+                c.eps,
+                c.dropout,
+                scale,
+            ),
         }
     }
 
@@ -98,23 +159,58 @@ pub struct UpBlock {
 
 impl UpBlock {
     #[allow(clippy::too_many_arguments)]
-    pub fn new(vs: nn::Path, cin: i64, prev: i64, cout: i64, layers: i64, attn: bool, upsample: bool, c: BlockConfig) -> Self {
+    pub fn new(
+        vs: nn::Path,
+        cin: i64,
+        prev: i64,
+        cout: i64,
+        layers: i64,
+        attn: bool,
+        upsample: bool,
+        c: BlockConfig,
+    ) -> Self {
         let mut resnets = vec![];
         let mut attentions = vec![];
         for j in 0..layers {
             let skip = if j == layers - 1 { cin } else { cout };
             let rin = if j == 0 { prev } else { cout };
-            resnets.push(ResnetBlock2D::new(&vs / "resnets" / j, rin + skip, cout, c.temb, c.groups, c.eps, c.dropout, 1.0));
+            resnets.push(ResnetBlock2D::new(
+                &vs / "resnets" / j,
+                rin + skip,
+                cout,
+                c.temb,
+                c.groups,
+                c.eps,
+                c.dropout,
+                1.0,
+            ));
             if attn {
-                attentions.push(SpatialAttention::new(&vs / "attentions" / j, cout, c.head_dim(cout), c.groups, c.eps, 1.0));
+                attentions.push(SpatialAttention::new(
+                    &vs / "attentions" / j,
+                    cout,
+                    c.head_dim(cout),
+                    c.groups,
+                    c.eps,
+                    1.0,
+                ));
             }
         }
         let upsampler = upsample.then(|| Upsample2D::new(&vs / "upsamplers" / 0, cout));
-        Self { resnets, attentions, upsampler }
+        Self {
+            resnets,
+            attentions,
+            upsampler,
+        }
     }
 
     /// Pops one skip state per resnet from the end of `skips`.
-    pub fn forward(&self, xs: &Tensor, temb: &Tensor, skips: &mut Vec<Tensor>, train: bool) -> Tensor {
+    pub fn forward(
+        &self,
+        xs: &Tensor,
+        temb: &Tensor,
+        skips: &mut Vec<Tensor>,
+        train: bool,
+    ) -> Tensor {
         let mut h = xs.shallow_clone();
         for (j, r) in self.resnets.iter().enumerate() {
             let s = skips.pop().expect("one skip per resnet");

@@ -54,7 +54,13 @@ impl UNet2DModel {
                 c,
             ));
         }
-        let mid_block = MidBlock::new(vs / "mid_block", boc[n - 1], cfg.add_attention, cfg.mid_block_scale_factor, c);
+        let mid_block = MidBlock::new(
+            vs / "mid_block",
+            boc[n - 1],
+            cfg.add_attention,
+            cfg.mid_block_scale_factor,
+            c,
+        );
         let rev: Vec<i64> = boc.iter().rev().copied().collect();
         let mut up_blocks = vec![];
         let mut out = rev[0];
@@ -84,7 +90,10 @@ impl UNet2DModel {
                 vs / "conv_norm_out",
                 cfg.norm_num_groups,
                 base,
-                nn::GroupNormConfig { eps: cfg.norm_eps, ..Default::default() },
+                nn::GroupNormConfig {
+                    eps: cfg.norm_eps,
+                    ..Default::default()
+                },
             ),
             conv_out: conv3(vs / "conv_out", base, cfg.out_channels),
             base,
@@ -96,7 +105,8 @@ impl UNet2DModel {
     /// The network output for `xs` [B, C, H, W] at timesteps `t` [B] (any
     /// numeric kind; positions, not normalised).
     pub fn forward_t(&self, xs: &Tensor, t: &Tensor, train: bool) -> Tensor {
-        let t_emb = timestep_embedding(t, self.base, self.flip_sin_to_cos, self.freq_shift).to_kind(xs.kind());
+        let t_emb = timestep_embedding(t, self.base, self.flip_sin_to_cos, self.freq_shift)
+            .to_kind(xs.kind());
         let emb = self.time_embedding.forward(&t_emb);
         let mut h = xs.apply(&self.conv_in);
         let mut skips = vec![h.shallow_clone()];
