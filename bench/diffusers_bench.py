@@ -1,5 +1,5 @@
 """diffusers' side of `ddimd bench`, same protocol, same JSON lines.
-usage: diffusers_bench.py MODEL_DIR DEVICE BATCHES STEPS REPEAT MAX_SECONDS
+usage: diffusers_bench.py MODEL_DIR DEVICE BATCHES STEPS REPEAT MAX_SECONDS [THREADS]
 (BATCHES and STEPS comma-separated)."""
 import json
 import sys
@@ -12,7 +12,8 @@ model, device = sys.argv[1], sys.argv[2]
 batches = [int(b) for b in sys.argv[3].split(",")]
 steps = [int(s) for s in sys.argv[4].split(",")]
 repeat, max_seconds = int(sys.argv[5]), float(sys.argv[6])
-torch.set_num_threads(torch.get_num_threads())
+if len(sys.argv) > 7 and int(sys.argv[7]) > 0:
+    torch.set_num_threads(int(sys.argv[7]))
 pipe = DDIMPipeline.from_pretrained(model).to(device)
 unet = pipe.unet.eval()
 sched = DDIMScheduler.from_config(pipe.scheduler.config, clip_sample=False, set_alpha_to_one=True,
