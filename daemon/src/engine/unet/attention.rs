@@ -1,8 +1,9 @@
 //! The spatial self-attention of the DDPM UNet: diffusers `Attention` with a
 //! group norm, residual connection and `rescale_output_factor`, as built by
 //! `AttnDownBlock2D`/`UNetMidBlock2D` (keys `group_norm`, `to_q`, `to_k`,
-//! `to_v`, `to_out.0`). Softmax in fp32 (`upcast_softmax=True`).
-use tch::{nn, Kind, Tensor};
+//! `to_v`, `to_out.0`), computed with libtorch's fused scaled-dot-product
+//! attention like diffusers' `AttnProcessor2_0`.
+use tch::{nn, Tensor};
 
 #[derive(Debug)]
 pub struct SpatialAttention {
@@ -49,12 +50,20 @@ impl SpatialAttention {
         let q = split(x.apply(&self.to_q));
         let k = split(x.apply(&self.to_k));
         let v = split(x.apply(&self.to_v));
-        let scale = (hd as f64).powf(-0.5);
-        let attn = (q.matmul(&k.transpose(-1, -2)) * scale)
-            .softmax(-1, Kind::Float)
-            .to_kind(v.kind());
+        // Fused attention (flash / memory-efficient kernels where libtorch
+        // has them), as diffusers' AttnProcessor2_0: the B·heads·HW² score
+        // matrix is never materialised.
+        let attn = Tensor::scaled_dot_product_attention(
+            &q,
+            &k,
+            &v,
+            None::<Tensor>,
+            0.0,
+            false,
+            (hd as f64).powf(-0.5),
+            false,
+        );
         let out = attn
-            .matmul(&v)
             .transpose(1, 2)
             .reshape([b, h * w, c])
             .apply(&self.to_out)
