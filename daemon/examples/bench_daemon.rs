@@ -3,6 +3,7 @@
 //! ```text
 //! cargo build --release -p ddimd --bin ddimd --example bench_daemon
 //! target/release/examples/bench_daemon [--preset tiny] [--threads 1] [--steps 20] [--latents 100000]
+//! target/release/examples/bench_daemon --only library   # part 3 alone (no model, no ddimd)
 //! ```
 //!
 //! 1. Batching gain: 16 concurrent single-image sample jobs against one such
@@ -10,7 +11,9 @@
 //! 2. Daemon overhead: a 50-step single-image sample job through the daemon
 //!    (submit → WatchJob finished) against the same work through the offline
 //!    engine in this process (median of 5).
-//! 3. Library paging: `ListLatents`-style pages over N latents in the store.
+//! 3. Library paging: `ListLatents`-style pages over N latents in the store, in
+//!    every order, by token and by offset, and the cost of a rename (which
+//!    moves a latent in the name index).
 use ddim_proto::v1 as pb;
 use ddim_proto::v1::ddim_client::DdimClient;
 use ddimd::engine::config::UNetConfig;
@@ -18,8 +21,8 @@ use ddimd::engine::noise;
 use ddimd::engine::schedule::SchedulerConfig;
 use ddimd::engine::{sampler, Model, SamplerOptions, Spacing};
 use ddimd::server::store::{
-    JobKind, JobRecord, JobState, LatentFilter, LatentRecord, NewLatent, OriginRecord, Priority,
-    Store, RECORD_VERSION,
+    Cursor, JobKind, JobRecord, JobState, LatentFilter, LatentOrder, LatentRecord, NewLatent,
+    OriginRecord, Priority, Store, RECORD_VERSION,
 };
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
@@ -32,6 +35,8 @@ struct Args {
     threads: i32,
     steps: u32,
     latents: u64,
+    /// Only this part ("library"); empty: all.
+    only: String,
 }
 
 fn args() -> Args {
@@ -40,6 +45,7 @@ fn args() -> Args {
         threads: 1,
         steps: 20,
         latents: 100_000,
+        only: String::new(),
     };
     let v: Vec<String> = std::env::args().skip(1).collect();
     for w in v.chunks(2) {
@@ -49,6 +55,7 @@ fn args() -> Args {
             "--threads" => a.threads = val.parse().expect("--threads N"),
             "--steps" => a.steps = val.parse().expect("--steps N"),
             "--latents" => a.latents = val.parse().expect("--latents N"),
+            "--only" => a.only = val,
             f => panic!("unknown flag {f}"),
         }
     }
@@ -358,7 +365,7 @@ fn library(n: u64) {
                             created_ms: 0,
                             shape: [1, 32, 32],
                             fingerprint: "bench".into(),
-                            encode_steps: 0,
+                            encode_steps: [0, 20, 50, 100][k as usize % 4],
                             encode_spacing: String::new(),
                             origin: OriginRecord::Sampled { seed: k, index: 0 },
                             preview_steps: 20,
@@ -384,40 +391,99 @@ fn library(n: u64) {
         "open (catalogue load): {:.0} ms",
         t0.elapsed().as_secs_f64() * 1e3
     );
-    let time = |what: &str, f: LatentFilter| {
+    let name = |o: LatentOrder| match o {
+        LatentOrder::Newest => "newest",
+        LatentOrder::Oldest => "oldest",
+        LatentOrder::Name => "name",
+        LatentOrder::EncodeSteps => "encode steps",
+    };
+    // The first 20 pages, following the tokens.
+    let time = |what: &str, f: LatentFilter, order: LatentOrder| {
         let t0 = Instant::now();
-        let mut token = None;
+        let mut cursor = Cursor::default();
         let mut pages = 0;
         let mut total = 0;
         for _ in 0..20 {
-            let (page, next, t) = store.list_latents(&f, token, 50);
-            total = t;
+            let p = store.list_latents(&f, order, &cursor, 50);
+            total = p.total;
             pages += 1;
-            std::hint::black_box(page);
-            match next {
-                Some(n) => token = Some(n),
+            match std::hint::black_box(p).next {
+                Some(k) => cursor = Cursor::After(k),
                 None => break,
             }
         }
         println!(
-            "{what}: {:.1} µs per page of 50 (first {pages} pages, total {total})",
+            "{what}, {}: {:.1} µs per page of 50 (first {pages} pages, total {total})",
+            name(order),
             t0.elapsed().as_secs_f64() * 1e6 / pages as f64
         );
     };
-    time("no filter", LatentFilter::default());
-    time(
+    for order in LatentOrder::ALL {
+        time("no filter", LatentFilter::default(), order);
+    }
+    let rare = LatentFilter {
+        tag: "rare".into(),
+        ..Default::default()
+    };
+    time("tag (1%)", rare.clone(), LatentOrder::Newest);
+    time("tag (1%)", rare.clone(), LatentOrder::Name);
+    let common = LatentFilter {
+        tag: "common".into(),
+        ..Default::default()
+    };
+    time("tag (99%)", common.clone(), LatentOrder::Name);
+    let substring = LatentFilter {
+        name_contains: "-4242".into(),
+        ..Default::default()
+    };
+    time("name substring", substring.clone(), LatentOrder::Newest);
+    time("name substring", substring, LatentOrder::Name);
+    // One page at an offset (what the TUI's G and far jumps ask), median of 21.
+    let jump = |what: &str, f: &LatentFilter, order: LatentOrder, at: u64| {
+        let mut us: Vec<f64> = (0..21)
+            .map(|_| {
+                let t0 = Instant::now();
+                std::hint::black_box(store.list_latents(f, order, &Cursor::Offset(at), 50));
+                t0.elapsed().as_secs_f64() * 1e6
+            })
+            .collect();
+        us.sort_by(f64::total_cmp);
+        println!(
+            "{what}, {}, page at offset {at}: {:.1} µs",
+            name(order),
+            us[10]
+        );
+    };
+    let all = LatentFilter::default();
+    for order in LatentOrder::ALL {
+        jump("no filter", &all, order, n / 2);
+        jump("no filter", &all, order, n.saturating_sub(50));
+    }
+    jump(
         "tag (1%)",
-        LatentFilter {
-            tag: "rare".into(),
-            ..Default::default()
-        },
+        &rare,
+        LatentOrder::Newest,
+        (n / 100).saturating_sub(50),
     );
-    time(
-        "name substring",
-        LatentFilter {
-            name_contains: "-4242".into(),
-            ..Default::default()
-        },
+    jump("tag (99%)", &common, LatentOrder::Newest, n / 2);
+    jump("tag (99%)", &common, LatentOrder::Name, n / 2);
+    // Renames: the latent moves in the name index (sled write included, no flush).
+    let ids: Vec<u64> = store
+        .list_latents(&all, LatentOrder::Oldest, &Cursor::Offset(n / 3), 200)
+        .latents
+        .iter()
+        .map(|r| r.id)
+        .collect();
+    let t0 = Instant::now();
+    for (i, id) in ids.iter().enumerate() {
+        store
+            .update_latent(*id, |r| r.name = format!("renamed-{i}"))
+            .expect("rename");
+    }
+    println!(
+        "rename: {:.1} µs each ({} renames)",
+        t0.elapsed().as_secs_f64() * 1e6 / ids.len().max(1) as f64,
+        ids.len()
     );
 }
 
@@ -436,7 +502,9 @@ async fn main() {
         m.parameter_count()
     );
     drop(m);
-    batching(&model_dir, &a).await;
-    overhead(&model_dir, &a).await;
+    if a.only.is_empty() {
+        batching(&model_dir, &a).await;
+        overhead(&model_dir, &a).await;
+    }
     library(a.latents);
 }

@@ -97,6 +97,18 @@ async fn scripting_round_trip() {
     assert_eq!(ids.len(), 2);
     let ls = d.json(&["ls"]);
     assert_eq!(ls["total"], 2);
+    // Sorted by the daemon, from an offset.
+    let ls = d.json(&["ls", "--sort", "oldest", "--offset", "1", "--limit", "5"]);
+    assert_eq!((&ls["total"], &ls["offset"]), (&2.into(), &1.into()));
+    let listed: Vec<&str> = ls["latents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| s(&l["id"]))
+        .collect();
+    assert_eq!(listed, [ids[1].as_str()]);
+    let ls = d.json(&["ls", "--sort", "name", "--limit", "1"]);
+    assert_eq!(ls["latents"].as_array().unwrap().len(), 1);
     let show = d.json(&["show", &ids[0]]);
     assert_eq!(show["id"], ids[0].as_str());
     assert_eq!(show["origin"], "sampled");

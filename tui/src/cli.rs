@@ -54,9 +54,30 @@ pub enum GraphicsArg {
     Halfblocks,
 }
 
+/// `ddim ls --sort`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SortArg {
+    Newest,
+    Oldest,
+    Name,
+    Steps,
+}
+
+impl SortArg {
+    pub fn order_by(self) -> ddim_proto::v1::SortOrder {
+        use ddim_proto::v1::SortOrder;
+        match self {
+            SortArg::Newest => SortOrder::Newest,
+            SortArg::Oldest => SortOrder::Oldest,
+            SortArg::Name => SortOrder::Name,
+            SortArg::Steps => SortOrder::EncodeSteps,
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// List latents (newest first).
+    /// List latents (newest first unless --sort).
     Ls {
         /// Only names containing this (case-insensitive).
         #[arg(long)]
@@ -67,6 +88,13 @@ pub enum Command {
         /// Only this origin: encoded, sampled or interpolated.
         #[arg(long)]
         origin: Option<String>,
+        /// Order, sorted by the daemon: newest, oldest, name (case-insensitive) or steps
+        /// (encode S, highest first).
+        #[arg(long, value_enum, default_value_t = SortArg::Newest)]
+        sort: SortArg,
+        /// Skip this many matches first (in --sort order).
+        #[arg(long, default_value_t = 0)]
+        offset: u64,
         /// At most this many latents.
         #[arg(long, default_value_t = 100)]
         limit: usize,
@@ -198,6 +226,33 @@ mod tests {
         let cli = Cli::try_parse_from(["ddim", "ls", "--json", "--addr", "http://x:1"]).unwrap();
         assert!(cli.json);
         assert_eq!(cli.connect.addr.as_deref(), Some("http://x:1"));
-        assert!(matches!(cli.command, Some(Command::Ls { limit: 100, .. })));
+        assert!(matches!(
+            cli.command,
+            Some(Command::Ls {
+                limit: 100,
+                offset: 0,
+                sort: SortArg::Newest,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn ls_sort_and_offset() {
+        let cli = Cli::try_parse_from([
+            "ddim", "ls", "--sort", "steps", "--offset", "40", "--limit", "5",
+        ])
+        .unwrap();
+        assert!(matches!(
+            cli.command,
+            Some(Command::Ls {
+                limit: 5,
+                offset: 40,
+                sort: SortArg::Steps,
+                ..
+            })
+        ));
+        assert_eq!(SortArg::Name.order_by(), ddim_proto::v1::SortOrder::Name);
+        assert!(Cli::try_parse_from(["ddim", "ls", "--sort", "size"]).is_err());
     }
 }

@@ -49,8 +49,20 @@ async fn execute(c: &Client, command: Command, as_json: bool) -> Result<Output, 
             name,
             tag,
             origin,
+            sort,
+            offset,
             limit,
-        } => ls(c, name, tag, origin, limit).await,
+        } => {
+            let f = pb::ListLatentsRequest {
+                name_contains: name.unwrap_or_default(),
+                tag: tag.unwrap_or_default(),
+                origin: origin.unwrap_or_default(),
+                order_by: sort.order_by() as i32,
+                offset,
+                ..Default::default()
+            };
+            ls(c, f, limit).await
+        }
         Command::Show { id } => {
             let l = c.get_latent(&id).await?;
             Ok(Output {
@@ -202,30 +214,23 @@ pub fn write_png(path: &Path, png: &[u8]) -> Result<(), ClientError> {
     })
 }
 
-async fn ls(
-    c: &Client,
-    name: Option<String>,
-    tag: Option<String>,
-    origin: Option<String>,
-    limit: usize,
-) -> Result<Output, ClientError> {
+/// `ddim ls`: `f` without paging fields, `limit` latents from its offset on.
+async fn ls(c: &Client, f: pb::ListLatentsRequest, limit: usize) -> Result<Output, ClientError> {
     let mut latents = Vec::new();
     let mut token = String::new();
-    let mut total = 0;
-    while latents.len() < limit {
+    let mut total;
+    loop {
         let resp = c
             .list_latents(pb::ListLatentsRequest {
-                page_size: (limit - latents.len()).min(1000) as u32,
+                page_size: (limit - latents.len()).clamp(1, 1000) as u32,
                 page_token: token,
-                name_contains: name.clone().unwrap_or_default(),
-                tag: tag.clone().unwrap_or_default(),
-                origin: origin.clone().unwrap_or_default(),
+                ..f.clone()
             })
             .await?;
         total = resp.total;
         latents.extend(resp.latents);
         token = resp.next_page_token;
-        if token.is_empty() {
+        if token.is_empty() || latents.len() >= limit {
             break;
         }
     }
@@ -246,11 +251,21 @@ async fn ls(
             format::timestamp(l.created_unix_ms)
         ));
     }
-    human.push_str(&format!("{} of {} latents\n", latents.len(), total));
+    if f.offset > 0 {
+        human.push_str(&format!(
+            "{} of {} latents, from offset {}\n",
+            latents.len(),
+            total,
+            f.offset
+        ));
+    } else {
+        human.push_str(&format!("{} of {} latents\n", latents.len(), total));
+    }
     Ok(Output {
         human,
         json: json!({
             "total": total,
+            "offset": f.offset,
             "latents": latents.iter().map(json::latent).collect::<Vec<_>>(),
         }),
     })

@@ -32,9 +32,11 @@ pub enum Request {
     ListLatents {
         generation: u64,
         page: usize,
-        page_token: String,
+        /// Position of the page's first row in the sorted, filtered list.
+        offset: u64,
         page_size: u32,
         name_contains: String,
+        order_by: pb::SortOrder,
     },
     Preview {
         id: String,
@@ -262,15 +264,17 @@ async fn handle(c: &Client, req: Request, tx: &UnboundedSender<Update>) -> Resul
         Request::ListLatents {
             generation,
             page,
-            page_token,
+            offset,
             page_size,
             name_contains,
+            order_by,
         } => {
             let resp = c
                 .list_latents(pb::ListLatentsRequest {
                     page_size,
-                    page_token,
+                    offset,
                     name_contains,
+                    order_by: order_by as i32,
                     ..Default::default()
                 })
                 .await;

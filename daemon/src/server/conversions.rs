@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use super::error::{Result, ServerError};
 use super::store::{
-    BatchKey, JobKind, JobRecord, JobState, LatentRecord, OriginRecord, Priority, Store,
+    BatchKey, JobKind, JobRecord, JobState, LatentOrder, LatentRecord, OriginRecord, Priority,
+    Store,
 };
 use crate::engine::interp::Method;
 use crate::engine::{SamplerOptions, Spacing};
@@ -109,6 +110,20 @@ pub fn priority_from_pb(v: i32) -> Result<Priority> {
         Err(_) => Err(ServerError::invalid(
             "priority",
             format!("unknown priority {v}"),
+        )),
+    }
+}
+
+/// `ListLatentsRequest.order_by`.
+pub fn order_from_pb(v: i32) -> Result<LatentOrder> {
+    match pb::SortOrder::try_from(v) {
+        Ok(pb::SortOrder::Unspecified | pb::SortOrder::Newest) => Ok(LatentOrder::Newest),
+        Ok(pb::SortOrder::Oldest) => Ok(LatentOrder::Oldest),
+        Ok(pb::SortOrder::Name) => Ok(LatentOrder::Name),
+        Ok(pb::SortOrder::EncodeSteps) => Ok(LatentOrder::EncodeSteps),
+        Err(_) => Err(ServerError::invalid(
+            "order_by",
+            format!("unknown sort order {v} (expected 0..=4: newest, oldest, name, encode steps)"),
         )),
     }
 }
@@ -641,6 +656,16 @@ mod tests {
             parse_latent_id("", "id"),
             Err(ServerError::InvalidArgument { .. })
         ));
+    }
+
+    #[test]
+    fn sort_orders_map_and_unknown_names_the_field() {
+        assert_eq!(order_from_pb(0).unwrap(), LatentOrder::Newest);
+        assert_eq!(order_from_pb(2).unwrap(), LatentOrder::Oldest);
+        assert_eq!(order_from_pb(3).unwrap(), LatentOrder::Name);
+        assert_eq!(order_from_pb(4).unwrap(), LatentOrder::EncodeSteps);
+        let e = order_from_pb(9).unwrap_err().to_string();
+        assert!(e.starts_with("order_by"), "{e}");
     }
 
     #[test]

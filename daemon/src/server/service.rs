@@ -12,14 +12,16 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::conversions::{
-    check_name, check_steps, job_id, job_to_pb, latent_id, latent_to_pb, now_ms, parse_job_id,
-    parse_latent_id, priority_from_pb, state_from_pb, strip_images, usable_latent, validate_spec,
-    ModelMeta,
+    check_name, check_steps, job_id, job_to_pb, latent_id, latent_to_pb, now_ms, order_from_pb,
+    parse_job_id, parse_latent_id, priority_from_pb, state_from_pb, strip_images, usable_latent,
+    validate_spec, ModelMeta,
 };
 use super::error::{Result, ServerError};
 use super::events::{Hub, JobUpdate};
 use super::queue::{DecodeNow, Queued, Scheduler};
-use super::store::{Inserted, JobRecord, JobState, LatentFilter, LatentPng, Store, RECORD_VERSION};
+use super::store::{
+    Cursor, Inserted, JobRecord, JobState, LatentFilter, LatentPng, SortKey, Store, RECORD_VERSION,
+};
 
 /// How long `CancelJob` waits for a running job to stop.
 const CANCEL_WAIT: Duration = Duration::from_secs(30);
@@ -333,6 +335,8 @@ impl Ddim for DdimService {
             name_contains,
             tag,
             origin,
+            order_by,
+            offset,
         } = req.into_inner();
         let size = match page_size {
             0 => 50,
@@ -345,11 +349,15 @@ impl Ddim for DdimService {
                 .into())
             }
         };
-        let before = if page_token.is_empty() {
-            None
+        let order = order_from_pb(order_by)?;
+        let cursor = if page_token.is_empty() {
+            Cursor::Offset(offset)
         } else {
-            Some(page_token.parse::<u64>().map_err(|_| {
-                ServerError::invalid("page_token", "not a token from a previous response")
+            Cursor::After(SortKey::parse(order, &page_token).ok_or_else(|| {
+                ServerError::invalid(
+                    "page_token",
+                    "not a token from a previous response with the same order_by",
+                )
             })?)
         };
         if !["", "encoded", "sampled", "interpolated"].contains(&origin.as_str()) {
@@ -364,11 +372,11 @@ impl Ddim for DdimService {
             tag,
             origin,
         };
-        let (page, next, total) = self.shared.store.list_latents(&f, before, size);
+        let page = self.shared.store.list_latents(&f, order, &cursor, size);
         Ok(Response::new(pb::ListLatentsResponse {
-            latents: page.iter().map(|r| latent_to_pb(r)).collect(),
-            next_page_token: next.map(|n| n.to_string()).unwrap_or_default(),
-            total,
+            latents: page.latents.iter().map(|r| latent_to_pb(r)).collect(),
+            next_page_token: page.next.map(|k| k.token(order)).unwrap_or_default(),
+            total: page.total,
         }))
     }
 

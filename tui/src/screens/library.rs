@@ -1,5 +1,6 @@
-//! The library: latents as a paged table (fetched page by page as you scroll, far pages
-//! dropped), filter, sort, marks; a side pane with the preview, metadata and jobs.
+//! The library: latents as a paged table (each page fetched by its offset as you scroll or
+//! jump, far pages dropped), filter, sort (done by the daemon), marks; a side pane with the
+//! preview, metadata and jobs.
 
 use std::collections::{HashMap, HashSet};
 
@@ -20,10 +21,9 @@ use crate::worker::Request;
 
 /// Rows per ListLatents call.
 pub const PAGE: usize = 500;
-/// Pages kept around the view; farther ones are dropped (their tokens are kept).
+/// Pages kept on each side of the view; farther ones are dropped (and fetched again by
+/// offset when needed).
 const KEEP_PAGES: usize = 3;
-/// Client-side sorting needs every match loaded; above this, narrow the filter first.
-pub const SORT_LIMIT: u64 = 5_000;
 /// Wait this long after the selection settles before fetching its details.
 const DETAIL_DELAY_MS: i64 = 120;
 /// Coalesce bursts of library events into one reload.
@@ -31,7 +31,7 @@ const RELOAD_DELAY_MS: i64 = 300;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Sort {
-    /// The daemon's order.
+    /// The daemon's default order.
     #[default]
     Newest,
     Oldest,
@@ -46,6 +46,15 @@ impl Sort {
             Sort::Oldest => Sort::Name,
             Sort::Name => Sort::EncodeSteps,
             Sort::EncodeSteps => Sort::Newest,
+        }
+    }
+    /// The daemon's name for the order.
+    pub fn order_by(self) -> pb::SortOrder {
+        match self {
+            Sort::Newest => pb::SortOrder::Newest,
+            Sort::Oldest => pb::SortOrder::Oldest,
+            Sort::Name => pb::SortOrder::Name,
+            Sort::EncodeSteps => pb::SortOrder::EncodeSteps,
         }
     }
     fn label(self) -> &'static str {
@@ -64,17 +73,14 @@ pub struct LibraryState {
     /// Bumped on every reload; answers for older generations are dropped.
     pub generation: u64,
     pub total: Option<u64>,
+    /// Page k holds rows `k * PAGE ..`, in `sort` order.
     pub pages: HashMap<usize, Vec<pb::Latent>>,
-    /// `tokens[k]` fetches page k; `tokens[0]` is empty.
-    pub tokens: Vec<String>,
     pub pending: HashSet<usize>,
     pub selected: usize,
     pub offset: usize,
     /// Marked latent ids, in marking order (the first two are A and B).
     pub marked: Vec<String>,
     pub sort: Sort,
-    /// All matches, sorted, while `sort` is not `Newest`.
-    pub sorted: Vec<pb::Latent>,
     pub loading: Loading,
     pub selection_at: i64,
     pub detail_for: Option<String>,
@@ -89,8 +95,6 @@ impl LibraryState {
         self.generation += 1;
         self.pages.clear();
         self.pending.clear();
-        self.tokens = vec![String::new()];
-        self.sorted.clear();
         self.loading = Loading::Fetching;
         vec![]
     }
@@ -100,9 +104,6 @@ impl LibraryState {
     }
 
     pub fn row(&self, i: usize) -> Option<&pb::Latent> {
-        if self.sort != Sort::Newest {
-            return self.sorted.get(i);
-        }
         self.pages.get(&(i / PAGE)).and_then(|p| p.get(i % PAGE))
     }
 
@@ -112,26 +113,6 @@ impl LibraryState {
 
     fn find(&self, id: &str) -> Option<&pb::Latent> {
         self.pages.values().flatten().find(|l| l.id == id)
-    }
-
-    fn rebuild_sorted(&mut self) {
-        if self.sort == Sort::Newest {
-            self.sorted.clear();
-            return;
-        }
-        let mut pages: Vec<_> = self.pages.iter().collect();
-        pages.sort_by_key(|(k, _)| **k);
-        let mut all: Vec<pb::Latent> = pages
-            .into_iter()
-            .flat_map(|(_, v)| v.iter().cloned())
-            .collect();
-        match self.sort {
-            Sort::Newest => {}
-            Sort::Oldest => all.reverse(),
-            Sort::Name => all.sort_by_key(|a| a.name.to_lowercase()),
-            Sort::EncodeSteps => all.sort_by_key(|l| std::cmp::Reverse(l.encode_steps)),
-        }
-        self.sorted = all;
     }
 }
 
@@ -157,41 +138,34 @@ pub fn scroll_into_view(app: &mut App) {
     }
 }
 
-/// Requests the pages the view needs, walking the token chain one page at a time.
+/// Requests the pages the view needs, each by its offset: a jump anywhere costs the one
+/// or two pages under the view.
 pub fn ensure_pages(app: &mut App) -> Vec<Request> {
     let vh = visible_rows(app);
     let lib = &mut app.library;
-    if lib.tokens.is_empty() {
-        return vec![];
+    if lib.generation == 0 {
+        return vec![]; // not started
     }
     let last_page = lib.total.map(|t| (t as usize).saturating_sub(1) / PAGE);
-    let (p0, p1) = if lib.sort != Sort::Newest {
-        (0, last_page.unwrap_or(0))
-    } else {
-        let p0 = lib.offset / PAGE;
-        let p1 = (lib.offset + vh + 50) / PAGE;
-        (p0, last_page.map_or(p0, |l| p1.min(l)))
+    let p0 = lib.offset / PAGE;
+    let p1 = (lib.offset + vh + 50) / PAGE;
+    let (p0, p1) = match last_page {
+        Some(l) => (p0.min(l), p1.min(l)),
+        None => (p0, p1),
     };
     let mut out = vec![];
     for p in p0..=p1 {
-        if lib.pages.contains_key(&p) {
+        if lib.pages.contains_key(&p) || !lib.pending.insert(p) {
             continue;
         }
-        let k = p.min(lib.tokens.len() - 1);
-        let wanted = !lib.pending.contains(&k) && !lib.pages.contains_key(&k);
-        if wanted {
-            lib.pending.insert(k);
-            out.push(Request::ListLatents {
-                generation: lib.generation,
-                page: k,
-                page_token: lib.tokens[k].clone(),
-                page_size: PAGE as u32,
-                name_contains: lib.filter.clone(),
-            });
-        }
-        if k != p {
-            break; // walk the token chain one hop at a time
-        }
+        out.push(Request::ListLatents {
+            generation: lib.generation,
+            page: p,
+            offset: (p * PAGE) as u64,
+            page_size: PAGE as u32,
+            name_contains: lib.filter.clone(),
+            order_by: lib.sort.order_by(),
+        });
     }
     out
 }
@@ -209,17 +183,10 @@ pub fn page_arrived(
     lib.pending.remove(&page);
     lib.total = Some(resp.total);
     lib.loading = Loading::Loaded;
-    if page + 1 == lib.tokens.len() && !resp.next_page_token.is_empty() {
-        lib.tokens.push(resp.next_page_token);
-    }
     lib.pages.insert(page, resp.latents);
-    if lib.sort == Sort::Newest {
-        let here = lib.offset / PAGE;
-        lib.pages
-            .retain(|k, _| k.abs_diff(here) <= KEEP_PAGES || *k == page);
-    } else {
-        lib.rebuild_sorted();
-    }
+    let here = lib.offset / PAGE;
+    lib.pages
+        .retain(|k, _| k.abs_diff(here) <= KEEP_PAGES || *k == page);
     if lib.selected >= lib.len() {
         lib.selected = lib.len().saturating_sub(1);
     }
@@ -227,13 +194,21 @@ pub fn page_arrived(
     ensure_pages(app)
 }
 
+/// A latent's new metadata, applied in place; a rename while sorted by name moves it, so
+/// the shown pages are fetched again (debounced).
 pub fn latent_changed(app: &mut App, l: pb::Latent) {
+    let mut moved = false;
     for page in app.library.pages.values_mut() {
         for row in page.iter_mut().filter(|r| r.id == l.id) {
+            moved |= row.name.to_lowercase() != l.name.to_lowercase();
             *row = l.clone();
         }
     }
-    app.library.rebuild_sorted();
+    if moved && app.library.sort == Sort::Name {
+        app.library
+            .reload_at
+            .get_or_insert(app.now_ms + RELOAD_DELAY_MS);
+    }
 }
 
 pub fn library_event(app: &mut App, ev: pb::LibraryEvent) -> Vec<Request> {
@@ -358,18 +333,16 @@ pub fn handle_key(app: &mut App, key: KeyEvent) -> Vec<Request> {
             vec![]
         }
         KeyCode::Char('s') => {
+            // The daemon sorts: start over at the top in the next order.
             let next = app.library.sort.next();
-            if next != Sort::Newest && app.library.total.unwrap_or(0) > SORT_LIMIT {
-                app.error(format!(
-                    "sorting needs every match loaded ({} > {SORT_LIMIT}): narrow the filter with / first",
-                    app.library.len()
-                ));
-                return vec![];
-            }
             app.library.sort = next;
-            app.library.rebuild_sorted();
+            app.library.selected = 0;
+            app.library.offset = 0;
+            app.library.selection_at = app.now_ms;
             app.info(format!("sorted by {}", next.label()));
-            ensure_pages(app)
+            let mut out = app.library.reload();
+            out.extend(ensure_pages(app));
+            out
         }
         KeyCode::Char(' ') => {
             if let Some(l) = current {

@@ -12,70 +12,139 @@ fn key(c: KeyCode) -> Event {
     Event::Key(KeyEvent::new(c, KeyModifiers::NONE))
 }
 
-fn list_pages(reqs: &[Request]) -> Vec<(usize, String)> {
+/// The pages asked for, with their offsets.
+fn list_pages(reqs: &[Request]) -> Vec<(usize, u64)> {
     reqs.iter()
         .filter_map(|r| match r {
-            Request::ListLatents {
-                page, page_token, ..
-            } => Some((*page, page_token.clone())),
+            Request::ListLatents { page, offset, .. } => Some((*page, *offset)),
             _ => None,
         })
         .collect()
+}
+
+fn orders(reqs: &[Request]) -> Vec<pb::SortOrder> {
+    reqs.iter()
+        .filter_map(|r| match r {
+            Request::ListLatents { order_by, .. } => Some(*order_by),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Answers page `p` of a `total`-row library.
+fn serve(app: &mut crate::app::App, p: usize, total: usize) -> Vec<Request> {
+    let start = (p * PAGE).min(total);
+    let end = (start + PAGE).min(total);
+    app.handle_event(Event::Update(Update::LatentPage {
+        generation: app.library.generation,
+        page: p,
+        resp: page(start..end, total as u64, ""),
+    }))
 }
 
 #[test]
 fn start_asks_for_first_page_and_jobs() {
     let mut app = crate::app::App::new("a", crate::graphics::Graphics::halfblocks(), (W, H), NOW);
     let reqs = app.start();
-    assert_eq!(list_pages(&reqs), vec![(0, String::new())]);
+    assert_eq!(list_pages(&reqs), vec![(0, 0)]);
+    assert_eq!(orders(&reqs), vec![pb::SortOrder::Newest]);
     assert!(reqs.contains(&Request::ListJobs));
 }
 
-/// Scrolling to the end of 100k latents walks the token chain page by page, keeps only
-/// a few pages in memory, and shows the last rows.
+/// Jumping to the end of 100k latents asks for the last page alone (by offset), keeps
+/// only a few pages in memory, and shows the last rows; so do far jumps back and PgDn.
 #[test]
 fn paging_through_100k_keeps_memory_bounded() {
     let total = 100_000usize;
+    let last = (total - 1) / PAGE;
     let (mut app, _) = app_with_library(total);
-    let mut reqs = app.handle_event(key(KeyCode::Char('G')));
+    let reqs = app.handle_event(key(KeyCode::Char('G')));
     assert_eq!(app.library.selected, total - 1);
-    let mut served = 0;
-    while let Some((p, token)) = list_pages(&reqs).first().cloned() {
-        assert_eq!(
-            token,
-            if p == 0 {
-                String::new()
-            } else {
-                format!("p{p}")
-            }
-        );
-        let start = p * PAGE;
-        let end = (start + PAGE).min(total);
-        let next = if end < total {
-            format!("p{}", p + 1)
-        } else {
-            String::new()
-        };
-        reqs = app.handle_event(Event::Update(Update::LatentPage {
-            generation: app.library.generation,
-            page: p,
-            resp: page(start..end, total as u64, &next),
-        }));
-        served += 1;
-        assert!(
-            app.library.pages.len() <= 5,
-            "{} pages held",
-            app.library.pages.len()
-        );
-        assert!(served <= total / PAGE + 1, "no page asked twice");
-    }
+    assert_eq!(list_pages(&reqs), vec![(last, (last * PAGE) as u64)]);
+    let more = serve(&mut app, last, total);
+    assert!(list_pages(&more).is_empty(), "{more:?}");
     assert_eq!(
         app.library.selected_latent().unwrap().name,
         format!("latent-{:03}", total - 1)
     );
-    // Back to the top: the token for page 0 is known, one request.
-    let reqs = app.handle_event(key(KeyCode::Char('g')));
-    assert_eq!(list_pages(&reqs), vec![(0, String::new())]);
+    assert_eq!(app.library.pages.len(), 1, "page 0 dropped: far away");
+    // Back to the top: page 0 again, alone.
+    assert_eq!(
+        list_pages(&app.handle_event(key(KeyCode::Char('g')))),
+        vec![(0, 0)]
+    );
+    serve(&mut app, 0, total);
+    // Page down from the top, over and over: each new page is asked for once, and far
+    // pages are dropped.
+    let mut asked = vec![];
+    for _ in 0..2_000 {
+        let mut todo = list_pages(&app.handle_event(key(KeyCode::PageDown)));
+        while let Some((p, offset)) = todo.pop() {
+            assert_eq!(offset, (p * PAGE) as u64);
+            assert!(!asked.contains(&p), "page {p} asked twice");
+            asked.push(p);
+            todo.extend(list_pages(&serve(&mut app, p, total)));
+            assert!(
+                app.library.pages.len() <= 2 * 3 + 2,
+                "{} pages held",
+                app.library.pages.len()
+            );
+        }
+        let sel = app.library.selected;
+        assert_eq!(
+            app.library.selected_latent().map(|l| l.name.clone()),
+            Some(format!("latent-{sel:03}"))
+        );
+    }
+    let sel = app.library.selected;
+    assert!(sel > 20 * PAGE, "{sel}");
+    assert_eq!(
+        app.library.selected_latent().unwrap().name,
+        format!("latent-{sel:03}")
+    );
+    // A far jump back to the top asks for page 0 again, alone.
+    assert_eq!(
+        list_pages(&app.handle_event(key(KeyCode::Char('g')))),
+        vec![(0, 0)]
+    );
+}
+
+/// `s` asks the daemon for the next order from the top, whatever the library's size.
+#[test]
+fn sort_key_cycles_orders_on_the_daemon() {
+    let total = 100_000usize;
+    let (mut app, _) = app_with_library(total);
+    app.handle_event(key(KeyCode::Char('G')));
+    let mut seen = vec![];
+    for _ in 0..4 {
+        let gen_before = app.library.generation;
+        let reqs = app.handle_event(key(KeyCode::Char('s')));
+        assert_eq!(list_pages(&reqs), vec![(0, 0)], "from the top, one page");
+        assert_eq!(app.library.generation, gen_before + 1);
+        assert_eq!((app.library.selected, app.library.offset), (0, 0));
+        seen.extend(orders(&reqs));
+        serve(&mut app, 0, total);
+        assert!(app.status.as_ref().is_some_and(|s| !s.error), "no refusal");
+    }
+    assert_eq!(
+        seen,
+        [
+            pb::SortOrder::Oldest,
+            pb::SortOrder::Name,
+            pb::SortOrder::EncodeSteps,
+            pb::SortOrder::Newest
+        ]
+    );
+    // Sorted by name, a rename moves the latent: the pages are fetched again.
+    app.handle_event(key(KeyCode::Char('s')));
+    app.handle_event(key(KeyCode::Char('s')));
+    serve(&mut app, 0, total);
+    let mut l = latent(3);
+    l.name = "aaa".into();
+    app.handle_event(Event::Update(Update::Latent(l)));
+    let reqs = tick(&mut app, 1000);
+    assert_eq!(list_pages(&reqs), vec![(0, 0)]);
+    assert_eq!(orders(&reqs), vec![pb::SortOrder::Name]);
 }
 
 #[test]
