@@ -196,3 +196,37 @@ fn trained_pipeline_loads_unchanged_in_diffusers() {
     let err = (got - want).abs().max().double_value(&[]);
     assert!(err < 1e-4, "max abs error {err}");
 }
+
+#[test]
+fn init_from_starts_at_the_given_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    train(&a, &["--stop-after", "3"]);
+    // Zero steps of training from A: the written EMA equals A's weights.
+    let o = ddimd()
+        .args([
+            "train",
+            "--steps",
+            "1",
+            "--stop-after",
+            "0",
+            "--sample-every",
+            "0",
+            "--device",
+            "cpu",
+            "--init-from",
+        ])
+        .arg(&a)
+        .arg("--out")
+        .arg(&b)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("initialised from"));
+    let w = "unet/diffusion_pytorch_model.safetensors";
+    let (ta, tb) = (tensors(&a.join(w)), tensors(&b.join(w)));
+    assert_eq!(ta.len(), tb.len());
+    for (k, x) in &ta {
+        assert!(x.equal(&tb[k]), "{k} differs");
+    }
+}

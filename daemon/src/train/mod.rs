@@ -66,8 +66,12 @@ pub struct TrainArgs {
     #[arg(long, default_value = "0")]
     pub seed: u64,
     /// Continue from <out>/checkpoint.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "init_from")]
     pub resume: bool,
+    /// Start from the weights of a pipeline folder (e.g. the shipped model) with a
+    /// fresh optimizer; its unet/config.json replaces --model-size.
+    #[arg(long)]
+    pub init_from: Option<PathBuf>,
     #[arg(long, env = "DDIMD_DEVICE", default_value = "auto")]
     pub device: String,
     /// libtorch CPU threads (0: libtorch's default).
@@ -153,6 +157,9 @@ fn zero_grad(vars: &BTreeMap<String, Tensor>) {
 }
 
 fn resolve_config(a: &TrainArgs) -> Result<UNetConfig> {
+    if let Some(dir) = &a.init_from {
+        return Ok(UNetConfig::from_file(&dir.join("unet/config.json"))?);
+    }
     if let Some(c) = UNetConfig::preset(&a.model_size, a.channels, a.size) {
         return Ok(c);
     }
@@ -301,6 +308,12 @@ pub fn run(a: &TrainArgs) -> Result<()> {
     let unet = UNet2DModel::new(&vs.root(), &cfg)?;
     let mut ema = nn::VarStore::new(device);
     let _ema_unet = UNet2DModel::new(&ema.root(), &cfg)?;
+    if let Some(dir) = &a.init_from {
+        let w = dir.join("unet").join(crate::engine::model::WEIGHTS);
+        vs.load(&w)
+            .with_context(|| format!("--init-from: cannot load {}", w.display()))?;
+        eprintln!("initialised from {}", dir.display());
+    }
     ema.copy(&vs)?;
     let params = vars(&vs);
     let mut adam = Adam::new(&params);
@@ -441,6 +454,10 @@ pub fn run(a: &TrainArgs) -> Result<()> {
                 &a.out.join("samples").join(format!("step_{step:06}.png")),
             )?;
         }
+    }
+    if step == start {
+        // Nothing to train (already at --steps): still write the pipeline.
+        save(step, &vs, &ema, &adam)?;
     }
     pb.finish();
     eprintln!(
