@@ -658,21 +658,20 @@ impl Ddim for DdimService {
         tokio::spawn(async move {
             let _guard = guard;
             let mut shutdown = svc.shared.hub.shutdown_signal();
-            let finished = |rec: JobRecord| {
-                let svc = svc.clone();
-                async move { svc.job_message(rec, false).await.map(Event::Finished) }
+            // Sends the finished job (or the error building it) to the watcher.
+            let send_finished = |rec: JobRecord| {
+                let (svc, tx) = (svc.clone(), tx.clone());
+                async move {
+                    let ev = svc.job_message(rec, false).await.map(Event::Finished);
+                    let ev = ev.map(|e| pb::JobEvent {
+                        job_id: job_id(n),
+                        event: Some(e),
+                    });
+                    let _ = tx.send(ev.map_err(Status::from)).await;
+                }
             };
             if rec.state.is_terminal() {
-                let ev = finished(rec).await;
-                let _ = tx
-                    .send(
-                        ev.map(|e| pb::JobEvent {
-                            job_id: job_id(n),
-                            event: Some(e),
-                        })
-                        .map_err(Status::from),
-                    )
-                    .await;
+                send_finished(rec).await;
                 return;
             }
             let mut last_pos = None;
@@ -730,32 +729,14 @@ impl Ddim for DdimService {
                         if !rec.state.is_terminal() {
                             continue;
                         }
-                        let ev = finished(rec).await;
-                        let _ = tx
-                            .send(
-                                ev.map(|e| pb::JobEvent {
-                                    job_id: job_id(n),
-                                    event: Some(e),
-                                })
-                                .map_err(Status::from),
-                            )
-                            .await;
+                        send_finished(rec).await;
                         return;
                     }
                     Ok(_) => continue,
                     Err(broadcast::error::RecvError::Lagged(_)) => {
                         if let Ok(rec) = svc.get_job_record(n, "id").await {
                             if rec.state.is_terminal() {
-                                let ev = finished(rec).await;
-                                let _ = tx
-                                    .send(
-                                        ev.map(|e| pb::JobEvent {
-                                            job_id: job_id(n),
-                                            event: Some(e),
-                                        })
-                                        .map_err(Status::from),
-                                    )
-                                    .await;
+                                send_finished(rec).await;
                                 return;
                             }
                         }
