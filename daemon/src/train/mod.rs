@@ -379,6 +379,8 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         save_pipeline(ema, &cfg, &sched, &a.out)?;
         Ok(())
     };
+    // The map holds shallow clones: the EMA update writes the VarStore's own tensors.
+    let ema_vars = vars(&ema);
     let mut step = start;
     let end = a
         .stop_after
@@ -396,7 +398,6 @@ pub fn run(a: &TrainArgs) -> Result<()> {
             return Ok(());
         }
         tch::manual_seed(((a.seed << 32) ^ step) as i64);
-        let ema_vars = vars(&ema);
         let idx = Tensor::randint(n_data, [a.batch], (Kind::Int64, device));
         let x0 = data.index_select(0, &idx);
         let t = Tensor::randint(t_train, [a.batch], (Kind::Int64, device));
