@@ -1,7 +1,7 @@
 //! The offline subcommands of `ddimd`: the engine without the daemon.
 //! Tensors are .npy float32 [N, C, H, W] in model space [−1, 1].
 use clap::Args;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use tch::{Device, Tensor};
 
 use crate::engine::config::UNetConfig;
@@ -483,10 +483,6 @@ pub fn info() -> String {
         tch::get_num_threads(),
         tch::utils::has_mkl(),
     )
-}
-
-pub fn exists(p: &Path) -> bool {
-    p.exists()
 }
 
 #[derive(Debug, Args)]

@@ -11,7 +11,7 @@
 //! 3. values: u8 v ↦ v/127.5 − 1 ∈ [−1, 1].
 //!
 //! Output: clamp to [−1, 1], (x+1)·127.5 rounded to u8.
-use image::{imageops, DynamicImage, GrayImage, ImageBuffer, Luma, Rgb, RgbImage};
+use image::{imageops, DynamicImage, GrayImage, ImageBuffer, Rgb, RgbImage};
 use std::io::Cursor;
 use tch::{Kind, Tensor};
 
@@ -189,12 +189,10 @@ pub fn save_png(img: &DynamicImage, path: &std::path::Path) -> Result<(), Engine
         .map_err(|e| EngineError::Io(format!("{}: {e}", path.display())))
 }
 
-#[allow(dead_code)]
-fn _assert_pixel_types(_: Luma<u8>) {}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use image::Luma;
 
     #[test]
     fn round_trip_exact_for_u8_images() {

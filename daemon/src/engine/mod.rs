@@ -42,7 +42,11 @@ pub enum EngineError {
 
 impl From<tch::TchError> for EngineError {
     fn from(e: tch::TchError) -> Self {
-        let s = e.to_string();
-        EngineError::Torch(s.lines().next().unwrap_or("").to_string())
+        EngineError::Torch(first_line(&e.to_string()))
     }
+}
+
+/// The first line of a libtorch message (the rest is a C++ backtrace).
+pub(crate) fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or("").to_string()
 }

@@ -8,7 +8,7 @@ use tch::{nn, Device, Kind, Tensor};
 use super::config::UNetConfig;
 use super::schedule::{NoiseSchedule, PredictionType, SchedulerConfig};
 use super::unet::UNet2DModel;
-use super::EngineError;
+use super::{first_line, EngineError};
 
 pub const WEIGHTS: &str = "diffusion_pytorch_model.safetensors";
 
@@ -241,8 +241,4 @@ fn fingerprint(
     h.update(serde_json::to_vec(&sched.to_diffusers_json()).expect("json"));
     h.update(read(weights)?);
     Ok(hex::encode(&h.finalize()[..8]))
-}
-
-fn first_line(s: &str) -> String {
-    s.lines().next().unwrap_or("").to_string()
 }

@@ -4,7 +4,7 @@
 use std::path::Path;
 use tch::{Kind, Tensor};
 
-use super::EngineError;
+use super::{first_line, EngineError};
 
 /// Reads a float32 .npy of rank 4 ([C, H, W] is taken as [1, C, H, W]).
 pub fn read(path: &Path) -> Result<Tensor, EngineError> {
@@ -83,10 +83,6 @@ pub fn to_bytes(t: &Tensor) -> Vec<u8> {
         out.extend_from_slice(&v.to_le_bytes());
     }
     out
-}
-
-fn first_line(s: &str) -> String {
-    s.lines().next().unwrap_or("").to_string()
 }
 
 #[cfg(test)]
