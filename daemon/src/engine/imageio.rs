@@ -59,35 +59,18 @@ fn fit<P: image::Pixel + 'static>(
 pub fn image_to_tensor(img: &DynamicImage, shape: [i64; 3]) -> Tensor {
     let [c, h, w] = shape;
     let (hu, wu) = (h as u32, w as u32);
-    let data: Vec<u8> = if c == 1 {
-        let g = flatten_alpha(img).to_luma8();
-        fit(&g, hu, wu).into_raw()
+    let flat = flatten_alpha(img);
+    let chw = if c == 3 {
+        let rgb = fit(&flat.to_rgb8(), hu, wu).into_raw();
+        Tensor::from_slice(&rgb)
+            .reshape([h, w, 3])
+            .permute([2, 0, 1]) // HWC → CHW
     } else {
-        let rgb = flatten_alpha(img).to_rgb8();
-        let f = fit(&rgb, hu, wu);
-        // HWC → CHW
-        let raw = f.into_raw();
-        let mut chw = vec![0u8; raw.len()];
-        let n = (hu * wu) as usize;
-        for (i, px) in raw.chunks(3).enumerate() {
-            for k in 0..3 {
-                chw[k * n + i] = px[k];
-            }
-        }
-        if c == 3 {
-            chw
-        } else {
-            // Other channel counts: repeat luma.
-            let g = flatten_alpha(img).to_luma8();
-            let g = fit(&g, hu, wu).into_raw();
-            (0..c).flat_map(|_| g.iter().copied()).collect()
-        }
+        // One channel: luma; other channel counts repeat it.
+        let g = fit(&flat.to_luma8(), hu, wu).into_raw();
+        Tensor::from_slice(&g).reshape([1, h, w]).repeat([c, 1, 1])
     };
-    Tensor::from_slice(&data)
-        .to_kind(Kind::Float)
-        .reshape([1, c, h, w])
-        / 127.5
-        - 1.0
+    chw.to_kind(Kind::Float).reshape([1, c, h, w]) / 127.5 - 1.0
 }
 
 fn flatten_alpha(img: &DynamicImage) -> DynamicImage {
