@@ -374,8 +374,6 @@ pub fn reconstruction_table(
     let pb = progress(total, "reconstruct");
     let mut rows = vec![];
     for &s in steps {
-        crate::engine::spacing::validate_steps(s, model.num_train_timesteps())
-            .map_err(EngineError::InvalidInput)?;
         let mut errs = vec![];
         let mut start = 0;
         while start < n as i64 {
