@@ -159,16 +159,21 @@ pub struct ReconstructArgs {
     pub x0: Option<PathBuf>,
     #[arg(long, num_args = 1..)]
     pub image: Vec<PathBuf>,
-    /// Use the first N images of Fashion-MNIST's test split.
+    /// Use N images of Fashion-MNIST's test split (the first N, or from --skip on).
     #[arg(long)]
     pub fashion_mnist_test: Option<usize>,
+    /// With --fashion-mnist-test: start at this test image, to split a long run into
+    /// shards (merge them with the per-S `images`, `mse` and `mse_std` of --json).
+    #[arg(long, default_value = "0", requires = "fashion_mnist_test")]
+    pub skip: usize,
     /// Step counts, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "10,20,50,100", value_parser = parse_steps)]
     pub steps: Vec<usize>,
     #[arg(long, default_value = "uniform")]
     pub spacing: Spacing,
-    #[arg(long, default_value = "64")]
-    pub batch: usize,
+    /// Images per batch.
+    #[arg(long, default_value = "64", value_parser = clap::value_parser!(u32).range(1..))]
+    pub batch: u32,
     /// Print exactly one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -361,14 +366,42 @@ pub fn decode(a: &DecodeArgs) -> Result<(), EngineError> {
     Ok(())
 }
 
-/// Per-S reconstruction error of `x0` (Table 2): (S, mean MSE on [0, 1]).
+/// One row of the reconstruction table: S and the per-image MSEs on [0, 1].
+#[derive(Debug, Clone)]
+pub struct ReconstructionRow {
+    pub steps: usize,
+    pub mse: Vec<f64>,
+}
+
+impl ReconstructionRow {
+    pub fn mean(&self) -> f64 {
+        self.mse.iter().sum::<f64>() / self.mse.len() as f64
+    }
+
+    /// Sample standard deviation of the per-image MSE (0 for one image).
+    pub fn std(&self) -> f64 {
+        let n = self.mse.len();
+        if n < 2 {
+            return 0.0;
+        }
+        let m = self.mean();
+        (self.mse.iter().map(|e| (e - m).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt()
+    }
+
+    /// Standard error of the mean.
+    pub fn sem(&self) -> f64 {
+        self.std() / (self.mse.len() as f64).sqrt()
+    }
+}
+
+/// Per-S reconstruction error of `x0` (Table 2), per image.
 pub fn reconstruction_table(
     model: &Model,
     x0: &Tensor,
     steps: &[usize],
     spacing: Spacing,
     batch: usize,
-) -> Result<Vec<(usize, f64)>, EngineError> {
+) -> Result<Vec<ReconstructionRow>, EngineError> {
     let n = x0.size()[0] as u64;
     let total: u64 = steps.iter().map(|s| 2 * *s as u64 * n).sum();
     let pb = progress(total, "reconstruct");
@@ -386,10 +419,28 @@ pub fn reconstruction_table(
             errs.extend(mse);
             start += len;
         }
-        rows.push((s, errs.iter().sum::<f64>() / errs.len() as f64));
+        rows.push(ReconstructionRow {
+            steps: s,
+            mse: errs,
+        });
     }
     pb.finish_and_clear();
     Ok(rows)
+}
+
+/// Test images `skip..skip + n` of Fashion-MNIST, checked against the split's size.
+fn fashion_mnist_test(model: &Model, n: usize, skip: usize) -> Result<Tensor, EngineError> {
+    let all =
+        crate::train::data::fashion_mnist(crate::train::data::Split::Test, model.sample_shape())
+            .map_err(|e| EngineError::InvalidInput(e.to_string()))?;
+    let len = all.size()[0] as usize;
+    if n == 0 || skip.saturating_add(n) > len {
+        return Err(EngineError::InvalidInput(format!(
+            "--fashion-mnist-test {n} --skip {skip}: the test split has {len} images \
+             (need 1 ≤ N and skip + N ≤ {len})"
+        )));
+    }
+    Ok(all.narrow(0, skip as i64, n as i64))
 }
 
 pub fn reconstruct(a: &ReconstructArgs) -> Result<(), EngineError> {
@@ -399,24 +450,49 @@ pub fn reconstruct(a: &ReconstructArgs) -> Result<(), EngineError> {
             .map_err(EngineError::InvalidInput)?;
     }
     let x0 = match a.fashion_mnist_test {
-        Some(n) => {
-            crate::train::data::fashion_mnist(crate::train::data::Split::Test, model.sample_shape())
-                .map_err(|e| EngineError::InvalidInput(e.to_string()))?
-                .narrow(0, 0, n as i64)
-        }
+        Some(n) => fashion_mnist_test(&model, n, a.skip)?,
         None => load_x0(&model, &a.x0, &a.image)?,
     };
-    let rows = reconstruction_table(&model, &x0, &a.steps, a.spacing, a.batch)?;
+    let rows = reconstruction_table(&model, &x0, &a.steps, a.spacing, a.batch as usize)?;
     if a.json {
         let results: Vec<_> = rows
             .iter()
-            .map(|(s, m)| serde_json::json!({"steps": s, "mse": m}))
+            .map(|r| {
+                serde_json::json!({
+                    "steps": r.steps,
+                    "mse": r.mean(),
+                    "mse_std": r.std(),
+                    "mse_sem": r.sem(),
+                    "images": r.mse.len(),
+                })
+            })
             .collect();
-        println!("{}", serde_json::json!({ "results": results }));
+        let source = match a.fashion_mnist_test {
+            Some(n) => serde_json::json!({"fashion_mnist_test": {"first": a.skip, "count": n}}),
+            None => serde_json::json!("files"),
+        };
+        println!(
+            "{}",
+            serde_json::json!({
+                "model": a.model.model.display().to_string(),
+                "spacing": a.spacing.as_str(),
+                "source": source,
+                "results": results,
+            })
+        );
     } else {
-        println!("{:>6}  {:>10}", "S", "MSE [0,1]");
-        for (s, m) in rows {
-            println!("{s:>6}  {m:>10.6}");
+        println!(
+            "{:>6}  {:>12}  {:>10}  images",
+            "S", "MSE [0,1]", "± s.e.m."
+        );
+        for r in rows {
+            println!(
+                "{:>6}  {:>12.7}  {:>10.7}  {}",
+                r.steps,
+                r.mean(),
+                r.sem(),
+                r.mse.len()
+            );
         }
     }
     Ok(())

@@ -9,7 +9,10 @@ use tch::{Kind, Tensor};
 fn model() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("ddim-cli-errors-{}", std::process::id()));
+        // Cargo's scratch folder for integration tests (nothing is left in /tmp),
+        // emptied first: one run's files never mix with another's.
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("ddim-cli-errors");
+        let _ = std::fs::remove_dir_all(&dir);
         let o = Command::new(env!("CARGO_BIN_EXE_ddimd"))
             .args(["init-model", "--preset", "test", "--out"])
             .arg(&dir)
@@ -171,6 +174,82 @@ fn steps_eta_spacing_out_of_range() {
 }
 
 #[test]
+fn fashion_mnist_test_range_is_checked() {
+    let e = fails(&["reconstruct", "--fashion-mnist-test", "0", "--steps", "2"]);
+    assert!(e.contains("--fashion-mnist-test 0"), "{e}");
+    let e = fails(&[
+        "reconstruct",
+        "--fashion-mnist-test",
+        "20000",
+        "--steps",
+        "2",
+    ]);
+    assert!(e.contains("10000 images"), "{e}");
+    let e = fails(&[
+        "reconstruct",
+        "--fashion-mnist-test",
+        "2",
+        "--skip",
+        "9999",
+        "--steps",
+        "2",
+    ]);
+    assert!(e.contains("--skip 9999"), "{e}");
+    let e = fails(&["reconstruct", "--x0", "/x.npy", "--skip", "3"]);
+    assert!(e.contains("--fashion-mnist-test"), "{e}");
+    let e = fails(&["reconstruct", "--x0", "/x.npy", "--batch", "0"]);
+    assert!(e.contains("--batch"), "{e}");
+}
+
+/// Runs `ddimd reconstruct … --json` with the test model and parses its output.
+fn reconstruct_json(args: &[&str]) -> serde_json::Value {
+    let o = Command::new(env!("CARGO_BIN_EXE_ddimd"))
+        .args(["reconstruct", "--device", "cpu", "--json"])
+        .args(args)
+        .env("DDIMD_MODEL", model())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).expect("exactly one JSON object on stdout")
+}
+
+/// Shards made with --skip merge (weighted by `images`) into the unsharded table.
+#[test]
+fn reconstruction_shards_merge_into_the_whole() {
+    let whole = reconstruct_json(&["--fashion-mnist-test", "3", "--steps", "2,4"]);
+    let a = reconstruct_json(&["--fashion-mnist-test", "1", "--steps", "2,4"]);
+    let b = reconstruct_json(&[
+        "--fashion-mnist-test",
+        "2",
+        "--skip",
+        "1",
+        "--steps",
+        "2,4",
+        "--batch",
+        "1",
+    ]);
+    assert_eq!(b["source"]["fashion_mnist_test"]["first"], 1);
+    assert_eq!(b["source"]["fashion_mnist_test"]["count"], 2);
+    for i in 0..2 {
+        let (w, a, b) = (&whole["results"][i], &a["results"][i], &b["results"][i]);
+        assert_eq!(w["images"], 3);
+        assert_eq!(a["images"], 1);
+        assert_eq!(b["images"], 2);
+        assert_eq!(a["mse_std"], 0.0);
+        let f = |v: &serde_json::Value, k: &str| v[k].as_f64().unwrap();
+        let merged = (f(a, "mse") + 2.0 * f(b, "mse")) / 3.0;
+        assert!(
+            (merged - f(w, "mse")).abs() <= 1e-6 * f(w, "mse").max(1e-12),
+            "S={}: merged {merged} vs whole {}",
+            w["steps"],
+            w["mse"]
+        );
+        // Different images reconstruct differently: the spread is not zero.
+        assert!(f(w, "mse_std") > 0.0 && f(w, "mse_sem") < f(w, "mse_std"));
+    }
+}
+
+#[test]
 fn a_folder_that_is_not_a_model() {
     let d = tmp();
     let out = d.path().join("o.npy");
@@ -252,4 +331,6 @@ fn happy_path_round_trip_writes_files() {
     assert_eq!(r.len(), 2);
     assert_eq!(r[0]["steps"], 2);
     assert!(r[1]["mse"].as_f64().unwrap() >= 0.0);
+    assert_eq!(r[1]["images"], 3);
+    assert_eq!(v["source"], "files");
 }

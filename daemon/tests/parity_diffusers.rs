@@ -29,7 +29,10 @@ pub fn venv_python() -> PathBuf {
 fn reference() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("ddim-parity-{}", std::process::id()));
+        // Cargo's scratch folder for integration tests (nothing is left in /tmp),
+        // emptied first: one run's files never mix with another's.
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("ddim-parity");
+        let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let py = venv_python();
         assert!(
