@@ -5,6 +5,7 @@
 use ddim_proto::v1 as pb;
 use ddim_tests::*;
 use tonic::Code;
+use tonic_types::StatusExt;
 
 fn expect(
     r: Result<tonic::Response<impl std::fmt::Debug>, tonic::Status>,
@@ -18,6 +19,27 @@ fn expect(
         "message {:?} does not name {field:?}",
         e.message()
     );
+    // The standard google.rpc details name the same field, for clients that
+    // read them rather than the message.
+    if matches!(code, Code::InvalidArgument | Code::NotFound) {
+        let v = e
+            .get_details_bad_request()
+            .unwrap_or_else(|| panic!("no BadRequest details on {:?}", e.message()));
+        let f = &v.field_violations[0].field;
+        assert!(
+            !f.is_empty() && e.message().starts_with(&format!("{f}: ")),
+            "violation field {f:?} vs message {:?}",
+            e.message()
+        );
+    }
+    if code == Code::NotFound {
+        let r = e.get_details_resource_info().expect("ResourceInfo details");
+        assert!(
+            e.message().contains(&r.resource_name),
+            "{r:?} vs {:?}",
+            e.message()
+        );
+    }
 }
 
 fn with_sampler(steps: u32, eta: f32) -> pb::JobSpec {

@@ -1,5 +1,11 @@
 //! The daemon's one error type and its mapping onto gRPC status codes.
+//!
+//! Beside the one-line message, the status carries the standard
+//! `google.rpc` error details (`grpc-status-details-bin`) that gRPC clients in
+//! any language can read: a `BadRequest` field violation for a bad field, a
+//! `ResourceInfo` for an unknown id.
 use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::engine::EngineError;
 
@@ -107,7 +113,20 @@ impl From<ServerError> for Status {
             | ServerError::Config(_)
             | ServerError::Internal(_) => Code::Internal,
         };
-        Status::new(code, e.to_string())
+        let message = e.to_string();
+        match e {
+            ServerError::InvalidArgument { field, message: m } => Status::with_error_details(
+                code,
+                message,
+                ErrorDetails::with_bad_request_violation(field, m),
+            ),
+            ServerError::NotFound { field, what, id } => {
+                let mut d = ErrorDetails::with_resource_info(what, id, "", "no such record");
+                d.add_bad_request_violation(field, format!("no {what} with this id"));
+                Status::with_error_details(code, message, d)
+            }
+            _ => Status::new(code, message),
+        }
     }
 }
 
@@ -122,9 +141,19 @@ mod tests {
             (s.code(), s.message()),
             (Code::InvalidArgument, "sample.count: must be ≥ 1")
         );
+        let v = s.get_details_bad_request().expect("BadRequest details");
+        assert_eq!(v.field_violations[0].field, "sample.count");
+        assert_eq!(v.field_violations[0].description, "must be ≥ 1");
         let s: Status = ServerError::not_found("id", "latent", "lat-9").into();
         assert_eq!(s.code(), Code::NotFound);
         assert!(s.message().contains("lat-9"));
+        let r = s.get_details_resource_info().expect("ResourceInfo details");
+        assert_eq!(
+            (r.resource_type.as_str(), r.resource_name.as_str()),
+            ("latent", "lat-9")
+        );
+        let v = s.get_details_bad_request().expect("BadRequest details");
+        assert_eq!(v.field_violations[0].field, "id");
         let s: Status = ServerError::QueueFull("full".into()).into();
         assert_eq!(s.code(), Code::ResourceExhausted);
         let s: Status = ServerError::Engine(EngineError::InvalidInput("x".into())).into();
