@@ -7,7 +7,7 @@ use crossterm::event::{KeyCode, KeyEvent};
 use ddim_proto::v1::{self as pb, job_spec::Kind};
 use ratatui::{
     layout::{Constraint, Layout, Rect},
-    style::Style,
+    style::{Color, Style},
     symbols::Marker,
     text::{Line, Span},
     widgets::{Axis, Block, Chart, Dataset, GraphType, Paragraph, Row, Table},
@@ -164,7 +164,7 @@ pub fn render(app: &App, frame: &mut Frame, area: Rect) {
         Constraint::Length(points.len() as u16 + 3),
     ])
     .areas(left);
-    render_chart(points, frame, chart_area);
+    render_chart(points, r.selected, frame, chart_area);
     let rows: Vec<Row> = points
         .iter()
         .enumerate()
@@ -237,12 +237,22 @@ pub fn render(app: &App, frame: &mut Frame, area: Rect) {
     }
 }
 
-/// log10(MSE) against S (x on a log scale too, so 10…1000 spread evenly).
-fn render_chart(points: &[pb::ReconstructionPoint], frame: &mut Frame, area: Rect) {
-    let data: Vec<(f64, f64)> = points
-        .iter()
-        .filter(|p| p.mse > 0.0 && p.steps > 0)
-        .map(|p| (f64::from(p.steps).log10(), p.mse.log10()))
+/// log10(MSE) against S (x on a log scale too, so 10…1000 spread evenly): a line
+/// through the measured points, each marked, the selected one highlighted.
+fn render_chart(
+    points: &[pb::ReconstructionPoint],
+    selected: usize,
+    frame: &mut Frame,
+    area: Rect,
+) {
+    let xy = |p: &pb::ReconstructionPoint| (f64::from(p.steps).log10(), p.mse.log10());
+    let plottable = |p: &&pb::ReconstructionPoint| p.mse > 0.0 && p.steps > 0;
+    let data: Vec<(f64, f64)> = points.iter().filter(plottable).map(xy).collect();
+    let chosen: Vec<(f64, f64)> = points
+        .get(selected)
+        .filter(plottable)
+        .map(xy)
+        .into_iter()
         .collect();
     let block = Block::bordered().title(" log10 MSE vs S ");
     if data.is_empty() {
@@ -268,11 +278,23 @@ fn render_chart(points: &[pb::ReconstructionPoint], frame: &mut Frame, area: Rec
         .iter()
         .map(|v| Line::from(format!("{:.0}", 10f64.powf(*v))))
         .collect();
-    let chart = Chart::new(vec![Dataset::default()
-        .marker(Marker::Braille)
-        .graph_type(GraphType::Line)
-        .style(Style::new().fg(ACCENT))
-        .data(&data)])
+    let chart = Chart::new(vec![
+        Dataset::default()
+            .marker(Marker::Braille)
+            .graph_type(GraphType::Line)
+            .style(Style::new().fg(ACCENT))
+            .data(&data),
+        Dataset::default()
+            .marker(Marker::Block)
+            .graph_type(GraphType::Scatter)
+            .style(Style::new().fg(ACCENT))
+            .data(&data),
+        Dataset::default()
+            .marker(Marker::Block)
+            .graph_type(GraphType::Scatter)
+            .style(Style::new().fg(Color::Yellow))
+            .data(&chosen),
+    ])
     .block(block)
     .x_axis(
         Axis::default()
