@@ -415,16 +415,21 @@ impl App {
         self.error(e.message);
     }
 
-    /// Decodes PNG bytes into the image store (a bad image is logged, not fatal).
-    pub fn store_image(&mut self, key: String, png: &[u8]) {
+    /// Decodes PNG bytes into the image store (a bad image is logged, not fatal); says
+    /// whether it was stored.
+    pub fn store_image(&mut self, key: String, png: &[u8]) -> bool {
         if png.is_empty() {
-            return;
+            return false;
         }
         match image::load_from_memory(png) {
             Ok(img) => {
                 self.images.insert(key, img);
+                true
             }
-            Err(e) => tracing::warn!(key, error = %e, "cannot decode image"),
+            Err(e) => {
+                tracing::warn!(key, error = %e, "cannot decode image");
+                false
+            }
         }
     }
 
@@ -440,8 +445,9 @@ impl App {
         if purpose != Purpose::Library {
             self.info(format!("queued {} job {}", job.kind, format::short_id(&id)));
         }
+        let watch = screens::jobs::watch(&job);
         screens::jobs::upsert(self, job);
-        vec![Request::WatchJob { id }]
+        vec![watch]
     }
 
     fn job_event(&mut self, ev: pb::JobEvent) -> Vec<Request> {
@@ -457,6 +463,9 @@ impl App {
             }
             Some(JobEv::Progress(p)) => {
                 self.jobs.eta.insert(id.clone(), p.eta_seconds);
+                if let Some(img) = &p.preview {
+                    screens::jobs::preview_arrived(self, &id, p.step, p.total, img);
+                }
                 for j in self.tracked_jobs_mut(&id) {
                     j.step = p.step;
                     j.total_steps = p.total;
@@ -537,24 +546,43 @@ impl App {
         vec![]
     }
 
+    /// Keeps a result's images; the first one (with its caption) is what the jobs screen
+    /// shows for the job.
     fn store_result_images(&mut self, id: &str, r: &pb::JobResult) {
-        if let Some(img) = &r.original {
-            self.store_image(format!("job:{id}:orig"), &img.png);
-        }
+        let mut first: Option<(String, String)> = None;
+        let mut keep = |app: &mut Self, key: String, png: &[u8], caption: String| {
+            if app.store_image(key.clone(), png) && first.is_none() {
+                first = Some((key, caption));
+            }
+        };
         for p in &r.reconstruction {
             if let Some(img) = &p.image {
-                self.store_image(format!("job:{id}:s{}", p.steps), &img.png);
+                let caption = format!("reconstruction S={}", p.steps);
+                keep(self, format!("job:{id}:s{}", p.steps), &img.png, caption);
             }
         }
         for d in &r.decodes {
             if let Some(img) = &d.image {
-                self.store_image(format!("job:{id}:s{}", d.steps), &img.png);
+                let caption = format!("decode S={}", d.steps);
+                keep(self, format!("job:{id}:s{}", d.steps), &img.png, caption);
             }
         }
         for f in &r.frames {
             if let Some(img) = &f.image {
-                self.store_image(format!("job:{id}:f{}", f.index), &img.png);
+                let caption = format!("frame {}", f.index);
+                keep(self, format!("job:{id}:f{}", f.index), &img.png, caption);
             }
+        }
+        // Sample and encode previews: the first one stands for the job.
+        if let Some(img) = r.images.first() {
+            let caption = format!("latent 1 of {}", r.images.len());
+            keep(self, format!("job:{id}:i0"), &img.png, caption);
+        }
+        if let Some(img) = &r.original {
+            keep(self, format!("job:{id}:orig"), &img.png, "original".into());
+        }
+        if let Some(f) = first {
+            self.jobs.result_image.insert(id.to_string(), f);
         }
     }
 

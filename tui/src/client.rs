@@ -313,10 +313,15 @@ impl Client {
         r.map(|r| r.into_inner()).map_err(|s| self.err(s))
     }
 
-    pub async fn watch_job(&self, id: &str) -> Result<Streaming<pb::JobEvent>, ClientError> {
+    /// Follows a job; `preview_every` > 0 asks for an x̂0 preview every that many steps.
+    pub async fn watch_job(
+        &self,
+        id: &str,
+        preview_every: u32,
+    ) -> Result<Streaming<pb::JobEvent>, ClientError> {
         let req = pb::WatchJobRequest {
             id: id.into(),
-            preview_every: 0,
+            preview_every,
         };
         let r = self.inner.clone().watch_job(req).await;
         r.map(|r| r.into_inner()).map_err(|s| self.err(s))

@@ -310,6 +310,12 @@ impl Graphics {
         Some((proto, rect))
     }
 
+    /// Drops the encodings of `key` (at every size): for an image that will not be shown
+    /// again, like a live preview replaced by a newer one.
+    pub fn forget(&self, key: &str) {
+        self.cache.borrow_mut().retain(|(k, _, _), _| k != key);
+    }
+
     /// Draws `img` into `area` (memoised per key and size).
     pub fn render(&self, frame: &mut Frame, area: Rect, key: &str, img: &DynamicImage) {
         let area = if self.protocol() == ProtocolType::Sixel {

@@ -396,7 +396,7 @@ pub async fn wait_for(
         b.set_message(format::state_name(job.state));
         b
     });
-    let finished = match c.watch_job(&job.id).await {
+    let finished = match c.watch_job(&job.id, 0).await {
         Ok(mut stream) => {
             let mut out = None;
             while let Some(item) = stream.next().await {

@@ -49,8 +49,10 @@ pub enum Request {
         id: String,
     },
     ListJobs,
+    /// Follow a job's events; `preview_every` > 0 also brings x̂0 previews.
     WatchJob {
         id: String,
+        preview_every: u32,
     },
     GetJob {
         id: String,
@@ -147,15 +149,16 @@ pub fn spawn(client: Client, mut rx: UnboundedReceiver<Request>, tx: UnboundedSe
     let watched = Arc::new(Mutex::new(HashSet::<String>::new()));
     tokio::spawn(async move {
         while let Some(req) = rx.recv().await {
-            if let Request::WatchJob { id } = &req {
+            if let Request::WatchJob { id, preview_every } = &req {
                 let fresh = watched
                     .lock()
                     .map(|mut w| w.insert(id.clone()))
                     .unwrap_or(false);
                 if fresh {
                     let (c, tx, w, id) = (client.clone(), tx.clone(), watched.clone(), id.clone());
+                    let every = *preview_every;
                     tokio::spawn(async move {
-                        watch_job(&c, &id, &tx).await;
+                        watch_job(&c, &id, every, &tx).await;
                         if let Ok(mut w) = w.lock() {
                             w.remove(&id);
                         }
@@ -228,8 +231,8 @@ async fn watch_library(c: Client, tx: UnboundedSender<Update>) {
     }
 }
 
-async fn watch_job(c: &Client, id: &str, tx: &UnboundedSender<Update>) {
-    match c.watch_job(id).await {
+async fn watch_job(c: &Client, id: &str, preview_every: u32, tx: &UnboundedSender<Update>) {
+    match c.watch_job(id, preview_every).await {
         Ok(mut stream) => {
             while let Some(item) = stream.next().await {
                 match item {

@@ -262,7 +262,14 @@ fn reconstruct_submits_the_chosen_steps_and_tracks_the_job() {
         purpose: Purpose::Reconstruct,
         job: queued,
     }));
-    assert_eq!(reqs, [Request::WatchJob { id: "r1".into() }]);
+    assert_eq!(
+        reqs,
+        [Request::WatchJob {
+            id: "r1".into(),
+            preview_every: 2
+        }],
+        "120 steps: a preview every 2"
+    );
     let mut done = recon_job();
     done.id = "r1".into();
     app.handle_event(Event::Update(Update::JobEvent(pb::JobEvent {

@@ -3,5 +3,6 @@
 
 mod behaviour;
 mod fixtures;
+mod live_preview;
 mod sixel;
 mod snapshots;

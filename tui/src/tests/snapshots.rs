@@ -68,7 +68,7 @@ fn jobs_screen_with_live_progress() {
             step: 25,
             total: 50,
             eta_seconds: 4.5,
-            preview: None,
+            preview: Some(pb_image()),
         })),
     })));
     app.handle_event(Event::Update(Update::JobEvent(pb::JobEvent {
