@@ -374,23 +374,8 @@ pub struct ReconstructionRow {
 }
 
 impl ReconstructionRow {
-    pub fn mean(&self) -> f64 {
-        self.mse.iter().sum::<f64>() / self.mse.len() as f64
-    }
-
-    /// Sample standard deviation of the per-image MSE (0 for one image).
-    pub fn std(&self) -> f64 {
-        let n = self.mse.len();
-        if n < 2 {
-            return 0.0;
-        }
-        let m = self.mean();
-        (self.mse.iter().map(|e| (e - m).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt()
-    }
-
-    /// Standard error of the mean.
-    pub fn sem(&self) -> f64 {
-        self.std() / (self.mse.len() as f64).sqrt()
+    pub fn stats(&self) -> sampler::ErrorStats {
+        sampler::error_stats(&self.mse)
     }
 }
 
@@ -458,11 +443,12 @@ pub fn reconstruct(a: &ReconstructArgs) -> Result<(), EngineError> {
         let results: Vec<_> = rows
             .iter()
             .map(|r| {
+                let e = r.stats();
                 serde_json::json!({
                     "steps": r.steps,
-                    "mse": r.mean(),
-                    "mse_std": r.std(),
-                    "mse_sem": r.sem(),
+                    "mse": e.mean,
+                    "mse_std": e.std,
+                    "mse_sem": e.sem,
                     "images": r.mse.len(),
                 })
             })
@@ -486,11 +472,12 @@ pub fn reconstruct(a: &ReconstructArgs) -> Result<(), EngineError> {
             "S", "MSE [0,1]", "± s.e.m."
         );
         for r in rows {
+            let e = r.stats();
             println!(
                 "{:>6}  {:>12.7}  {:>10.7}  {}",
                 r.steps,
-                r.mean(),
-                r.sem(),
+                e.mean,
+                e.sem,
                 r.mse.len()
             );
         }

@@ -28,6 +28,59 @@ async fn encode_two(c: &mut Client) -> (pb::Job, Vec<String>) {
     (done, ids)
 }
 
+/// Several latents reconstruct as one batch: per-image errors equal the
+/// one-at-a-time runs, and the point carries their mean and standard error.
+#[tokio::test(flavor = "multi_thread")]
+async fn reconstruct_several_latents_in_one_batch() {
+    let d = Daemon::builder().start().await;
+    let mut c = d.client().await;
+    let (_, ids) = encode_two(&mut c).await;
+    let steps = [2, 5];
+    let both = run_job(
+        &mut c,
+        reconstruct_spec(
+            pb::reconstruct_job::Input::Latents(pb::LatentIdList { ids: ids.clone() }),
+            &steps,
+        ),
+    )
+    .await;
+    assert_eq!(both.total_steps, 2 * (2 + 5));
+    let both = both.result.unwrap();
+    let mut alone = vec![];
+    for id in &ids {
+        let r = run_job(
+            &mut c,
+            reconstruct_spec(pb::reconstruct_job::Input::LatentId(id.clone()), &steps),
+        )
+        .await;
+        alone.push(r.result.unwrap());
+    }
+    // The original and the image shown are the first latent's.
+    assert_eq!(both.original, alone[0].original);
+    for (k, p) in both.reconstruction.iter().enumerate() {
+        assert_eq!((p.steps, p.images, p.image_mse.len()), (steps[k], 2, 2));
+        for (i, a) in alone.iter().enumerate() {
+            let single = &a.reconstruction[k];
+            assert_eq!((single.images, single.mse_sem), (1, 0.0));
+            let (x, y) = (p.image_mse[i], single.mse);
+            assert!(
+                (x - y).abs() <= 1e-4 * y.max(1e-9),
+                "S={}: {x} vs {y}",
+                p.steps
+            );
+        }
+        let mean = (p.image_mse[0] + p.image_mse[1]) / 2.0;
+        assert!((p.mse - mean).abs() < 1e-12, "{p:?}");
+        // Two images: sem = |a − b| / 2.
+        let sem = (p.image_mse[0] - p.image_mse[1]).abs() / 2.0;
+        assert!((p.mse_sem - sem).abs() < 1e-12 && sem > 0.0, "{p:?}");
+        assert_eq!(
+            pixels(&p.image.as_ref().unwrap().png),
+            pixels(&alone[0].reconstruction[k].image.as_ref().unwrap().png)
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn encode_keeps_source_preview_and_exports_npy() {
     let d = Daemon::builder().start().await;

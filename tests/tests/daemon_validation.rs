@@ -217,7 +217,35 @@ async fn bad_requests_are_refused_and_change_nothing() {
         Code::InvalidArgument,
         "reconstruct.image",
     );
+    let several = |ids: &[&str]| {
+        submit(reconstruct_spec(
+            pb::reconstruct_job::Input::Latents(pb::LatentIdList {
+                ids: ids.iter().map(|s| s.to_string()).collect(),
+            }),
+            &[2],
+        ))
+    };
+    expect(
+        c.submit_job(several(&[])).await,
+        Code::InvalidArgument,
+        "reconstruct.latents.ids",
+    );
+    expect(
+        c.submit_job(several(&["lat-1", "lat-1"])).await,
+        Code::InvalidArgument,
+        "reconstruct.latents.ids[1]",
+    );
+    expect(
+        c.submit_job(several(&["lat-777"])).await,
+        Code::NotFound,
+        "reconstruct.latents.ids[0]",
+    );
     // A sampled latent has no source image to reconstruct.
+    expect(
+        c.submit_job(several(&[&a])).await,
+        Code::FailedPrecondition,
+        "reconstruct.latents.ids[0]",
+    );
     expect(
         c.submit_job(submit(reconstruct_spec(
             pb::reconstruct_job::Input::LatentId(a.clone()),

@@ -474,11 +474,13 @@ mod tests {
                         steps: 10,
                         mse: 0.014,
                         image: None,
+                        ..Default::default()
                     },
                     pb::ReconstructionPoint {
                         steps: 100,
                         mse: 0.0009,
                         image: None,
+                        ..Default::default()
                     },
                 ],
                 ..Default::default()

@@ -274,6 +274,20 @@ pub fn usable_latent(
     Ok(r)
 }
 
+/// A usable latent that has a source image to reconstruct: its record number.
+fn with_source(store: &Store, meta: &ModelMeta, id: &str, field: &str) -> Result<u64> {
+    let r = usable_latent(store, meta, id, field)?;
+    if store
+        .latent_png(r.id, super::store::LatentPng::Source)?
+        .is_none()
+    {
+        return Err(ServerError::FailedPrecondition(format!(
+            "{field}: latent {id} has no source image (only encoded latents do)"
+        )));
+    }
+    Ok(r.id)
+}
+
 fn check_image(bytes: &[u8], field: &str) -> Result<()> {
     if bytes.is_empty() {
         return Err(ServerError::invalid(field, "image bytes are required"));
@@ -409,24 +423,33 @@ pub fn validate_spec(
             let mut reads = vec![];
             match input {
                 Some(pb::reconstruct_job::Input::LatentId(id)) => {
-                    let r = usable_latent(store, meta, id, "reconstruct.latent_id")?;
-                    if store
-                        .latent_png(r.id, super::store::LatentPng::Source)?
-                        .is_none()
-                    {
-                        return Err(ServerError::FailedPrecondition(format!(
-                            "reconstruct.latent_id: latent {id} has no source image (only encoded latents do)"
-                        )));
-                    }
-                    reads.push(r.id);
+                    reads.push(with_source(store, meta, id, "reconstruct.latent_id")?);
                 }
                 Some(pb::reconstruct_job::Input::Image(bytes)) => {
                     check_image(bytes, "reconstruct.image")?
                 }
+                Some(pb::reconstruct_job::Input::Latents(list)) => {
+                    if list.ids.is_empty() || list.ids.len() > MAX_ITEMS {
+                        return Err(ServerError::invalid(
+                            "reconstruct.latents.ids",
+                            format!("1..={MAX_ITEMS} ids, got {}", list.ids.len()),
+                        ));
+                    }
+                    let field = |i| format!("reconstruct.latents.ids[{i}]");
+                    for (i, id) in list.ids.iter().enumerate() {
+                        if list.ids[..i].contains(id) {
+                            let msg = format!("{id} is listed twice");
+                            return Err(ServerError::invalid(field(i), msg));
+                        }
+                    }
+                    for (i, id) in list.ids.iter().enumerate() {
+                        reads.push(with_source(store, meta, id, &field(i))?);
+                    }
+                }
                 None => {
                     return Err(ServerError::invalid(
                         "reconstruct.input",
-                        "a latent_id or an image is required",
+                        "a latent_id, an image or latents is required",
                     ))
                 }
             }
@@ -439,12 +462,13 @@ pub fn validate_spec(
                 check_step_list(steps, t, "reconstruct.steps")?
             };
             spacing_from_pb(*spacing, "reconstruct.spacing")?;
+            let rows = reads.len().max(1) as u32;
             Ok(SpecInfo {
                 kind: JobKind::Reconstruct,
                 reads,
                 total_steps: 2 * list.iter().sum::<usize>() as u32,
                 batch: None,
-                rows: 1,
+                rows,
                 images: list.len() as u32,
             })
         }

@@ -453,26 +453,43 @@ impl Worker {
                 Ok(out)
             }
             Some(K::Reconstruct(rc)) => {
+                use pb::reconstruct_job::Input;
+                let source = |id: &str, field: &str| -> Result<Tensor> {
+                    let r = self.latent(id, field)?;
+                    let png = self
+                        .store
+                        .latent_png(r.id, LatentPng::Source)?
+                        .ok_or_else(|| {
+                            ServerError::FailedPrecondition(format!(
+                                "{field}: latent {id} has no source image"
+                            ))
+                        })?;
+                    Ok(imageio::decode_to_tensor(&png, shape, "source image")?)
+                };
                 let x0 = match &rc.input {
-                    Some(pb::reconstruct_job::Input::LatentId(id)) => {
-                        let r = self.latent(id, "reconstruct.latent_id")?;
-                        let png =
-                            self.store
-                                .latent_png(r.id, LatentPng::Source)?
-                                .ok_or_else(|| {
-                                    ServerError::FailedPrecondition(format!(
-                                        "reconstruct.latent_id: latent {id} has no source image"
-                                    ))
-                                })?;
-                        imageio::decode_to_tensor(&png, shape, "source image")?
-                    }
-                    Some(pb::reconstruct_job::Input::Image(b)) => {
+                    Some(Input::LatentId(id)) => source(id, "reconstruct.latent_id")?,
+                    Some(Input::Image(b)) => {
                         imageio::decode_to_tensor(b, shape, "reconstruct.image")?
+                    }
+                    Some(Input::Latents(list)) => {
+                        let rows = list
+                            .ids
+                            .iter()
+                            .enumerate()
+                            .map(|(i, id)| source(id, &format!("reconstruct.latents.ids[{i}]")))
+                            .collect::<Result<Vec<_>>>()?;
+                        if rows.is_empty() {
+                            return Err(ServerError::invalid(
+                                "reconstruct.latents.ids",
+                                "at least one id is required",
+                            ));
+                        }
+                        Tensor::cat(&rows, 0)
                     }
                     None => {
                         return Err(ServerError::invalid(
                             "reconstruct.input",
-                            "a latent_id or an image is required",
+                            "a latent_id, an image or latents is required",
                         ))
                     }
                 };
@@ -481,14 +498,18 @@ impl Worker {
                     result: pb::JobResult::default(),
                     latents: vec![],
                 };
-                out.result.original = Some(image_pb(&x0));
+                out.result.original = Some(image_pb(&x0.get(0)));
                 for s in reconstruct_steps(&rc.steps, self.meta.t) {
                     let (mse, rec_img) =
                         self.engine(tr, |cb| sampler::reconstruct(m, &x0, s, spacing, cb))?;
+                    let e = sampler::error_stats(&mse);
                     out.result.reconstruction.push(pb::ReconstructionPoint {
                         steps: s as u32,
-                        mse: mse.first().copied().unwrap_or(f64::NAN),
-                        image: Some(image_pb(&rec_img)),
+                        mse: e.mean,
+                        image: Some(image_pb(&rec_img.get(0))),
+                        images: mse.len() as u32,
+                        mse_sem: e.sem,
+                        image_mse: mse,
                     });
                 }
                 Ok(out)

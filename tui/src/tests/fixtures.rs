@@ -138,6 +138,8 @@ pub fn recon_job() -> pb::Job {
                 steps: *s,
                 mse: *m,
                 image: Some(pb_image()),
+                images: 1,
+                ..Default::default()
             })
             .collect(),
         ..Default::default()
