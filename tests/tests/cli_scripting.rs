@@ -140,6 +140,40 @@ async fn scripting_round_trip() {
         .iter()
         .all(|p| p["mse"].as_f64().is_some_and(|m| m.is_finite() && m >= 0.0)));
 
+    // several latents reconstruct as one batch: the mean over them ± its s.e.m.
+    let png1 = daemon.dir.path().join("sample1.png");
+    d.json(&["export", &ids[1], png1.to_str().unwrap()]);
+    let enc1 = d.json(&["encode", png1.to_str().unwrap(), "--steps", "5", "--wait"]);
+    let encoded1 = s(&enc1["result"]["latent_ids"][0]).to_string();
+    let both = [
+        "reconstruct",
+        encoded.as_str(),
+        encoded1.as_str(),
+        "--steps",
+        "5",
+        "--wait",
+    ];
+    let rec = d.json(&both);
+    let p = &rec["result"]["reconstruction"][0];
+    assert_eq!(p["images"], 2, "{rec}");
+    let per: Vec<f64> = p["image_mse"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    assert_eq!(per.len(), 2);
+    let mean = p["mse"].as_f64().unwrap();
+    assert!((mean - (per[0] + per[1]) / 2.0).abs() < 1e-12, "{p}");
+    assert!((p["mse_sem"].as_f64().unwrap() - (per[0] - per[1]).abs() / 2.0).abs() < 1e-12);
+    let out = d.cmd(&both).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("± s.e.m.") && text.contains("mean over 2 images"),
+        "{text}"
+    );
+
     // interpolate, saving the middle frame
     let it = d.json(&[
         "interpolate",
@@ -177,7 +211,7 @@ async fn scripting_round_trip() {
     let out = d.cmd(&["ls"]).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        text.contains(&encoded) && text.contains("of 4 latents"),
+        text.contains(&encoded) && text.contains("of 5 latents"),
         "{text}"
     );
 

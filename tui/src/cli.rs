@@ -127,9 +127,11 @@ pub enum Command {
         #[command(flatten)]
         wait: WaitArgs,
     },
-    /// Reconstruct a latent's source image at several step counts.
+    /// Reconstruct latents' source images at several step counts. With several ids
+    /// they run as one batch and the table gives the mean MSE ± its standard error.
     Reconstruct {
-        id: String,
+        #[arg(required = true, num_args = 1..)]
+        ids: Vec<String>,
         /// Comma-separated step counts.
         #[arg(long, default_value = "10,20,50,100", value_parser = parse_steps)]
         steps: StepList,

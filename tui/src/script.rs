@@ -109,9 +109,18 @@ async fn execute(c: &Client, command: Command, as_json: bool) -> Result<Output, 
             });
             submit(c, spec, wait, show_progress).await
         }
-        Command::Reconstruct { id, steps, wait } => {
+        Command::Reconstruct {
+            mut ids,
+            steps,
+            wait,
+        } => {
+            let input = if ids.len() == 1 {
+                pb::reconstruct_job::Input::LatentId(ids.remove(0))
+            } else {
+                pb::reconstruct_job::Input::Latents(pb::LatentIdList { ids })
+            };
             let spec = Kind::Reconstruct(pb::ReconstructJob {
-                input: Some(pb::reconstruct_job::Input::LatentId(id)),
+                input: Some(input),
                 steps: steps.0,
                 spacing: 0,
             });
@@ -355,7 +364,20 @@ fn finished_output(job: pb::Job) -> Result<Output, ClientError> {
 pub fn result_summary(job: &pb::Job) -> String {
     let mut s = format!("job {} ({}) done\n", job.id, job.kind);
     let Some(r) = &job.result else { return s };
-    if !r.reconstruction.is_empty() {
+    let several = r.reconstruction.iter().any(|p| p.images > 1);
+    if several {
+        let n = r.reconstruction[0].images;
+        s.push_str(&format!(
+            "{:>6}  {:>12}  {:>10}  (mean over {n} images)\n",
+            "S", "MSE", "± s.e.m."
+        ));
+        for p in &r.reconstruction {
+            s.push_str(&format!(
+                "{:>6}  {:>12.6}  {:>10.6}\n",
+                p.steps, p.mse, p.mse_sem
+            ));
+        }
+    } else if !r.reconstruction.is_empty() {
         s.push_str(&format!("{:>6}  {:>12}\n", "S", "MSE"));
         for p in &r.reconstruction {
             s.push_str(&format!("{:>6}  {:>12.6}\n", p.steps, p.mse));

@@ -216,6 +216,14 @@ pub fn open_results(app: &mut App, job: pb::Job) {
                 Some(pb::reconstruct_job::Input::LatentId(id)) => {
                     super::reconstruct::Source::Latent(id.clone(), short_id(&id).to_string())
                 }
+                Some(pb::reconstruct_job::Input::Latents(list)) => {
+                    super::reconstruct::Source::Latents(
+                        list.ids
+                            .iter()
+                            .map(|id| (id.clone(), short_id(id).to_string()))
+                            .collect(),
+                    )
+                }
                 _ => super::reconstruct::Source::Uploaded,
             });
             app.recon.steps = r.steps.clone();

@@ -401,10 +401,25 @@ pub fn handle_key(app: &mut App, key: KeyEvent) -> Vec<Request> {
 fn latent_key(app: &mut App, key: KeyEvent, l: pb::Latent) -> Vec<Request> {
     match key.code {
         KeyCode::Char('r') | KeyCode::Enter => {
-            app.recon.source = Some(super::reconstruct::Source::Latent(
-                l.id.clone(),
-                l.name.clone(),
-            ));
+            use super::reconstruct::Source;
+            let marked = &app.library.marked;
+            app.recon.source = Some(if marked.len() > 1 {
+                // All marked latents, as one batch (names as the list shows them).
+                Source::Latents(
+                    marked
+                        .iter()
+                        .map(|id| {
+                            let name = app
+                                .library
+                                .find(id)
+                                .map_or_else(|| short_id(id).to_string(), |x| x.name.clone());
+                            (id.clone(), name)
+                        })
+                        .collect(),
+                )
+            } else {
+                Source::Latent(l.id.clone(), l.name.clone())
+            });
             app.recon.job = None;
             app.go(Screen::Reconstruct);
             vec![]

@@ -43,6 +43,7 @@ pub fn keys(screen: Screen) -> &'static [(&'static str, &'static str)] {
             ("r", "reconstruct"),
             ("d", "decode at several S"),
             ("i", "interpolate two marked"),
+            ("r (marked)", "reconstruct all marked, one batch"),
             ("e", "encode image files"),
             ("n", "sample new latents"),
             ("c", "rename"),

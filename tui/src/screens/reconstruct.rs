@@ -25,6 +25,9 @@ pub const DEFAULT_STEPS: [u32; 7] = [10, 20, 50, 100, 200, 500, 1000];
 pub enum Source {
     /// A latent (id, name); it must have its source image.
     Latent(String, String),
+    /// Several latents (id, name), reconstructed as one batch: the chart and table
+    /// show the mean MSE and its standard error.
+    Latents(Vec<(String, String)>),
     /// An image file, uploaded with the job.
     File(PathBuf),
     /// Opened from the jobs list: the image was uploaded.
@@ -74,6 +77,16 @@ pub fn handle_key(app: &mut App, key: KeyEvent) -> Vec<Request> {
                 Some(Source::Latent(id, _)) => vec![Request::Submit {
                     spec: Kind::Reconstruct(pb::ReconstructJob {
                         input: Some(pb::reconstruct_job::Input::LatentId(id)),
+                        steps,
+                        spacing: 0,
+                    }),
+                    purpose: Purpose::Reconstruct,
+                }],
+                Some(Source::Latents(list)) => vec![Request::Submit {
+                    spec: Kind::Reconstruct(pb::ReconstructJob {
+                        input: Some(pb::reconstruct_job::Input::Latents(pb::LatentIdList {
+                            ids: list.into_iter().map(|(id, _)| id).collect(),
+                        })),
                         steps,
                         spacing: 0,
                     }),
@@ -136,6 +149,10 @@ pub fn render(app: &App, frame: &mut Frame, area: Rect) {
         Some(Source::Latent(id, name)) => {
             format!("latent {name} ({})", crate::format::short_id(id))
         }
+        Some(Source::Latents(list)) => {
+            let names: Vec<&str> = list.iter().map(|(_, n)| n.as_str()).collect();
+            format!("{} latents, one batch: {}", list.len(), names.join(", "))
+        }
         Some(Source::File(p)) => format!("file {}", p.display()),
         Some(Source::Uploaded) => "uploaded image".into(),
         None => "none — press r on a latent in the library, or f for a file".into(),
@@ -165,15 +182,21 @@ pub fn render(app: &App, frame: &mut Frame, area: Rect) {
     ])
     .areas(left);
     render_chart(points, r.selected, frame, chart_area);
+    // Over several images: the mean and its standard error.
+    let images = points.iter().map(|p| p.images).max().unwrap_or(0);
     let rows: Vec<Row> = points
         .iter()
         .enumerate()
         .map(|(i, p)| {
-            let row = Row::new(vec![
+            let mut cells = vec![
                 p.steps.to_string(),
                 format!("{:.6}", p.mse),
                 format!("{:.2}", p.mse.log10()),
-            ]);
+            ];
+            if images > 1 {
+                cells.push(format!("{:.6}", p.mse_sem));
+            }
+            let row = Row::new(cells);
             if i == r.selected {
                 row.style(SELECTED)
             } else {
@@ -187,11 +210,23 @@ pub fn render(app: &App, frame: &mut Frame, area: Rect) {
             [
                 Constraint::Length(6),
                 Constraint::Length(12),
+                Constraint::Length(8),
                 Constraint::Length(10),
             ],
         )
-        .header(Row::new(["S", "MSE", "log10"]).style(Style::new().bold().fg(ACCENT)))
-        .block(Block::bordered().title(" MSE per S ")),
+        .header(
+            Row::new(if images > 1 {
+                vec!["S", "mean MSE", "log10", "± s.e.m."]
+            } else {
+                vec!["S", "MSE", "log10"]
+            })
+            .style(Style::new().bold().fg(ACCENT)),
+        )
+        .block(Block::bordered().title(if images > 1 {
+            format!(" MSE per S, {images} images ")
+        } else {
+            " MSE per S ".into()
+        })),
         table_area,
     );
 
@@ -208,7 +243,11 @@ pub fn render(app: &App, frame: &mut Frame, area: Rect) {
         frame,
         orig,
         &format!("job:{}:orig", job.id),
-        "original",
+        if images > 1 {
+            "first original"
+        } else {
+            "original"
+        },
         false,
     );
     if let Some(p) = points.get(r.selected) {
@@ -238,7 +277,8 @@ pub fn render(app: &App, frame: &mut Frame, area: Rect) {
 }
 
 /// log10(MSE) against S (x on a log scale too, so 10…1000 spread evenly): a line
-/// through the measured points, each marked, the selected one highlighted.
+/// through the measured points, each marked, the selected one highlighted, and
+/// ± one standard error as a vertical bar when the points are means over images.
 fn render_chart(
     points: &[pb::ReconstructionPoint],
     selected: usize,
@@ -248,6 +288,16 @@ fn render_chart(
     let xy = |p: &pb::ReconstructionPoint| (f64::from(p.steps).log10(), p.mse.log10());
     let plottable = |p: &&pb::ReconstructionPoint| p.mse > 0.0 && p.steps > 0;
     let data: Vec<(f64, f64)> = points.iter().filter(plottable).map(xy).collect();
+    // ± one standard error, as a vertical bar at each S (over several images).
+    let bars: Vec<[(f64, f64); 2]> = points
+        .iter()
+        .filter(|p| plottable(p) && p.mse_sem > 0.0)
+        .map(|p| {
+            let x = f64::from(p.steps).log10();
+            let lo = (p.mse - p.mse_sem).max(p.mse / 10.0).log10();
+            [(x, lo), (x, (p.mse + p.mse_sem).log10())]
+        })
+        .collect();
     let chosen: Vec<(f64, f64)> = points
         .get(selected)
         .filter(plottable)
@@ -265,11 +315,17 @@ fn render_chart(
     let (xmin, xmax) = data.iter().fold((f64::MAX, f64::MIN), |(a, b), (x, _)| {
         (a.min(*x), b.max(*x))
     });
-    let (ymin, ymax) = data.iter().fold((f64::MAX, f64::MIN), |(a, b), (_, y)| {
-        (a.min(*y), b.max(*y))
-    });
+    let (ymin, ymax) = data
+        .iter()
+        .chain(bars.iter().flatten())
+        .fold((f64::MAX, f64::MIN), |(a, b), (_, y)| {
+            (a.min(*y), b.max(*y))
+        });
     let (ylo, yhi) = (ymin.floor(), ymax.ceil().max(ymin.floor() + 1.0));
-    let (xlo, xhi) = (xmin, xmax.max(xmin + 0.1));
+    // A margin on both sides so the first and last points (and their bars) stand
+    // clear of the axis and of its title.
+    let pad = 0.06 * (xmax - xmin).max(0.1);
+    let (xlo, xhi) = (xmin - pad, xmax + pad);
     let ylabels: Vec<Line> = [ylo, (ylo + yhi) / 2.0, yhi]
         .iter()
         .map(|v| Line::from(format!("{:.0e}", 10f64.powf(*v))))
@@ -278,7 +334,18 @@ fn render_chart(
         .iter()
         .map(|v| Line::from(format!("{:.0}", 10f64.powf(*v))))
         .collect();
-    let chart = Chart::new(vec![
+    // Later datasets draw over earlier ones: bars, then the line, then the points.
+    let mut datasets: Vec<Dataset> = bars
+        .iter()
+        .map(|b| {
+            Dataset::default()
+                .marker(Marker::Braille)
+                .graph_type(GraphType::Line)
+                .style(DIM)
+                .data(b)
+        })
+        .collect();
+    datasets.extend([
         Dataset::default()
             .marker(Marker::Braille)
             .graph_type(GraphType::Line)
@@ -294,21 +361,22 @@ fn render_chart(
             .graph_type(GraphType::Scatter)
             .style(Style::new().fg(Color::Yellow))
             .data(&chosen),
-    ])
-    .block(block)
-    .x_axis(
-        Axis::default()
-            .title("S")
-            .bounds([xlo, xhi])
-            .labels(xlabels)
-            .style(DIM),
-    )
-    .y_axis(
-        Axis::default()
-            .title("MSE")
-            .bounds([ylo, yhi])
-            .labels(ylabels)
-            .style(DIM),
-    );
+    ]);
+    let chart = Chart::new(datasets)
+        .block(block)
+        .x_axis(
+            Axis::default()
+                .title("S")
+                .bounds([xlo, xhi])
+                .labels(xlabels)
+                .style(DIM),
+        )
+        .y_axis(
+            Axis::default()
+                .title("MSE")
+                .bounds([ylo, yhi])
+                .labels(ylabels)
+                .style(DIM),
+        );
     frame.render_widget(chart, area);
 }

@@ -281,6 +281,63 @@ fn reconstruct_submits_the_chosen_steps_and_tracks_the_job() {
     assert!(app.images.contains_key("job:r1:orig"));
 }
 
+/// Marked latents reconstruct as one batch; the screen shows the mean ± s.e.m.
+#[test]
+fn reconstruct_marked_latents_as_one_batch() {
+    let (mut app, _) = app_with_library(5);
+    for _ in 0..3 {
+        app.handle_event(key(KeyCode::Char(' ')));
+    }
+    app.handle_event(key(KeyCode::Char('r')));
+    assert_eq!(app.screen, Screen::Reconstruct);
+    let reqs = app.handle_event(key(KeyCode::Enter));
+    let [Request::Submit {
+        spec: Kind::Reconstruct(r),
+        purpose: Purpose::Reconstruct,
+    }] = &reqs[..]
+    else {
+        panic!("{reqs:?}")
+    };
+    let ids: Vec<String> = (0..3).map(|i| latent(i).id).collect();
+    assert_eq!(
+        r.input,
+        Some(pb::reconstruct_job::Input::Latents(pb::LatentIdList {
+            ids
+        }))
+    );
+    let text = screen_text(&draw(&app));
+    assert!(
+        text.contains(&format!("3 latents, one batch: {}", latent(0).name)),
+        "{text}"
+    );
+    app.recon.track(recon_batch_job());
+    let text = screen_text(&draw(&app));
+    for want in [
+        "MSE per S, 3 images",
+        "± s.e.m.",
+        "first original",
+        "0.002309",
+    ] {
+        assert!(text.contains(want), "{want:?} missing:\n{text}");
+    }
+    // One latent marked (or none): the selected one alone, as before.
+    let (mut app, _) = app_with_library(5);
+    app.handle_event(key(KeyCode::Char(' ')));
+    app.handle_event(key(KeyCode::Char('r')));
+    let reqs = app.handle_event(key(KeyCode::Enter));
+    let [Request::Submit {
+        spec: Kind::Reconstruct(r),
+        ..
+    }] = &reqs[..]
+    else {
+        panic!("{reqs:?}")
+    };
+    assert!(matches!(
+        r.input,
+        Some(pb::reconstruct_job::Input::LatentId(_))
+    ));
+}
+
 #[test]
 fn interpolate_needs_two_marks_and_saves_a_frame() {
     let (mut app, _) = app_with_library(5);

@@ -105,6 +105,48 @@ pub fn job(id: &str, kind: &str, state: pb::JobState, step: u32, total: u32) -> 
     }
 }
 
+/// The screen as text, one line per row.
+pub fn screen_text(t: &Terminal<TestBackend>) -> String {
+    let buf = t.backend().buffer();
+    (0..buf.area.height)
+        .map(|y| {
+            (0..buf.area.width)
+                .map(|x| buf[(x, y)].symbol())
+                .collect::<String>()
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// A finished reconstruction of three latents as one batch: means and their
+/// standard errors.
+pub fn recon_batch_job() -> pb::Job {
+    let mut j = recon_job();
+    j.id = "77770001-batch".into();
+    j.spec = Some(pb::JobSpec {
+        kind: Some(pb::job_spec::Kind::Reconstruct(pb::ReconstructJob {
+            input: Some(pb::reconstruct_job::Input::Latents(pb::LatentIdList {
+                ids: (0..3).map(|i| latent(i).id).collect(),
+            })),
+            steps: vec![10, 100],
+            spacing: 0,
+        })),
+    });
+    let r = j.result.as_mut().unwrap();
+    r.reconstruction = [(10, [0.010, 0.014, 0.018]), (100, [0.0007, 0.0009, 0.0011])]
+        .iter()
+        .map(|(s, per)| pb::ReconstructionPoint {
+            steps: *s,
+            mse: per.iter().sum::<f64>() / 3.0,
+            image: Some(pb_image()),
+            images: 3,
+            mse_sem: (per[2] - per[0]) / 2.0 / 3f64.sqrt(),
+            image_mse: per.to_vec(),
+        })
+        .collect();
+    j
+}
+
 /// A finished reconstruction with the paper's Table 2 numbers.
 pub fn recon_job() -> pb::Job {
     let mse = [

@@ -91,6 +91,20 @@ fn reconstruction_chart_table_and_images() {
     insta::assert_snapshot!(draw(&app).backend());
 }
 
+/// Means over several latents: the table gains a s.e.m. column, the chart error bars.
+#[test]
+fn reconstruction_of_several_latents() {
+    let (mut app, _) = app_with_library(3);
+    for _ in 0..3 {
+        app.handle_event(key(KeyCode::Char(' ')));
+    }
+    app.handle_event(key(KeyCode::Char('r')));
+    app.handle_event(Event::Update(Update::Job(recon_batch_job())));
+    app.recon.track(recon_batch_job());
+    app.handle_event(Event::Update(Update::Job(recon_batch_job())));
+    insta::assert_snapshot!(draw(&app).backend());
+}
+
 #[test]
 fn interpolation_strip() {
     let (mut app, _) = app_with_library(3);
