@@ -1,6 +1,7 @@
 //! The `ddim` TUI in a real pseudo-terminal (tmux 3.3) against a real `ddimd serve`:
-//! browse the library, queue a reconstruction and see it finish, see the jobs list,
-//! survive the daemon going away and coming back, and quit with the terminal restored.
+//! browse the library, queue a reconstruction and see it finish, see the jobs list and a
+//! running job's live x̂0 preview, survive the daemon going away and coming back, and quit
+//! with the terminal restored.
 //!
 //! Needs tmux and the binaries built first (`cargo build --workspace --bins`). The daemon
 //! is started here rather than with `ddim_tests::Daemon` because the test restarts it on
@@ -243,6 +244,23 @@ fn browse_reconstruct_and_reconnect() {
     tmux.wait_for("the jobs list", 30, |s| {
         s.lines()
             .any(|l| l.contains("reconstruct") && l.contains("done"))
+    });
+
+    // A long sample, newest so selected: while it runs the side panel shows its latest x̂0
+    // with the step it was taken at; cancelled, the preview goes. (Matched without the
+    // combining hat, which terminals may store apart.)
+    ddim_ok(
+        &addr,
+        &["sample", "--count", "16", "--seed", "4", "--steps", "1000"],
+    );
+    tmux.wait_for("the live x̂0 preview", 60, |s| {
+        s.contains("0 at step ")
+            && s.lines()
+                .any(|l| l.contains("sample") && l.contains("running"))
+    });
+    tmux.keys(&["c"]);
+    tmux.wait_for("the preview to go with the cancel", 60, |s| {
+        s.contains("stopped at step") && !s.contains("0 at step ")
     });
 
     // The daemon goes away: the UI says so and keeps running; it comes back: resumes.
