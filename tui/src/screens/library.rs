@@ -591,8 +591,7 @@ fn render_side(app: &App, frame: &mut Frame, area: Rect) {
     let preview_caption = format!("preview S={}", l.preview_steps);
     if has_source(l) {
         // Source beside its decode: how well the latent holds the image.
-        let [src, prev] =
-            Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(img);
+        let [src, prev] = super::two_tiles(img);
         super::image_tile(
             app,
             frame,

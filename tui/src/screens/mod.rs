@@ -228,6 +228,17 @@ pub fn image_tile(
     frame.render_widget(Line::styled(caption.to_string(), cap_style).centered(), cap);
 }
 
+/// Two tiles of exactly the same size side by side (an odd column is left blank), so
+/// two images shown together are scaled alike: `Percentage(50)` twice can differ by a
+/// cell, which at integer pixel scaling can mean one image drawn a whole step larger.
+pub fn two_tiles(area: Rect) -> [Rect; 2] {
+    let w = area.width / 2;
+    [
+        Rect::new(area.x, area.y, w, area.height),
+        Rect::new(area.x + w, area.y, w, area.height),
+    ]
+}
+
 /// Lays out `n` equal tiles in one row, at most `max_w` cells wide each.
 pub fn tile_row(area: Rect, n: usize, max_w: u16) -> Vec<Rect> {
     if n == 0 {
@@ -281,5 +292,15 @@ mod tests {
         assert_eq!(t.len(), 3);
         assert_eq!(t[2], Rect::new(40, 0, 20, 10));
         assert_eq!(tile_row(Rect::new(0, 0, 10, 10), 20, 20).len(), 10);
+    }
+
+    #[test]
+    fn two_tiles_are_the_same_size_for_odd_widths() {
+        for w in [9, 10, 61, 64] {
+            let [a, b] = two_tiles(Rect::new(3, 1, w, 12));
+            assert_eq!((a.width, a.height), (b.width, b.height));
+            assert_eq!((a.x, b.x), (3, 3 + w / 2));
+            assert!(b.right() <= 3 + w);
+        }
     }
 }

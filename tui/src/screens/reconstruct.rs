@@ -236,8 +236,7 @@ pub fn render(app: &App, frame: &mut Frame, area: Rect) {
     };
     let [big, strip] =
         Layout::vertical([Constraint::Percentage(60), Constraint::Percentage(40)]).areas(right);
-    let [orig, sel] =
-        Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(big);
+    let [orig, sel] = super::two_tiles(big);
     super::image_tile(
         app,
         frame,
