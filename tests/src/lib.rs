@@ -432,6 +432,7 @@ pub fn interpolate_spec(a: &str, b: &str, frames: u32, steps: u32, save: &[u32])
             method: pb::InterpolationMethod::Slerp as i32,
             sampler: Some(sampler(steps)),
             save_frames: save.to_vec(),
+            only_saved_frames: false,
         })),
     }
 }

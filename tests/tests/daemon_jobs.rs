@@ -246,6 +246,24 @@ async fn sample_decode_interpolate_reconstruct() {
         .unwrap()
         .into_inner();
     assert_eq!(p.png, ir.frames[3].image.as_ref().unwrap().png);
+    // Saving one frame decodes only that frame: the same image, α and origin.
+    let mut one = interpolate_spec(&sr.latent_ids[0], &sr.latent_ids[1], 5, 5, &[3]);
+    if let Some(pb::job_spec::Kind::Interpolate(ip)) = &mut one.kind {
+        ip.only_saved_frames = true;
+    }
+    let oj = run_job(&mut c, one).await;
+    assert_eq!(oj.total_steps, 5);
+    let or = oj.result.unwrap();
+    assert_eq!((or.frames.len(), or.latent_ids.len()), (1, 1));
+    let f = &or.frames[0];
+    assert_eq!(
+        (f.index, f.alpha, &f.latent_id),
+        (3, 0.75, &or.latent_ids[0])
+    );
+    assert_eq!(
+        pixels(&f.image.as_ref().unwrap().png),
+        pixels(&ir.frames[3].image.as_ref().unwrap().png)
+    );
     // reconstruct from an uploaded image and from an encoded latent.
     let rj = run_job(
         &mut c,
@@ -279,8 +297,8 @@ async fn sample_decode_interpolate_reconstruct() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!((st.done, st.failed, st.queued, st.running), (6, 0, 0, 0));
-    assert_eq!(st.latents, 3 + 2 + 2);
+    assert_eq!((st.done, st.failed, st.queued, st.running), (7, 0, 0, 0));
+    assert_eq!(st.latents, 3 + 2 + 1 + 2);
     assert!(
         st.images_per_second > 0.0 && st.mean_queue_wait_ms >= 0.0,
         "{st:?}"

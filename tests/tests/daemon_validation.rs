@@ -284,6 +284,21 @@ async fn bad_requests_are_refused_and_change_nothing() {
         Code::InvalidArgument,
         "interpolate.save_frames[0]",
     );
+    expect(
+        c.submit_job(submit(interpolate_spec(&a, &b, 4, 2, &[1, 1])))
+            .await,
+        Code::InvalidArgument,
+        "interpolate.save_frames[1]",
+    );
+    let mut only = interpolate_spec(&a, &b, 4, 2, &[]);
+    if let Some(pb::job_spec::Kind::Interpolate(ip)) = &mut only.kind {
+        ip.only_saved_frames = true;
+    }
+    expect(
+        c.submit_job(submit(only)).await,
+        Code::InvalidArgument,
+        "interpolate.save_frames",
+    );
     // Structure.
     expect(
         c.submit_job(pb::SubmitJobRequest::default()).await,

@@ -525,7 +525,16 @@ impl App {
             self.interp.save_job = None;
             match job.result.as_ref().and_then(|r| r.latent_ids.first()) {
                 Some(l) if done => {
-                    self.info(format!("saved the frame as latent {}", format::short_id(l)))
+                    self.info(format!("saved the frame as latent {}", format::short_id(l)));
+                    // The strip shows the frame as saved (`w` again says so).
+                    let saved = job.result.as_ref().map_or(&[][..], |r| &r.frames[..]);
+                    if let Some(shown) = self.interp.job.as_mut().and_then(|j| j.result.as_mut()) {
+                        for f in saved.iter().filter(|f| !f.latent_id.is_empty()) {
+                            if let Some(g) = shown.frames.iter_mut().find(|g| g.index == f.index) {
+                                g.latent_id = f.latent_id.clone();
+                            }
+                        }
+                    }
                 }
                 _ => self.error(format!("saving the frame failed: {}", job.error)),
             }

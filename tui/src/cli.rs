@@ -149,9 +149,12 @@ pub enum Command {
         /// slerp or lerp.
         #[arg(long, default_value = "slerp", value_parser = ["slerp", "lerp"])]
         method: String,
-        /// Frame indices to store as new latents (comma-separated).
-        #[arg(long, value_parser = parse_steps)]
+        /// Frame indices to store as new latents (comma-separated, from 0).
+        #[arg(long, value_parser = parse_indices)]
         save: Option<StepList>,
+        /// Decode only the --save frames (storing a frame costs one decode, not --frames).
+        #[arg(long, requires = "save")]
+        only_saved: bool,
         #[command(flatten)]
         wait: WaitArgs,
     },
@@ -189,14 +192,20 @@ pub struct StepList(pub Vec<u32>);
 
 /// Parses "10,20,50" into a list; rejects empty, zero and non-numeric items.
 pub fn parse_steps(s: &str) -> Result<StepList, String> {
+    let list = parse_indices(s)?;
+    if list.0.contains(&0) {
+        return Err("step counts start at 1".into());
+    }
+    Ok(list)
+}
+
+/// Parses "0,3,7" (frame indices, 0 allowed); rejects empty and non-numeric items.
+pub fn parse_indices(s: &str) -> Result<StepList, String> {
     let mut out = Vec::new();
     for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let n: u32 = part
             .parse()
             .map_err(|_| format!("`{part}` is not a whole number"))?;
-        if n == 0 {
-            return Err("step counts start at 1".into());
-        }
         out.push(n);
     }
     if out.is_empty() {
@@ -213,6 +222,9 @@ mod tests {
     fn steps_parse_and_reject() {
         assert_eq!(parse_steps("10, 20,50").unwrap().0, vec![10, 20, 50]);
         assert!(parse_steps("10,x").is_err());
+        assert!(parse_steps("0,10").is_err());
+        assert_eq!(parse_indices("0, 3").unwrap().0, vec![0, 3]);
+        assert!(parse_indices("").is_err() && parse_indices("-1").is_err());
         assert!(parse_steps("0,10").is_err());
         assert!(parse_steps(" , ").is_err());
     }

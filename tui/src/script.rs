@@ -133,6 +133,7 @@ async fn execute(c: &Client, command: Command, as_json: bool) -> Result<Output, 
             steps,
             method,
             save,
+            only_saved,
             wait,
         } => {
             let method = if method == "lerp" {
@@ -150,6 +151,7 @@ async fn execute(c: &Client, command: Command, as_json: bool) -> Result<Output, 
                     ..Default::default()
                 }),
                 save_frames: save.map(|s| s.0).unwrap_or_default(),
+                only_saved_frames: only_saved,
             });
             submit(c, spec, wait, show_progress).await
         }

@@ -480,6 +480,7 @@ pub fn validate_spec(
                 method,
                 sampler,
                 save_frames,
+                only_saved_frames,
             } = ip;
             let ra = usable_latent(store, meta, a, "interpolate.a")?;
             let rb = usable_latent(store, meta, b, "interpolate.b")?;
@@ -498,7 +499,24 @@ pub fn validate_spec(
                         format!("frame {f} is not in 0..{frames}"),
                     ));
                 }
+                if save_frames[..i].contains(f) {
+                    return Err(ServerError::invalid(
+                        format!("interpolate.save_frames[{i}]"),
+                        format!("frame {f} is listed twice"),
+                    ));
+                }
             }
+            if *only_saved_frames && save_frames.is_empty() {
+                return Err(ServerError::invalid(
+                    "interpolate.save_frames",
+                    "only_saved_frames needs at least one frame to save",
+                ));
+            }
+            let rows = if *only_saved_frames {
+                save_frames.len() as u32
+            } else {
+                *frames
+            };
             let mut reads = vec![ra.id];
             if rb.id != ra.id {
                 reads.push(rb.id);
@@ -508,8 +526,8 @@ pub fn validate_spec(
                 reads,
                 total_steps: o.steps as u32,
                 batch: Some(batch_key(&o)),
-                rows: *frames,
-                images: *frames,
+                rows,
+                images: rows,
             })
         }
     }

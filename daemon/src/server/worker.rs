@@ -586,9 +586,9 @@ impl Worker {
                 let method = method_from_pb(ip.method, "interpolate.method")?;
                 let opts =
                     sampler_from_pb(ip.sampler.as_ref(), self.meta.t, "interpolate.sampler")?;
-                let rows: Vec<Tensor> = interp::alphas(ip.frames as usize)
+                let rows: Vec<Tensor> = frame_list(ip)
                     .into_iter()
-                    .map(|al| interp::interpolate(&a, &b, al, method))
+                    .map(|(_, al)| interp::interpolate(&a, &b, al, method))
                     .collect();
                 let seeds = noise::seeds(0, rows.len());
                 Ok((opts, Tensor::cat(&rows, 0), seeds))
@@ -734,8 +734,8 @@ impl Worker {
                     super::conversions::parse_latent_id(&ip.b, "b")?,
                 );
                 let method = method_from_pb(ip.method, "interpolate.method")?;
-                for (k, alpha) in interp::alphas(ip.frames as usize).into_iter().enumerate() {
-                    let img = image_pb(&m.x.get(k as i64));
+                for (row, (k, alpha)) in frame_list(ip).into_iter().enumerate() {
+                    let img = image_pb(&m.x.get(row as i64));
                     let mut frame = pb::Frame {
                         index: k as u32,
                         alpha: alpha as f32,
@@ -761,7 +761,7 @@ impl Worker {
                                 "",
                                 steps,
                             ),
-                            xt: xt_values(&m.x_start.get(k as i64)),
+                            xt: xt_values(&m.x_start.get(row as i64)),
                             source_png: None,
                             preview_png: img.png,
                         });
@@ -856,6 +856,16 @@ impl Worker {
         self.sched.lock().counters.failed += 1;
         self.store.move_job(&rec, JobState::Running)
     }
+}
+
+/// The frames an interpolation decodes, as (index, α): all of them, or only the
+/// ones to save when `only_saved_frames` is set.
+fn frame_list(ip: &pb::InterpolateJob) -> Vec<(usize, f64)> {
+    interp::alphas(ip.frames as usize)
+        .into_iter()
+        .enumerate()
+        .filter(|(k, _)| !ip.only_saved_frames || ip.save_frames.contains(&(*k as u32)))
+        .collect()
 }
 
 fn input_name(name: &str, what: &str, id: u64) -> String {

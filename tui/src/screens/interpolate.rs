@@ -58,7 +58,9 @@ impl InterpState {
     }
 
     /// The job spec; `save` lists frames to store as latents.
-    pub fn spec(&self, save: Vec<u32>) -> Option<Kind> {
+    /// The job for the current settings; `save` frames are stored as latents, and with
+    /// `only_saved` only they are decoded (what `w` sends: one decode, not `frames`).
+    pub fn spec(&self, save: Vec<u32>, only_saved: bool) -> Option<Kind> {
         let (a, b) = (self.a.as_ref()?, self.b.as_ref()?);
         Some(Kind::Interpolate(pb::InterpolateJob {
             a: a.0.clone(),
@@ -72,6 +74,7 @@ impl InterpState {
                 sigma_hat: false,
             }),
             save_frames: save,
+            only_saved_frames: only_saved,
         }))
     }
 }
@@ -80,7 +83,7 @@ pub fn handle_key(app: &mut App, key: KeyEvent) -> Vec<Request> {
     let s = &mut app.interp;
     let n = s.result_frames().len();
     match key.code {
-        KeyCode::Enter => match s.spec(vec![]) {
+        KeyCode::Enter => match s.spec(vec![], false) {
             Some(spec) => {
                 return vec![Request::Submit {
                     spec,
@@ -122,8 +125,8 @@ pub fn handle_key(app: &mut App, key: KeyEvent) -> Vec<Request> {
                     ));
                 }
                 Some((index, _)) => {
-                    // The contract stores frames through the job itself: run it again for that frame.
-                    if let Some(spec) = s.spec(vec![index]) {
+                    // Frames are stored through a job: one that decodes just this frame.
+                    if let Some(spec) = s.spec(vec![index], true) {
                         app.info(format!("saving frame {index} as a latent…"));
                         return vec![Request::Submit {
                             spec,

@@ -373,6 +373,32 @@ fn interpolate_needs_two_marks_and_saves_a_frame() {
         panic!("{reqs:?}")
     };
     assert_eq!(j.save_frames, [1]);
+    assert!(
+        j.only_saved_frames,
+        "saving a frame decodes that frame only"
+    );
+    // The save job ends: the strip knows frame 1 is now a latent.
+    let mut saved = job("s1", "interpolate", pb::JobState::Queued, 0, 50);
+    app.handle_event(Event::Update(Update::Submitted {
+        purpose: Purpose::SaveFrame,
+        job: saved.clone(),
+    }));
+    saved.state = pb::JobState::Done as i32;
+    saved.result = Some(pb::JobResult {
+        latent_ids: vec!["lat-99".into()],
+        frames: vec![pb::Frame {
+            index: 1,
+            latent_id: "lat-99".into(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    });
+    app.handle_event(Event::Update(Update::Job(saved)));
+    assert_eq!(app.interp.result_frames()[1].latent_id, "lat-99");
+    assert!(app.interp.result_frames()[0].latent_id.is_empty());
+    let reqs = app.handle_event(key(KeyCode::Char('w')));
+    assert!(reqs.is_empty(), "{reqs:?}");
+    assert!(app.status.as_ref().unwrap().text.contains("already latent"));
 }
 
 #[test]

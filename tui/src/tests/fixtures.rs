@@ -208,6 +208,7 @@ pub fn interp_job() -> pb::Job {
                 ..Default::default()
             }),
             save_frames: vec![],
+            only_saved_frames: false,
         })),
     });
     j.result = Some(pb::JobResult {
