@@ -17,18 +17,6 @@ fn key(c: KeyCode) -> Event {
     Event::Key(KeyEvent::new(c, KeyModifiers::NONE))
 }
 
-/// The screen as text, one line per row.
-fn text(t: &Terminal<TestBackend>) -> String {
-    let buf = t.backend().buffer();
-    (0..buf.area.height)
-        .map(|y| {
-            (0..buf.area.width)
-                .map(|x| buf[(x, y)].symbol())
-                .collect::<String>()
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
-}
 
 /// The cells of `area` with their colours (what an image is made of in half-blocks).
 fn cells(t: &Terminal<TestBackend>, area: Rect) -> Vec<(String, ratatui::style::Color)> {
@@ -119,13 +107,13 @@ fn previews_are_asked_for_about_a_hundred_times_a_job() {
 #[test]
 fn running_job_shows_its_latest_preview_until_it_finishes() {
     let (mut app, _) = jobs_screen(vec![running()]);
-    let s = text(&draw(&app));
+    let s = screen_text(&draw(&app));
     assert!(s.contains("x̂0: waiting for a preview"), "{s}");
 
     progress(&mut app, RUN, 10, Some(flat_png(250)));
     assert_eq!(live_keys(&app), [format!("live:{RUN}:10")]);
     let first = draw(&app);
-    let s = text(&first);
+    let s = screen_text(&first);
     assert!(s.contains("x̂0 at step 10/50"), "{s}");
     assert!(s.contains("eta 2.0s"), "{s}");
 
@@ -134,7 +122,7 @@ fn running_job_shows_its_latest_preview_until_it_finishes() {
     progress(&mut app, RUN, 11, Some(flat_png(10)));
     assert_eq!(live_keys(&app), [format!("live:{RUN}:11")]);
     let second = draw(&app);
-    assert!(text(&second).contains("x̂0 at step 11/50"));
+    assert!(screen_text(&second).contains("x̂0 at step 11/50"));
     let image_area = Rect::new(W - 30, 3, 20, 8);
     assert!(
         cells(&first, image_area) != cells(&second, image_area),
@@ -143,7 +131,7 @@ fn running_job_shows_its_latest_preview_until_it_finishes() {
 
     // A step without a preview moves the table, not the caption.
     progress(&mut app, RUN, 12, None);
-    let s = text(&draw(&app));
+    let s = screen_text(&draw(&app));
     assert!(s.contains("12/50"), "{s}");
     assert!(s.contains("x̂0 at step 11/50"), "{s}");
 
@@ -156,7 +144,7 @@ fn running_job_shows_its_latest_preview_until_it_finishes() {
     })));
     assert!(app.jobs.live.is_empty());
     assert!(live_keys(&app).is_empty(), "the preview image is dropped");
-    let s = text(&draw(&app));
+    let s = screen_text(&draw(&app));
     assert!(!s.contains("x̂0"), "{s}");
     assert!(s.contains("Enter opens results"), "{s}");
 
@@ -168,7 +156,7 @@ fn running_job_shows_its_latest_preview_until_it_finishes() {
         ..Default::default()
     });
     app.handle_event(Event::Update(Update::Job(done)));
-    let s = text(&draw(&app));
+    let s = screen_text(&draw(&app));
     assert!(s.contains("latent 1 of 2"), "{s}");
 }
 
@@ -189,7 +177,7 @@ fn previews_leave_with_the_list() {
     app.handle_event(Event::Update(Update::Jobs(vec![cancelled])));
     assert!(app.jobs.live.is_empty(), "{:?}", app.jobs.live);
     assert!(live_keys(&app).is_empty());
-    let s = text(&draw(&app));
+    let s = screen_text(&draw(&app));
     assert!(s.contains("stopped at step 10/50"), "{s}");
 }
 
@@ -206,10 +194,10 @@ fn queued_and_failed_jobs_say_where_they_stand() {
         job_id: "b0000000-que".into(),
         event: Some(JobEv::QueuedPosition(2)),
     })));
-    let s = text(&draw(&app));
+    let s = screen_text(&draw(&app));
     assert!(s.contains("2 job(s) ahead in the queue"), "{s}");
     app.handle_event(key(KeyCode::Char('j')));
-    let s = text(&draw(&app));
+    let s = screen_text(&draw(&app));
     assert!(s.contains("at step 3/100, attempt 1"), "{s}");
     assert!(s.contains("image is not 32×32"), "{s}");
 }
@@ -222,7 +210,7 @@ fn narrow_terminal_keeps_the_table_and_the_caption() {
     app.handle_event(Event::Resize(80, 24));
     progress(&mut app, RUN, 10, Some(pb_image()));
     let t = draw(&app);
-    let s = text(&t);
+    let s = screen_text(&t);
     let header = s.lines().nth(2).unwrap();
     for col in ["id", "kind", "state", "progress", "step", "eta", "error"] {
         assert!(header.contains(col), "{col} missing: {header}");
