@@ -17,7 +17,6 @@ fn key(c: KeyCode) -> Event {
     Event::Key(KeyEvent::new(c, KeyModifiers::NONE))
 }
 
-
 /// The cells of `area` with their colours (what an image is made of in half-blocks).
 fn cells(t: &Terminal<TestBackend>, area: Rect) -> Vec<(String, ratatui::style::Color)> {
     let buf = t.backend().buffer();
