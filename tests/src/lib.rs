@@ -419,6 +419,7 @@ pub fn decode_spec(latent: &str, steps: &[u32]) -> pb::JobSpec {
             eta: 0.0,
             spacing: pb::Spacing::Uniform as i32,
             seed: 0,
+            etas: vec![],
         })),
     }
 }

@@ -140,6 +140,41 @@ async fn scripting_round_trip() {
         .iter()
         .all(|p| p["mse"].as_f64().is_some_and(|m| m.is_finite() && m >= 0.0)));
 
+    // decode at S × η, written as PNGs
+    let out_dir = daemon.dir.path().join("grid");
+    let dec = d.json(&[
+        "decode",
+        &ids[0],
+        "--steps",
+        "2,3",
+        "--eta",
+        "0,1",
+        "--seed",
+        "4",
+        "--out-dir",
+        out_dir.to_str().unwrap(),
+    ]);
+    assert_eq!(dec["state"], "done", "{dec}");
+    let got: Vec<(f64, u64)> = dec["result"]["decodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| (x["eta"].as_f64().unwrap(), x["steps"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(got, [(0.0, 2), (0.0, 3), (1.0, 2), (1.0, 3)]);
+    let files = dec["files"].as_array().unwrap();
+    assert_eq!(files.len(), 4);
+    assert!(out_dir.join("decode_S3_eta1.png").exists());
+    for f in files {
+        assert!(std::fs::read(s(f)).unwrap().starts_with(b"\x89PNG"));
+    }
+    let out = d
+        .cmd(&["decode", &ids[0], "--eta", "0,-1"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 2, "usage error: {}", stderr(&out));
+    assert!(stderr(&out).contains("η"), "{}", stderr(&out));
+
     // several latents reconstruct as one batch: the mean over them ± its s.e.m.
     let png1 = daemon.dir.path().join("sample1.png");
     d.json(&["export", &ids[1], png1.to_str().unwrap()]);

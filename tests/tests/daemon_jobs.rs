@@ -196,6 +196,28 @@ async fn sample_decode_interpolate_reconstruct() {
         pixels(&sr.images[0].png)
     );
     assert_eq!(dj.total_steps, 7);
+    // several η: one decode per (η, S), η-major, on the same noise; η = 0 is the above.
+    let mut grid = decode_spec(&sr.latent_ids[0], &[2, 5]);
+    if let Some(pb::job_spec::Kind::Decode(x)) = &mut grid.kind {
+        x.etas = vec![0.0, 1.0];
+        x.seed = 7;
+    }
+    let gj = run_job(&mut c, grid.clone()).await;
+    assert_eq!(gj.total_steps, 14);
+    let gr = gj.result.unwrap();
+    assert_eq!(
+        gr.decodes
+            .iter()
+            .map(|x| (x.eta, x.steps))
+            .collect::<Vec<_>>(),
+        vec![(0.0, 2), (0.0, 5), (1.0, 2), (1.0, 5)]
+    );
+    let px = |d: &pb::DecodeResult| pixels(&d.image.as_ref().unwrap().png);
+    assert_eq!(px(&gr.decodes[1]), px(&dr.decodes[1]));
+    assert_ne!(px(&gr.decodes[3]), px(&gr.decodes[1]), "η = 1 adds noise");
+    // The same seed gives the same stochastic decodes.
+    let again = run_job(&mut c, grid).await.result.unwrap();
+    assert_eq!(px(&again.decodes[3]), px(&gr.decodes[3]));
     // interpolate: 5 frames, endpoints are the two samples, frames 1 and 3 saved.
     let ij = run_job(
         &mut c,
@@ -297,7 +319,7 @@ async fn sample_decode_interpolate_reconstruct() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!((st.done, st.failed, st.queued, st.running), (7, 0, 0, 0));
+    assert_eq!((st.done, st.failed, st.queued, st.running), (9, 0, 0, 0));
     assert_eq!(st.latents, 3 + 2 + 1 + 2);
     assert!(
         st.images_per_second > 0.0 && st.mean_queue_wait_ms >= 0.0,

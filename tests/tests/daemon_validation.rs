@@ -174,6 +174,28 @@ async fn bad_requests_are_refused_and_change_nothing() {
         Code::InvalidArgument,
         "decode.eta",
     );
+    let with_etas = |etas: &[f32]| {
+        let mut s = decode_spec(&a, &[2]);
+        if let Some(pb::job_spec::Kind::Decode(x)) = &mut s.kind {
+            x.etas = etas.to_vec();
+        }
+        submit(s)
+    };
+    expect(
+        c.submit_job(with_etas(&[0.0, f32::NAN])).await,
+        Code::InvalidArgument,
+        "decode.etas[1]",
+    );
+    expect(
+        c.submit_job(with_etas(&[0.5, 0.0, 0.5])).await,
+        Code::InvalidArgument,
+        "decode.etas[2]",
+    );
+    expect(
+        c.submit_job(with_etas(&[0.0; 9].map(|_| 0.1))).await,
+        Code::InvalidArgument,
+        "decode.etas",
+    );
     expect(
         c.submit_job(submit(encode_spec(
             vec![("x".into(), png(8, 8, |_, _| 0))],

@@ -81,6 +81,7 @@ pub enum PromptFor {
     ReconFile,
     ReconSteps,
     DecodeSteps,
+    DecodeEtas,
     InterpFrames,
     InterpSteps,
 }
@@ -570,10 +571,10 @@ impl App {
                 keep(self, format!("job:{id}:s{}", p.steps), &img.png, caption);
             }
         }
-        for d in &r.decodes {
+        for (i, d) in r.decodes.iter().enumerate() {
             if let Some(img) = &d.image {
                 let caption = format!("decode S={}", d.steps);
-                keep(self, format!("job:{id}:s{}", d.steps), &img.png, caption);
+                keep(self, format!("job:{id}:d{i}"), &img.png, caption);
             }
         }
         for f in &r.frames {

@@ -138,6 +138,25 @@ pub enum Command {
         #[command(flatten)]
         wait: WaitArgs,
     },
+    /// Decode a latent at several S, and with several η as an S × η grid (the same noise
+    /// seed in every cell).
+    Decode {
+        id: String,
+        /// Comma-separated step counts.
+        #[arg(long, default_value = "10,20,50,100", value_parser = parse_steps)]
+        steps: StepList,
+        /// Comma-separated η values (finite, ≥ 0, at most 8).
+        #[arg(long, default_value = "0", value_parser = parse_eta_list)]
+        eta: EtaList,
+        /// Seed of the noise for η > 0.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Write every decode as DIR/decode_S<S>_eta<η>.png (implies --wait).
+        #[arg(long)]
+        out_dir: Option<PathBuf>,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
     /// Interpolate between two latents.
     Interpolate {
         a: String,
@@ -184,6 +203,14 @@ pub struct WaitArgs {
     /// Wait for the job to finish (with a progress bar on a terminal).
     #[arg(long)]
     pub wait: bool,
+}
+
+/// A parsed comma-separated list of η values.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EtaList(pub Vec<f32>);
+
+pub fn parse_eta_list(s: &str) -> Result<EtaList, String> {
+    crate::format::parse_etas(s).map(EtaList)
 }
 
 /// A parsed comma-separated list of positive integers.

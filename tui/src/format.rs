@@ -125,6 +125,35 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// η values as `0,0.5,1`.
+pub fn eta_list(etas: &[f32]) -> String {
+    etas.iter()
+        .map(f32::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Parses `0, 0.5,1` (at most 8 distinct finite values ≥ 0).
+pub fn parse_etas(text: &str) -> Result<Vec<f32>, String> {
+    let mut out: Vec<f32> = vec![];
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let e: f32 = part
+            .parse()
+            .map_err(|_| format!("η `{part}` is not a number"))?;
+        if !e.is_finite() || e < 0.0 {
+            return Err(format!("η must be a finite number ≥ 0, got {part}"));
+        }
+        if !out.contains(&e) {
+            out.push(e);
+        }
+    }
+    match out.len() {
+        0 => Err("expected η values such as 0,0.5,1".into()),
+        n if n > 8 => Err(format!("at most 8 η values, got {n}")),
+        _ => Ok(out),
+    }
+}
+
 /// Steps list as `10,20,50`.
 pub fn steps_list(steps: &[u32]) -> String {
     steps

@@ -33,7 +33,7 @@ pub fn result(r: &pb::JobResult) -> Value {
     json!({
         "latent_ids": r.latent_ids,
         "images": r.images.iter().map(|i| image(&Some(i.clone()))).collect::<Vec<_>>(),
-        "decodes": r.decodes.iter().map(|d| json!({"steps": d.steps, "image": image(&d.image)})).collect::<Vec<_>>(),
+        "decodes": r.decodes.iter().map(|d| json!({"steps": d.steps, "eta": d.eta, "image": image(&d.image)})).collect::<Vec<_>>(),
         "reconstruction": r.reconstruction.iter().map(|p| json!({"steps": p.steps, "mse": p.mse, "mse_sem": p.mse_sem, "images": p.images, "image_mse": p.image_mse, "image": image(&p.image)})).collect::<Vec<_>>(),
         "original": image(&r.original),
         "frames": r.frames.iter().map(|f| json!({"index": f.index, "alpha": f.alpha, "latent_id": f.latent_id, "image": image(&f.image)})).collect::<Vec<_>>(),

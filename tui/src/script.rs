@@ -174,6 +174,30 @@ async fn execute(c: &Client, command: Command, as_json: bool) -> Result<Output, 
                 json: json::job(&j),
             })
         }
+        Command::Decode {
+            id,
+            steps,
+            eta,
+            seed,
+            out_dir,
+            mut wait,
+        } => {
+            let etas = eta.0;
+            let spec = Kind::Decode(pb::DecodeJob {
+                latent_id: id,
+                steps: steps.0,
+                eta: etas[0],
+                spacing: 0,
+                seed,
+                etas: if etas.len() > 1 { etas } else { vec![] },
+            });
+            wait.wait |= out_dir.is_some();
+            let mut out = submit(c, spec, wait, show_progress).await?;
+            if let Some(dir) = out_dir {
+                out = write_decodes(c, &dir, out).await?;
+            }
+            Ok(out)
+        }
         Command::Export { id, out, steps } => {
             let (kind, s) = match steps {
                 Some(s) => (pb::LatentImageKind::Decode, s),
@@ -223,6 +247,29 @@ pub fn write_png(path: &Path, png: &[u8]) -> Result<(), ClientError> {
             format!("cannot write {}: {e}", path.display()),
         )
     })
+}
+
+/// Writes a finished decode job's images into `dir` (made if missing) and lists them
+/// in the output.
+async fn write_decodes(c: &Client, dir: &Path, mut out: Output) -> Result<Output, ClientError> {
+    let id = out.json["id"].as_str().unwrap_or_default().to_string();
+    let job = c.get_job(&id).await?;
+    std::fs::create_dir_all(dir).map_err(|e| {
+        ClientError::new(
+            ErrorKind::Other,
+            format!("cannot create {}: {e}", dir.display()),
+        )
+    })?;
+    let mut files = vec![];
+    for d in job.result.iter().flat_map(|r| &r.decodes) {
+        let Some(img) = &d.image else { continue };
+        let path = dir.join(format!("decode_S{}_eta{}.png", d.steps, d.eta));
+        write_png(&path, &img.png)?;
+        out.human.push_str(&format!("wrote {}\n", path.display()));
+        files.push(path);
+    }
+    out.json["files"] = json!(files);
+    Ok(out)
 }
 
 /// `ddim ls`: `f` without paging fields, `limit` latents from its offset on.
@@ -386,7 +433,7 @@ pub fn result_summary(job: &pb::Job) -> String {
         }
     }
     for d in &r.decodes {
-        s.push_str(&format!("decoded at S={}\n", d.steps));
+        s.push_str(&format!("decoded at S={} η={}\n", d.steps, d.eta));
     }
     for f in &r.frames {
         s.push_str(&format!(

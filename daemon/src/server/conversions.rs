@@ -164,6 +164,18 @@ pub fn check_steps(steps: u32, t: usize, field: &str) -> Result<usize> {
     Ok(steps as usize)
 }
 
+/// At most this many η values in one decode job.
+pub const MAX_ETAS: usize = 8;
+
+/// The η values of a decode job: `etas` when given, else the one `eta`.
+pub fn decode_etas(d: &pb::DecodeJob) -> Vec<f32> {
+    if d.etas.is_empty() {
+        vec![d.eta]
+    } else {
+        d.etas.clone()
+    }
+}
+
 fn check_eta(eta: f32, field: &str) -> Result<f64> {
     if !eta.is_finite() || eta < 0.0 {
         return Err(ServerError::invalid(
@@ -392,26 +404,45 @@ pub fn validate_spec(
                 eta,
                 spacing,
                 seed: _,
+                etas,
             } = d;
             let r = usable_latent(store, meta, latent_id, "decode.latent_id")?;
             let list = check_step_list(steps, t, "decode.steps")?;
-            let eta = check_eta(*eta, "decode.eta")?;
+            check_eta(*eta, "decode.eta")?;
+            if etas.len() > MAX_ETAS {
+                return Err(ServerError::invalid(
+                    "decode.etas",
+                    format!("at most {MAX_ETAS} values, got {}", etas.len()),
+                ));
+            }
+            for (i, e) in etas.iter().enumerate() {
+                let field = format!("decode.etas[{i}]");
+                check_eta(*e, &field)?;
+                if etas[..i].contains(e) {
+                    return Err(ServerError::invalid(
+                        field,
+                        format!("η {e} is listed twice"),
+                    ));
+                }
+            }
+            let etas = decode_etas(d);
             let spacing = spacing_from_pb(*spacing, "decode.spacing")?;
-            let batch = (list.len() == 1).then(|| {
+            let batch = (list.len() == 1 && etas.len() == 1).then(|| {
                 batch_key(&SamplerOptions {
                     steps: list[0],
-                    eta,
+                    eta: etas[0] as f64,
                     spacing,
                     sigma_hat: false,
                 })
             });
+            let n = etas.len() as u32;
             Ok(SpecInfo {
                 kind: JobKind::Decode,
                 reads: vec![r.id],
-                total_steps: list.iter().sum::<usize>() as u32,
+                total_steps: n * list.iter().sum::<usize>() as u32,
                 batch,
                 rows: 1,
-                images: list.len() as u32,
+                images: n * list.len() as u32,
             })
         }
         Kind::Reconstruct(rc) => {

@@ -21,8 +21,8 @@ use tch::{Device, Kind, Tensor};
 use tracing::{error, info, info_span, warn};
 
 use super::conversions::{
-    latent_id, method_from_pb, now_ms, reconstruct_steps, sampler_from_pb, spacing_from_pb,
-    ModelMeta,
+    decode_etas, latent_id, method_from_pb, now_ms, reconstruct_steps, sampler_from_pb,
+    spacing_from_pb, ModelMeta,
 };
 use super::error::{Result, ServerError};
 use super::events::{Hub, JobUpdate};
@@ -437,18 +437,22 @@ impl Worker {
                     result: pb::JobResult::default(),
                     latents: vec![],
                 };
-                for &s in &d.steps {
-                    let opts = SamplerOptions {
-                        steps: s as usize,
-                        eta: d.eta as f64,
-                        spacing,
-                        sigma_hat: false,
-                    };
-                    let img = self.engine(tr, |cb| sampler::sample(m, &x, &opts, &seeds, cb))?;
-                    out.result.decodes.push(pb::DecodeResult {
-                        steps: s,
-                        image: Some(image_pb(&img)),
-                    });
+                for eta in decode_etas(d) {
+                    for &s in &d.steps {
+                        let opts = SamplerOptions {
+                            steps: s as usize,
+                            eta: eta as f64,
+                            spacing,
+                            sigma_hat: false,
+                        };
+                        let img =
+                            self.engine(tr, |cb| sampler::sample(m, &x, &opts, &seeds, cb))?;
+                        out.result.decodes.push(pb::DecodeResult {
+                            steps: s,
+                            image: Some(image_pb(&img)),
+                            eta,
+                        });
+                    }
                 }
                 Ok(out)
             }
@@ -574,7 +578,7 @@ impl Worker {
                     as usize;
                 let opts = SamplerOptions {
                     steps,
-                    eta: d.eta as f64,
+                    eta: decode_etas(d)[0] as f64,
                     spacing,
                     sigma_hat: false,
                 };
@@ -725,6 +729,7 @@ impl Worker {
                 out.result.decodes.push(pb::DecodeResult {
                     steps: d.steps[0],
                     image: Some(image_pb(&m.x)),
+                    eta: decode_etas(d)[0],
                 });
             }
             Some(K::Interpolate(ip)) => {

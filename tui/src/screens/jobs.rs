@@ -242,6 +242,11 @@ pub fn open_results(app: &mut App, job: pb::Job) {
         Some(Kind::Decode(d)) => {
             app.decode.latent = Some((d.latent_id.clone(), short_id(&d.latent_id).to_string()));
             app.decode.steps = d.steps.clone();
+            app.decode.etas = if d.etas.is_empty() {
+                vec![d.eta]
+            } else {
+                d.etas.clone()
+            };
             app.decode.track(job);
             app.go(Screen::Decode);
         }

@@ -78,8 +78,10 @@ pub fn keys(screen: Screen) -> &'static [(&'static str, &'static str)] {
         Screen::Decode => &[
             ("Enter", "queue decodes"),
             ("s", "step counts"),
+            ("e", "η values (several: an S × η grid)"),
             ("←→ / h l", "choose S"),
-            ("o", "save image at S as PNG"),
+            ("↑↓ / k j", "choose η"),
+            ("o", "save image as PNG"),
         ],
     }
 }
@@ -132,6 +134,13 @@ pub fn submit_prompt(app: &mut App, purpose: PromptFor, text: String) -> Vec<Req
         }
         PromptFor::ReconSteps => steps_into(app, &text, |a, s| a.recon.steps = s),
         PromptFor::DecodeSteps => steps_into(app, &text, |a, s| a.decode.steps = s),
+        PromptFor::DecodeEtas => {
+            match crate::format::parse_etas(&text) {
+                Ok(e) => app.decode.etas = e,
+                Err(e) => app.error(e),
+            }
+            vec![]
+        }
         PromptFor::InterpSteps => steps_into(app, &text, |a, s| a.interp.steps = s[0]),
         PromptFor::InterpFrames => {
             match text.parse::<u32>() {

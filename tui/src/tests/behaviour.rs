@@ -338,6 +338,65 @@ fn reconstruct_marked_latents_as_one_batch() {
     ));
 }
 
+/// Several η make an S × η grid: the job asks for them, arrows move by S and by η.
+#[test]
+fn decode_with_several_etas_is_a_grid() {
+    let (mut app, _) = app_with_library(3);
+    app.handle_event(key(KeyCode::Char('d')));
+    assert_eq!(app.screen, Screen::Decode);
+    app.handle_event(key(KeyCode::Char('e')));
+    app.handle_event(Event::Key(KeyEvent::new(
+        KeyCode::Char('u'),
+        KeyModifiers::CONTROL,
+    )));
+    for c in "0, 0.5,1,0.5".chars() {
+        app.handle_event(key(KeyCode::Char(c)));
+    }
+    app.handle_event(key(KeyCode::Enter));
+    assert_eq!(app.decode.etas, [0.0, 0.5, 1.0], "duplicates dropped");
+    let reqs = app.handle_event(key(KeyCode::Enter));
+    let [Request::Submit {
+        spec: Kind::Decode(d),
+        purpose: Purpose::Decode,
+    }] = &reqs[..]
+    else {
+        panic!("{reqs:?}")
+    };
+    assert_eq!((d.etas.as_slice(), d.eta), (&[0.0, 0.5, 1.0][..], 0.0));
+    app.decode.track(decode_grid_job());
+    app.handle_event(Event::Update(Update::Job(decode_grid_job())));
+    for i in 0..6 {
+        assert!(app.images.contains_key(&format!("job:99990001-grid:d{i}")));
+    }
+    // → moves along S, ↓ to the next η (same S), clamped at the last row.
+    app.handle_event(key(KeyCode::Right));
+    app.handle_event(key(KeyCode::Down));
+    assert_eq!(app.decode.selected, 3);
+    let sel = &app.decode.decodes()[app.decode.selected];
+    assert_eq!((sel.steps, sel.eta), (50, 0.5));
+    app.handle_event(key(KeyCode::Down));
+    app.handle_event(key(KeyCode::Down));
+    assert_eq!(app.decode.selected, 5);
+    app.handle_event(key(KeyCode::Up));
+    assert_eq!(app.decode.selected, 3);
+    let text = screen_text(&draw(&app));
+    for want in ["S=10 η=0", "S=50 η=0.5", "S=50 η=1", "0,0.5,1"] {
+        assert!(text.contains(want), "{want:?} missing:\n{text}");
+    }
+    // Junk η is refused with a message and changes nothing.
+    app.handle_event(key(KeyCode::Char('e')));
+    app.handle_event(Event::Key(KeyEvent::new(
+        KeyCode::Char('u'),
+        KeyModifiers::CONTROL,
+    )));
+    for c in "-1".chars() {
+        app.handle_event(key(KeyCode::Char(c)));
+    }
+    app.handle_event(key(KeyCode::Enter));
+    assert!(app.status.as_ref().unwrap().error);
+    assert_eq!(app.decode.etas, [0.0, 0.5, 1.0]);
+}
+
 #[test]
 fn interpolate_needs_two_marks_and_saves_a_frame() {
     let (mut app, _) = app_with_library(5);

@@ -240,6 +240,35 @@ pub fn decode_job() -> pb::Job {
             .map(|s| pb::DecodeResult {
                 steps: *s,
                 image: Some(pb_image()),
+                eta: 0.0,
+            })
+            .collect(),
+        ..Default::default()
+    });
+    j
+}
+
+/// A decode at S = 10, 50 for η = 0, 0.5, 1: a 3 × 2 grid.
+pub fn decode_grid_job() -> pb::Job {
+    let mut j = decode_job();
+    j.id = "99990001-grid".into();
+    j.spec = Some(pb::JobSpec {
+        kind: Some(pb::job_spec::Kind::Decode(pb::DecodeJob {
+            latent_id: latent(1).id,
+            steps: vec![10, 50],
+            etas: vec![0.0, 0.5, 1.0],
+            ..Default::default()
+        })),
+    });
+    j.result = Some(pb::JobResult {
+        decodes: [0.0, 0.5, 1.0]
+            .iter()
+            .flat_map(|e| {
+                [10, 50].iter().map(move |s| pb::DecodeResult {
+                    steps: *s,
+                    image: Some(pb_image()),
+                    eta: *e,
+                })
             })
             .collect(),
         ..Default::default()

@@ -126,6 +126,17 @@ fn decode_side_by_side() {
     insta::assert_snapshot!(draw(&app).backend());
 }
 
+/// Several η: one row per η, one column per S.
+#[test]
+fn decode_grid_of_steps_and_etas() {
+    let (mut app, _) = app_with_library(3);
+    app.open_job = Some(decode_grid_job().id);
+    app.handle_event(Event::Update(Update::Job(decode_grid_job())));
+    assert_eq!(app.screen, Screen::Decode);
+    app.handle_event(key(KeyCode::Down));
+    insta::assert_snapshot!(draw(&app).backend());
+}
+
 #[test]
 fn help_overlay_lists_library_keys() {
     let (mut app, _) = app_with_library(3);
