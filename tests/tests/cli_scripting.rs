@@ -140,6 +140,30 @@ async fn scripting_round_trip() {
         .iter()
         .all(|p| p["mse"].as_f64().is_some_and(|m| m.is_finite() && m >= 0.0)));
 
+    // spacing and σ̂ reach the daemon, and the job's JSON says what it was asked
+    let q = d.json(&[
+        "sample",
+        "--count",
+        "1",
+        "--steps",
+        "4",
+        "--spacing",
+        "quad",
+        "--sigma-hat",
+        "--eta",
+        "1",
+        "--wait",
+    ]);
+    assert_eq!(q["state"], "done", "{q}");
+    let o = &q["spec"]["sample"]["sampler"];
+    assert_eq!(
+        (&o["spacing"], &o["sigma_hat"], &o["steps"]),
+        (&"quad".into(), &true.into(), &4.into()),
+        "{q}"
+    );
+    let out = d.cmd(&["sample", "--spacing", "cubic"]).output().unwrap();
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+
     // decode at S × η, written as PNGs
     let out_dir = daemon.dir.path().join("grid");
     let dec = d.json(&[
@@ -246,7 +270,7 @@ async fn scripting_round_trip() {
     let out = d.cmd(&["ls"]).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        text.contains(&encoded) && text.contains("of 5 latents"),
+        text.contains(&encoded) && text.contains("of 6 latents"),
         "{text}"
     );
 

@@ -108,6 +108,9 @@ pub enum Command {
         /// Steps S of the inversion.
         #[arg(long, default_value_t = 100)]
         steps: u32,
+        /// Sub-sequence of the T training steps.
+        #[arg(long, value_enum, default_value_t = SpacingArg::Uniform)]
+        spacing: SpacingArg,
         /// Tags for the new latents (repeatable).
         #[arg(long = "tag")]
         tags: Vec<String>,
@@ -124,6 +127,12 @@ pub enum Command {
         steps: u32,
         #[arg(long, default_value_t = 0.0)]
         eta: f32,
+        /// Sub-sequence of the T training steps.
+        #[arg(long, value_enum, default_value_t = SpacingArg::Uniform)]
+        spacing: SpacingArg,
+        /// σ̂ of DDPM (ermongroup's ddpm_noisy) instead of the η-scaled σ.
+        #[arg(long)]
+        sigma_hat: bool,
         #[command(flatten)]
         wait: WaitArgs,
     },
@@ -135,6 +144,9 @@ pub enum Command {
         /// Comma-separated step counts.
         #[arg(long, default_value = "10,20,50,100", value_parser = parse_steps)]
         steps: StepList,
+        /// Sub-sequence of the T training steps.
+        #[arg(long, value_enum, default_value_t = SpacingArg::Uniform)]
+        spacing: SpacingArg,
         #[command(flatten)]
         wait: WaitArgs,
     },
@@ -151,6 +163,9 @@ pub enum Command {
         /// Seed of the noise for η > 0.
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// Sub-sequence of the T training steps.
+        #[arg(long, value_enum, default_value_t = SpacingArg::Uniform)]
+        spacing: SpacingArg,
         /// Write every decode as DIR/decode_S<S>_eta<η>.png (implies --wait).
         #[arg(long)]
         out_dir: Option<PathBuf>,
@@ -168,6 +183,9 @@ pub enum Command {
         /// slerp or lerp.
         #[arg(long, default_value = "slerp", value_parser = ["slerp", "lerp"])]
         method: String,
+        /// Sub-sequence of the T training steps.
+        #[arg(long, value_enum, default_value_t = SpacingArg::Uniform)]
+        spacing: SpacingArg,
         /// Frame indices to store as new latents (comma-separated, from 0).
         #[arg(long, value_parser = parse_indices)]
         save: Option<StepList>,
@@ -203,6 +221,29 @@ pub struct WaitArgs {
     /// Wait for the job to finish (with a progress bar on a terminal).
     #[arg(long)]
     pub wait: bool,
+}
+
+/// `--spacing`: how the S steps are picked from the T training steps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SpacingArg {
+    Uniform,
+    Quad,
+    Leading,
+    Trailing,
+    Linspace,
+}
+
+impl SpacingArg {
+    pub fn pb(self) -> i32 {
+        use ddim_proto::v1::Spacing as S;
+        (match self {
+            SpacingArg::Uniform => S::Uniform,
+            SpacingArg::Quad => S::Quad,
+            SpacingArg::Leading => S::Leading,
+            SpacingArg::Trailing => S::Trailing,
+            SpacingArg::Linspace => S::Linspace,
+        }) as i32
+    }
 }
 
 /// A parsed comma-separated list of η values.

@@ -36,6 +36,17 @@ pub fn method_name(m: i32) -> &'static str {
     }
 }
 
+/// `uniform`, `quad`, … (unspecified is the daemon's default, uniform).
+pub fn spacing_name(s: i32) -> String {
+    match pb::Spacing::try_from(s) {
+        Ok(pb::Spacing::Unspecified) | Err(_) => "uniform".into(),
+        Ok(x) => x
+            .as_str_name()
+            .trim_start_matches("SPACING_")
+            .to_lowercase(),
+    }
+}
+
 /// First 8 characters of an id or fingerprint.
 pub fn short_id(id: &str) -> &str {
     id.get(..8).unwrap_or(id)

@@ -53,6 +53,73 @@ pub fn job(j: &pb::Job) -> Value {
         "step": j.step,
         "total_steps": j.total_steps,
         "latent_ids": j.latent_ids,
+        "spec": j.spec.as_ref().map(spec),
         "result": j.result.as_ref().map(result),
     })
+}
+
+fn sampler(o: &Option<pb::SamplerOptions>) -> Value {
+    let o = o.clone().unwrap_or_default();
+    json!({
+        "steps": o.steps,
+        "eta": o.eta,
+        "spacing": format::spacing_name(o.spacing),
+        "sigma_hat": o.sigma_hat,
+    })
+}
+
+/// What the job was asked to do (image bytes as their sizes).
+pub fn spec(s: &pb::JobSpec) -> Value {
+    use pb::job_spec::Kind;
+    match &s.kind {
+        Some(Kind::Encode(e)) => json!({
+            "encode": {
+                "images": e.images.iter().map(|i| json!({"name": i.name, "tags": i.tags, "bytes": i.data.len()})).collect::<Vec<_>>(),
+                "steps": e.steps,
+                "spacing": format::spacing_name(e.spacing),
+                "preview_steps": e.preview_steps,
+            }
+        }),
+        Some(Kind::Sample(x)) => json!({
+            "sample": {"count": x.count, "seed": x.seed, "sampler": sampler(&x.sampler)}
+        }),
+        Some(Kind::Decode(d)) => json!({
+            "decode": {
+                "latent_id": d.latent_id,
+                "steps": d.steps,
+                "eta": d.eta,
+                "etas": d.etas,
+                "seed": d.seed,
+                "spacing": format::spacing_name(d.spacing),
+            }
+        }),
+        Some(Kind::Reconstruct(r)) => {
+            use pb::reconstruct_job::Input;
+            let input = match &r.input {
+                Some(Input::LatentId(id)) => json!({"latent_id": id}),
+                Some(Input::Latents(l)) => json!({"latents": l.ids}),
+                Some(Input::Image(b)) => json!({"image_bytes": b.len()}),
+                None => Value::Null,
+            };
+            json!({
+                "reconstruct": {
+                    "input": input,
+                    "steps": r.steps,
+                    "spacing": format::spacing_name(r.spacing),
+                }
+            })
+        }
+        Some(Kind::Interpolate(i)) => json!({
+            "interpolate": {
+                "a": i.a,
+                "b": i.b,
+                "frames": i.frames,
+                "method": format::method_name(i.method),
+                "sampler": sampler(&i.sampler),
+                "save_frames": i.save_frames,
+                "only_saved_frames": i.only_saved_frames,
+            }
+        }),
+        None => Value::Null,
+    }
 }

@@ -73,6 +73,7 @@ async fn execute(c: &Client, command: Command, as_json: bool) -> Result<Output, 
         Command::Encode {
             files,
             steps,
+            spacing,
             tags,
             wait,
         } => {
@@ -83,7 +84,7 @@ async fn execute(c: &Client, command: Command, as_json: bool) -> Result<Output, 
             let spec = Kind::Encode(pb::EncodeJob {
                 images,
                 steps,
-                spacing: 0,
+                spacing: spacing.pb(),
                 preview_steps: 0,
             });
             submit(c, spec, wait, show_progress).await
@@ -93,6 +94,8 @@ async fn execute(c: &Client, command: Command, as_json: bool) -> Result<Output, 
             seed,
             steps,
             eta,
+            spacing,
+            sigma_hat,
             wait,
         } => {
             let spec = Kind::Sample(pb::SampleJob {
@@ -101,8 +104,8 @@ async fn execute(c: &Client, command: Command, as_json: bool) -> Result<Output, 
                 sampler: Some(pb::SamplerOptions {
                     steps,
                     eta,
-                    spacing: 0,
-                    sigma_hat: false,
+                    spacing: spacing.pb(),
+                    sigma_hat,
                 }),
                 name_prefix: String::new(),
                 tags: vec![],
@@ -112,6 +115,7 @@ async fn execute(c: &Client, command: Command, as_json: bool) -> Result<Output, 
         Command::Reconstruct {
             mut ids,
             steps,
+            spacing,
             wait,
         } => {
             let input = if ids.len() == 1 {
@@ -122,7 +126,7 @@ async fn execute(c: &Client, command: Command, as_json: bool) -> Result<Output, 
             let spec = Kind::Reconstruct(pb::ReconstructJob {
                 input: Some(input),
                 steps: steps.0,
-                spacing: 0,
+                spacing: spacing.pb(),
             });
             submit(c, spec, wait, show_progress).await
         }
@@ -132,6 +136,7 @@ async fn execute(c: &Client, command: Command, as_json: bool) -> Result<Output, 
             frames,
             steps,
             method,
+            spacing,
             save,
             only_saved,
             wait,
@@ -148,6 +153,7 @@ async fn execute(c: &Client, command: Command, as_json: bool) -> Result<Output, 
                 method: method as i32,
                 sampler: Some(pb::SamplerOptions {
                     steps,
+                    spacing: spacing.pb(),
                     ..Default::default()
                 }),
                 save_frames: save.map(|s| s.0).unwrap_or_default(),
@@ -179,6 +185,7 @@ async fn execute(c: &Client, command: Command, as_json: bool) -> Result<Output, 
             steps,
             eta,
             seed,
+            spacing,
             out_dir,
             mut wait,
         } => {
@@ -187,7 +194,7 @@ async fn execute(c: &Client, command: Command, as_json: bool) -> Result<Output, 
                 latent_id: id,
                 steps: steps.0,
                 eta: etas[0],
-                spacing: 0,
+                spacing: spacing.pb(),
                 seed,
                 etas: if etas.len() > 1 { etas } else { vec![] },
             });
