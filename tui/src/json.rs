@@ -58,8 +58,8 @@ pub fn job(j: &pb::Job) -> Value {
     })
 }
 
-fn sampler(o: &Option<pb::SamplerOptions>) -> Value {
-    let o = o.clone().unwrap_or_default();
+fn sampler(o: Option<pb::SamplerOptions>) -> Value {
+    let o = o.unwrap_or_default();
     json!({
         "steps": o.steps,
         "eta": o.eta,
@@ -81,7 +81,7 @@ pub fn spec(s: &pb::JobSpec) -> Value {
             }
         }),
         Some(Kind::Sample(x)) => json!({
-            "sample": {"count": x.count, "seed": x.seed, "sampler": sampler(&x.sampler)}
+            "sample": {"count": x.count, "seed": x.seed, "sampler": sampler(x.sampler)}
         }),
         Some(Kind::Decode(d)) => json!({
             "decode": {
@@ -115,7 +115,7 @@ pub fn spec(s: &pb::JobSpec) -> Value {
                 "b": i.b,
                 "frames": i.frames,
                 "method": format::method_name(i.method),
-                "sampler": sampler(&i.sampler),
+                "sampler": sampler(i.sampler),
                 "save_frames": i.save_frames,
                 "only_saved_frames": i.only_saved_frames,
             }
