@@ -14,6 +14,10 @@
 //! 3. Library paging: `ListLatents`-style pages over N latents in the store, in
 //!    every order, by token and by offset, and the cost of a rename (which
 //!    moves a latent in the name index).
+//! 4. Study jobs: 8 encoded Fashion-MNIST test images reconstructed at
+//!    S = 10, 20 by one `latents` job against 8 single-latent jobs; one frame
+//!    of a 16-frame interpolation saved with `only_saved_frames` against the
+//!    whole job.
 use ddim_proto::v1 as pb;
 use ddim_proto::v1::ddim_client::DdimClient;
 use ddimd::engine::config::UNetConfig;
@@ -487,6 +491,123 @@ fn library(n: u64) {
     );
 }
 
+fn job(kind: pb::job_spec::Kind) -> pb::SubmitJobRequest {
+    pb::SubmitJobRequest {
+        spec: Some(pb::JobSpec { kind: Some(kind) }),
+        priority: 0,
+        idempotency_key: String::new(),
+    }
+}
+
+/// Seconds to run all `jobs`, submitted at once; returns the finished jobs' ids.
+async fn run_all(
+    c: &mut DdimClient<Channel>,
+    jobs: Vec<pb::SubmitJobRequest>,
+) -> (f64, Vec<String>) {
+    let t0 = Instant::now();
+    let mut ids = vec![];
+    for j in jobs {
+        ids.push(c.submit_job(j).await.expect("submit").into_inner().id);
+    }
+    for id in &ids {
+        wait(c, id).await;
+    }
+    (t0.elapsed().as_secs_f64(), ids)
+}
+
+async fn study(model: &Path, a: &Args) {
+    use pb::job_spec::Kind;
+    println!(
+        "## study jobs ({} preset, {} torch thread(s))",
+        a.preset, a.threads
+    );
+    let dir = tempfile::tempdir().expect("tmp");
+    let d = start(model, dir.path(), a.threads, &[]);
+    let mut c = client(&d.addr).await;
+    let images = ddimd::train::data::fashion_mnist_images(ddimd::train::data::Split::Test)
+        .expect("Debian's dataset-fashion-mnist");
+    let inputs = images[..8]
+        .iter()
+        .enumerate()
+        .map(|(i, g)| {
+            let mut png = std::io::Cursor::new(vec![]);
+            g.write_to(&mut png, image::ImageFormat::Png).expect("png");
+            pb::EncodeInput {
+                data: png.into_inner(),
+                name: format!("test-{i}"),
+                tags: vec![],
+            }
+        })
+        .collect();
+    let enc = Kind::Encode(pb::EncodeJob {
+        images: inputs,
+        steps: 10,
+        spacing: 0,
+        preview_steps: 0,
+    });
+    let (_, ids) = run_all(&mut c, vec![job(enc)]).await;
+    let latents = c
+        .get_job(pb::GetJobRequest { id: ids[0].clone() })
+        .await
+        .expect("job")
+        .into_inner()
+        .result
+        .expect("encode result")
+        .latent_ids;
+    let recon = |input| {
+        job(Kind::Reconstruct(pb::ReconstructJob {
+            input: Some(input),
+            steps: vec![10, 20],
+            spacing: 0,
+        }))
+    };
+    use pb::reconstruct_job::Input;
+    let mut single = vec![];
+    let mut batched = vec![];
+    for _ in 0..3 {
+        let jobs = latents
+            .iter()
+            .map(|l| recon(Input::LatentId(l.clone())))
+            .collect();
+        single.push(run_all(&mut c, jobs).await.0);
+        let list = pb::LatentIdList {
+            ids: latents.clone(),
+        };
+        batched.push(run_all(&mut c, vec![recon(Input::Latents(list))]).await.0);
+    }
+    let (s, b) = (median(single), median(batched));
+    println!(
+        "reconstruct 8 latents at S = 10, 20: 8 jobs {s:.3} s, one latents job {b:.3} s: {:.2}x",
+        s / b
+    );
+    let interp = |only: bool| {
+        job(Kind::Interpolate(pb::InterpolateJob {
+            a: latents[0].clone(),
+            b: latents[1].clone(),
+            frames: 16,
+            method: 0,
+            sampler: Some(pb::SamplerOptions {
+                steps: a.steps,
+                ..Default::default()
+            }),
+            save_frames: vec![7],
+            only_saved_frames: only,
+        }))
+    };
+    let mut full = vec![];
+    let mut one = vec![];
+    for _ in 0..3 {
+        full.push(run_all(&mut c, vec![interp(false)]).await.0);
+        one.push(run_all(&mut c, vec![interp(true)]).await.0);
+    }
+    let (f, o) = (median(full), median(one));
+    println!(
+        "save frame 7 of 16 (S = {}): whole interpolation {f:.3} s, only_saved_frames {o:.3} s: {:.2}x",
+        a.steps,
+        f / o
+    );
+}
+
 #[tokio::main]
 async fn main() {
     let a = args();
@@ -505,6 +626,10 @@ async fn main() {
     if a.only.is_empty() {
         batching(&model_dir, &a).await;
         overhead(&model_dir, &a).await;
+        study(&model_dir, &a).await;
+    } else if a.only == "study" {
+        study(&model_dir, &a).await;
+        return;
     }
     library(a.latents);
 }
