@@ -2,8 +2,8 @@
 //! pre-scales the model's small images with nearest-neighbour to the pane's pixel size,
 //! and caches encoded images per (image, area) so redraws are cheap.
 //!
-//! Detection sends ratatui-image's own capability query (kitty graphics query, DA1, cell
-//! size, DSR) before the event reader starts, and reads the answer with `poll` and a
+//! Detection sends XTVERSION and ratatui-image's own capability query (kitty graphics
+//! query, DA1, cell size, DSR) before the event reader starts, and reads the answer with `poll` and a
 //! deadline in this thread. (`Picker::from_query_stdio()` reads from a helper thread that
 //! stays blocked on stdin when a terminal never answers — tmux without passthrough does
 //! that — and then swallows the user's first keys.) The answer is parsed with
@@ -95,10 +95,35 @@ pub fn font_size_from(caps: &[Capability]) -> Option<FontSize> {
     })
 }
 
-/// The protocol to use: an explicit choice wins; then kitty, then sixel (as the terminal
-/// reported them), then iTerm2 from the environment, else half-blocks.
+/// The terminal's XTVERSION answer (`ESC P >| name(version) ESC \\`), e.g. `kitty(0.26.5)`
+/// or `XTerm(388)`, if it sent one.
+pub fn terminal_version(answer: &str) -> Option<String> {
+    let start = answer.find("\x1bP>|")? + 4;
+    let len = answer[start..].find("\x1b\\")?;
+    Some(answer[start..start + len].to_string())
+}
+
+/// Whether the terminal can show kitty images the way ratatui-image sends them: with
+/// Unicode placeholders (`U=1`), which kitty has had since 0.28. An older kitty (Debian
+/// 12 ships 0.26.5) rejects them and shows the placeholder glyphs instead of the image.
+/// Other or unknown terminals that answer the kitty query are taken at their word.
+pub fn kitty_placeholders_supported(version: Option<&str>) -> bool {
+    let Some(v) = version.and_then(|v| v.strip_prefix("kitty(")) else {
+        return true;
+    };
+    let mut parts = v.trim_end_matches(')').split('.').map(str::parse::<u32>);
+    match (parts.next(), parts.next()) {
+        (Some(Ok(major)), Some(Ok(minor))) => (major, minor) >= (0, 28),
+        _ => true,
+    }
+}
+
+/// The protocol to use: an explicit choice wins; then kitty (when it can show Unicode
+/// placeholders), then sixel (as the terminal reported them), then iTerm2 from the
+/// environment, else half-blocks. `version` is the XTVERSION answer.
 pub fn choose_protocol(
     caps: &[Capability],
+    version: Option<&str>,
     env: &EnvHints,
     forced: Option<GraphicsArg>,
 ) -> ProtocolType {
@@ -111,7 +136,10 @@ pub fn choose_protocol(
         };
     }
     let has = |c: &Capability| caps.contains(c);
-    if !env.avoid_sixel_and_kitty && has(&Capability::Kitty) {
+    if !env.avoid_sixel_and_kitty
+        && has(&Capability::Kitty)
+        && kitty_placeholders_supported(version)
+    {
         ProtocolType::Kitty
     } else if !env.avoid_sixel_and_kitty && has(&Capability::Sixel) {
         ProtocolType::Sixel
@@ -140,7 +168,11 @@ fn query_terminal(is_tmux: bool, timeout: std::time::Duration) -> Option<String>
 
     use rustix::event::{poll, PollFd, PollFlags, Timespec};
 
-    let query = Parser::query(is_tmux, QueryStdioOptions::default());
+    // XTVERSION first (answered by xterm, kitty, foot, WezTerm, tmux…; ignored by others).
+    let query = format!(
+        "\x1b[>0q{}",
+        Parser::query(is_tmux, QueryStdioOptions::default())
+    );
     let mut out = std::io::stdout();
     out.write_all(query.as_bytes()).ok()?;
     out.flush().ok()?;
@@ -240,7 +272,8 @@ impl Graphics {
             .map(capabilities_from_answer)
             .unwrap_or_default();
         let font = font_size_from(&caps).or_else(font_size_from_winsize);
-        let proto = choose_protocol(&caps, &EnvHints::from_env(), forced);
+        let version = answer.as_deref().and_then(terminal_version);
+        let proto = choose_protocol(&caps, version.as_deref(), &EnvHints::from_env(), forced);
         let mut picker = match font {
             #[allow(deprecated)] // the supported constructors query the terminal again
             Some(f) => Picker::from_fontsize(f),
@@ -256,6 +289,7 @@ impl Graphics {
         tracing::info!(
             protocol = protocol_name(proto),
             ?caps,
+            ?version,
             answered = answer.is_some(),
             "graphics"
         );
@@ -363,21 +397,30 @@ mod tests {
         let env = EnvHints::default();
         let xterm = capabilities_from_answer(XTERM_VT340);
         assert!(xterm.contains(&Capability::Sixel), "{xterm:?}");
-        assert_eq!(choose_protocol(&xterm, &env, None), ProtocolType::Sixel);
+        assert_eq!(
+            choose_protocol(&xterm, None, &env, None),
+            ProtocolType::Sixel
+        );
         let fs = font_size_from(&xterm).unwrap();
         assert_eq!((fs.width, fs.height), (6, 13));
 
         let kitty = capabilities_from_answer(KITTY);
-        assert_eq!(choose_protocol(&kitty, &env, None), ProtocolType::Kitty);
+        assert_eq!(
+            choose_protocol(&kitty, None, &env, None),
+            ProtocolType::Kitty
+        );
 
         // tmux 3.3 (captured): VT100 with advanced video, no sixel, no cell size.
         let tmux = capabilities_from_answer("\x1b[?1;2c\x1b[0n");
         assert!(tmux.is_empty(), "{tmux:?}");
-        assert_eq!(choose_protocol(&tmux, &env, None), ProtocolType::Halfblocks);
+        assert_eq!(
+            choose_protocol(&tmux, None, &env, None),
+            ProtocolType::Halfblocks
+        );
 
         let plain = capabilities_from_answer(PLAIN);
         assert_eq!(
-            choose_protocol(&plain, &env, None),
+            choose_protocol(&plain, None, &env, None),
             ProtocolType::Halfblocks
         );
         assert!(font_size_from(&plain).is_none());
@@ -385,21 +428,70 @@ mod tests {
             iterm2: true,
             ..Default::default()
         };
-        assert_eq!(choose_protocol(&plain, &iterm, None), ProtocolType::Iterm2);
+        assert_eq!(
+            choose_protocol(&plain, None, &iterm, None),
+            ProtocolType::Iterm2
+        );
+    }
+
+    /// kitty 0.26.5 (Debian 12), captured under Xvfb: XTVERSION, then the kitty query
+    /// answer, DA1 without sixel, cell size, DSR.
+    const KITTY_0_26: &str =
+        "\x1bP>|kitty(0.26.5)\x1b\\\x1b_Gi=31;OK\x1b\\\x1b[?62;c\x1b[6;19;8t\x1b[0n";
+
+    #[test]
+    fn kitty_without_unicode_placeholders_falls_back() {
+        let env = EnvHints::default();
+        let caps = capabilities_from_answer(KITTY_0_26);
+        assert!(caps.contains(&Capability::Kitty), "{caps:?}");
+        assert!(font_size_from(&caps).is_some(), "{caps:?}");
+        let v = terminal_version(KITTY_0_26);
+        assert_eq!(v.as_deref(), Some("kitty(0.26.5)"));
+        assert_eq!(
+            choose_protocol(&caps, v.as_deref(), &env, None),
+            ProtocolType::Halfblocks
+        );
+        // 0.28 and later, and terminals that do not say, get kitty images.
+        for ok in [
+            Some("kitty(0.28.0)"),
+            Some("kitty(0.35.2)"),
+            Some("XTerm(388)"),
+            None,
+        ] {
+            assert_eq!(
+                choose_protocol(&caps, ok, &env, None),
+                ProtocolType::Kitty,
+                "{ok:?}"
+            );
+        }
+        // Asking for kitty explicitly still gets it.
+        assert_eq!(
+            choose_protocol(&caps, v.as_deref(), &env, Some(GraphicsArg::Kitty)),
+            ProtocolType::Kitty
+        );
+        assert_eq!(terminal_version(XTERM_VT340), None);
     }
 
     #[test]
     fn override_and_blacklist_win() {
         let xterm = capabilities_from_answer(XTERM_VT340);
         assert_eq!(
-            choose_protocol(&xterm, &EnvHints::default(), Some(GraphicsArg::Halfblocks)),
+            choose_protocol(
+                &xterm,
+                None,
+                &EnvHints::default(),
+                Some(GraphicsArg::Halfblocks)
+            ),
             ProtocolType::Halfblocks
         );
         let wez = EnvHints {
             iterm2: true,
             avoid_sixel_and_kitty: true,
         };
-        assert_eq!(choose_protocol(&xterm, &wez, None), ProtocolType::Iterm2);
+        assert_eq!(
+            choose_protocol(&xterm, None, &wez, None),
+            ProtocolType::Iterm2
+        );
     }
 
     #[test]
