@@ -599,6 +599,10 @@ fn id_of(k: &[u8]) -> Result<u64> {
     Ok(u64::from_be_bytes(b))
 }
 
+fn u64_of(v: &[u8]) -> Result<u64> {
+    id_of(v).map_err(|_| ServerError::Corrupt(format!("counter of {} bytes", v.len())))
+}
+
 fn to_json<T: Serialize>(v: &T) -> Vec<u8> {
     serde_json::to_vec(v).expect("records serialise")
 }
@@ -642,9 +646,14 @@ pub struct Store {
     job_results: Tree,
     idempotency: Tree,
     job_latents: Tree,
+    /// `next_id`: the id counter (sled's own `generate_id` skips ahead by up to a million
+    /// on every restart, which would make ids like `lat-2000008`).
+    meta: Tree,
     catalog: RwLock<Catalog>,
     write: Mutex<()>,
 }
+
+const NEXT_ID: &[u8] = b"next_id";
 
 impl Store {
     /// Opens (or creates) the store in `dir`.
@@ -683,6 +692,7 @@ impl Store {
             job_results: db.open_tree("job_results")?,
             idempotency: db.open_tree("idempotency")?,
             job_latents: db.open_tree("job_latents")?,
+            meta: db.open_tree("meta")?,
             catalog: RwLock::new(Catalog::default()),
             write: Mutex::new(()),
             db,
@@ -696,12 +706,40 @@ impl Store {
             }
             s.catalog.write().expect("catalog lock").insert_many(all);
         }
+        s.init_next_id()?;
         Ok(s)
+    }
+
+    /// Makes the counter at least one past every id in use. A store written before the
+    /// counter existed starts past sled's `generate_id`, which is above every id it ever
+    /// handed out (deleted ones included), so no id is reused.
+    fn init_next_id(&self) -> Result<()> {
+        let last = |t: &Tree| -> Result<u64> {
+            Ok(match t.last()? {
+                Some((k, _)) => id_of(&k)? + 1,
+                None => 0,
+            })
+        };
+        let in_use = last(&self.latents)?.max(last(&self.jobs)?);
+        let stored = match self.meta.get(NEXT_ID)? {
+            Some(v) => u64_of(&v)?,
+            None => self.db.generate_id()?,
+        };
+        let next = stored.max(in_use);
+        self.meta.insert(NEXT_ID, &next.to_be_bytes())?;
+        Ok(())
     }
 
     /// A fresh id (latents and jobs share the counter).
     pub fn next_id(&self) -> Result<u64> {
-        Ok(self.db.generate_id()?)
+        let bump = |old: Option<&[u8]>| {
+            let n = old.and_then(|v| u64_of(v).ok()).unwrap_or(0);
+            Some((n + 1).to_be_bytes().to_vec())
+        };
+        match self.meta.fetch_and_update(NEXT_ID, bump)? {
+            Some(v) => u64_of(&v),
+            None => Ok(0),
+        }
     }
 
     /// Makes every write so far durable (fsync). Blocking.
@@ -1422,6 +1460,28 @@ mod tests {
             Err(ServerError::NotFound { .. })
         ));
         assert!(s.get_job(3).unwrap().is_none());
+    }
+
+    /// Ids run on without gaps across restarts and are never handed out twice, even
+    /// after the newest record is deleted.
+    #[test]
+    fn ids_continue_across_restarts_without_reuse() {
+        let dir = tempfile::tempdir().unwrap();
+        let first: Vec<u64> = {
+            let s = Store::open(dir.path()).unwrap();
+            (0..3).map(|_| s.next_id().unwrap()).collect()
+        };
+        assert_eq!(first, [0, 1, 2]);
+        let s = Store::open(dir.path()).unwrap();
+        let (j, l) = (s.next_id().unwrap(), s.next_id().unwrap());
+        assert_eq!((j, l), (3, 4), "no jump on restart");
+        commit(&s, job(j, vec![]), &[(l, "x", &[])]);
+        // The newest latent and the job that only it used go.
+        assert_eq!(s.delete_latent(l).unwrap(), 1);
+        s.flush().unwrap();
+        drop(s);
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(s.next_id().unwrap(), 5, "deleted ids are not reused");
     }
 
     #[test]
