@@ -52,6 +52,24 @@ pub struct JobsState {
     pub live: HashMap<String, LivePreview>,
     /// A done job's first result image, `(image key, caption)`, once its result came.
     pub result_image: HashMap<String, (String, String)>,
+    /// Done jobs whose result was asked for to show in the panel (once each).
+    pub fetched: std::collections::HashSet<String>,
+}
+
+/// The selected job's result, when it is done and its image is not at hand yet (asked
+/// once per job): what the side panel shows.
+pub fn fetch_selected(app: &mut App) -> Vec<Request> {
+    let Some(j) = app.jobs.jobs.get(app.jobs.selected) else {
+        return vec![];
+    };
+    let id = j.id.clone();
+    if j.state != pb::JobState::Done as i32
+        || app.jobs.result_image.contains_key(&id)
+        || !app.jobs.fetched.insert(id.clone())
+    {
+        return vec![];
+    }
+    vec![Request::GetJob { id }]
 }
 
 /// The `preview_every` to watch a job of `total_steps` model calls with.
@@ -136,9 +154,16 @@ pub fn jobs_arrived(app: &mut App, jobs: Vec<pb::Job>) -> Vec<Request> {
     app.jobs
         .result_image
         .retain(|id, _| going.contains_key(id.as_str()));
+    app.jobs
+        .fetched
+        .retain(|id| going.contains_key(id.as_str()));
     app.jobs.jobs = jobs;
     app.jobs.loading = Loading::Loaded;
     app.jobs.selected = app.jobs.selected.min(app.jobs.jobs.len().saturating_sub(1));
+    let mut out: Vec<Request> = out;
+    if app.screen == Screen::Jobs {
+        out.extend(fetch_selected(app));
+    }
     out
 }
 
@@ -168,11 +193,21 @@ pub fn handle_key(app: &mut App, key: KeyEvent) -> Vec<Request> {
     let sel = app.jobs.selected;
     match key.code {
         KeyCode::Down | KeyCode::Char('j') => {
-            app.jobs.selected = (sel + 1).min(n.saturating_sub(1))
+            app.jobs.selected = (sel + 1).min(n.saturating_sub(1));
+            return fetch_selected(app);
         }
-        KeyCode::Up | KeyCode::Char('k') => app.jobs.selected = sel.saturating_sub(1),
-        KeyCode::Home | KeyCode::Char('g') => app.jobs.selected = 0,
-        KeyCode::End | KeyCode::Char('G') => app.jobs.selected = n.saturating_sub(1),
+        KeyCode::Up | KeyCode::Char('k') => {
+            app.jobs.selected = sel.saturating_sub(1);
+            return fetch_selected(app);
+        }
+        KeyCode::Home | KeyCode::Char('g') => {
+            app.jobs.selected = 0;
+            return fetch_selected(app);
+        }
+        KeyCode::End | KeyCode::Char('G') => {
+            app.jobs.selected = n.saturating_sub(1);
+            return fetch_selected(app);
+        }
         KeyCode::F(5) => return vec![Request::ListJobs],
         KeyCode::Char('c') => {
             if let Some(j) = app.jobs.jobs.get(sel) {

@@ -181,6 +181,41 @@ fn previews_leave_with_the_list() {
 }
 
 /// Queued and failed jobs get words, not pictures.
+/// Selecting a done job whose result is not at hand asks for it once, and the panel then
+/// shows its first image.
+#[test]
+fn done_jobs_fetch_their_result_for_the_panel_once() {
+    let done = decode_job();
+    let (mut app, reqs) = jobs_screen(vec![running(), done.clone()]);
+    assert_eq!(
+        reqs,
+        [Request::WatchJob {
+            id: RUN.into(),
+            preview_every: 1
+        }]
+    );
+    let reqs = app.handle_event(key(KeyCode::Char('j')));
+    assert_eq!(
+        reqs,
+        [Request::GetJob {
+            id: done.id.clone()
+        }]
+    );
+    // Back and forth again: asked once only.
+    app.handle_event(key(KeyCode::Char('k')));
+    assert!(app.handle_event(key(KeyCode::Char('j'))).is_empty());
+    let s = screen_text(&draw(&app));
+    assert!(!s.contains("decode S=10"), "{s}");
+    app.handle_event(Event::Update(Update::Job(done)));
+    assert_eq!(
+        app.screen,
+        Screen::Jobs,
+        "the answer does not open the results"
+    );
+    let s = screen_text(&draw(&app));
+    assert!(s.contains("decode S=10"), "{s}");
+}
+
 #[test]
 fn queued_and_failed_jobs_say_where_they_stand() {
     let mut failed = job("f0000000-fail", "encode", pb::JobState::Failed, 3, 100);
