@@ -274,6 +274,39 @@ async fn tls_serves_with_the_given_certificate() {
         .unwrap()
         .into_inner();
     assert_eq!(info.sample_shape, vec![1, 32, 32]);
+    // The ddim client (the TUI's connection code) over TLS with the CA, and without it.
+    let ddim = |extra: &[&str]| {
+        let cfg = dir.path().join("empty.toml");
+        std::fs::write(&cfg, "").unwrap();
+        Command::new(bin("ddim"))
+            .args(["--addr", &format!("https://localhost:{port}")])
+            .args(extra)
+            .args(["ls", "--json"])
+            .env("DDIM_CONFIG", &cfg)
+            .env_remove("DDIM_TOKEN")
+            .env_remove("DDIM_TLS_CA")
+            .output()
+            .unwrap()
+    };
+    let out = ddim(&["--tls-ca", cert.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["total"], 0);
+    let out = ddim(&[]);
+    assert!(
+        !out.status.success(),
+        "a certificate nobody vouches for is refused"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("not trusted") && err.contains("--tls-ca"),
+        "{err}"
+    );
     // Plain text is not served.
     let plain = Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
         .unwrap()

@@ -71,6 +71,18 @@ impl ClientError {
     pub fn from_status(status: &Status, addr: &str) -> Self {
         let msg = status.message();
         let (kind, message) = match status.code() {
+            Code::Unavailable | Code::Unknown
+                if is_transport_error(status) && msg.contains("certificate") =>
+            {
+                (
+                    ErrorKind::Unreachable,
+                    format!(
+                        "TLS: the daemon's certificate at {addr} is not trusted ({}): pass the CA \
+                         that signed it with --tls-ca / DDIM_TLS_CA",
+                        short(msg)
+                    ),
+                )
+            }
             Code::Unavailable | Code::Unknown if is_transport_error(status) => (
                 ErrorKind::Unreachable,
                 format!(
@@ -172,17 +184,23 @@ impl Client {
             .connect_timeout(Duration::from_secs(3))
             .http2_keep_alive_interval(Duration::from_secs(20))
             .keep_alive_while_idle(true);
-        if let Some(ca) = &settings.tls_ca {
-            let pem = std::fs::read(ca).map_err(|e| {
-                ClientError::new(
-                    ErrorKind::Invalid,
-                    format!(
-                        "cannot read TLS CA {}: {e}; check --tls-ca / DDIM_TLS_CA",
-                        ca.display()
-                    ),
-                )
-            })?;
-            let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem));
+        // TLS for https:// addresses (trusting the system's CAs, e.g. behind a reverse
+        // proxy with a public certificate) and whenever a CA is given (--tls-ca, for the
+        // daemon's own --tls-cert).
+        if settings.tls_ca.is_some() || addr.starts_with("https://") {
+            let mut tls = ClientTlsConfig::new().with_native_roots();
+            if let Some(ca) = &settings.tls_ca {
+                let pem = std::fs::read(ca).map_err(|e| {
+                    ClientError::new(
+                        ErrorKind::Invalid,
+                        format!(
+                            "cannot read TLS CA {}: {e}; check --tls-ca / DDIM_TLS_CA",
+                            ca.display()
+                        ),
+                    )
+                })?;
+                tls = tls.ca_certificate(Certificate::from_pem(pem));
+            }
             endpoint = endpoint.tls_config(tls).map_err(|e| bad(&e))?;
         }
         let header = match &settings.token {
