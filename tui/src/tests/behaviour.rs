@@ -4,12 +4,24 @@ use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use ddim_proto::v1::{self as pb, job_spec::Kind};
 
 use super::fixtures::*;
-use crate::app::{Event, Modal, Screen};
+use crate::app::{App, Event, Modal, Screen};
 use crate::screens::library::PAGE;
 use crate::worker::{Link, Purpose, Request, Update};
 
 fn key(c: KeyCode) -> Event {
     Event::Key(KeyEvent::new(c, KeyModifiers::NONE))
+}
+
+/// Clears the open prompt (Ctrl-U), types `text` and presses Enter.
+fn answer_prompt(app: &mut App, text: &str) {
+    app.handle_event(Event::Key(KeyEvent::new(
+        KeyCode::Char('u'),
+        KeyModifiers::CONTROL,
+    )));
+    for c in text.chars() {
+        app.handle_event(key(KeyCode::Char(c)));
+    }
+    app.handle_event(key(KeyCode::Enter));
 }
 
 /// The pages asked for, with their offsets.
@@ -236,14 +248,7 @@ fn reconstruct_submits_the_chosen_steps_and_tracks_the_job() {
     let (mut app, _) = app_with_library(3);
     app.handle_event(key(KeyCode::Char('r')));
     app.handle_event(key(KeyCode::Char('s')));
-    app.handle_event(Event::Key(KeyEvent::new(
-        KeyCode::Char('u'),
-        KeyModifiers::CONTROL,
-    )));
-    for c in "10,50".chars() {
-        app.handle_event(key(KeyCode::Char(c)));
-    }
-    app.handle_event(key(KeyCode::Enter));
+    answer_prompt(&mut app, "10,50");
     let reqs = app.handle_event(key(KeyCode::Enter));
     let [Request::Submit {
         spec: Kind::Reconstruct(r),
@@ -345,14 +350,7 @@ fn decode_with_several_etas_is_a_grid() {
     app.handle_event(key(KeyCode::Char('d')));
     assert_eq!(app.screen, Screen::Decode);
     app.handle_event(key(KeyCode::Char('e')));
-    app.handle_event(Event::Key(KeyEvent::new(
-        KeyCode::Char('u'),
-        KeyModifiers::CONTROL,
-    )));
-    for c in "0, 0.5,1,0.5".chars() {
-        app.handle_event(key(KeyCode::Char(c)));
-    }
-    app.handle_event(key(KeyCode::Enter));
+    answer_prompt(&mut app, "0, 0.5,1,0.5");
     assert_eq!(app.decode.etas, [0.0, 0.5, 1.0], "duplicates dropped");
     let reqs = app.handle_event(key(KeyCode::Enter));
     let [Request::Submit {
@@ -385,14 +383,7 @@ fn decode_with_several_etas_is_a_grid() {
     }
     // Junk η is refused with a message and changes nothing.
     app.handle_event(key(KeyCode::Char('e')));
-    app.handle_event(Event::Key(KeyEvent::new(
-        KeyCode::Char('u'),
-        KeyModifiers::CONTROL,
-    )));
-    for c in "-1".chars() {
-        app.handle_event(key(KeyCode::Char(c)));
-    }
-    app.handle_event(key(KeyCode::Enter));
+    answer_prompt(&mut app, "-1");
     assert!(app.status.as_ref().unwrap().error);
     assert_eq!(app.decode.etas, [0.0, 0.5, 1.0]);
 }
