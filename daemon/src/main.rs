@@ -1,5 +1,5 @@
 //! `ddimd`: the DDIM daemon, trainer and offline engine.
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use std::process::ExitCode;
 
 use ddimd::cli;
@@ -37,6 +37,11 @@ enum Command {
     Bench(cli::BenchArgs),
     /// Run the gRPC daemon (see docs/daemon.md).
     Serve(ddimd::server::ServeArgs),
+    /// Print a shell completion script (e.g. `ddimd completions bash > /etc/bash_completion.d/ddimd`).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 fn main() -> ExitCode {
@@ -55,6 +60,10 @@ fn main() -> ExitCode {
         Command::InitModel(a) => cli::init_model(&a).map_err(|e| e.to_string()),
         Command::Bench(a) => cli::bench(&a).map_err(|e| e.to_string()),
         Command::Serve(a) => ddimd::server::run(a).map_err(|e| e.to_string()),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "ddimd", &mut std::io::stdout());
+            Ok(())
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

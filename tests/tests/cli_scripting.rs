@@ -315,6 +315,42 @@ async fn cancel_and_watch_a_long_job() {
     assert_eq!(j["state"], "cancelled");
 }
 
+/// Completion scripts for both binaries name their subcommands and flags; no daemon
+/// is needed.
+#[test]
+fn shell_completions() {
+    for (bin_name, shell, want) in [
+        ("ddim", "bash", ["_ddim()", "reconstruct", "--only-saved"]),
+        ("ddim", "zsh", ["#compdef ddim", "decode", "--spacing"]),
+        (
+            "ddimd",
+            "bash",
+            ["_ddimd()", "serve", "--fashion-mnist-test"],
+        ),
+        (
+            "ddimd",
+            "fish",
+            ["complete -c ddimd", "train", "torch-threads"],
+        ),
+    ] {
+        let out = Command::new(bin(bin_name))
+            .args(["completions", shell])
+            .env_remove("DDIM_ADDR")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{bin_name} {shell}: {}", stderr(&out));
+        let text = String::from_utf8_lossy(&out.stdout);
+        for w in want {
+            assert!(text.contains(w), "{bin_name} {shell}: no {w:?}");
+        }
+    }
+    let out = Command::new(bin("ddim"))
+        .args(["completions", "tcsh"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+}
+
 #[test]
 fn exit_codes_for_usage_unreachable_and_not_found() {
     // usage: clap's 2

@@ -214,6 +214,11 @@ pub enum Command {
     },
     /// Delete a latent.
     Rm { id: String },
+    /// Print a shell completion script (e.g. `ddim completions bash > ~/.local/share/bash-completion/completions/ddim`).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Debug, Clone, Copy, Args)]

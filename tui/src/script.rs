@@ -217,6 +217,16 @@ async fn execute(c: &Client, command: Command, as_json: bool) -> Result<Output, 
                 json: json!({"path": out, "width": img.width, "height": img.height, "latent_id": id}),
             })
         }
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut crate::cli::Cli::command(), "ddim", &mut out);
+            let script = String::from_utf8_lossy(&out).into_owned();
+            Ok(Output {
+                json: json!({ "shell": shell.to_string(), "script": script }),
+                human: script,
+            })
+        }
         Command::Rm { id } => {
             let r = c.delete(&id).await?;
             Ok(Output {
