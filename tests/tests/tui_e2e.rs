@@ -246,6 +246,27 @@ fn browse_reconstruct_and_reconnect() {
             .any(|l| l.contains("reconstruct") && l.contains("done"))
     });
 
+    // Decode the encoded latent on an S × η grid: one row per η, one tile per S.
+    tmux.keys(&["1"]);
+    tmux.wait_for("the library", 30, |s| s.contains("latents 1/3"));
+    tmux.keys(&["d"]);
+    tmux.wait_for("the decode screen", 30, |s| s.contains("latent  tshirt"));
+    tmux.keys(&["e", "C-u"]);
+    tmux.type_text("0,1");
+    tmux.keys(&["Enter", "s", "C-u"]);
+    tmux.type_text("2,3");
+    tmux.keys(&["Enter"]);
+    tmux.wait_for("the new η and S", 30, |s| {
+        s.contains("η       0,1 ") && s.contains("steps   2,3 ")
+    });
+    tmux.keys(&["Enter"]);
+    tmux.wait_for("the S × η grid", 120, |s| {
+        ["S=2 η=0", "S=3 η=0", "S=2 η=1", "S=3 η=1"]
+            .iter()
+            .all(|c| s.contains(c))
+    });
+    tmux.keys(&["2"]);
+
     // A long sample, newest so selected: while it runs the side panel shows its latest x̂0
     // with the step it was taken at; cancelled, the preview goes. (Matched without the
     // combining hat, which terminals may store apart.)
