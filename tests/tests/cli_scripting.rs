@@ -315,6 +315,57 @@ async fn cancel_and_watch_a_long_job() {
     assert_eq!(j["state"], "cancelled");
 }
 
+/// More latents than one job takes (256): `ddim reconstruct` runs a job per 256 and
+/// merges their per-image errors into one table.
+#[tokio::test]
+async fn reconstruct_more_than_one_job_takes() {
+    let daemon = Daemon::builder().start().await;
+    let d = Ddim { d: &daemon };
+    d.wait_ready(None);
+    let dir = daemon.dir.path().join("imgs");
+    std::fs::create_dir_all(&dir).unwrap();
+    let files: Vec<String> = (0..257u32)
+        .map(|i| {
+            let f = dir.join(format!("g{i}.png"));
+            std::fs::write(
+                &f,
+                ddim_tests::png(8, 8, |x, y| ((x * 31 + y * 7 + i) % 256) as u8),
+            )
+            .unwrap();
+            f.to_str().unwrap().to_string()
+        })
+        .collect();
+    for part in files.chunks(200) {
+        let mut args = vec!["encode", "--steps", "1", "--wait"];
+        args.extend(part.iter().map(String::as_str));
+        assert_eq!(d.json(&args)["state"], "done");
+    }
+    let ls = d.json(&["ls", "--limit", "1000"]);
+    let ids: Vec<&str> = ls["latents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| s(&l["id"]))
+        .collect();
+    assert_eq!(ids.len(), 257);
+    let mut args = vec!["reconstruct", "--steps", "1,2"];
+    args.extend(&ids);
+    let r = d.json(&args);
+    assert_eq!(r["jobs"].as_array().unwrap().len(), 2, "256 + 1");
+    for p in r["reconstruction"].as_array().unwrap() {
+        let per: Vec<f64> = p["image_mse"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        assert_eq!((per.len(), p["images"].as_u64()), (257, Some(257)));
+        let mean = per.iter().sum::<f64>() / 257.0;
+        assert!((p["mse"].as_f64().unwrap() - mean).abs() < 1e-12, "{p}");
+        assert!(p["mse_sem"].as_f64().unwrap() > 0.0);
+    }
+}
+
 /// Completion scripts for both binaries name their subcommands and flags; no daemon
 /// is needed.
 #[test]

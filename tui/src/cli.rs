@@ -137,7 +137,8 @@ pub enum Command {
         wait: WaitArgs,
     },
     /// Reconstruct latents' source images at several step counts. With several ids
-    /// they run as one batch and the table gives the mean MSE ± its standard error.
+    /// they run as one batch and the table gives the mean MSE ± its standard error; more
+    /// than 256 run as one job per 256, waited for and merged into one table.
     Reconstruct {
         #[arg(required = true, num_args = 1..)]
         ids: Vec<String>,

@@ -118,6 +118,9 @@ async fn execute(c: &Client, command: Command, as_json: bool) -> Result<Output, 
             spacing,
             wait,
         } => {
+            if ids.len() > MAX_RECONSTRUCT_IDS {
+                return reconstruct_in_chunks(c, ids, steps.0, spacing.pb(), show_progress).await;
+            }
             let input = if ids.len() == 1 {
                 pb::reconstruct_job::Input::LatentId(ids.remove(0))
             } else {
@@ -264,6 +267,95 @@ pub fn write_png(path: &Path, png: &[u8]) -> Result<(), ClientError> {
             format!("cannot write {}: {e}", path.display()),
         )
     })
+}
+
+/// The most latents one reconstruct job takes (the daemon's limit).
+const MAX_RECONSTRUCT_IDS: usize = 256;
+
+/// More latents than one job takes: one job per 256 (they queue and run one after
+/// another), waited for, and their per-image errors merged into one table, exactly as
+/// one job would have reported it.
+async fn reconstruct_in_chunks(
+    c: &Client,
+    ids: Vec<String>,
+    steps: Vec<u32>,
+    spacing: i32,
+    show_progress: bool,
+) -> Result<Output, ClientError> {
+    let mut jobs = vec![];
+    for chunk in ids.chunks(MAX_RECONSTRUCT_IDS) {
+        let spec = Kind::Reconstruct(pb::ReconstructJob {
+            input: Some(pb::reconstruct_job::Input::Latents(pb::LatentIdList {
+                ids: chunk.to_vec(),
+            })),
+            steps: steps.clone(),
+            spacing,
+        });
+        jobs.push(c.submit(spec).await?);
+    }
+    let mut done = vec![];
+    for j in jobs {
+        let j = wait_for(c, j, show_progress).await?;
+        if j.state != pb::JobState::Done as i32 {
+            // The same one-line error as a single job's.
+            return finished_output(j);
+        }
+        done.push(j);
+    }
+    let points = merge_reconstructions(&done);
+    let mut merged = done[0].clone();
+    merged.result = Some(pb::JobResult {
+        reconstruction: points.clone(),
+        ..Default::default()
+    });
+    let mut human = result_summary(&merged);
+    human = human.replacen(
+        &format!("job {} (reconstruct) done", merged.id),
+        &format!("{} reconstruct jobs done", done.len()),
+        1,
+    );
+    Ok(Output {
+        human,
+        json: json!({
+            "jobs": done.iter().map(json::job).collect::<Vec<_>>(),
+            "reconstruction": points
+                .iter()
+                .map(|p| json!({"steps": p.steps, "mse": p.mse, "mse_sem": p.mse_sem, "images": p.images, "image_mse": p.image_mse}))
+                .collect::<Vec<_>>(),
+        }),
+    })
+}
+
+/// Per S, all jobs' per-image errors in input order, with their mean and standard error.
+pub fn merge_reconstructions(jobs: &[pb::Job]) -> Vec<pb::ReconstructionPoint> {
+    let mut out: Vec<pb::ReconstructionPoint> = vec![];
+    for p in jobs
+        .iter()
+        .filter_map(|j| j.result.as_ref())
+        .flat_map(|r| &r.reconstruction)
+    {
+        match out.iter_mut().find(|q| q.steps == p.steps) {
+            Some(q) => q.image_mse.extend(&p.image_mse),
+            None => out.push(pb::ReconstructionPoint {
+                steps: p.steps,
+                image_mse: p.image_mse.clone(),
+                ..Default::default()
+            }),
+        }
+    }
+    for q in &mut out {
+        let v = &q.image_mse;
+        let n = v.len() as f64;
+        q.images = v.len() as u32;
+        q.mse = v.iter().sum::<f64>() / n;
+        q.mse_sem = if v.len() < 2 {
+            0.0
+        } else {
+            let var = v.iter().map(|e| (e - q.mse).powi(2)).sum::<f64>() / (n - 1.0);
+            (var / n).sqrt()
+        };
+    }
+    out
 }
 
 /// Writes a finished decode job's images into `dir` (made if missing) and lists them
