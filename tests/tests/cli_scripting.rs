@@ -315,8 +315,8 @@ async fn cancel_and_watch_a_long_job() {
     assert_eq!(j["state"], "cancelled");
 }
 
-/// More latents than one job takes (256): `ddim reconstruct` runs a job per 256 and
-/// merges their per-image errors into one table.
+/// More images or latents than one job takes (256): `ddim encode` and `ddim reconstruct`
+/// run a job per 256; reconstruct merges their per-image errors into one table.
 #[tokio::test]
 async fn reconstruct_more_than_one_job_takes() {
     let daemon = Daemon::builder().start().await;
@@ -335,11 +335,20 @@ async fn reconstruct_more_than_one_job_takes() {
             f.to_str().unwrap().to_string()
         })
         .collect();
-    for part in files.chunks(200) {
-        let mut args = vec!["encode", "--steps", "1", "--wait"];
-        args.extend(part.iter().map(String::as_str));
-        assert_eq!(d.json(&args)["state"], "done");
-    }
+    let mut args = vec!["encode", "--steps", "1", "--wait"];
+    args.extend(files.iter().map(String::as_str));
+    let enc = d.json(&args);
+    let states: Vec<&Value> = enc["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| &j["state"])
+        .collect();
+    assert_eq!(
+        states,
+        [&Value::from("done"), &Value::from("done")],
+        "a job per 256 images"
+    );
     let ls = d.json(&["ls", "--limit", "1000"]);
     let ids: Vec<&str> = ls["latents"]
         .as_array()

@@ -81,13 +81,30 @@ async fn execute(c: &Client, command: Command, as_json: bool) -> Result<Output, 
             for f in &files {
                 images.push(encode_input(f, &tags)?);
             }
-            let spec = Kind::Encode(pb::EncodeJob {
-                images,
-                steps,
-                spacing: spacing.pb(),
-                preview_steps: 0,
-            });
-            submit(c, spec, wait, show_progress).await
+            let spec = |images| {
+                Kind::Encode(pb::EncodeJob {
+                    images,
+                    steps,
+                    spacing: spacing.pb(),
+                    preview_steps: 0,
+                })
+            };
+            if images.len() <= MAX_JOB_ITEMS {
+                return submit(c, spec(images), wait, show_progress).await;
+            }
+            // More images than one job takes: a job per 256.
+            let mut outs = vec![];
+            for chunk in images.chunks(MAX_JOB_ITEMS) {
+                outs.push(submit(c, spec(chunk.to_vec()), wait, show_progress).await?);
+            }
+            Ok(Output {
+                human: outs
+                    .iter()
+                    .map(|o| o.human.as_str())
+                    .collect::<Vec<_>>()
+                    .join(""),
+                json: json!({ "jobs": outs.into_iter().map(|o| o.json).collect::<Vec<_>>() }),
+            })
         }
         Command::Sample {
             count,
@@ -118,7 +135,7 @@ async fn execute(c: &Client, command: Command, as_json: bool) -> Result<Output, 
             spacing,
             wait,
         } => {
-            if ids.len() > MAX_RECONSTRUCT_IDS {
+            if ids.len() > MAX_JOB_ITEMS {
                 return reconstruct_in_chunks(c, ids, steps.0, spacing.pb(), show_progress).await;
             }
             let input = if ids.len() == 1 {
@@ -269,8 +286,8 @@ pub fn write_png(path: &Path, png: &[u8]) -> Result<(), ClientError> {
     })
 }
 
-/// The most latents one reconstruct job takes (the daemon's limit).
-const MAX_RECONSTRUCT_IDS: usize = 256;
+/// The most images or latents one encode or reconstruct job takes (the daemon's limit).
+const MAX_JOB_ITEMS: usize = 256;
 
 /// More latents than one job takes: one job per 256 (they queue and run one after
 /// another), waited for, and their per-image errors merged into one table, exactly as
@@ -283,7 +300,7 @@ async fn reconstruct_in_chunks(
     show_progress: bool,
 ) -> Result<Output, ClientError> {
     let mut jobs = vec![];
-    for chunk in ids.chunks(MAX_RECONSTRUCT_IDS) {
+    for chunk in ids.chunks(MAX_JOB_ITEMS) {
         let spec = Kind::Reconstruct(pb::ReconstructJob {
             input: Some(pb::reconstruct_job::Input::Latents(pb::LatentIdList {
                 ids: chunk.to_vec(),
