@@ -176,14 +176,23 @@ pub fn render(app: &App, frame: &mut Frame, area: Rect) {
     let points = r.points();
     let [left, right] =
         Layout::horizontal([Constraint::Percentage(45), Constraint::Percentage(55)]).areas(rest);
-    let [chart_area, table_area] = Layout::vertical([
+    // Over several images: the mean and its standard error, and the worst images.
+    let images = points.iter().map(|p| p.images).max().unwrap_or(0);
+    let worst_rows = if images > 1 {
+        (images as u16).min(WORST_SHOWN) + 3
+    } else {
+        0
+    };
+    let [chart_area, table_area, worst_area] = Layout::vertical([
         Constraint::Min(8),
         Constraint::Length(points.len() as u16 + 3),
+        Constraint::Length(worst_rows),
     ])
     .areas(left);
     render_chart(points, r.selected, frame, chart_area);
-    // Over several images: the mean and its standard error.
-    let images = points.iter().map(|p| p.images).max().unwrap_or(0);
+    if let Some(p) = points.get(r.selected).filter(|_| images > 1) {
+        render_worst(r, p, frame, worst_area);
+    }
     let rows: Vec<Row> = points
         .iter()
         .enumerate()
@@ -273,6 +282,48 @@ pub fn render(app: &App, frame: &mut Frame, area: Rect) {
             i == r.selected,
         );
     }
+}
+
+/// How many of the worst-reconstructed images the per-image table lists.
+const WORST_SHOWN: u16 = 5;
+
+/// The images that reconstruct worst at the selected S (a batch over several latents).
+fn render_worst(r: &ReconState, p: &pb::ReconstructionPoint, frame: &mut Frame, area: Rect) {
+    let names: Vec<String> = match &r.source {
+        Some(Source::Latents(list)) => list.iter().map(|(_, n)| n.clone()).collect(),
+        _ => vec![],
+    };
+    let mut order: Vec<usize> = (0..p.image_mse.len()).collect();
+    order.sort_by(|&a, &b| p.image_mse[b].total_cmp(&p.image_mse[a]));
+    let rows: Vec<Row> = order
+        .iter()
+        .take(WORST_SHOWN as usize)
+        .map(|&i| {
+            let name = names
+                .get(i)
+                .cloned()
+                .unwrap_or_else(|| format!("#{}", i + 1));
+            let ratio = p.image_mse[i] / p.mse;
+            Row::new(vec![
+                name,
+                format!("{:.6}", p.image_mse[i]),
+                format!("{ratio:.1}× mean"),
+            ])
+        })
+        .collect();
+    frame.render_widget(
+        Table::new(
+            rows,
+            [
+                Constraint::Fill(1),
+                Constraint::Length(10),
+                Constraint::Length(11),
+            ],
+        )
+        .header(Row::new(["latent", "MSE", ""]).style(Style::new().bold().fg(ACCENT)))
+        .block(Block::bordered().title(format!(" worst at S={} ", p.steps))),
+        area,
+    );
 }
 
 /// log10(MSE) against S (x on a log scale too, so 10…1000 spread evenly): a line

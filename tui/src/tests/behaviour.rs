@@ -322,9 +322,14 @@ fn reconstruct_marked_latents_as_one_batch() {
         "± s.e.m.",
         "first original",
         "0.002309",
+        "worst at S=10",
     ] {
         assert!(text.contains(want), "{want:?} missing:\n{text}");
     }
+    // Worst first, named as the library names them.
+    let at = |name: &str| text.find(&format!("{name}  ")).unwrap();
+    assert!(at(&latent(2).name) < at(&latent(1).name) && at(&latent(1).name) < at(&latent(0).name));
+    assert!(text.contains("1.3× mean"), "{text}");
     // One latent marked (or none): the selected one alone, as before.
     let (mut app, _) = app_with_library(5);
     app.handle_event(key(KeyCode::Char(' ')));
