@@ -249,13 +249,13 @@ pub fn open_results(app: &mut App, job: pb::Job) {
         Some(Kind::Reconstruct(r)) => {
             app.recon.source = Some(match r.input {
                 Some(pb::reconstruct_job::Input::LatentId(id)) => {
-                    super::reconstruct::Source::Latent(id.clone(), short_id(&id).to_string())
+                    super::reconstruct::Source::Latent(id.clone(), app.library.name_of(&id))
                 }
                 Some(pb::reconstruct_job::Input::Latents(list)) => {
                     super::reconstruct::Source::Latents(
                         list.ids
                             .iter()
-                            .map(|id| (id.clone(), short_id(id).to_string()))
+                            .map(|id| (id.clone(), app.library.name_of(id)))
                             .collect(),
                     )
                 }
@@ -266,8 +266,8 @@ pub fn open_results(app: &mut App, job: pb::Job) {
             app.go(Screen::Reconstruct);
         }
         Some(Kind::Interpolate(i)) => {
-            app.interp.a = Some((i.a.clone(), short_id(&i.a).to_string()));
-            app.interp.b = Some((i.b.clone(), short_id(&i.b).to_string()));
+            app.interp.a = Some((i.a.clone(), app.library.name_of(&i.a)));
+            app.interp.b = Some((i.b.clone(), app.library.name_of(&i.b)));
             app.interp.frames = i.frames;
             app.interp.method = i.method;
             app.interp.steps = i.sampler.map_or(app.interp.steps, |s| s.steps);
@@ -275,7 +275,7 @@ pub fn open_results(app: &mut App, job: pb::Job) {
             app.go(Screen::Interpolate);
         }
         Some(Kind::Decode(d)) => {
-            app.decode.latent = Some((d.latent_id.clone(), short_id(&d.latent_id).to_string()));
+            app.decode.latent = Some((d.latent_id.clone(), app.library.name_of(&d.latent_id)));
             app.decode.steps = d.steps.clone();
             app.decode.etas = if d.etas.is_empty() {
                 vec![d.eta]

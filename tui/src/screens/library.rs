@@ -114,6 +114,12 @@ impl LibraryState {
     fn find(&self, id: &str) -> Option<&pb::Latent> {
         self.pages.values().flatten().find(|l| l.id == id)
     }
+
+    /// A latent's name if the library has it loaded, else its short id.
+    pub fn name_of(&self, id: &str) -> String {
+        self.find(id)
+            .map_or_else(|| short_id(id).to_string(), |l| l.name.clone())
+    }
 }
 
 /// Rows of the table that fit on screen.
@@ -408,13 +414,7 @@ fn latent_key(app: &mut App, key: KeyEvent, l: pb::Latent) -> Vec<Request> {
                 Source::Latents(
                     marked
                         .iter()
-                        .map(|id| {
-                            let name = app
-                                .library
-                                .find(id)
-                                .map_or_else(|| short_id(id).to_string(), |x| x.name.clone());
-                            (id.clone(), name)
-                        })
+                        .map(|id| (id.clone(), app.library.name_of(id)))
                         .collect(),
                 )
             } else {
