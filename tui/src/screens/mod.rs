@@ -234,7 +234,32 @@ pub fn image_tile(
     } else {
         Style::new()
     };
-    frame.render_widget(Line::styled(caption.to_string(), cap_style).centered(), cap);
+    frame.render_widget(
+        Line::styled(fit_caption(caption, cap.width as usize), cap_style).centered(),
+        cap,
+    );
+}
+
+/// A caption that fits `width` cells: as is, else without its `S=` labels (`S=1000` cut
+/// to `S=10` would name the wrong S), else cut with an ellipsis.
+pub fn fit_caption(caption: &str, width: usize) -> String {
+    let w = |s: &str| ratatui::text::Span::raw(s).width();
+    if w(caption) <= width {
+        return caption.to_string();
+    }
+    let short = caption.replace("S=", "");
+    if w(&short) <= width {
+        return short;
+    }
+    let mut out = String::new();
+    for c in short.chars() {
+        if w(&out) + 2 > width {
+            break;
+        }
+        out.push(c);
+    }
+    out.push('…');
+    out
 }
 
 /// Two tiles of exactly the same size side by side (an odd column is left blank), so
@@ -301,6 +326,15 @@ mod tests {
         assert_eq!(t.len(), 3);
         assert_eq!(t[2], Rect::new(40, 0, 20, 10));
         assert_eq!(tile_row(Rect::new(0, 0, 10, 10), 20, 20).len(), 10);
+    }
+
+    #[test]
+    fn captions_never_name_the_wrong_s() {
+        assert_eq!(fit_caption("S=1000", 6), "S=1000");
+        assert_eq!(fit_caption("S=1000", 4), "1000");
+        assert_eq!(fit_caption("S=10 η=0.5", 8), "10 η=0.5");
+        assert_eq!(fit_caption("S=1000 η=0.5", 6), "1000 …");
+        assert_eq!(fit_caption("first original", 20), "first original");
     }
 
     #[test]

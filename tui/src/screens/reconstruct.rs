@@ -178,19 +178,23 @@ pub fn render(app: &App, frame: &mut Frame, area: Rect) {
         Layout::horizontal([Constraint::Percentage(45), Constraint::Percentage(55)]).areas(rest);
     // Over several images: the mean and its standard error, and the worst images.
     let images = points.iter().map(|p| p.images).max().unwrap_or(0);
-    let worst_rows = if images > 1 {
-        (images as u16).min(WORST_SHOWN) + 3
+    // The chart and the MSE table come first; the worst images get what is left (at
+    // least one row of them, else nothing).
+    let table_rows = points.len() as u16 + 3;
+    let spare = left.height.saturating_sub(8 + table_rows);
+    let worst_rows = if images > 1 && spare >= 4 {
+        ((images as u16).min(WORST_SHOWN) + 3).min(spare)
     } else {
         0
     };
     let [chart_area, table_area, worst_area] = Layout::vertical([
         Constraint::Min(8),
-        Constraint::Length(points.len() as u16 + 3),
+        Constraint::Length(table_rows),
         Constraint::Length(worst_rows),
     ])
     .areas(left);
     render_chart(points, r.selected, frame, chart_area);
-    if let Some(p) = points.get(r.selected).filter(|_| images > 1) {
+    if let Some(p) = points.get(r.selected).filter(|_| worst_rows > 0) {
         render_worst(r, p, frame, worst_area);
     }
     let rows: Vec<Row> = points

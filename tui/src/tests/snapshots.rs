@@ -150,3 +150,17 @@ fn delete_asks_first() {
     app.handle_event(key(KeyCode::Char('X')));
     insta::assert_snapshot!(draw(&app).backend());
 }
+
+/// On 80×24 the strip's tiles are narrow: captions drop `S=` rather than cut `S=1000`
+/// to a wrong `S=10`.
+#[test]
+fn narrow_strip_captions_name_the_right_s() {
+    let (mut app, _) = app_with_library(3);
+    app.size = (80, 24);
+    app.handle_event(key(KeyCode::Char('r')));
+    app.recon.track(recon_job());
+    app.handle_event(Event::Update(Update::Job(recon_job())));
+    let text = screen_text(&draw(&app));
+    assert!(text.contains("│1000│") && text.contains("│100 │"), "{text}");
+    assert!(!text.contains("=100│"), "{text}");
+}
