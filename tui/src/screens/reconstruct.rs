@@ -181,14 +181,14 @@ pub fn render(app: &App, frame: &mut Frame, area: Rect) {
     // The chart and the MSE table come first; the worst images get what is left (at
     // least one row of them, else nothing).
     let table_rows = points.len() as u16 + 3;
-    let spare = left.height.saturating_sub(8 + table_rows);
+    let spare = left.height.saturating_sub(CHART_MIN_ROWS + table_rows);
     let worst_rows = if images > 1 && spare >= 4 {
         ((images as u16).min(WORST_SHOWN) + 3).min(spare)
     } else {
         0
     };
     let [chart_area, table_area, worst_area] = Layout::vertical([
-        Constraint::Min(8),
+        Constraint::Min(CHART_MIN_ROWS),
         Constraint::Length(table_rows),
         Constraint::Length(worst_rows),
     ])
@@ -287,6 +287,9 @@ pub fn render(app: &App, frame: &mut Frame, area: Rect) {
         );
     }
 }
+
+/// The chart gives way to the MSE table down to this height (80×24 keeps all 7 rows).
+const CHART_MIN_ROWS: u16 = 6;
 
 /// How many of the worst-reconstructed images the per-image table lists.
 const WORST_SHOWN: u16 = 5;

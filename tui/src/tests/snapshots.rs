@@ -163,4 +163,6 @@ fn narrow_strip_captions_name_the_right_s() {
     let text = screen_text(&draw(&app));
     assert!(text.contains("│1000│") && text.contains("│100 │"), "{text}");
     assert!(!text.contains("=100│"), "{text}");
+    // All seven S rows of the table fit too.
+    assert!(text.contains("│1000   0.000100"), "{text}");
 }
