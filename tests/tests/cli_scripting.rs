@@ -113,6 +113,21 @@ async fn scripting_round_trip() {
     assert_eq!(show["id"], ids[0].as_str());
     assert_eq!(show["origin"], "sampled");
 
+    // export x_T as .npy: the daemon's values, shape [1, 1, 32, 32]
+    let npy = daemon.dir.path().join("x.npy");
+    let exp = d.json(&["export", &ids[0], npy.to_str().unwrap()]);
+    assert_eq!(exp["shape"], serde_json::json!([1, 32, 32]), "{exp}");
+    let (header, values) = ddim_tests::npy_values(&std::fs::read(&npy).unwrap());
+    assert!(header.contains("(1, 1, 32, 32)"), "{header}");
+    assert_eq!(values.len(), 1024);
+    assert!(values.iter().all(|v| v.is_finite()) && values.iter().any(|v| *v != 0.0));
+    let out = d
+        .cmd(&["export", &ids[0], npy.to_str().unwrap(), "--steps", "5"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(stderr(&out).contains(".npy"), "{}", stderr(&out));
+
     // export → a PNG, which encodes back into a latent with a source image
     let png = daemon.dir.path().join("sample0.png");
     let exp = d.json(&["export", &ids[0], png.to_str().unwrap()]);

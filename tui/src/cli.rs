@@ -205,9 +205,10 @@ pub enum Command {
     Watch { job: String },
     /// Cancel a job.
     Cancel { job: String },
-    /// Write a latent's preview (or a decode at --steps) as PNG.
+    /// Write a latent's preview (or a decode at --steps) as PNG, or its x_T as .npy.
     Export {
         id: String,
+        /// OUT.png: an image; OUT.npy: the latent x_T itself (float32 [1, C, H, W]).
         out: PathBuf,
         /// Decode at this S instead of using the stored preview.
         #[arg(long)]

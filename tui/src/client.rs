@@ -271,6 +271,13 @@ impl Client {
         r.map(|r| r.into_inner()).map_err(|s| self.err(s))
     }
 
+    /// The latent's x_T as a `.npy` (float32 [1, C, H, W], model space) and its record.
+    pub async fn export_latent(&self, id: &str) -> Result<pb::ExportLatentResponse, ClientError> {
+        let req = pb::ExportLatentRequest { id: id.into() };
+        let r = self.inner.clone().export_latent(req).await;
+        r.map(|r| r.into_inner()).map_err(|s| self.err(s))
+    }
+
     pub async fn latent_image(
         &self,
         id: &str,

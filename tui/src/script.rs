@@ -226,6 +226,24 @@ async fn execute(c: &Client, command: Command, as_json: bool) -> Result<Output, 
             Ok(out)
         }
         Command::Export { id, out, steps } => {
+            if out
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("npy"))
+            {
+                if steps.is_some() {
+                    return Err(ClientError::new(
+                        ErrorKind::Invalid,
+                        "--steps decodes an image: it goes with a .png, not a .npy (x_T)",
+                    ));
+                }
+                let r = c.export_latent(&id).await?;
+                write_png(&out, &r.npy)?;
+                let shape = r.latent.map(|l| l.shape).unwrap_or_default();
+                return Ok(Output {
+                    human: format!("wrote x_T of {id} to {} ({shape:?})", out.display()),
+                    json: json!({"path": out, "latent_id": id, "shape": shape, "bytes": r.npy.len()}),
+                });
+            }
             let (kind, s) = match steps {
                 Some(s) => (pb::LatentImageKind::Decode, s),
                 None => (pb::LatentImageKind::Preview, 0),
@@ -277,6 +295,7 @@ pub fn encode_input(path: &Path, tags: &[String]) -> Result<pb::EncodeInput, Cli
 }
 
 /// Writes PNG bytes, with a message naming the path on failure.
+/// Writes bytes (a PNG or a .npy) to `path`, with a one-line error.
 pub fn write_png(path: &Path, png: &[u8]) -> Result<(), ClientError> {
     std::fs::write(path, png).map_err(|e| {
         ClientError::new(
