@@ -390,6 +390,53 @@ async fn reconstruct_more_than_one_job_takes() {
     }
 }
 
+/// `ddim export ID x.npy` then `ddim import x.npy`: a new latent with the same x_T,
+/// named after the file, origin imported; a wrong file is one line, exit 1.
+#[tokio::test]
+async fn export_then_import_a_latent() {
+    let daemon = Daemon::builder().start().await;
+    let d = Ddim { d: &daemon };
+    d.wait_ready(None);
+    let job = d.json(&["sample", "--count", "1", "--steps", "3", "--wait"]);
+    let id = s(&job["result"]["latent_ids"][0]).to_string();
+    let npy = daemon.dir.path().join("mine.npy");
+    d.json(&["export", &id, npy.to_str().unwrap()]);
+    let imp = d.json(&[
+        "import",
+        npy.to_str().unwrap(),
+        "--steps",
+        "3",
+        "--tag",
+        "edited",
+        "--wait",
+    ]);
+    assert_eq!(imp["state"], "done", "{imp}");
+    assert_eq!(imp["spec"]["import"]["latents"][0]["name"], "mine");
+    let new_id = s(&imp["result"]["latent_ids"][0]).to_string();
+    let show = d.json(&["show", &new_id]);
+    assert_eq!(
+        (&show["origin"], &show["name"], &show["tags"][0]),
+        (&"imported".into(), &"mine".into(), &"edited".into()),
+        "{show}"
+    );
+    let again = daemon.dir.path().join("again.npy");
+    d.json(&["export", &new_id, again.to_str().unwrap()]);
+    assert_eq!(std::fs::read(&npy).unwrap(), std::fs::read(&again).unwrap());
+    let ls = d.json(&["ls", "--origin", "imported"]);
+    assert_eq!(ls["total"], 1);
+    // A PNG is not an x_T.
+    let png = daemon.dir.path().join("p.png");
+    d.json(&["export", &id, png.to_str().unwrap()]);
+    let out = d.cmd(&["import", png.to_str().unwrap()]).output().unwrap();
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("import.latents[0].npy"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(stderr(&out).trim().lines().count(), 1);
+}
+
 /// Completion scripts for both binaries name their subcommands and flags; no daemon
 /// is needed.
 #[test]

@@ -28,6 +28,146 @@ async fn encode_two(c: &mut Client) -> (pb::Job, Vec<String>) {
     (done, ids)
 }
 
+/// x_T exported as .npy comes back in through an import job: the same values, the same
+/// preview as a decode at the same S, origin `imported`; bad .npy is refused up front.
+#[tokio::test(flavor = "multi_thread")]
+async fn import_round_trips_an_exported_latent() {
+    let d = Daemon::builder().start().await;
+    let mut c = d.client().await;
+    let s = run_job(&mut c, sample_spec(2, 5, 4)).await.result.unwrap();
+    let reader = c.clone();
+    let export = |id: String| {
+        let mut c = reader.clone();
+        async move {
+            c.export_latent(pb::ExportLatentRequest { id })
+                .await
+                .unwrap()
+                .into_inner()
+                .npy
+        }
+    };
+    let (a, b) = (
+        export(s.latent_ids[0].clone()).await,
+        export(s.latent_ids[1].clone()).await,
+    );
+    // Two rows in one file (numpy-style stacking): [2, 1, 32, 32].
+    let (_, va) = npy_values(&a);
+    let (_, vb) = npy_values(&b);
+    let both: Vec<f32> = va.iter().chain(&vb).copied().collect();
+    let stacked = npy_bytes(&[2, 1, 32, 32], &both);
+    let spec = pb::JobSpec {
+        kind: Some(pb::job_spec::Kind::Import(pb::ImportJob {
+            latents: vec![
+                pb::ImportInput {
+                    npy: a.clone(),
+                    name: "again".into(),
+                    tags: vec!["imp".into()],
+                },
+                pb::ImportInput {
+                    npy: stacked,
+                    name: "pair".into(),
+                    tags: vec![],
+                },
+            ],
+            preview_steps: 4,
+            spacing: 0,
+        })),
+    };
+    let j = run_job(&mut c, spec).await;
+    assert_eq!((j.kind.as_str(), j.total_steps), ("import", 4));
+    let ids = j.result.unwrap().latent_ids;
+    assert_eq!(ids.len(), 3);
+    let l = c
+        .get_latent(pb::GetLatentRequest { id: ids[0].clone() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (l.name.as_str(), l.tags.as_slice(), l.preview_steps),
+        ("again", &["imp".to_string()][..], 4)
+    );
+    assert_eq!(
+        l.origin.unwrap().kind.unwrap(),
+        pb::origin::Kind::Imported(pb::ImportedOrigin {
+            filename: "again".into()
+        })
+    );
+    assert_eq!(
+        npy_values(&export(ids[0].clone()).await).1,
+        va,
+        "the same x_T"
+    );
+    assert_eq!(
+        npy_values(&export(ids[2].clone()).await).1,
+        vb,
+        "row 1 of the stack"
+    );
+    let names: Vec<String> = futures::future::join_all(ids[1..].iter().map(|id| {
+        let mut c = c.clone();
+        let id = id.clone();
+        async move {
+            c.get_latent(pb::GetLatentRequest { id })
+                .await
+                .unwrap()
+                .into_inner()
+                .name
+        }
+    }))
+    .await;
+    assert_eq!(names, ["pair-0", "pair-1"]);
+    // Its preview is the sample itself (η = 0, same S).
+    let png = |id: &str| {
+        let mut c = reader.clone();
+        let id = id.to_string();
+        async move {
+            c.get_latent_image(pb::GetLatentImageRequest {
+                id,
+                kind: 0,
+                steps: 0,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .png
+        }
+    };
+    assert_eq!(
+        pixels(&png(&ids[0]).await),
+        pixels(&png(&s.latent_ids[0]).await)
+    );
+    // Refused, naming the input: wrong shape, NaN, not a .npy.
+    let bad = |npy: Vec<u8>| pb::SubmitJobRequest {
+        spec: Some(pb::JobSpec {
+            kind: Some(pb::job_spec::Kind::Import(pb::ImportJob {
+                latents: vec![pb::ImportInput {
+                    npy,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            })),
+        }),
+        ..Default::default()
+    };
+    let mut nan = va.clone();
+    nan[7] = f32::NAN;
+    for (npy, want) in [
+        (
+            npy_bytes(&[1, 16, 16], &vec![0.0; 256]),
+            "shape [1, 16, 16]",
+        ),
+        (npy_bytes(&[1, 32, 32], &nan), "value 7 is NaN"),
+        (b"not numpy".to_vec(), "not a .npy"),
+    ] {
+        let e = c.submit_job(bad(npy)).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{}", e.message());
+        assert!(
+            e.message().starts_with("import.latents[0].npy: ") && e.message().contains(want),
+            "{}",
+            e.message()
+        );
+    }
+}
+
 /// Several latents reconstruct as one batch: per-image errors equal the
 /// one-at-a-time runs, and the point carries their mean and standard error.
 #[tokio::test(flavor = "multi_thread")]

@@ -85,7 +85,7 @@ pub enum Command {
         /// Only latents with this tag.
         #[arg(long)]
         tag: Option<String>,
-        /// Only this origin: encoded, sampled or interpolated.
+        /// Only this origin: encoded, sampled, interpolated or imported.
         #[arg(long)]
         origin: Option<String>,
         /// Order, sorted by the daemon: newest, oldest, name (case-insensitive) or steps
@@ -111,6 +111,20 @@ pub enum Command {
         /// Sub-sequence of the T training steps.
         #[arg(long, value_enum, default_value_t = SpacingArg::Uniform)]
         spacing: SpacingArg,
+        /// Tags for the new latents (repeatable).
+        #[arg(long = "tag")]
+        tags: Vec<String>,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
+    /// Bring x_T .npy files (from `ddim export`, `ddimd encode`, numpy…) into the library:
+    /// float32 [C, H, W] or [N, C, H, W] of the daemon's model, one latent per row.
+    Import {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// S of the preview decode (η = 0).
+        #[arg(long, default_value_t = 50)]
+        steps: u32,
         /// Tags for the new latents (repeatable).
         #[arg(long = "tag")]
         tags: Vec<String>,

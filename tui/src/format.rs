@@ -2,12 +2,13 @@
 
 use ddim_proto::v1::{self as pb, origin::Kind as OriginKind};
 
-/// "encoded", "sampled", "interpolated" or "?".
+/// "encoded", "sampled", "interpolated", "imported" or "?".
 pub fn origin_kind(l: &pb::Latent) -> &'static str {
     match l.origin.as_ref().and_then(|o| o.kind.as_ref()) {
         Some(OriginKind::Encoded(_)) => "encoded",
         Some(OriginKind::Sampled(_)) => "sampled",
         Some(OriginKind::Interpolated(_)) => "interpolated",
+        Some(OriginKind::Imported(_)) => "imported",
         None => "?",
     }
 }
@@ -25,6 +26,10 @@ pub fn origin_detail(l: &pb::Latent) -> String {
             short_id(&i.b),
             i.alpha
         ),
+        Some(OriginKind::Imported(i)) if !i.filename.is_empty() => {
+            format!("imported {}", i.filename)
+        }
+        Some(OriginKind::Imported(_)) => "imported".into(),
         None => "?".into(),
     }
 }

@@ -120,6 +120,13 @@ pub fn spec(s: &pb::JobSpec) -> Value {
                 "only_saved_frames": i.only_saved_frames,
             }
         }),
+        Some(Kind::Import(im)) => json!({
+            "import": {
+                "latents": im.latents.iter().map(|i| json!({"name": i.name, "tags": i.tags, "bytes": i.npy.len()})).collect::<Vec<_>>(),
+                "preview_steps": im.preview_steps,
+                "spacing": format::spacing_name(im.spacing),
+            }
+        }),
         None => Value::Null,
     }
 }

@@ -106,6 +106,29 @@ async fn execute(c: &Client, command: Command, as_json: bool) -> Result<Output, 
                 json: json!({ "jobs": outs.into_iter().map(|o| o.json).collect::<Vec<_>>() }),
             })
         }
+        Command::Import {
+            files,
+            steps,
+            tags,
+            wait,
+        } => {
+            let mut latents = vec![];
+            for f in &files {
+                // Read and named like an image to encode: the file's bytes and stem.
+                let pb::EncodeInput { data, name, tags } = encode_input(f, &tags)?;
+                latents.push(pb::ImportInput {
+                    npy: data,
+                    name,
+                    tags,
+                });
+            }
+            let spec = Kind::Import(pb::ImportJob {
+                latents,
+                preview_steps: steps,
+                spacing: 0,
+            });
+            submit(c, spec, wait, show_progress).await
+        }
         Command::Sample {
             count,
             seed,
@@ -294,7 +317,6 @@ pub fn encode_input(path: &Path, tags: &[String]) -> Result<pb::EncodeInput, Cli
     })
 }
 
-/// Writes PNG bytes, with a message naming the path on failure.
 /// Writes bytes (a PNG or a .npy) to `path`, with a one-line error.
 pub fn write_png(path: &Path, png: &[u8]) -> Result<(), ClientError> {
     std::fs::write(path, png).map_err(|e| {

@@ -286,6 +286,43 @@ pub fn usable_latent(
     Ok(r)
 }
 
+/// Default S of an imported latent's preview.
+pub const DEFAULT_IMPORT_PREVIEW_STEPS: u32 = 50;
+
+pub fn import_preview_steps(preview_steps: u32, t: usize) -> Result<usize> {
+    let s = if preview_steps == 0 {
+        (DEFAULT_IMPORT_PREVIEW_STEPS as usize).min(t) as u32
+    } else {
+        preview_steps
+    };
+    check_steps(s, t, "import.preview_steps")
+}
+
+/// An imported .npy as rows of the model's shape: (N, values), checked for the dtype,
+/// the shape and finite values. `field` names the input.
+pub fn import_rows(npy: &[u8], meta: &ModelMeta, field: &str) -> Result<(usize, Vec<f32>)> {
+    let (shape, values) =
+        crate::engine::npy::from_bytes(npy).map_err(|e| ServerError::invalid(field, e))?;
+    let want: Vec<usize> = meta.shape.iter().map(|d| *d as usize).collect();
+    let n = match shape.len() {
+        3 if shape == want => 1,
+        4 if shape[1..] == want[..] && shape[0] > 0 => shape[0],
+        _ => {
+            return Err(ServerError::invalid(
+                field,
+                format!("shape {shape:?} is not the model's [C, H, W] = {want:?} or [N, ..] of it"),
+            ))
+        }
+    };
+    if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+        return Err(ServerError::invalid(
+            field,
+            format!("value {i} is {} (x_T must be finite)", values[i]),
+        ));
+    }
+    Ok((n, values))
+}
+
 /// A usable latent that has a source image to reconstruct: its record number.
 fn with_source(store: &Store, meta: &ModelMeta, id: &str, field: &str) -> Result<u64> {
     let r = usable_latent(store, meta, id, field)?;
@@ -503,6 +540,42 @@ pub fn validate_spec(
                 images: list.len() as u32,
             })
         }
+        Kind::Import(im) => {
+            let pb::ImportJob {
+                latents,
+                preview_steps,
+                spacing,
+            } = im;
+            if latents.is_empty() {
+                return Err(ServerError::invalid(
+                    "import.latents",
+                    "at least one .npy is required",
+                ));
+            }
+            let mut rows = 0usize;
+            for (i, input) in latents.iter().enumerate() {
+                let pb::ImportInput { npy, name, tags } = input;
+                rows += import_rows(npy, meta, &format!("import.latents[{i}].npy"))?.0;
+                check_name(name, &format!("import.latents[{i}].name"))?;
+                check_tags(tags, &format!("import.latents[{i}].tags"))?;
+            }
+            if rows > MAX_ITEMS {
+                return Err(ServerError::invalid(
+                    "import.latents",
+                    format!("at most {MAX_ITEMS} latents in all, got {rows}"),
+                ));
+            }
+            spacing_from_pb(*spacing, "import.spacing")?;
+            let p = import_preview_steps(*preview_steps, t)?;
+            Ok(SpecInfo {
+                kind: JobKind::Import,
+                reads: vec![],
+                total_steps: p as u32,
+                batch: None,
+                rows: rows as u32,
+                images: rows as u32,
+            })
+        }
         Kind::Interpolate(ip) => {
             let pb::InterpolateJob {
                 a,
@@ -576,7 +649,7 @@ pub fn reconstruct_steps(list: &[u32], t: usize) -> Vec<usize> {
     }
 }
 
-/// The spec without image bytes (listings and streams).
+/// The spec without image or .npy bytes (listings and streams).
 pub fn strip_images(mut spec: pb::JobSpec) -> pb::JobSpec {
     use pb::job_spec::Kind;
     match &mut spec.kind {
@@ -588,6 +661,11 @@ pub fn strip_images(mut spec: pb::JobSpec) -> pb::JobSpec {
         Some(Kind::Reconstruct(r)) => {
             if let Some(pb::reconstruct_job::Input::Image(b)) = &mut r.input {
                 b.clear();
+            }
+        }
+        Some(Kind::Import(im)) => {
+            for i in &mut im.latents {
+                i.npy.clear();
             }
         }
         _ => {}
@@ -634,6 +712,9 @@ pub fn latent_to_pb(r: &LatentRecord) -> pb::Latent {
             b: latent_id(*b),
             alpha: *alpha,
             method: method_to_pb(method) as i32,
+        }),
+        OriginRecord::Imported { filename } => pb::origin::Kind::Imported(pb::ImportedOrigin {
+            filename: filename.clone(),
         }),
     };
     pb::Latent {

@@ -360,10 +360,12 @@ impl Ddim for DdimService {
                 )
             })?)
         };
-        if !["", "encoded", "sampled", "interpolated"].contains(&origin.as_str()) {
+        if !["", "encoded", "sampled", "interpolated", "imported"].contains(&origin.as_str()) {
             return Err(ServerError::invalid(
                 "origin",
-                format!("expected \"\", encoded, sampled or interpolated, got {origin:?}"),
+                format!(
+                    "expected \"\", encoded, sampled, interpolated or imported, got {origin:?}"
+                ),
             )
             .into());
         }

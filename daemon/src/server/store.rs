@@ -77,6 +77,7 @@ pub enum JobKind {
     Decode,
     Reconstruct,
     Interpolate,
+    Import,
 }
 
 impl JobKind {
@@ -87,6 +88,7 @@ impl JobKind {
             JobKind::Decode => "decode",
             JobKind::Reconstruct => "reconstruct",
             JobKind::Interpolate => "interpolate",
+            JobKind::Import => "import",
         }
     }
 }
@@ -146,6 +148,9 @@ pub enum OriginRecord {
         alpha: f32,
         method: String,
     },
+    Imported {
+        filename: String,
+    },
 }
 
 impl OriginRecord {
@@ -154,6 +159,7 @@ impl OriginRecord {
             OriginRecord::Encoded { .. } => "encoded",
             OriginRecord::Sampled { .. } => "sampled",
             OriginRecord::Interpolated { .. } => "interpolated",
+            OriginRecord::Imported { .. } => "imported",
         }
     }
 }
@@ -197,7 +203,7 @@ pub struct LatentFilter {
     /// Lower-case substring of the name.
     pub name_contains: String,
     pub tag: String,
-    /// "", "encoded", "sampled" or "interpolated".
+    /// "", "encoded", "sampled", "interpolated" or "imported".
     pub origin: String,
 }
 
@@ -1462,17 +1468,32 @@ mod tests {
         assert!(s.get_job(3).unwrap().is_none());
     }
 
+    /// Opens the store in `dir` as a restarted daemon would. In one process sled's flusher
+    /// thread can hold the file lock a moment after the last handle is dropped.
+    fn reopen(dir: &Path) -> Store {
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match Store::open(dir) {
+                Ok(s) => return s,
+                Err(ServerError::Config(_)) if std::time::Instant::now() < until => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+
     /// Ids run on without gaps across restarts and are never handed out twice, even
     /// after the newest record is deleted.
     #[test]
     fn ids_continue_across_restarts_without_reuse() {
         let dir = tempfile::tempdir().unwrap();
         let first: Vec<u64> = {
-            let s = Store::open(dir.path()).unwrap();
+            let s = reopen(dir.path());
             (0..3).map(|_| s.next_id().unwrap()).collect()
         };
         assert_eq!(first, [0, 1, 2]);
-        let s = Store::open(dir.path()).unwrap();
+        let s = reopen(dir.path());
         let (j, l) = (s.next_id().unwrap(), s.next_id().unwrap());
         assert_eq!((j, l), (3, 4), "no jump on restart");
         commit(&s, job(j, vec![]), &[(l, "x", &[])]);
@@ -1480,7 +1501,7 @@ mod tests {
         assert_eq!(s.delete_latent(l).unwrap(), 1);
         s.flush().unwrap();
         drop(s);
-        let s = Store::open(dir.path()).unwrap();
+        let s = reopen(dir.path());
         assert_eq!(s.next_id().unwrap(), 5, "deleted ids are not reused");
     }
 

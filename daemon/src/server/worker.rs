@@ -21,8 +21,8 @@ use tch::{Device, Kind, Tensor};
 use tracing::{error, info, info_span, warn};
 
 use super::conversions::{
-    decode_etas, latent_id, method_from_pb, now_ms, reconstruct_steps, sampler_from_pb,
-    spacing_from_pb, ModelMeta,
+    decode_etas, import_preview_steps, import_rows, latent_id, method_from_pb, now_ms,
+    reconstruct_steps, sampler_from_pb, spacing_from_pb, ModelMeta,
 };
 use super::error::{Result, ServerError};
 use super::events::{Hub, JobUpdate};
@@ -515,6 +515,67 @@ impl Worker {
                         mse_sem: e.sem,
                         image_mse: mse,
                     });
+                }
+                Ok(out)
+            }
+            Some(K::Import(im)) => {
+                let preview_steps = import_preview_steps(im.preview_steps, self.meta.t)?;
+                let opts = SamplerOptions {
+                    steps: preview_steps,
+                    eta: 0.0,
+                    spacing: spacing_from_pb(im.spacing, "import.spacing")?,
+                    sigma_hat: false,
+                };
+                // (input index, row within it, x_T values) for every latent.
+                let mut rows = vec![];
+                for (i, input) in im.latents.iter().enumerate() {
+                    let field = format!("import.latents[{i}].npy");
+                    let (n, values) = import_rows(&input.npy, &self.meta, &field)?;
+                    let per = values.len() / n;
+                    for (k, v) in values.chunks_exact(per).enumerate() {
+                        rows.push((i, k, n, v.to_vec()));
+                    }
+                }
+                let [c, h, w] = shape;
+                let xt = Tensor::cat(
+                    &rows
+                        .iter()
+                        .map(|r| Tensor::from_slice(&r.3).reshape([1, c, h, w]))
+                        .collect::<Vec<_>>(),
+                    0,
+                )
+                .to_device(m.device);
+                let seeds = noise::seeds(0, rows.len());
+                let dec = self.engine(tr, |cb| sampler::sample(m, &xt, &opts, &seeds, cb))?;
+                let mut out = Outcome {
+                    result: pb::JobResult::default(),
+                    latents: vec![],
+                };
+                for (j, (i, k, n, values)) in rows.into_iter().enumerate() {
+                    let input = &im.latents[i];
+                    let id = self.store.next_id()?;
+                    let base = input_name(&input.name, "imported", id);
+                    let name = if n > 1 { format!("{base}-{k}") } else { base };
+                    let preview = image_pb(&dec.get(j as i64));
+                    out.latents.push(NewLatent {
+                        record: self.latent_record(
+                            id,
+                            rec.id,
+                            name,
+                            input.tags.clone(),
+                            OriginRecord::Imported {
+                                filename: input.name.clone(),
+                            },
+                            0,
+                            "",
+                            preview_steps as u32,
+                        ),
+                        xt: values,
+                        source_png: None,
+                        preview_png: preview.png.clone(),
+                    });
+                    out.result.latent_ids.push(latent_id(id));
+                    out.result.images.push(preview);
                 }
                 Ok(out)
             }
