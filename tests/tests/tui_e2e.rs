@@ -297,6 +297,20 @@ fn browse_reconstruct_and_reconnect() {
     tmux.keys(&["1"]);
     tmux.wait_for("the library again", 60, |s| s.contains("latents 1/3"));
 
+    // x_T out as .npy (o), and back in as a new, imported latent (e).
+    let npy = dir.path().join("xt.npy");
+    tmux.keys(&["o", "C-u"]);
+    tmux.type_text(npy.to_str().unwrap());
+    tmux.keys(&["Enter"]);
+    tmux.wait_for("the .npy export", 30, |s| s.contains("wrote x_T to"));
+    assert!(std::fs::read(&npy).unwrap().starts_with(b"\x93NUMPY"));
+    tmux.keys(&["e", "C-u"]);
+    tmux.type_text(npy.to_str().unwrap());
+    tmux.keys(&["Enter"]);
+    tmux.wait_for("the imported latent", 60, |s| {
+        s.contains("latents 1/4") && s.contains("origin  imported xt")
+    });
+
     // q backs out to the library, then quits; the shell gets its screen back.
     tmux.keys(&["q"]);
     tmux.wait_for("ddim to exit", 30, |_| tmux.pane_dead());

@@ -326,6 +326,33 @@ async fn handle(c: &Client, req: Request, tx: &UnboundedSender<Update>) -> Resul
                 job,
             });
         }
+        Request::Encode { paths, steps: _ } if paths.iter().all(|p| is_npy(p)) => {
+            // .npy files are x_T already: imported, not encoded.
+            let mut latents = Vec::new();
+            for f in &paths {
+                let pb::EncodeInput { data, name, tags } = script::encode_input(f, &[])?;
+                latents.push(pb::ImportInput {
+                    npy: data,
+                    name,
+                    tags,
+                });
+            }
+            let n = latents.len();
+            let spec = Kind::Import(pb::ImportJob {
+                latents,
+                preview_steps: 0,
+                spacing: 0,
+            });
+            let job = c.submit(spec).await?;
+            send(Update::Info(format!(
+                "importing {n} .npy file(s): job {}",
+                job.id
+            )));
+            send(Update::Submitted {
+                purpose: Purpose::Library,
+                job,
+            });
+        }
         Request::Encode { paths, steps } => {
             let files = expand_images(&paths)?;
             let mut images = Vec::new();
@@ -370,6 +397,11 @@ async fn handle(c: &Client, req: Request, tx: &UnboundedSender<Update>) -> Resul
                 ids.len()
             )));
         }
+        Request::ExportPreview { id, path } if is_npy(&path) => {
+            let r = c.export_latent(&id).await?;
+            script::write_png(&path, &r.npy)?;
+            send(Update::Info(format!("wrote x_T to {}", path.display())));
+        }
         Request::ExportPreview { id, path } => {
             let img = c.latent_image(&id, pb::LatentImageKind::Preview, 0).await?;
             script::write_png(&path, &img.png)?;
@@ -381,6 +413,11 @@ async fn handle(c: &Client, req: Request, tx: &UnboundedSender<Update>) -> Resul
         }
     }
     Ok(())
+}
+
+/// A `.npy` path (x_T to import rather than an image to encode).
+pub fn is_npy(p: &std::path::Path) -> bool {
+    p.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy"))
 }
 
 /// Files as given, with directories replaced by the PNG/JPEG files inside them.

@@ -364,7 +364,11 @@ pub fn handle_key(app: &mut App, key: KeyEvent) -> Vec<Request> {
         }
         KeyCode::Char('e') => {
             app.prompt(
-                Prompt::new("encode image files or a folder (S=100)", "").with_paths(),
+                Prompt::new(
+                    "encode image files or a folder (S=100), or import x_T .npy files",
+                    "",
+                )
+                .with_paths(),
                 PromptFor::Encode,
             );
             vec![]
@@ -454,7 +458,7 @@ fn latent_key(app: &mut App, key: KeyEvent, l: pb::Latent) -> Vec<Request> {
                 }
             );
             app.prompt(
-                Prompt::new("save preview as PNG", file).with_paths(),
+                Prompt::new("save preview as PNG (or x_T as .npy)", file).with_paths(),
                 PromptFor::ExportPreview(l.id),
             );
             vec![]
