@@ -112,16 +112,10 @@ async fn execute(c: &Client, command: Command, as_json: bool) -> Result<Output, 
             tags,
             wait,
         } => {
-            let mut latents = vec![];
-            for f in &files {
-                // Read and named like an image to encode: the file's bytes and stem.
-                let pb::EncodeInput { data, name, tags } = encode_input(f, &tags)?;
-                latents.push(pb::ImportInput {
-                    npy: data,
-                    name,
-                    tags,
-                });
-            }
+            let latents = files
+                .iter()
+                .map(|f| import_input(f, &tags))
+                .collect::<Result<Vec<_>, _>>()?;
             let spec = Kind::Import(pb::ImportJob {
                 latents,
                 preview_steps: steps,
@@ -314,6 +308,16 @@ pub fn encode_input(path: &Path, tags: &[String]) -> Result<pb::EncodeInput, Cli
         data,
         name,
         tags: tags.to_vec(),
+    })
+}
+
+/// Reads an x_T `.npy` into an `ImportInput` named after the file stem.
+pub fn import_input(path: &Path, tags: &[String]) -> Result<pb::ImportInput, ClientError> {
+    let pb::EncodeInput { data, name, tags } = encode_input(path, tags)?;
+    Ok(pb::ImportInput {
+        npy: data,
+        name,
+        tags,
     })
 }
 

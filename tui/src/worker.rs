@@ -326,51 +326,36 @@ async fn handle(c: &Client, req: Request, tx: &UnboundedSender<Update>) -> Resul
                 job,
             });
         }
-        Request::Encode { paths, steps: _ } if paths.iter().all(|p| is_npy(p)) => {
-            // .npy files are x_T already: imported, not encoded.
-            let mut latents = Vec::new();
-            for f in &paths {
-                let pb::EncodeInput { data, name, tags } = script::encode_input(f, &[])?;
-                latents.push(pb::ImportInput {
-                    npy: data,
-                    name,
-                    tags,
-                });
-            }
-            let n = latents.len();
-            let spec = Kind::Import(pb::ImportJob {
-                latents,
-                preview_steps: 0,
-                spacing: 0,
-            });
-            let job = c.submit(spec).await?;
-            send(Update::Info(format!(
-                "importing {n} .npy file(s): job {}",
-                job.id
-            )));
-            send(Update::Submitted {
-                purpose: Purpose::Library,
-                job,
-            });
-        }
         Request::Encode { paths, steps } => {
-            let files = expand_images(&paths)?;
-            let mut images = Vec::new();
-            for f in &files {
-                images.push(script::encode_input(f, &[])?);
-            }
-            let n = images.len();
-            let spec = Kind::Encode(pb::EncodeJob {
-                images,
-                steps,
-                spacing: 0,
-                preview_steps: 0,
-            });
+            // .npy files are x_T already: imported, not encoded.
+            let (spec, what) = if paths.iter().all(|p| is_npy(p)) {
+                let latents = paths
+                    .iter()
+                    .map(|f| script::import_input(f, &[]))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let what = format!("importing {} .npy file(s)", latents.len());
+                let spec = Kind::Import(pb::ImportJob {
+                    latents,
+                    preview_steps: 0,
+                    spacing: 0,
+                });
+                (spec, what)
+            } else {
+                let images = expand_images(&paths)?
+                    .iter()
+                    .map(|f| script::encode_input(f, &[]))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let what = format!("encoding {} image(s)", images.len());
+                let spec = Kind::Encode(pb::EncodeJob {
+                    images,
+                    steps,
+                    spacing: 0,
+                    preview_steps: 0,
+                });
+                (spec, what)
+            };
             let job = c.submit(spec).await?;
-            send(Update::Info(format!(
-                "encoding {n} image(s): job {}",
-                job.id
-            )));
+            send(Update::Info(format!("{what}: job {}", job.id)));
             send(Update::Submitted {
                 purpose: Purpose::Library,
                 job,
