@@ -310,6 +310,15 @@ fn browse_reconstruct_and_reconnect() {
     tmux.wait_for("the imported latent", 60, |s| {
         s.contains("latents 1/4") && s.contains("origin  imported xt")
     });
+    // The filter selects by origin on the daemon; Esc clears it.
+    tmux.keys(&["/"]);
+    tmux.type_text("origin:enc");
+    tmux.keys(&["Enter"]);
+    tmux.wait_for("the filtered library", 30, |s| {
+        s.contains("latents 1/1") && s.contains("tshirt")
+    });
+    tmux.keys(&["Escape"]);
+    tmux.wait_for("the whole library", 30, |s| s.contains("latents 1/4"));
 
     // q backs out to the library, then quits; the shell gets its screen back.
     tmux.keys(&["q"]);

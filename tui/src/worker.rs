@@ -35,7 +35,7 @@ pub enum Request {
         /// Position of the page's first row in the sorted, filtered list.
         offset: u64,
         page_size: u32,
-        name_contains: String,
+        filter: crate::screens::library::Filter,
         order_by: pb::SortOrder,
     },
     Preview {
@@ -269,14 +269,16 @@ async fn handle(c: &Client, req: Request, tx: &UnboundedSender<Update>) -> Resul
             page,
             offset,
             page_size,
-            name_contains,
+            filter,
             order_by,
         } => {
             let resp = c
                 .list_latents(pb::ListLatentsRequest {
                     page_size,
                     offset,
-                    name_contains,
+                    name_contains: filter.name,
+                    tag: filter.tag,
+                    origin: filter.origin,
                     order_by: order_by as i32,
                     ..Default::default()
                 })

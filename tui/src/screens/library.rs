@@ -67,6 +67,38 @@ impl Sort {
     }
 }
 
+/// The `/` filter: `tag:T` (or `#T`) and `origin:O` words select by tag and origin, the
+/// other words are a name substring (all of them must match; the daemon filters).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Filter {
+    pub name: String,
+    pub tag: String,
+    pub origin: String,
+}
+
+impl Filter {
+    pub fn parse(text: &str) -> Self {
+        let mut f = Filter::default();
+        let mut name = vec![];
+        for w in text.split_whitespace() {
+            if let Some(t) = w.strip_prefix("tag:").or_else(|| w.strip_prefix('#')) {
+                f.tag = t.to_string();
+            } else if let Some(o) = w.strip_prefix("origin:") {
+                // A prefix is enough: `origin:enc`.
+                f.origin = ["encoded", "sampled", "interpolated", "imported"]
+                    .into_iter()
+                    .find(|k| k.starts_with(o) && !o.is_empty())
+                    .unwrap_or(o)
+                    .to_string();
+            } else {
+                name.push(w);
+            }
+        }
+        f.name = name.join(" ");
+        f
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct LibraryState {
     pub filter: String,
@@ -169,7 +201,7 @@ pub fn ensure_pages(app: &mut App) -> Vec<Request> {
             page: p,
             offset: (p * PAGE) as u64,
             page_size: PAGE as u32,
-            name_contains: lib.filter.clone(),
+            filter: Filter::parse(&lib.filter),
             order_by: lib.sort.order_by(),
         });
     }
@@ -333,7 +365,10 @@ pub fn handle_key(app: &mut App, key: KeyEvent) -> Vec<Request> {
         KeyCode::Char('/') => {
             let previous = app.library.filter.clone();
             app.prompt(
-                Prompt::new("filter by name", previous.clone()),
+                Prompt::new(
+                    "filter: name words, tag:T (or #T), origin:encoded|sampled|interpolated|imported",
+                    previous.clone(),
+                ),
                 PromptFor::Filter { previous },
             );
             vec![]

@@ -190,7 +190,7 @@ fn filter_typing_reloads_with_name_contains() {
     let names: Vec<_> = reqs
         .iter()
         .filter_map(|r| match r {
-            Request::ListLatents { name_contains, .. } => Some(name_contains.as_str()),
+            Request::ListLatents { filter, .. } => Some(filter.name.as_str()),
             _ => None,
         })
         .collect();
@@ -198,6 +198,44 @@ fn filter_typing_reloads_with_name_contains() {
     app.handle_event(key(KeyCode::Enter));
     assert!(app.modal.is_none());
     assert_eq!(app.library.filter, "shi");
+}
+
+#[test]
+fn filter_words_select_tag_and_origin() {
+    use crate::screens::library::Filter;
+    assert_eq!(
+        Filter::parse(" long sleeve tag:shirts origin:enc "),
+        Filter {
+            name: "long sleeve".into(),
+            tag: "shirts".into(),
+            origin: "encoded".into(),
+        }
+    );
+    assert_eq!(Filter::parse("#mine").tag, "mine");
+    assert_eq!(Filter::parse("origin:imp").origin, "imported");
+    // An unknown origin goes to the daemon as typed (it answers INVALID_ARGUMENT).
+    assert_eq!(Filter::parse("origin:zzz").origin, "zzz");
+    let (mut app, _) = app_with_library(10);
+    app.handle_event(key(KeyCode::Char('/')));
+    for c in "#shirts origin:samp".chars() {
+        app.handle_event(key(KeyCode::Char(c)));
+    }
+    let reqs = tick(&mut app, 1000);
+    let sent: Vec<Filter> = reqs
+        .iter()
+        .filter_map(|r| match r {
+            Request::ListLatents { filter, .. } => Some(filter.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        sent,
+        [Filter {
+            name: String::new(),
+            tag: "shirts".into(),
+            origin: "sampled".into(),
+        }]
+    );
 }
 
 #[test]
