@@ -374,8 +374,8 @@ pub struct ReconstructionRow {
 }
 
 impl ReconstructionRow {
-    pub fn stats(&self) -> sampler::ErrorStats {
-        sampler::error_stats(&self.mse)
+    pub fn stats(&self) -> ddim_proto::stats::ErrorStats {
+        ddim_proto::stats::error_stats(&self.mse)
     }
 }
 

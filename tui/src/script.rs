@@ -406,16 +406,9 @@ pub fn merge_reconstructions(jobs: &[pb::Job]) -> Vec<pb::ReconstructionPoint> {
         }
     }
     for q in &mut out {
-        let v = &q.image_mse;
-        let n = v.len() as f64;
-        q.images = v.len() as u32;
-        q.mse = v.iter().sum::<f64>() / n;
-        q.mse_sem = if v.len() < 2 {
-            0.0
-        } else {
-            let var = v.iter().map(|e| (e - q.mse).powi(2)).sum::<f64>() / (n - 1.0);
-            (var / n).sqrt()
-        };
+        let e = ddim_proto::stats::error_stats(&q.image_mse);
+        q.images = q.image_mse.len() as u32;
+        (q.mse, q.mse_sem) = (e.mean, e.sem);
     }
     out
 }

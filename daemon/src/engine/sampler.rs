@@ -236,30 +236,6 @@ pub fn mse01(a: &Tensor, b: &Tensor) -> Vec<f64> {
     Vec::<f64>::try_from(per.to_device(tch::Device::Cpu)).unwrap_or_default()
 }
 
-/// Summary of per-image errors: the mean, the sample standard deviation and the
-/// standard error of the mean (both 0 for a single image; the mean is NaN for none).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct ErrorStats {
-    pub mean: f64,
-    pub std: f64,
-    pub sem: f64,
-}
-
-pub fn error_stats(v: &[f64]) -> ErrorStats {
-    let n = v.len() as f64;
-    let mean = v.iter().sum::<f64>() / n;
-    let std = if v.len() < 2 {
-        0.0
-    } else {
-        (v.iter().map(|e| (e - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt()
-    };
-    ErrorStats {
-        mean,
-        std,
-        sem: if v.is_empty() { 0.0 } else { std / n.sqrt() },
-    }
-}
-
 /// Encode then decode with S steps (η = 0) and return per-row MSE on [0, 1]
 /// and the reconstructions. Images are clamped to [−1, 1] before comparison,
 /// as a viewer would see them.
@@ -282,24 +258,4 @@ pub fn reconstruct(
     let rec = sample(model, &xt, &opts, &seeds, on_step)?.clamp(-1.0, 1.0);
     let x0 = x0.to_device(model.device).clamp(-1.0, 1.0);
     Ok((mse01(&rec, &x0), rec))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn error_stats_mean_std_sem() {
-        let e = error_stats(&[1.0, 2.0, 3.0, 4.0]);
-        assert_eq!(e.mean, 2.5);
-        assert!((e.std - (5.0f64 / 3.0).sqrt()).abs() < 1e-12);
-        assert!((e.sem - e.std / 2.0).abs() < 1e-12);
-        let one = ErrorStats {
-            mean: 0.5,
-            std: 0.0,
-            sem: 0.0,
-        };
-        assert_eq!(error_stats(&[0.5]), one);
-        assert!(error_stats(&[]).mean.is_nan());
-    }
 }

@@ -167,15 +167,6 @@ pub fn check_steps(steps: u32, t: usize, field: &str) -> Result<usize> {
 /// At most this many η values in one decode job.
 pub const MAX_ETAS: usize = 8;
 
-/// The η values of a decode job: `etas` when given, else the one `eta`.
-pub fn decode_etas(d: &pb::DecodeJob) -> Vec<f32> {
-    if d.etas.is_empty() {
-        vec![d.eta]
-    } else {
-        d.etas.clone()
-    }
-}
-
 fn check_eta(eta: f32, field: &str) -> Result<f64> {
     if !eta.is_finite() || eta < 0.0 {
         return Err(ServerError::invalid(
@@ -462,7 +453,7 @@ pub fn validate_spec(
                     ));
                 }
             }
-            let etas = decode_etas(d);
+            let etas = d.eta_values();
             let spacing = spacing_from_pb(*spacing, "decode.spacing")?;
             let batch = (list.len() == 1 && etas.len() == 1).then(|| {
                 batch_key(&SamplerOptions {

@@ -21,8 +21,8 @@ use tch::{Device, Kind, Tensor};
 use tracing::{error, info, info_span, warn};
 
 use super::conversions::{
-    decode_etas, import_preview_steps, import_rows, latent_id, method_from_pb, now_ms,
-    reconstruct_steps, sampler_from_pb, spacing_from_pb, ModelMeta,
+    import_preview_steps, import_rows, latent_id, method_from_pb, now_ms, reconstruct_steps,
+    sampler_from_pb, spacing_from_pb, ModelMeta,
 };
 use super::error::{Result, ServerError};
 use super::events::{Hub, JobUpdate};
@@ -437,7 +437,7 @@ impl Worker {
                     result: pb::JobResult::default(),
                     latents: vec![],
                 };
-                for eta in decode_etas(d) {
+                for eta in d.eta_values() {
                     for &s in &d.steps {
                         let opts = SamplerOptions {
                             steps: s as usize,
@@ -506,7 +506,7 @@ impl Worker {
                 for s in reconstruct_steps(&rc.steps, self.meta.t) {
                     let (mse, rec_img) =
                         self.engine(tr, |cb| sampler::reconstruct(m, &x0, s, spacing, cb))?;
-                    let e = sampler::error_stats(&mse);
+                    let e = ddim_proto::stats::error_stats(&mse);
                     out.result.reconstruction.push(pb::ReconstructionPoint {
                         steps: s as u32,
                         mse: e.mean,
@@ -639,7 +639,7 @@ impl Worker {
                     as usize;
                 let opts = SamplerOptions {
                     steps,
-                    eta: decode_etas(d)[0] as f64,
+                    eta: d.eta_values()[0] as f64,
                     spacing,
                     sigma_hat: false,
                 };
@@ -790,7 +790,7 @@ impl Worker {
                 out.result.decodes.push(pb::DecodeResult {
                     steps: d.steps[0],
                     image: Some(image_pb(&m.x)),
-                    eta: decode_etas(d)[0],
+                    eta: d.eta_values()[0],
                 });
             }
             Some(K::Interpolate(ip)) => {

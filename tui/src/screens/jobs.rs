@@ -277,11 +277,7 @@ pub fn open_results(app: &mut App, job: pb::Job) {
         Some(Kind::Decode(d)) => {
             app.decode.latent = Some((d.latent_id.clone(), app.library.name_of(&d.latent_id)));
             app.decode.steps = d.steps.clone();
-            app.decode.etas = if d.etas.is_empty() {
-                vec![d.eta]
-            } else {
-                d.etas.clone()
-            };
+            app.decode.etas = d.eta_values();
             app.decode.track(job);
             app.go(Screen::Decode);
         }
