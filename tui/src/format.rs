@@ -52,6 +52,14 @@ pub fn spacing_name(s: i32) -> String {
     }
 }
 
+/// A latent's shape as `1×32×32`.
+pub fn shape(dims: &[u32]) -> String {
+    dims.iter()
+        .map(u32::to_string)
+        .collect::<Vec<_>>()
+        .join("×")
+}
+
 /// First 8 characters of an id or fingerprint.
 pub fn short_id(id: &str) -> &str {
     id.get(..8).unwrap_or(id)

@@ -242,6 +242,16 @@ pub fn fit_nearest(img: &DynamicImage, px_w: u32, px_h: u32) -> DynamicImage {
     }
 }
 
+/// A `size` rectangle centred in `area` (clipped to it).
+fn centred(area: Rect, size: Size) -> Rect {
+    Rect::new(
+        area.x + area.width.saturating_sub(size.width) / 2,
+        area.y + area.height.saturating_sub(size.height) / 2,
+        size.width.min(area.width),
+        size.height.min(area.height),
+    )
+}
+
 /// A sixel drawn on the screen's last line scrolls the terminal (ratatui-image #57):
 /// keep image areas above it.
 pub fn avoid_last_line(area: Rect, screen: Rect) -> Rect {
@@ -334,13 +344,7 @@ impl Graphics {
             )
             .map_err(|e| tracing::warn!(key, error = %e, "image encode failed"))
             .ok()?;
-        let s = proto.size();
-        let rect = Rect::new(
-            area.x + area.width.saturating_sub(s.width) / 2,
-            area.y + area.height.saturating_sub(s.height) / 2,
-            s.width.min(area.width),
-            s.height.min(area.height),
-        );
+        let rect = centred(area, proto.size());
         Some((proto, rect))
     }
 
@@ -369,14 +373,7 @@ impl Graphics {
             cache.insert(ck.clone(), proto);
         }
         if let Some(proto) = cache.get(&ck) {
-            let s = proto.size();
-            let rect = Rect::new(
-                area.x + area.width.saturating_sub(s.width) / 2,
-                area.y + area.height.saturating_sub(s.height) / 2,
-                s.width.min(area.width),
-                s.height.min(area.height),
-            );
-            frame.render_widget(Image::new(proto), rect);
+            frame.render_widget(Image::new(proto), centred(area, proto.size()));
         }
     }
 }

@@ -494,12 +494,7 @@ async fn ls(c: &Client, f: pb::ListLatentsRequest, limit: usize) -> Result<Outpu
 }
 
 fn latent_details(l: &pb::Latent) -> String {
-    let shape = l
-        .shape
-        .iter()
-        .map(u32::to_string)
-        .collect::<Vec<_>>()
-        .join("×");
+    let shape = format::shape(&l.shape);
     format!(
         "id:       {}\nname:     {}\ntags:     {}\norigin:   {}\nshape:    {}\nmodel:    {}\nencode S: {}\npreview:  S={}\ncreated:  {}\njob:      {}\n",
         l.id,

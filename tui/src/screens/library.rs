@@ -657,12 +657,7 @@ fn render_side(app: &App, frame: &mut Frame, area: Rect) {
             false,
         );
     }
-    let shape = l
-        .shape
-        .iter()
-        .map(u32::to_string)
-        .collect::<Vec<_>>()
-        .join("×");
+    let shape = format::shape(&l.shape);
     let kv =
         |k: &str, v: String| Line::from(vec![Span::styled(format!("{k:<8}"), DIM), Span::raw(v)]);
     let lines = vec![
