@@ -229,18 +229,7 @@ impl Daemon {
             cmd.args(["--token", t]);
         }
         let mut child = cmd.spawn().expect("spawn ddimd serve");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stdout)
-                .lines()
-                .map_while(Result::ok)
-            {
-                if let Some(a) = line.trim().strip_prefix("listening on ") {
-                    let _ = tx.send(a.to_string());
-                }
-            }
-        });
+        let rx = listening_addr(child.stdout.take().expect("stdout"));
         self.child = Some(child);
         self.addr = tokio::task::spawn_blocking(move || rx.recv_timeout(TIMEOUT))
             .await
@@ -496,6 +485,22 @@ pub async fn wait_job(c: &mut Client, id: &str) -> pb::Job {
         .await
         .expect("get_job")
         .into_inner()
+}
+
+/// The address `ddimd serve` prints (`listening on ADDR`) on `stdout`, read on a thread.
+pub fn listening_addr(stdout: std::process::ChildStdout) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if let Some(a) = line.trim().strip_prefix("listening on ") {
+                let _ = tx.send(a.to_string());
+            }
+        }
+    });
+    rx
 }
 
 /// Waits until a job reports its first progress step (it is running).

@@ -11,10 +11,9 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ddim_tests::{bin, init_model};
+use ddim_tests::{bin, init_model, listening_addr};
 
 fn serve(model: &Path, data: &Path, addr: &str, log: &Path) -> (Child, String) {
-    use std::io::BufRead;
     let mut child = Command::new(bin("ddimd"))
         .args([
             "serve",
@@ -41,19 +40,7 @@ fn serve(model: &Path, data: &Path, addr: &str, log: &Path) -> (Child, String) {
         )
         .spawn()
         .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if let Some(a) = line.trim().strip_prefix("listening on ") {
-                let _ = tx.send(a.to_string());
-            }
-        }
-    });
-    let addr = rx
+    let addr = listening_addr(child.stdout.take().unwrap())
         .recv_timeout(Duration::from_secs(60))
         .expect("ddimd printed no `listening on` line");
     (child, addr)
