@@ -70,3 +70,6 @@ pub mod stats {
         }
     }
 }
+
+/// The `ddim edit mix` expression language (parsed by the client and the daemon alike).
+pub mod mix;
