@@ -176,13 +176,11 @@ fn lex(expr: &str) -> Result<Vec<Token>, String> {
             let start = i;
             while i < chars.len() {
                 let d = chars[i];
-                if d.is_ascii_alphanumeric() || d == '_' {
-                    i += 1;
-                } else if d == '-' && chars.get(i + 1).is_some_and(|n| n.is_ascii_digit()) {
-                    i += 1;
-                } else {
+                let dash_digit = d == '-' && chars.get(i + 1).is_some_and(|n| n.is_ascii_digit());
+                if !(d.is_ascii_alphanumeric() || d == '_' || dash_digit) {
                     break;
                 }
+                i += 1;
             }
             out.push(Token {
                 kind: Kind::Id(chars[start..i].iter().collect()),
