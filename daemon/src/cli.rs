@@ -112,12 +112,14 @@ pub struct SampleArgs {
     pub png: Option<PathBuf>,
 }
 
+/// Exactly one input; a missing one is a usage error that names every input.
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("input").required(true).multiple(false).args(["x0", "image"])))]
 pub struct EncodeArgs {
     #[command(flatten)]
     pub model: ModelArgs,
     /// Images in model space as .npy.
-    #[arg(long, conflicts_with = "image", required_unless_present = "image")]
+    #[arg(long)]
     pub x0: Option<PathBuf>,
     /// PNG/JPEG images (converted as docs/user-guide.md says).
     #[arg(long, num_args = 1..)]
@@ -151,12 +153,21 @@ pub struct DecodeArgs {
     pub png: Option<PathBuf>,
 }
 
+/// Exactly one input; a missing one is a usage error that names every input.
 #[derive(Debug, Args)]
+#[command(group(
+    clap::ArgGroup::new("input")
+        .required(true)
+        .multiple(false)
+        .args(["x0", "image", "fashion_mnist_test"])
+))]
 pub struct ReconstructArgs {
     #[command(flatten)]
     pub model: ModelArgs,
-    #[arg(long, conflicts_with = "image", required_unless_present_any = ["image", "fashion_mnist_test"])]
+    /// Images in model space as .npy.
+    #[arg(long)]
     pub x0: Option<PathBuf>,
+    /// PNG/JPEG images.
     #[arg(long, num_args = 1..)]
     pub image: Vec<PathBuf>,
     /// Use N images of Fashion-MNIST's test split (the first N, or from --skip on).
@@ -429,6 +440,13 @@ fn fashion_mnist_test(model: &Model, n: usize, skip: usize) -> Result<Tensor, En
 }
 
 pub fn reconstruct(a: &ReconstructArgs) -> Result<(), EngineError> {
+    // clap drops `requires` once another input of the group is given.
+    if a.skip != 0 && a.fashion_mnist_test.is_none() {
+        return Err(EngineError::InvalidInput(format!(
+            "--skip {} needs --fashion-mnist-test N (it skips test images)",
+            a.skip
+        )));
+    }
     let model = a.model.load()?;
     for &s in &a.steps {
         crate::engine::spacing::validate_steps(s, model.num_train_timesteps())

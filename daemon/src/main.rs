@@ -1,5 +1,6 @@
 //! `ddimd`: the DDIM daemon, trainer and offline engine.
-use clap::{CommandFactory, Parser, Subcommand};
+use clap::error::{ContextKind, ContextValue, ErrorKind};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use std::process::ExitCode;
 
 use ddimd::cli;
@@ -44,8 +45,56 @@ enum Command {
     },
 }
 
+/// A value clap could not accept (S = 0, η < 0, an unknown spacing, a number that is
+/// not one) as one line: `invalid value "V" for --flag: reason`. Such errors exit 1
+/// like every other bad input; usage errors clap cannot parse at all (an unknown flag,
+/// a missing or conflicting one) keep clap's usage text and exit 2.
+fn value_error(e: &clap::Error) -> Option<String> {
+    if !matches!(
+        e.kind(),
+        ErrorKind::ValueValidation | ErrorKind::InvalidValue
+    ) {
+        return None;
+    }
+    let string = |k| match e.get(k) {
+        Some(ContextValue::String(s)) => Some(s.clone()),
+        _ => None,
+    };
+    // "--steps <STEPS>" → "--steps".
+    let arg = string(ContextKind::InvalidArg)?;
+    let flag = arg.split_whitespace().next().unwrap_or(&arg).to_string();
+    let value = string(ContextKind::InvalidValue).unwrap_or_default();
+    let reason = match (e.kind(), e.get(ContextKind::ValidValue)) {
+        (ErrorKind::InvalidValue, Some(ContextValue::Strings(valid))) => {
+            format!("expected one of {}", valid.join(", "))
+        }
+        (ErrorKind::InvalidValue, _) => "a value is required".to_string(),
+        _ => std::error::Error::source(e)
+            .map(|s| s.to_string())
+            .unwrap_or_else(|| "not accepted".into()),
+    };
+    Some(format!("invalid value {value:?} for {flag}: {reason}"))
+}
+
+fn parse_args() -> Result<Cli, clap::Error> {
+    // Negative numbers reach the value parsers (`--eta -1` is refused as η < 0, not
+    // as an unknown flag `-1`).
+    let mut cmd = Cli::command().mut_subcommands(|s| s.allow_negative_numbers(true));
+    let mut matches = cmd.try_get_matches_from_mut(std::env::args_os())?;
+    Cli::from_arg_matches_mut(&mut matches).map_err(|e| e.format(&mut cmd))
+}
+
 fn main() -> ExitCode {
-    let args = Cli::parse();
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => match value_error(&e) {
+            Some(line) => {
+                eprintln!("error: {line}");
+                return ExitCode::FAILURE;
+            }
+            None => e.exit(),
+        },
+    };
     let result: Result<(), String> = match args.command {
         Command::Info => {
             println!("{}", cli::info());

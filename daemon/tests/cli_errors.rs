@@ -334,3 +334,140 @@ fn happy_path_round_trip_writes_files() {
     assert_eq!(r[1]["images"], 3);
     assert_eq!(v["source"], "files");
 }
+
+/// Runs ddimd with the test model: (exit code, stderr).
+fn status_and_stderr(args: &[&str]) -> (Option<i32>, String) {
+    let o = Command::new(env!("CARGO_BIN_EXE_ddimd"))
+        .args(args)
+        .env("DDIMD_MODEL", model())
+        .env("DDIMD_DEVICE", "cpu")
+        .output()
+        .unwrap();
+    (
+        o.status.code(),
+        String::from_utf8_lossy(&o.stderr).to_string(),
+    )
+}
+
+/// A value clap refuses (S = 0, η < 0, an unknown spacing, a negative count) is bad
+/// input like any other: exit 1 and one line `error: …` naming the flag and the reason
+/// (docs/user-guide.md). Negative numbers reach validation instead of being read as
+/// flags.
+#[test]
+fn value_errors_are_one_line_naming_the_flag_and_exit_1() {
+    let d = tmp();
+    let out = d.path().join("o.npy");
+    let o = out.to_str().unwrap();
+    let cases: [(&[&str], &[&str]); 9] = [
+        (
+            &["sample", "--count", "1", "--steps", "0", "--out", o],
+            &["--steps", "\"0\"", "steps must be ≥ 1"],
+        ),
+        (
+            &["sample", "--count", "1", "--eta", "-1", "--out", o],
+            &["--eta", "\"-1\"", "eta must be ≥ 0"],
+        ),
+        (
+            &["sample", "--count", "1", "--spacing", "cubic", "--out", o],
+            &[
+                "--spacing",
+                "cubic",
+                "uniform, quad, leading, trailing or linspace",
+            ],
+        ),
+        (
+            &["sample", "--count", "-1", "--out", o],
+            &["--count", "\"-1\""],
+        ),
+        (
+            &["decode", "--xt", "x.npy", "--eta", "-0.5", "--out", o],
+            &["--eta", "eta must be ≥ 0"],
+        ),
+        (
+            &["encode", "--x0", "x.npy", "--steps", "-3", "--out", o],
+            &["--steps", "\"-3\""],
+        ),
+        (
+            &["reconstruct", "--x0", "x.npy", "--steps", "10,,20"],
+            &["--steps", "\"\""],
+        ),
+        (
+            &[
+                "interpolate",
+                "--a",
+                "a.npy",
+                "--b",
+                "b.npy",
+                "--method",
+                "cubic",
+                "--out",
+                o,
+            ],
+            &["--method", "cubic"],
+        ),
+        (
+            &[
+                "interpolate",
+                "--a",
+                "a.npy",
+                "--b",
+                "b.npy",
+                "--frames",
+                "-2",
+                "--out",
+                o,
+            ],
+            &["--frames", "\"-2\""],
+        ),
+    ];
+    for (args, wants) in cases {
+        let (code, err) = status_and_stderr(args);
+        assert_eq!(code, Some(1), "{args:?}: {err}");
+        let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(lines.len(), 1, "{args:?}: not one line: {err}");
+        assert!(lines[0].starts_with("error: "), "{args:?}: {err}");
+        for w in wants {
+            assert!(lines[0].contains(w), "{args:?}: {err} lacks {w}");
+        }
+    }
+}
+
+/// What clap cannot parse at all (an unknown flag, a missing argument) keeps clap's
+/// usage text and exit 2; a missing input names every input the command takes.
+#[test]
+fn usage_errors_exit_2_and_a_missing_input_names_them_all() {
+    let (code, err) = status_and_stderr(&["sample", "--bogus", "--out", "o.npy"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--bogus") && err.contains("Usage"), "{err}");
+    let cases: [(&[&str], &[&str]); 4] = [
+        (
+            &["reconstruct", "--steps", "10"],
+            &["--x0", "--image", "--fashion-mnist-test"],
+        ),
+        (
+            &["encode", "--steps", "2", "--out", "o.npy"],
+            &["--x0", "--image"],
+        ),
+        (&["decode", "--out", "o.npy"], &["--xt"]),
+        (&["interpolate", "--out", "o.npy"], &["--a", "--b"]),
+    ];
+    for (args, wants) in cases {
+        let (code, err) = status_and_stderr(args);
+        assert_eq!(code, Some(2), "{args:?}: {err}");
+        let first = err.split("Usage").next().unwrap();
+        for w in wants {
+            assert!(
+                first.contains(w),
+                "{args:?}: the error does not name {w}: {err}"
+            );
+        }
+    }
+    // Two inputs at once are refused too (they used to be silently preferred).
+    let (code, err) =
+        status_and_stderr(&["reconstruct", "--x0", "x.npy", "--fashion-mnist-test", "2"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("--fashion-mnist-test") && err.contains("--x0"),
+        "{err}"
+    );
+}

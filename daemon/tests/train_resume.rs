@@ -230,3 +230,102 @@ fn init_from_starts_at_the_given_weights() {
         assert!(x.equal(&tb[k]), "{k} differs");
     }
 }
+
+fn state(dir: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(dir.join("checkpoint/state.json")).unwrap()).unwrap()
+}
+
+/// `--resume` without the flags of the first run continues with the checkpoint's
+/// settings (it used to fall back to the defaults: batch 64, lr 1e-3, seed 0), and a
+/// flag that contradicts the checkpoint is refused naming the flag and both values,
+/// leaving the checkpoint as it was.
+#[test]
+fn resume_keeps_the_checkpoints_settings_and_refuses_contradicting_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    let settings = ["--seed", "5", "--lr", "2e-3", "--ema-decay", "0.99"];
+    train(&a, &settings);
+    let mut first = settings.to_vec();
+    first.extend(["--stop-after", "5"]);
+    train(&b, &first);
+    let saved = std::fs::read(b.join("checkpoint/state.json")).unwrap();
+    let resume = |extra: &[&str]| {
+        ddimd()
+            .args([
+                "train",
+                "--resume",
+                "--sample-every",
+                "0",
+                "--device",
+                "cpu",
+            ])
+            .arg("--out")
+            .arg(&b)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    for (flags, wants) in [
+        (
+            &["--batch", "64"][..],
+            &["--batch 64", "checkpoint has 4"][..],
+        ),
+        (&["--lr", "1e-3"], &["--lr 0.001", "checkpoint has 0.002"]),
+        (&["--seed", "0"], &["--seed 0", "checkpoint has 5"]),
+        (
+            &["--ema-decay", "0.999"],
+            &["--ema-decay 0.999", "checkpoint has 0.99"],
+        ),
+        (
+            &["--model-size", "test"],
+            &["--model-size test", "another model config"],
+        ),
+        (
+            &["--data", "/elsewhere"],
+            &["--data /elsewhere", "checkpoint has fashion-mnist"],
+        ),
+    ] {
+        let o = resume(flags);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{flags:?} was accepted: {err}");
+        for w in wants {
+            assert!(err.contains(w), "{flags:?}: {err} lacks {w:?}");
+        }
+        assert_eq!(
+            std::fs::read(b.join("checkpoint/state.json")).unwrap(),
+            saved,
+            "{flags:?} rewrote state.json"
+        );
+    }
+    // Flags that agree with the checkpoint are fine; none at all takes its settings,
+    // --steps included, and ends where the uninterrupted run ended, bit for bit.
+    let o = resume(&["--batch", "4", "--stop-after", "2"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = resume(&[]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("resuming at step 7 of 12"), "{err}");
+    let (sa, sb) = (state(&a), state(&b));
+    for k in [
+        "step",
+        "batch",
+        "lr",
+        "seed",
+        "warmup",
+        "ema_decay",
+        "steps",
+    ] {
+        assert_eq!(sa[k], sb[k], "{k}");
+    }
+    assert_eq!(sb["batch"], 4);
+    assert_eq!(sb["step"], 12);
+    let ta = tensors(&a.join("checkpoint/state.safetensors"));
+    let tb = tensors(&b.join("checkpoint/state.safetensors"));
+    for (k, x) in &ta {
+        assert!(x.equal(&tb[k]), "{k} differs after resume");
+    }
+    // --steps may move on resume: train further.
+    let o = resume(&["--steps", "14"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(state(&b)["step"], 14);
+}

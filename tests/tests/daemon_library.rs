@@ -312,3 +312,61 @@ async fn list_latents_rejects_unknown_orders_and_foreign_tokens() {
     assert!(p.latents.is_empty());
     assert_eq!(p.total, 3);
 }
+
+/// The origin filter takes an origin's name or any unique prefix of it, in any case
+/// (the same rule as `ddim ls --origin` and the TUI's `origin:` word); an ambiguous or
+/// unknown one is INVALID_ARGUMENT naming `origin` and the valid names.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_origin_filter_takes_unique_prefixes() {
+    let d = Daemon::builder().start().await;
+    let mut c = d.client().await;
+    let sampled = run_job(&mut c, sample_named(2, 1, "s", &[])).await;
+    let s = sampled.result.unwrap().latent_ids;
+    run_job(&mut c, encode_spec(vec![("g".into(), garment(3))], 2)).await;
+    run_job(&mut c, interpolate_spec(&s[0], &s[1], 3, 2, &[1])).await;
+    let origin_of = |l: &pb::Latent| match l.origin.as_ref().and_then(|o| o.kind.as_ref()) {
+        Some(pb::origin::Kind::Encoded(_)) => "encoded",
+        Some(pb::origin::Kind::Sampled(_)) => "sampled",
+        Some(pb::origin::Kind::Interpolated(_)) => "interpolated",
+        Some(pb::origin::Kind::Imported(_)) => "imported",
+        None => "none",
+    };
+    let by = |origin: &str| pb::ListLatentsRequest {
+        origin: origin.into(),
+        page_size: 1000,
+        ..Default::default()
+    };
+    let all = list(&mut c, by("")).await.latents;
+    for (filter, want) in [
+        ("encoded", "encoded"),
+        ("enc", "encoded"),
+        ("ENC", "encoded"),
+        ("s", "sampled"),
+        ("SAMPLED", "sampled"),
+        ("int", "interpolated"),
+        ("in", "interpolated"),
+    ] {
+        let got = list(&mut c, by(filter)).await;
+        let expect: Vec<String> = ids(&all
+            .iter()
+            .filter(|l| origin_of(l) == want)
+            .cloned()
+            .collect::<Vec<_>>());
+        assert!(!expect.is_empty(), "{want}");
+        assert_eq!(ids(&got.latents), expect, "origin {filter:?}");
+        assert_eq!(got.total, expect.len() as u64, "origin {filter:?}");
+    }
+    // No imported latent here: the prefix still resolves, to an empty list.
+    let im = list(&mut c, by("im")).await;
+    assert!(im.latents.is_empty() && im.total == 0);
+    for bad in ["i", "x", "encodedx"] {
+        let e = c.list_latents(by(bad)).await.expect_err(bad);
+        assert_eq!(e.code(), Code::InvalidArgument, "{bad}: {}", e.message());
+        assert!(e.message().starts_with("origin: "), "{}", e.message());
+        for name in ["encoded", "sampled", "interpolated", "imported"] {
+            assert!(e.message().contains(name), "{bad}: {}", e.message());
+        }
+    }
+    let e = c.list_latents(by("i")).await.unwrap_err();
+    assert!(e.message().contains("ambiguous"), "{}", e.message());
+}

@@ -400,3 +400,30 @@ async fn bad_flags_are_refused() {
         "{err}"
     );
 }
+
+/// The default in a help line: `[default: X]`.
+fn help_default(bin_name: &str, args: &[&str], flag: &str) -> String {
+    let out = std::process::Command::new(bin(bin_name))
+        .args(args)
+        .env_remove("DDIMD_ADDR")
+        .env_remove("DDIM_ADDR")
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout).to_string();
+    let at = help
+        .find(flag)
+        .unwrap_or_else(|| panic!("{bin_name} {args:?}: no {flag}"));
+    let rest = &help[at..];
+    let start = rest.find("[default: ").expect("a default") + "[default: ".len();
+    rest[start..start + rest[start..].find(']').unwrap()].to_string()
+}
+
+/// A plain `ddimd serve` and a plain `ddim` meet: the client's default address
+/// is the daemon's default listen address.
+#[test]
+fn daemon_and_client_default_to_the_same_address() {
+    let daemon = help_default("ddimd", &["serve", "--help"], "--addr");
+    let client = help_default("ddim", &["--help"], "--addr");
+    assert_eq!(daemon, "127.0.0.1:7860");
+    assert_eq!(client, format!("http://{daemon}"));
+}

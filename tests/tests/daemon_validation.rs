@@ -548,3 +548,57 @@ async fn latents_of_another_model_are_refused() {
         1
     );
 }
+
+/// A repeated S (or η) in a job's list is INVALID_ARGUMENT naming the repeated item,
+/// in every job that takes a list; nothing is queued.
+#[tokio::test(flavor = "multi_thread")]
+async fn repeated_list_items_are_refused() {
+    let d = Daemon::builder().start().await;
+    let mut c = d.client().await;
+    let a = run_job(&mut c, sample_spec(1, 0, 2))
+        .await
+        .result
+        .unwrap()
+        .latent_ids[0]
+        .clone();
+    let jobs_before = c
+        .list_jobs(pb::ListJobsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .jobs
+        .len();
+    expect(
+        c.submit_job(submit(decode_spec(&a, &[2, 3, 2]))).await,
+        Code::InvalidArgument,
+        "decode.steps[2]",
+    );
+    let mut etas = decode_spec(&a, &[2]);
+    if let Some(pb::job_spec::Kind::Decode(x)) = &mut etas.kind {
+        x.etas = vec![0.0, 0.0];
+    }
+    expect(
+        c.submit_job(submit(etas)).await,
+        Code::InvalidArgument,
+        "decode.etas[1]",
+    );
+    let image = pb::reconstruct_job::Input::Image(png(32, 32, |x, _| x as u8 * 8));
+    expect(
+        c.submit_job(submit(reconstruct_spec(image.clone(), &[4, 4])))
+            .await,
+        Code::InvalidArgument,
+        "reconstruct.steps[1]",
+    );
+    // Distinct values are accepted.
+    c.submit_job(submit(reconstruct_spec(image, &[2, 4])))
+        .await
+        .expect("distinct S are accepted");
+    let jobs_after = c
+        .list_jobs(pb::ListJobsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .jobs
+        .len();
+    assert_eq!(jobs_after, jobs_before + 1);
+}

@@ -224,7 +224,13 @@ fn check_step_list(list: &[u32], t: usize, field: &str) -> Result<Vec<usize>> {
     }
     list.iter()
         .enumerate()
-        .map(|(i, s)| check_steps(*s, t, &format!("{field}[{i}]")))
+        .map(|(i, s)| {
+            let f = format!("{field}[{i}]");
+            if list[..i].contains(s) {
+                return Err(ServerError::invalid(f, format!("S {s} is listed twice")));
+            }
+            check_steps(*s, t, &f)
+        })
         .collect()
 }
 

@@ -21,6 +21,7 @@ pub mod conversions;
 pub mod device;
 pub mod error;
 pub mod events;
+pub mod origin;
 pub mod queue;
 pub mod seed;
 pub mod service;
@@ -65,7 +66,7 @@ pub struct ServeArgs {
     #[arg(long, env = "DDIMD_DATA")]
     pub data: Option<PathBuf>,
     /// Address to listen on; port 0 picks a free port (printed on stdout).
-    #[arg(long, env = "DDIMD_ADDR", default_value = "127.0.0.1:50051")]
+    #[arg(long, env = "DDIMD_ADDR", default_value = "127.0.0.1:7860")]
     pub addr: SocketAddr,
     /// cpu, cuda, cuda:N or auto.
     #[arg(long, env = "DDIMD_DEVICE", default_value = "auto")]

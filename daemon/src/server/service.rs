@@ -360,15 +360,7 @@ impl Ddim for DdimService {
                 )
             })?)
         };
-        if !["", "encoded", "sampled", "interpolated", "imported"].contains(&origin.as_str()) {
-            return Err(ServerError::invalid(
-                "origin",
-                format!(
-                    "expected \"\", encoded, sampled, interpolated or imported, got {origin:?}"
-                ),
-            )
-            .into());
-        }
+        let origin = super::origin::origin_filter(&origin)?.to_string();
         let f = LatentFilter {
             name_contains: name_contains.to_lowercase(),
             tag,

@@ -29,43 +29,60 @@ use crate::engine::schedule::SchedulerConfig;
 use crate::engine::unet::UNet2DModel;
 use crate::engine::{imageio, model::save_pipeline, parse_device, Model, Spacing};
 
+/// `ddimd train`'s flags. The settings that shape the run are `Option`s: a fresh run
+/// takes the default of one not given, a `--resume`d run takes the checkpoint's, and a
+/// flag given with `--resume` that contradicts the checkpoint is an error naming the
+/// flag and both values (a resumed run is exact; only `--steps`, the step to stop at,
+/// may move).
 #[derive(Debug, Clone, Args)]
 pub struct TrainArgs {
     /// Output: a diffusers pipeline folder (EMA weights), with checkpoint/,
     /// loss.csv and samples/ beside.
     #[arg(long)]
     pub out: PathBuf,
-    /// `fashion-mnist` (Debian's dataset-fashion-mnist) or a folder of images.
-    #[arg(long, default_value = "fashion-mnist")]
-    pub data: String,
-    /// A preset (test, test-attn, tiny, medium, small, cifar10) or a diffusers config.json.
-    #[arg(long, default_value = "tiny")]
-    pub model_size: String,
-    #[arg(long, default_value = "1")]
-    pub channels: i64,
-    #[arg(long, default_value = "32")]
-    pub size: i64,
-    /// Total optimisation steps.
-    #[arg(long, default_value = "5000")]
-    pub steps: u64,
-    #[arg(long, default_value = "64")]
-    pub batch: i64,
-    #[arg(long, default_value = "1e-3")]
-    pub lr: f64,
-    #[arg(long, default_value = "200")]
-    pub warmup: u64,
-    #[arg(long, default_value = "1.0")]
-    pub grad_clip: f64,
-    #[arg(long, default_value = "0.999")]
-    pub ema_decay: f64,
+    /// `fashion-mnist` (Debian's dataset-fashion-mnist) or a folder of images
+    /// [default: fashion-mnist].
+    #[arg(long)]
+    pub data: Option<String>,
+    /// A preset (test, test-attn, tiny, medium, small, cifar10) or a diffusers
+    /// config.json [default: tiny].
+    #[arg(long)]
+    pub model_size: Option<String>,
+    /// Image channels of a preset [default: 1].
+    #[arg(long)]
+    pub channels: Option<i64>,
+    /// Image size of a preset [default: 32].
+    #[arg(long)]
+    pub size: Option<i64>,
+    /// Total optimisation steps; with --resume it may differ from the checkpoint's
+    /// (train further) [default: 5000].
+    #[arg(long)]
+    pub steps: Option<u64>,
+    /// [default: 64]
+    #[arg(long)]
+    pub batch: Option<i64>,
+    /// [default: 1e-3]
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// [default: 200]
+    #[arg(long)]
+    pub warmup: Option<u64>,
+    /// [default: 1.0]
+    #[arg(long)]
+    pub grad_clip: Option<f64>,
+    /// [default: 0.999]
+    #[arg(long)]
+    pub ema_decay: Option<f64>,
     #[arg(long, default_value = "500")]
     pub checkpoint_every: u64,
     /// Write a 50-step sample grid every N steps (0: never).
     #[arg(long, default_value = "1000")]
     pub sample_every: u64,
-    #[arg(long, default_value = "0")]
-    pub seed: u64,
-    /// Continue from <out>/checkpoint.
+    /// [default: 0]
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Continue from <out>/checkpoint with its settings (model, data, batch, lr,
+    /// warm-up, clipping, EMA decay, seed and, unless given, --steps).
     #[arg(long, conflicts_with = "init_from")]
     pub resume: bool,
     /// Start from the weights of a pipeline folder (e.g. the shipped model) with a
@@ -80,6 +97,167 @@ pub struct TrainArgs {
     /// Stop after this many steps of this run (for tests), checkpointing.
     #[arg(long, hide = true)]
     pub stop_after: Option<u64>,
+}
+
+/// The settings of a run: the flags with their defaults, or a checkpoint's.
+#[derive(Debug, Clone)]
+struct Settings {
+    data: String,
+    /// What `model:` logs: the preset or file, or "the checkpoint's config".
+    model_name: String,
+    cfg: UNetConfig,
+    steps: u64,
+    batch: i64,
+    lr: f64,
+    warmup: u64,
+    grad_clip: f64,
+    ema_decay: f64,
+    seed: u64,
+}
+
+const DEFAULT_DATA: &str = "fashion-mnist";
+const DEFAULT_MODEL_SIZE: &str = "tiny";
+const DEFAULT_STEPS: u64 = 5000;
+const DEFAULT_BATCH: i64 = 64;
+const DEFAULT_LR: f64 = 1e-3;
+const DEFAULT_WARMUP: u64 = 200;
+const DEFAULT_GRAD_CLIP: f64 = 1.0;
+const DEFAULT_EMA_DECAY: f64 = 0.999;
+
+impl Settings {
+    /// A fresh run: the flags, defaults for those not given.
+    fn fresh(a: &TrainArgs) -> Result<Self> {
+        Ok(Settings {
+            data: a.data.clone().unwrap_or_else(|| DEFAULT_DATA.into()),
+            model_name: match (&a.init_from, &a.model_size) {
+                (Some(dir), _) => format!("{} (its unet/config.json)", dir.display()),
+                (None, Some(m)) => m.clone(),
+                (None, None) => DEFAULT_MODEL_SIZE.into(),
+            },
+            cfg: resolve_config(a)?,
+            steps: a.steps.unwrap_or(DEFAULT_STEPS),
+            batch: a.batch.unwrap_or(DEFAULT_BATCH),
+            lr: a.lr.unwrap_or(DEFAULT_LR),
+            warmup: a.warmup.unwrap_or(DEFAULT_WARMUP),
+            grad_clip: a.grad_clip.unwrap_or(DEFAULT_GRAD_CLIP),
+            ema_decay: a.ema_decay.unwrap_or(DEFAULT_EMA_DECAY),
+            seed: a.seed.unwrap_or(0),
+        })
+    }
+
+    /// A resumed run: the checkpoint's settings. A flag given that contradicts one
+    /// is an error naming the flag and both values; a setting an older checkpoint did
+    /// not record comes from its flag or default.
+    fn resumed(a: &TrainArgs, st: &TrainState, state_path: &Path) -> Result<Self> {
+        let mut clashes: Vec<String> = vec![];
+        fn pick<T: PartialEq + std::fmt::Display + Clone>(
+            clashes: &mut Vec<String>,
+            flag: &str,
+            given: &Option<T>,
+            saved: Option<T>,
+            default: T,
+        ) -> T {
+            match (given, saved) {
+                (Some(g), Some(s)) if *g != s => {
+                    clashes.push(format!("{flag} {g} (the checkpoint has {s})"));
+                    s
+                }
+                (_, Some(s)) => s,
+                (Some(g), None) => g.clone(),
+                (None, None) => default,
+            }
+        }
+        let data = pick(
+            &mut clashes,
+            "--data",
+            &a.data,
+            st.data.clone(),
+            DEFAULT_DATA.to_string(),
+        );
+        let batch = pick(&mut clashes, "--batch", &a.batch, Some(st.batch), 0);
+        let lr = pick(&mut clashes, "--lr", &a.lr, Some(st.lr), 0.0);
+        let seed = pick(&mut clashes, "--seed", &a.seed, Some(st.seed), 0);
+        let warmup = pick(
+            &mut clashes,
+            "--warmup",
+            &a.warmup,
+            st.warmup,
+            DEFAULT_WARMUP,
+        );
+        let grad_clip = pick(
+            &mut clashes,
+            "--grad-clip",
+            &a.grad_clip,
+            st.grad_clip,
+            DEFAULT_GRAD_CLIP,
+        );
+        let ema_decay = pick(
+            &mut clashes,
+            "--ema-decay",
+            &a.ema_decay,
+            st.ema_decay,
+            DEFAULT_EMA_DECAY,
+        );
+        let saved_cfg: UNetConfig = serde_json::from_value(st.config.clone())
+            .with_context(|| format!("{}: config", state_path.display()))?;
+        saved_cfg.validate()?;
+        let model_flags = a.model_size.is_some() || a.channels.is_some() || a.size.is_some();
+        let model_name = if model_flags {
+            // The flags not given are the checkpoint's.
+            let name = a
+                .model_size
+                .clone()
+                .or_else(|| st.model_size.clone())
+                .unwrap_or_else(|| DEFAULT_MODEL_SIZE.into());
+            let channels = a.channels.unwrap_or(saved_cfg.in_channels);
+            let size = a.size.unwrap_or(saved_cfg.sample_hw()?.0);
+            let given = resolve_model(&name, channels, size)?;
+            if given.to_diffusers_json() != st.config {
+                let flags: Vec<String> = [
+                    a.model_size.as_ref().map(|m| format!("--model-size {m}")),
+                    a.channels.map(|c| format!("--channels {c}")),
+                    a.size.map(|c| format!("--size {c}")),
+                ]
+                .into_iter()
+                .flatten()
+                .collect();
+                let (h, w) = saved_cfg.sample_hw()?;
+                clashes.push(format!(
+                    "{} (the checkpoint has another model config: {}{} channel(s), {h}×{w})",
+                    flags.join(" "),
+                    st.model_size
+                        .as_ref()
+                        .map(|m| format!("{m}, "))
+                        .unwrap_or_default(),
+                    saved_cfg.in_channels,
+                ));
+            }
+            name
+        } else {
+            st.model_size
+                .clone()
+                .unwrap_or_else(|| "the checkpoint's config".into())
+        };
+        if !clashes.is_empty() {
+            bail!(
+                "--resume: {} contradicts the checkpoint in {}; a resumed run keeps its                  settings (drop the flag, or train into another --out)",
+                clashes.join(", "),
+                state_path.display()
+            );
+        }
+        Ok(Settings {
+            data,
+            model_name,
+            cfg: saved_cfg,
+            steps: a.steps.or(st.steps).unwrap_or(DEFAULT_STEPS),
+            batch,
+            lr,
+            warmup,
+            grad_clip,
+            ema_decay,
+            seed,
+        })
+    }
 }
 
 /// Adam moments and the step counter.
@@ -160,24 +338,35 @@ fn resolve_config(a: &TrainArgs) -> Result<UNetConfig> {
     if let Some(dir) = &a.init_from {
         return Ok(UNetConfig::from_file(&dir.join("unet/config.json"))?);
     }
-    if let Some(c) = UNetConfig::preset(&a.model_size, a.channels, a.size) {
+    resolve_model(
+        a.model_size.as_deref().unwrap_or(DEFAULT_MODEL_SIZE),
+        a.channels.unwrap_or(1),
+        a.size.unwrap_or(32),
+    )
+}
+
+/// `--model-size`: a preset or a config.json file.
+fn resolve_model(name: &str, channels: i64, size: i64) -> Result<UNetConfig> {
+    if let Some(c) = UNetConfig::preset(name, channels, size) {
         return Ok(c);
     }
-    let p = Path::new(&a.model_size);
+    let p = Path::new(name);
     if p.is_file() {
         return Ok(UNetConfig::from_file(p)?);
     }
-    bail!("--model-size {:?}: not a preset (test, test-attn, tiny, medium, small, cifar10) nor a config.json file", a.model_size)
+    bail!("--model-size {name:?}: not a preset (test, test-attn, tiny, medium, small, cifar10) nor a config.json file")
 }
 
-fn load_data(a: &TrainArgs, shape: [i64; 3]) -> Result<Tensor> {
-    if a.data == "fashion-mnist" {
+fn load_data(source: &str, shape: [i64; 3]) -> Result<Tensor> {
+    if source == "fashion-mnist" {
         data::fashion_mnist(data::Split::Train, shape)
     } else {
-        data::image_folder(Path::new(&a.data), shape)
+        data::image_folder(Path::new(source), shape)
     }
 }
 
+/// `checkpoint/state.json`. Version 1 recorded only step, seed, batch, lr and the
+/// model config; version 2 adds the rest of the settings a resume keeps.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct TrainState {
     v: u32,
@@ -186,6 +375,29 @@ struct TrainState {
     batch: i64,
     lr: f64,
     config: serde_json::Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    steps: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    warmup: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    grad_clip: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ema_decay: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    data: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    model_size: Option<String>,
+}
+
+fn read_state(dir: &Path) -> Result<TrainState> {
+    let path = dir.join("state.json");
+    let bytes = std::fs::read(&path).with_context(|| {
+        format!(
+            "--resume: no checkpoint in {} (state.json missing)",
+            dir.display()
+        )
+    })?;
+    serde_json::from_slice(&bytes).with_context(|| format!("{}", path.display()))
 }
 
 fn save_checkpoint(
@@ -225,14 +437,7 @@ fn load_checkpoint(
     model: &mut nn::VarStore,
     ema: &mut nn::VarStore,
     adam: &mut Adam,
-) -> Result<TrainState> {
-    let state: TrainState =
-        serde_json::from_slice(&std::fs::read(dir.join("state.json")).with_context(|| {
-            format!(
-                "--resume: no checkpoint in {} (state.json missing)",
-                dir.display()
-            )
-        })?)?;
+) -> Result<()> {
     let tensors: BTreeMap<String, Tensor> =
         Tensor::read_safetensors(dir.join("state.safetensors"))?
             .into_iter()
@@ -255,7 +460,7 @@ fn load_checkpoint(
     for (k, t) in adam.v.iter_mut() {
         t.copy_(get(format!("adam_v.{k}"))?);
     }
-    Ok(state)
+    Ok(())
 }
 
 fn write_samples(
@@ -285,17 +490,32 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         tch::set_num_threads(a.torch_threads);
     }
     let device = parse_device(&a.device)?;
-    let cfg = resolve_config(a)?;
+    let ckpt = a.out.join("checkpoint");
+    let mut start = 0u64;
+    let s = if a.resume {
+        let st = read_state(&ckpt)?;
+        start = st.step;
+        Settings::resumed(a, &st, &ckpt.join("state.json"))?
+    } else {
+        if ckpt.join("state.json").exists() {
+            bail!(
+                "{} already holds a checkpoint: pass --resume to continue it, or choose another --out",
+                ckpt.display()
+            );
+        }
+        Settings::fresh(a)?
+    };
+    let cfg = s.cfg.clone();
     let sched = SchedulerConfig::default();
     let schedule = crate::engine::schedule::NoiseSchedule::new(&sched)?;
     let shape = {
         let (h, w) = cfg.sample_hw()?;
         [cfg.in_channels, h, w]
     };
-    if a.batch < 1 || a.steps < 1 {
+    if s.batch < 1 || s.steps < 1 {
         bail!("--batch and --steps must be ≥ 1");
     }
-    let data = load_data(a, shape)?;
+    let data = load_data(&s.data, shape)?;
     let n_data = data.size()[0];
     eprintln!(
         "data: {n_data} images of {shape:?}; device {}",
@@ -303,7 +523,7 @@ pub fn run(a: &TrainArgs) -> Result<()> {
     );
     let data = data.to_device(device);
 
-    tch::manual_seed(a.seed as i64);
+    tch::manual_seed(s.seed as i64);
     let mut vs = nn::VarStore::new(device);
     let unet = UNet2DModel::new(&vs.root(), &cfg)?;
     let mut ema = nn::VarStore::new(device);
@@ -317,27 +537,17 @@ pub fn run(a: &TrainArgs) -> Result<()> {
     ema.copy(&vs)?;
     let params = vars(&vs);
     let mut adam = Adam::new(&params);
-    let ckpt = a.out.join("checkpoint");
-    let mut start = 0u64;
     if a.resume {
-        let st = load_checkpoint(&ckpt, &mut vs, &mut ema, &mut adam)?;
-        if st.config != cfg.to_diffusers_json() {
-            bail!(
-                "--resume: the checkpoint in {} was trained with another model config",
-                ckpt.display()
-            );
-        }
-        start = st.step;
-        eprintln!("resuming at step {start}");
-    } else if ckpt.join("state.json").exists() {
-        bail!(
-            "{} already holds a checkpoint: pass --resume to continue it, or choose another --out",
-            ckpt.display()
+        load_checkpoint(&ckpt, &mut vs, &mut ema, &mut adam)?;
+        eprintln!(
+            "resuming at step {start} of {} with the checkpoint's settings: data {}, batch {}, \
+             lr {}, warmup {}, grad clip {}, EMA decay {}, seed {}",
+            s.steps, s.data, s.batch, s.lr, s.warmup, s.grad_clip, s.ema_decay, s.seed
         );
     }
     std::fs::create_dir_all(a.out.join("samples"))?;
     let n_params: i64 = params.values().map(|t| t.numel() as i64).sum();
-    eprintln!("model: {} ({n_params} parameters)", a.model_size);
+    eprintln!("model: {} ({n_params} parameters)", s.model_name);
 
     let stop = Arc::new(AtomicBool::new(false));
     {
@@ -355,7 +565,7 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         .to_kind(Kind::Float)
         .to_device(device);
     let t_train = schedule.len() as i64;
-    let pb = crate::cli::progress(a.steps, "training");
+    let pb = crate::cli::progress(s.steps, "training");
     pb.set_style(
         indicatif::ProgressStyle::with_template(
             "step {pos}/{len} [{bar:30}] {msg} {per_sec} ETA {eta}",
@@ -368,12 +578,18 @@ pub fn run(a: &TrainArgs) -> Result<()> {
     let mut smooth = f64::NAN;
     let save = |step: u64, vs: &nn::VarStore, ema: &nn::VarStore, adam: &Adam| -> Result<()> {
         let st = TrainState {
-            v: 1,
+            v: 2,
             step,
-            seed: a.seed,
-            batch: a.batch,
-            lr: a.lr,
+            seed: s.seed,
+            batch: s.batch,
+            lr: s.lr,
             config: cfg.to_diffusers_json(),
+            steps: Some(s.steps),
+            warmup: Some(s.warmup),
+            grad_clip: Some(s.grad_clip),
+            ema_decay: Some(s.ema_decay),
+            data: Some(s.data.clone()),
+            model_size: Some(s.model_name.clone()),
         };
         save_checkpoint(&ckpt, vs, ema, adam, &st)?;
         save_pipeline(ema, &cfg, &sched, &a.out)?;
@@ -384,8 +600,8 @@ pub fn run(a: &TrainArgs) -> Result<()> {
     let mut step = start;
     let end = a
         .stop_after
-        .map(|k| (start + k).min(a.steps))
-        .unwrap_or(a.steps);
+        .map(|k| (start + k).min(s.steps))
+        .unwrap_or(s.steps);
     while step < end {
         if stop.load(Ordering::SeqCst) {
             pb.suspend(|| eprintln!("interrupted: writing a checkpoint at step {step}"));
@@ -397,10 +613,10 @@ pub fn run(a: &TrainArgs) -> Result<()> {
             );
             return Ok(());
         }
-        tch::manual_seed(((a.seed << 32) ^ step) as i64);
-        let idx = Tensor::randint(n_data, [a.batch], (Kind::Int64, device));
+        tch::manual_seed(((s.seed << 32) ^ step) as i64);
+        let idx = Tensor::randint(n_data, [s.batch], (Kind::Int64, device));
         let x0 = data.index_select(0, &idx);
-        let t = Tensor::randint(t_train, [a.batch], (Kind::Int64, device));
+        let t = Tensor::randint(t_train, [s.batch], (Kind::Int64, device));
         let eps = Tensor::randn(x0.size(), (Kind::Float, device));
         let ab = alpha_bar.index_select(0, &t).view([-1, 1, 1, 1]);
         let xt = &x0 * ab.sqrt() + &eps * (ab.ones_like() - &ab).sqrt();
@@ -408,12 +624,12 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         let loss = (pred - &eps).square().mean(Kind::Float);
         zero_grad(&params);
         loss.backward();
-        let gn = clip_grad_norm(&params, a.grad_clip);
-        let lr = a.lr * ((step + 1) as f64 / a.warmup.max(1) as f64).min(1.0);
+        let gn = clip_grad_norm(&params, s.grad_clip);
+        let lr = s.lr * ((step + 1) as f64 / s.warmup.max(1) as f64).min(1.0);
         adam.step(&params, lr, step + 1);
         {
             let _g = tch::no_grad_guard();
-            let d = a.ema_decay.min((1.0 + step as f64) / (10.0 + step as f64));
+            let d = s.ema_decay.min((1.0 + step as f64) / (10.0 + step as f64));
             for (k, p) in &params {
                 let mut e = ema_vars[k].shallow_clone();
                 let _ = e.g_mul_scalar_(d).g_add_(&(p * (1.0 - d)));
@@ -446,7 +662,7 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         if step.is_multiple_of(a.checkpoint_every.max(1)) || step == end {
             save(step, &vs, &ema, &adam)?;
         }
-        if a.sample_every > 0 && (step.is_multiple_of(a.sample_every) || step == a.steps) {
+        if a.sample_every > 0 && (step.is_multiple_of(a.sample_every) || step == s.steps) {
             write_samples(
                 &cfg,
                 &sched,
