@@ -75,6 +75,9 @@ mod tests {
             msg.contains("ambiguous") && msg.contains("interpolated and imported"),
             "{msg}"
         );
+        let (_, msg) = field_and_message(origin_filter("e").unwrap_err());
+        assert!(msg.contains("encoded and edited"), "{msg}");
+        assert_eq!(origin_filter("ed").unwrap(), "edited");
         for bad in ["x", "encodedx", " enc"] {
             let (field, msg) = field_and_message(origin_filter(bad).unwrap_err());
             assert_eq!(field, "origin");
@@ -92,7 +95,8 @@ mod tests {
             OriginRecord::Encoded { .. }
             | OriginRecord::Sampled { .. }
             | OriginRecord::Interpolated { .. }
-            | OriginRecord::Imported { .. } => ORIGINS.contains(&o.name()),
+            | OriginRecord::Imported { .. }
+            | OriginRecord::Edited { .. } => ORIGINS.contains(&o.name()),
         };
         let all = [
             OriginRecord::Encoded {
@@ -108,6 +112,12 @@ mod tests {
             },
             OriginRecord::Imported {
                 filename: String::new(),
+            },
+            OriginRecord::Edited {
+                op: String::new(),
+                params: String::new(),
+                parents: vec![],
+                summary: String::new(),
             },
         ];
         assert_eq!(all.len(), ORIGINS.len());
