@@ -347,6 +347,7 @@ fn library(n: u64) {
                 batch: None,
                 rows: 1,
                 images: 1,
+                stopped_at: 0,
             };
             store.insert_job(&job, b"").expect("insert");
             let mut run = job.clone();

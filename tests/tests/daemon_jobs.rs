@@ -723,6 +723,14 @@ async fn watch_job_reports_position_start_progress_previews_and_result() {
         .unwrap()
         .into_inner();
     assert_eq!(b.state(), pb::JobState::Cancelled);
+    // A cancelled job keeps the step it stopped at (it was running, so at
+    // least one model call was made, and it did not finish).
+    assert!(
+        b.step >= 1 && b.step < b.total_steps,
+        "stopped at {}/{}",
+        b.step,
+        b.total_steps
+    );
 }
 
 /// Per-sample seeds: a job's latents and images do not depend on what it was

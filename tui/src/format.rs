@@ -2,6 +2,25 @@
 
 use ddim_proto::v1::{self as pb, origin::Kind as OriginKind};
 
+/// The origin kinds a latent can have (proto `Origin.kind`), as `ListLatents.origin`
+/// names them.
+pub const ORIGINS: [&str; 5] = ["encoded", "sampled", "interpolated", "imported", "edited"];
+
+/// An origin filter as typed (`enc`, `origin:sam…`) into the daemon's name: the one kind
+/// it is a prefix of. Empty, unknown and ambiguous (`i`) text is passed on as typed, and
+/// the daemon says what is wrong with it (the TUI's `/origin:` and `ddim ls --origin`
+/// both go through here).
+pub fn resolve_origin(text: &str) -> String {
+    let t = text.trim().to_ascii_lowercase();
+    let mut hits = ORIGINS
+        .iter()
+        .filter(|k| !t.is_empty() && k.starts_with(&t));
+    match (hits.next(), hits.next()) {
+        (Some(k), None) => k.to_string(),
+        _ => text.trim().to_string(),
+    }
+}
+
 /// "encoded", "sampled", "interpolated", "imported" or "?".
 pub fn origin_kind(l: &pb::Latent) -> &'static str {
     match l.origin.as_ref().and_then(|o| o.kind.as_ref()) {
@@ -9,6 +28,7 @@ pub fn origin_kind(l: &pb::Latent) -> &'static str {
         Some(OriginKind::Sampled(_)) => "sampled",
         Some(OriginKind::Interpolated(_)) => "interpolated",
         Some(OriginKind::Imported(_)) => "imported",
+        Some(OriginKind::Edited(_)) => "edited",
         None => "?",
     }
 }
@@ -30,6 +50,8 @@ pub fn origin_detail(l: &pb::Latent) -> String {
             format!("imported {}", i.filename)
         }
         Some(OriginKind::Imported(_)) => "imported".into(),
+        Some(OriginKind::Edited(e)) if !e.summary.is_empty() => e.summary.clone(),
+        Some(OriginKind::Edited(e)) => format!("{} of {}", e.op, e.parent_ids.join(", ")),
         None => "?".into(),
     }
 }
@@ -58,6 +80,35 @@ pub fn shape(dims: &[u32]) -> String {
         .map(u32::to_string)
         .collect::<Vec<_>>()
         .join("×")
+}
+
+/// `text` in at most `width` terminal cells: as is when it fits, else cut and ended with
+/// `…` (so a long tag list never runs into the next column).
+pub fn fit(text: &str, width: usize) -> String {
+    let w = |s: &str| ratatui::text::Span::raw(s).width();
+    if w(text) <= width {
+        return text.to_string();
+    }
+    if width == 0 {
+        return String::new();
+    }
+    let mut out = String::new();
+    for c in text.chars() {
+        out.push(c);
+        if w(&out) + 1 > width {
+            out.pop();
+            break;
+        }
+    }
+    out.push('…');
+    out
+}
+
+/// `text` fitted to `width` cells and padded to exactly that width (a table column).
+pub fn column(text: &str, width: usize) -> String {
+    let s = fit(text, width);
+    let pad = width.saturating_sub(ratatui::text::Span::raw(s.as_str()).width());
+    format!("{s}{}", " ".repeat(pad))
 }
 
 /// First 8 characters of an id or fingerprint.
@@ -157,25 +208,49 @@ pub fn eta_list(etas: &[f32]) -> String {
         .join(",")
 }
 
-/// Parses `0, 0.5,1` (at most 8 distinct finite values ≥ 0).
+/// Parses `0, 0.5,1` (at most 8 distinct finite values ≥ 0; an empty or repeated item
+/// is an error).
 pub fn parse_etas(text: &str) -> Result<Vec<f32>, String> {
-    let mut out: Vec<f32> = vec![];
-    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+    let out = list_items(text, "0,0.5,1", |part| {
         let e: f32 = part
             .parse()
             .map_err(|_| format!("η `{part}` is not a number"))?;
         if !e.is_finite() || e < 0.0 {
             return Err(format!("η must be a finite number ≥ 0, got {part}"));
         }
-        if !out.contains(&e) {
-            out.push(e);
-        }
-    }
+        Ok(e)
+    })?;
     match out.len() {
-        0 => Err("expected η values such as 0,0.5,1".into()),
         n if n > 8 => Err(format!("at most 8 η values, got {n}")),
         _ => Ok(out),
     }
+}
+
+/// The items of a comma-separated list, each parsed by `item`: an empty item (`10,,20`,
+/// a trailing comma) or one given twice (`0,0`) is an error, not quietly dropped.
+pub fn list_items<T: PartialEq + std::fmt::Display>(
+    s: &str,
+    example: &str,
+    item: impl Fn(&str) -> Result<T, String>,
+) -> Result<Vec<T>, String> {
+    if s.trim().is_empty() {
+        return Err(format!("expected a comma-separated list such as {example}"));
+    }
+    let mut out: Vec<T> = Vec::new();
+    for (i, part) in s.split(',').map(str::trim).enumerate() {
+        if part.is_empty() {
+            return Err(format!(
+                "item {} of `{s}` is empty (a list is written like {example})",
+                i + 1
+            ));
+        }
+        let v = item(part)?;
+        if out.contains(&v) {
+            return Err(format!("{v} is given twice in `{s}`"));
+        }
+        out.push(v);
+    }
+    Ok(out)
 }
 
 /// Steps list as `10,20,50`.
@@ -190,6 +265,53 @@ pub fn steps_list(steps: &[u32]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn origin_prefixes_resolve_to_one_kind() {
+        assert_eq!(resolve_origin("enc"), "encoded");
+        assert_eq!(resolve_origin("Sampled"), "sampled");
+        assert_eq!(resolve_origin("im"), "imported");
+        assert_eq!(resolve_origin("in"), "interpolated");
+        // Ambiguous, unknown and empty text goes to the daemon as typed.
+        assert_eq!(resolve_origin("i"), "i");
+        assert_eq!(resolve_origin("x"), "x");
+        assert_eq!(resolve_origin(""), "");
+        // Every kind a latent can have is listed.
+        use ddim_proto::v1::origin::Kind as K;
+        for k in [
+            K::Encoded(Default::default()),
+            K::Sampled(Default::default()),
+            K::Interpolated(Default::default()),
+            K::Imported(Default::default()),
+            K::Edited(Default::default()),
+        ] {
+            let l = pb::Latent {
+                origin: Some(pb::Origin { kind: Some(k) }),
+                ..Default::default()
+            };
+            assert!(ORIGINS.contains(&origin_kind(&l)));
+        }
+    }
+
+    #[test]
+    fn long_cells_end_in_an_ellipsis_within_their_width() {
+        assert_eq!(fit("fashion-mnist,seed", 16), "fashion-mnist,s…");
+        assert_eq!(fit("shirts", 16), "shirts");
+        assert_eq!(fit("abc", 0), "");
+        assert_eq!(column("fashion-mnist,seed", 16), "fashion-mnist,s…");
+        assert_eq!(column("a", 4), "a   ");
+        assert_eq!(fit("日本語の名前", 5), "日本…");
+    }
+
+    #[test]
+    fn lists_refuse_empty_and_repeated_items() {
+        assert_eq!(parse_etas("0, 0.5,1").unwrap(), vec![0.0, 0.5, 1.0]);
+        assert!(parse_etas("0,0").unwrap_err().contains("twice"));
+        assert!(parse_etas("0,,1").unwrap_err().contains("empty"));
+        assert!(parse_etas("0,").unwrap_err().contains("empty"));
+        assert!(parse_etas("-1").unwrap_err().contains("≥ 0"));
+        assert!(parse_etas("").is_err());
+    }
 
     #[test]
     fn timestamps_and_durations() {

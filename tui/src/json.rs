@@ -127,6 +127,70 @@ pub fn spec(s: &pb::JobSpec) -> Value {
                 "spacing": format::spacing_name(im.spacing),
             }
         }),
+        Some(Kind::Variation(v)) => json!({
+            "variation": {
+                "latent_id": v.latent_id, "strength": v.strength, "seed": v.seed,
+                "count": v.count, "out": edit_out(&v.out),
+            }
+        }),
+        Some(Kind::Mix(m)) => json!({
+            "mix": {
+                "terms": m.terms.iter().map(|t| json!({"latent_id": t.latent_id, "weight": t.weight})).collect::<Vec<_>>(),
+                "expression": m.expression, "out": edit_out(&m.out),
+            }
+        }),
+        Some(Kind::Direction(d)) => json!({
+            "direction": {
+                "latent_id": d.latent_id, "from_tag": d.from_tag, "to_tag": d.to_tag,
+                "weights": d.weights, "out": edit_out(&d.out),
+            }
+        }),
+        Some(Kind::Renoise(r)) => json!({
+            "renoise": {
+                "input": edit_input(r.input.as_ref().map(|i| match i {
+                    pb::renoise_job::Input::LatentId(id) => Ok(id.as_str()),
+                    pb::renoise_job::Input::Image(b) => Err(b.len()),
+                }), &r.image_name),
+                "strength": r.strength, "sampler": sampler(r.sampler), "seed": r.seed,
+                "count": r.count, "perturb": r.perturb, "out": edit_out(&r.out),
+            }
+        }),
+        Some(Kind::Inpaint(r)) => json!({
+            "inpaint": {
+                "input": edit_input(r.input.as_ref().map(|i| match i {
+                    pb::inpaint_job::Input::LatentId(id) => Ok(id.as_str()),
+                    pb::inpaint_job::Input::Image(b) => Err(b.len()),
+                }), &r.image_name),
+                "rects": r.rects.iter().map(|q| json!([q.x, q.y, q.width, q.height])).collect::<Vec<_>>(),
+                "sampler": sampler(r.sampler), "seed": r.seed, "count": r.count,
+                "out": edit_out(&r.out),
+            }
+        }),
+        Some(Kind::Grid(g)) => json!({
+            "grid": {
+                "corners": g.corners, "size": g.size, "save": g.save,
+                "preview_steps": g.preview_steps, "out": edit_out(&g.out),
+            }
+        }),
+        None => Value::Null,
+    }
+}
+
+fn edit_out(o: &Option<pb::EditOutput>) -> Value {
+    let o = o.clone().unwrap_or_default();
+    json!({
+        "preview_steps": o.preview_steps,
+        "spacing": format::spacing_name(o.spacing),
+        "name": o.name,
+        "tags": o.tags,
+    })
+}
+
+/// An edit's input: a latent id, or an image (its byte count) with its file name.
+fn edit_input(i: Option<Result<&str, usize>>, name: &str) -> Value {
+    match i {
+        Some(Ok(id)) => json!({"latent_id": id}),
+        Some(Err(n)) => json!({"image_bytes": n, "image_name": name}),
         None => Value::Null,
     }
 }

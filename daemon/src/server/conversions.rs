@@ -7,8 +7,7 @@ use std::sync::Arc;
 
 use super::error::{Result, ServerError};
 use super::store::{
-    BatchKey, JobKind, JobRecord, JobState, LatentOrder, LatentRecord, OriginRecord, Priority,
-    Store,
+    BatchKey, JobRecord, JobState, LatentOrder, LatentRecord, OriginRecord, Priority, Store,
 };
 use crate::engine::interp::Method;
 use crate::engine::{SamplerOptions, Spacing};
@@ -167,7 +166,7 @@ pub fn check_steps(steps: u32, t: usize, field: &str) -> Result<usize> {
 /// At most this many η values in one decode job.
 pub const MAX_ETAS: usize = 8;
 
-fn check_eta(eta: f32, field: &str) -> Result<f64> {
+pub fn check_eta(eta: f32, field: &str) -> Result<f64> {
     if !eta.is_finite() || eta < 0.0 {
         return Err(ServerError::invalid(
             field,
@@ -212,7 +211,7 @@ pub fn batch_key(o: &SamplerOptions) -> BatchKey {
     }
 }
 
-fn check_step_list(list: &[u32], t: usize, field: &str) -> Result<Vec<usize>> {
+pub fn check_step_list(list: &[u32], t: usize, field: &str) -> Result<Vec<usize>> {
     if list.is_empty() {
         return Err(ServerError::invalid(field, "at least one S is required"));
     }
@@ -234,7 +233,7 @@ fn check_step_list(list: &[u32], t: usize, field: &str) -> Result<Vec<usize>> {
         .collect()
 }
 
-fn check_tags(tags: &[String], field: &str) -> Result<()> {
+pub fn check_tags(tags: &[String], field: &str) -> Result<()> {
     for (i, t) in tags.iter().enumerate() {
         if t.trim().is_empty() || t.len() > 64 {
             return Err(ServerError::invalid(
@@ -321,7 +320,7 @@ pub fn import_rows(npy: &[u8], meta: &ModelMeta, field: &str) -> Result<(usize, 
 }
 
 /// A usable latent that has a source image to reconstruct: its record number.
-fn with_source(store: &Store, meta: &ModelMeta, id: &str, field: &str) -> Result<u64> {
+pub fn with_source(store: &Store, meta: &ModelMeta, id: &str, field: &str) -> Result<u64> {
     let r = usable_latent(store, meta, id, field)?;
     if store
         .latent_png(r.id, super::store::LatentPng::Source)?
@@ -334,304 +333,13 @@ fn with_source(store: &Store, meta: &ModelMeta, id: &str, field: &str) -> Result
     Ok(r.id)
 }
 
-fn check_image(bytes: &[u8], field: &str) -> Result<()> {
+pub fn check_image(bytes: &[u8], field: &str) -> Result<()> {
     if bytes.is_empty() {
         return Err(ServerError::invalid(field, "image bytes are required"));
     }
     image::load_from_memory(bytes).map(|_| ()).map_err(|e| {
         ServerError::invalid(field, format!("not a decodable PNG or JPEG image ({e})"))
     })
-}
-
-/// What a valid job spec implies for the queue.
-#[derive(Debug, Clone)]
-pub struct SpecInfo {
-    pub kind: JobKind,
-    pub reads: Vec<u64>,
-    pub total_steps: u32,
-    pub batch: Option<BatchKey>,
-    pub rows: u32,
-    pub images: u32,
-}
-
-/// Validates a job spec against the model and the library (blocking: reads
-/// the store and decodes images).
-pub fn validate_spec(
-    spec: Option<&pb::JobSpec>,
-    meta: &ModelMeta,
-    store: &Store,
-) -> Result<SpecInfo> {
-    use pb::job_spec::Kind;
-    let t = meta.t;
-    let kind = spec.and_then(|s| s.kind.as_ref()).ok_or_else(|| {
-        ServerError::invalid(
-            "spec",
-            "a job spec (encode, sample, decode, reconstruct or interpolate) is required",
-        )
-    })?;
-    match kind {
-        Kind::Encode(e) => {
-            let pb::EncodeJob {
-                images,
-                steps,
-                spacing,
-                preview_steps,
-            } = e;
-            if images.is_empty() || images.len() > MAX_ITEMS {
-                return Err(ServerError::invalid(
-                    "encode.images",
-                    format!("1..={MAX_ITEMS} images, got {}", images.len()),
-                ));
-            }
-            let s = check_steps(*steps, t, "encode.steps")?;
-            spacing_from_pb(*spacing, "encode.spacing")?;
-            let p = if *preview_steps == 0 {
-                s
-            } else {
-                check_steps(*preview_steps, t, "encode.preview_steps")?
-            };
-            for (i, img) in images.iter().enumerate() {
-                let pb::EncodeInput { data, name, tags } = img;
-                check_image(data, &format!("encode.images[{i}].data"))?;
-                check_name(name, &format!("encode.images[{i}].name"))?;
-                check_tags(tags, &format!("encode.images[{i}].tags"))?;
-            }
-            Ok(SpecInfo {
-                kind: JobKind::Encode,
-                reads: vec![],
-                total_steps: (s + p) as u32,
-                batch: None,
-                rows: images.len() as u32,
-                images: images.len() as u32,
-            })
-        }
-        Kind::Sample(smp) => {
-            let pb::SampleJob {
-                count,
-                seed: _,
-                sampler,
-                name_prefix,
-                tags,
-            } = smp;
-            if *count == 0 || *count as usize > MAX_ITEMS {
-                return Err(ServerError::invalid(
-                    "sample.count",
-                    format!("must be in 1..={MAX_ITEMS}, got {count}"),
-                ));
-            }
-            let o = sampler_from_pb(sampler.as_ref(), t, "sample.sampler")?;
-            check_name(name_prefix, "sample.name_prefix")?;
-            check_tags(tags, "sample.tags")?;
-            Ok(SpecInfo {
-                kind: JobKind::Sample,
-                reads: vec![],
-                total_steps: o.steps as u32,
-                batch: Some(batch_key(&o)),
-                rows: *count,
-                images: *count,
-            })
-        }
-        Kind::Decode(d) => {
-            let pb::DecodeJob {
-                latent_id,
-                steps,
-                eta,
-                spacing,
-                seed: _,
-                etas,
-            } = d;
-            let r = usable_latent(store, meta, latent_id, "decode.latent_id")?;
-            let list = check_step_list(steps, t, "decode.steps")?;
-            check_eta(*eta, "decode.eta")?;
-            if etas.len() > MAX_ETAS {
-                return Err(ServerError::invalid(
-                    "decode.etas",
-                    format!("at most {MAX_ETAS} values, got {}", etas.len()),
-                ));
-            }
-            for (i, e) in etas.iter().enumerate() {
-                let field = format!("decode.etas[{i}]");
-                check_eta(*e, &field)?;
-                if etas[..i].contains(e) {
-                    return Err(ServerError::invalid(
-                        field,
-                        format!("η {e} is listed twice"),
-                    ));
-                }
-            }
-            let etas = d.eta_values();
-            let spacing = spacing_from_pb(*spacing, "decode.spacing")?;
-            let batch = (list.len() == 1 && etas.len() == 1).then(|| {
-                batch_key(&SamplerOptions {
-                    steps: list[0],
-                    eta: etas[0] as f64,
-                    spacing,
-                    sigma_hat: false,
-                })
-            });
-            let n = etas.len() as u32;
-            Ok(SpecInfo {
-                kind: JobKind::Decode,
-                reads: vec![r.id],
-                total_steps: n * list.iter().sum::<usize>() as u32,
-                batch,
-                rows: 1,
-                images: n * list.len() as u32,
-            })
-        }
-        Kind::Reconstruct(rc) => {
-            let pb::ReconstructJob {
-                input,
-                steps,
-                spacing,
-            } = rc;
-            let mut reads = vec![];
-            match input {
-                Some(pb::reconstruct_job::Input::LatentId(id)) => {
-                    reads.push(with_source(store, meta, id, "reconstruct.latent_id")?);
-                }
-                Some(pb::reconstruct_job::Input::Image(bytes)) => {
-                    check_image(bytes, "reconstruct.image")?
-                }
-                Some(pb::reconstruct_job::Input::Latents(list)) => {
-                    if list.ids.is_empty() || list.ids.len() > MAX_ITEMS {
-                        return Err(ServerError::invalid(
-                            "reconstruct.latents.ids",
-                            format!("1..={MAX_ITEMS} ids, got {}", list.ids.len()),
-                        ));
-                    }
-                    let field = |i| format!("reconstruct.latents.ids[{i}]");
-                    for (i, id) in list.ids.iter().enumerate() {
-                        if list.ids[..i].contains(id) {
-                            let msg = format!("{id} is listed twice");
-                            return Err(ServerError::invalid(field(i), msg));
-                        }
-                    }
-                    for (i, id) in list.ids.iter().enumerate() {
-                        reads.push(with_source(store, meta, id, &field(i))?);
-                    }
-                }
-                None => {
-                    return Err(ServerError::invalid(
-                        "reconstruct.input",
-                        "a latent_id, an image or latents is required",
-                    ))
-                }
-            }
-            let list = if steps.is_empty() {
-                DEFAULT_RECONSTRUCT_STEPS
-                    .iter()
-                    .map(|s| (*s as usize).min(t))
-                    .collect::<Vec<_>>()
-            } else {
-                check_step_list(steps, t, "reconstruct.steps")?
-            };
-            spacing_from_pb(*spacing, "reconstruct.spacing")?;
-            let rows = reads.len().max(1) as u32;
-            Ok(SpecInfo {
-                kind: JobKind::Reconstruct,
-                reads,
-                total_steps: 2 * list.iter().sum::<usize>() as u32,
-                batch: None,
-                rows,
-                images: list.len() as u32,
-            })
-        }
-        Kind::Import(im) => {
-            let pb::ImportJob {
-                latents,
-                preview_steps,
-                spacing,
-            } = im;
-            if latents.is_empty() {
-                return Err(ServerError::invalid(
-                    "import.latents",
-                    "at least one .npy is required",
-                ));
-            }
-            let mut rows = 0usize;
-            for (i, input) in latents.iter().enumerate() {
-                let pb::ImportInput { npy, name, tags } = input;
-                rows += import_rows(npy, meta, &format!("import.latents[{i}].npy"))?.0;
-                check_name(name, &format!("import.latents[{i}].name"))?;
-                check_tags(tags, &format!("import.latents[{i}].tags"))?;
-            }
-            if rows > MAX_ITEMS {
-                return Err(ServerError::invalid(
-                    "import.latents",
-                    format!("at most {MAX_ITEMS} latents in all, got {rows}"),
-                ));
-            }
-            spacing_from_pb(*spacing, "import.spacing")?;
-            let p = import_preview_steps(*preview_steps, t)?;
-            Ok(SpecInfo {
-                kind: JobKind::Import,
-                reads: vec![],
-                total_steps: p as u32,
-                batch: None,
-                rows: rows as u32,
-                images: rows as u32,
-            })
-        }
-        Kind::Interpolate(ip) => {
-            let pb::InterpolateJob {
-                a,
-                b,
-                frames,
-                method,
-                sampler,
-                save_frames,
-                only_saved_frames,
-            } = ip;
-            let ra = usable_latent(store, meta, a, "interpolate.a")?;
-            let rb = usable_latent(store, meta, b, "interpolate.b")?;
-            if !(2..=MAX_FRAMES).contains(frames) {
-                return Err(ServerError::invalid(
-                    "interpolate.frames",
-                    format!("must be in 2..={MAX_FRAMES}, got {frames}"),
-                ));
-            }
-            method_from_pb(*method, "interpolate.method")?;
-            let o = sampler_from_pb(sampler.as_ref(), t, "interpolate.sampler")?;
-            for (i, f) in save_frames.iter().enumerate() {
-                if f >= frames {
-                    return Err(ServerError::invalid(
-                        format!("interpolate.save_frames[{i}]"),
-                        format!("frame {f} is not in 0..{frames}"),
-                    ));
-                }
-                if save_frames[..i].contains(f) {
-                    return Err(ServerError::invalid(
-                        format!("interpolate.save_frames[{i}]"),
-                        format!("frame {f} is listed twice"),
-                    ));
-                }
-            }
-            if *only_saved_frames && save_frames.is_empty() {
-                return Err(ServerError::invalid(
-                    "interpolate.save_frames",
-                    "only_saved_frames needs at least one frame to save",
-                ));
-            }
-            let rows = if *only_saved_frames {
-                save_frames.len() as u32
-            } else {
-                *frames
-            };
-            let mut reads = vec![ra.id];
-            if rb.id != ra.id {
-                reads.push(rb.id);
-            }
-            Ok(SpecInfo {
-                kind: JobKind::Interpolate,
-                reads,
-                total_steps: o.steps as u32,
-                batch: Some(batch_key(&o)),
-                rows,
-                images: rows,
-            })
-        }
-    }
 }
 
 /// Decode steps of a decode job's spec, or the defaults of reconstruct.
@@ -644,30 +352,6 @@ pub fn reconstruct_steps(list: &[u32], t: usize) -> Vec<usize> {
     } else {
         list.iter().map(|s| *s as usize).collect()
     }
-}
-
-/// The spec without image or .npy bytes (listings and streams).
-pub fn strip_images(mut spec: pb::JobSpec) -> pb::JobSpec {
-    use pb::job_spec::Kind;
-    match &mut spec.kind {
-        Some(Kind::Encode(e)) => {
-            for i in &mut e.images {
-                i.data.clear();
-            }
-        }
-        Some(Kind::Reconstruct(r)) => {
-            if let Some(pb::reconstruct_job::Input::Image(b)) = &mut r.input {
-                b.clear();
-            }
-        }
-        Some(Kind::Import(im)) => {
-            for i in &mut im.latents {
-                i.npy.clear();
-            }
-        }
-        _ => {}
-    }
-    spec
 }
 
 // ------------------------------------------------------- records → pb --
@@ -713,6 +397,19 @@ pub fn latent_to_pb(r: &LatentRecord) -> pb::Latent {
         OriginRecord::Imported { filename } => pb::origin::Kind::Imported(pb::ImportedOrigin {
             filename: filename.clone(),
         }),
+        OriginRecord::Edited {
+            op,
+            params,
+            parents,
+            summary,
+        } => pb::origin::Kind::Edited(pb::EditedOrigin {
+            op: op.clone(),
+            params_json: params.clone(),
+            parent_ids: parents.iter().map(|p| latent_id(*p)).collect(),
+            // Filled by `with_lineage` where the store is at hand.
+            deleted_parent_ids: vec![],
+            summary: summary.clone(),
+        }),
     };
     pb::Latent {
         id: latent_id(*id),
@@ -730,6 +427,21 @@ pub fn latent_to_pb(r: &LatentRecord) -> pb::Latent {
         preview_steps: *preview_steps,
         job_id: job_id(*job),
     }
+}
+
+/// A latent message with its lineage's deleted parents marked.
+pub fn with_lineage(store: &Store, r: &LatentRecord) -> pb::Latent {
+    let mut l = latent_to_pb(r);
+    if let Some(pb::origin::Kind::Edited(e)) = l.origin.as_mut().and_then(|o| o.kind.as_mut()) {
+        e.deleted_parent_ids = r
+            .origin
+            .parents()
+            .iter()
+            .filter(|p| store.get_latent(**p).is_none())
+            .map(|p| latent_id(*p))
+            .collect();
+    }
+    l
 }
 
 /// A job message. `progress` overlays the live step counter of a running job.
@@ -757,11 +469,13 @@ pub fn job_to_pb(
         batch: _,
         rows: _,
         images: _,
+        stopped_at,
     } = r;
     let step = match state {
         JobState::Done => *total_steps,
         JobState::Running => progress.unwrap_or(0),
-        _ => 0,
+        JobState::Cancelled | JobState::Failed => *stopped_at,
+        JobState::Queued => 0,
     };
     pb::Job {
         id: job_id(*id),

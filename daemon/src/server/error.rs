@@ -38,6 +38,9 @@ pub enum ServerError {
     /// The job was cancelled.
     #[error("cancelled")]
     Cancelled,
+    /// A newer request replaced this one (a superseded preview).
+    #[error("{0}")]
+    Aborted(String),
     /// The daemon is shutting down and stopped the job between two steps.
     #[error("interrupted by shutdown")]
     Interrupted,
@@ -102,6 +105,7 @@ impl From<ServerError> for Status {
             ServerError::Unavailable(_) | ServerError::Interrupted => Code::Unavailable,
             ServerError::Unauthenticated(_) => Code::Unauthenticated,
             ServerError::Cancelled => Code::Cancelled,
+            ServerError::Aborted(_) => Code::Aborted,
             ServerError::Engine(EngineError::InvalidInput(_)) => Code::InvalidArgument,
             ServerError::Engine(EngineError::Cancelled) => Code::Cancelled,
             ServerError::Engine(EngineError::Config(_)) => Code::FailedPrecondition,

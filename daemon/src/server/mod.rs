@@ -4,7 +4,9 @@
 //! - [`conversions`]: request validation and record ⇄ message conversion.
 //! - [`store`]: the typed sled store (latents, jobs, results, indexes).
 //! - [`queue`]: the in-memory queue, running set, dynamic batching, counters.
-//! - [`worker`]: the thread that owns the model and runs jobs.
+//! - [`jobs`]: one module per job kind (validation, running, committing).
+//! - [`worker`]: the thread that owns the model: claims, batches, reports
+//!   progress and settles jobs.
 //! - [`events`]: broadcasts behind `WatchJob` / `WatchLibrary`.
 //! - [`auth`]: the bearer-token interceptor.
 //! - [`device`]: CUDA memory for `GetStats`.
@@ -21,6 +23,7 @@ pub mod conversions;
 pub mod device;
 pub mod error;
 pub mod events;
+pub mod jobs;
 pub mod origin;
 pub mod queue;
 pub mod seed;

@@ -41,6 +41,16 @@ pub struct DecodeNow {
     pub reply: oneshot::Sender<Result<Vec<u8>>>,
 }
 
+/// `PreviewEdit`: an edit run at a small S and returned, not stored; runs
+/// before any queued job (after `DecodeNow`).
+pub struct PreviewNow {
+    pub spec: ddim_proto::v1::JobSpec,
+    pub steps: usize,
+    /// A newer preview of the same client replaces this one while it waits.
+    pub client: String,
+    pub reply: oneshot::Sender<Result<Vec<ddim_proto::v1::Image>>>,
+}
+
 /// A job handed to the worker with its cancel flag.
 pub struct Taken {
     pub job: Queued,
@@ -49,6 +59,7 @@ pub struct Taken {
 
 pub enum Work {
     Decode(DecodeNow),
+    Preview(PreviewNow),
     Jobs(Vec<Taken>),
     Shutdown,
 }
@@ -86,6 +97,7 @@ pub struct QueueState {
     pub max_queue: usize,
     pub running: HashMap<u64, Running>,
     decodes: VecDeque<DecodeNow>,
+    previews: VecDeque<PreviewNow>,
     pub shutting_down: bool,
     pub counters: Counters,
 }
@@ -222,6 +234,31 @@ impl Scheduler {
         self.notify();
     }
 
+    /// Queues a preview; a waiting preview of the same client is answered
+    /// ABORTED (superseded) and dropped.
+    pub fn preview_now(&self, p: PreviewNow) -> Result<()> {
+        let mut st = self.lock();
+        if st.shutting_down {
+            return Err(ServerError::Unavailable(
+                "the daemon is shutting down".into(),
+            ));
+        }
+        if !p.client.is_empty() {
+            let (old, keep): (VecDeque<_>, VecDeque<_>) =
+                st.previews.drain(..).partition(|o| o.client == p.client);
+            st.previews = keep;
+            for o in old {
+                let _ = o.reply.send(Err(ServerError::Aborted(
+                    "superseded by a newer preview from the same client".into(),
+                )));
+            }
+        }
+        st.previews.push_back(p);
+        drop(st);
+        self.notify();
+        Ok(())
+    }
+
     pub fn decode_now(&self, d: DecodeNow) -> Result<()> {
         let mut st = self.lock();
         if st.shutting_down {
@@ -256,6 +293,9 @@ impl Scheduler {
             }
             if let Some(d) = st.decodes.pop_front() {
                 return Work::Decode(d);
+            }
+            if let Some(p) = st.previews.pop_front() {
+                return Work::Preview(p);
             }
             if let Some(q) = st.pop() {
                 break q;

@@ -13,12 +13,13 @@ use tonic::{Request, Response, Status};
 
 use super::conversions::{
     check_name, check_steps, job_id, job_to_pb, latent_id, latent_to_pb, now_ms, order_from_pb,
-    parse_job_id, parse_latent_id, priority_from_pb, state_from_pb, strip_images, usable_latent,
-    validate_spec, ModelMeta,
+    parse_job_id, parse_latent_id, priority_from_pb, state_from_pb, usable_latent, with_lineage,
+    ModelMeta,
 };
 use super::error::{Result, ServerError};
 use super::events::{Hub, JobUpdate};
-use super::queue::{DecodeNow, Queued, Scheduler};
+use super::jobs::{strip_images, validate_spec, DEFAULT_PREVIEW_STEPS};
+use super::queue::{DecodeNow, PreviewNow, Queued, Scheduler};
 use super::store::{
     Cursor, Inserted, JobRecord, JobState, LatentFilter, LatentPng, SortKey, Store, RECORD_VERSION,
 };
@@ -46,7 +47,7 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
 
 enum Lookup {
     Existing(JobRecord),
-    New(super::conversions::SpecInfo, Option<pb::JobSpec>),
+    New(super::jobs::SpecInfo, Option<pb::JobSpec>),
 }
 
 impl DdimService {
@@ -117,6 +118,7 @@ impl DdimService {
                 batch: info.batch,
                 rows: info.rows,
                 images: info.images,
+                stopped_at: 0,
             };
             let r = store.insert_job(&rec, &spec.encode_to_vec())?;
             Ok((r, spec))
@@ -337,6 +339,7 @@ impl Ddim for DdimService {
             origin,
             order_by,
             offset,
+            parent,
         } = req.into_inner();
         let size = match page_size {
             0 => 50,
@@ -361,14 +364,25 @@ impl Ddim for DdimService {
             })?)
         };
         let origin = super::origin::origin_filter(&origin)?.to_string();
+        let parent = if parent.is_empty() {
+            None
+        } else {
+            Some(parse_latent_id(&parent, "parent")?)
+        };
         let f = LatentFilter {
             name_contains: name_contains.to_lowercase(),
             tag,
             origin,
+            parent,
         };
-        let page = self.shared.store.list_latents(&f, order, &cursor, size);
+        let store = &self.shared.store;
+        let page = store.list_latents(&f, order, &cursor, size);
         Ok(Response::new(pb::ListLatentsResponse {
-            latents: page.latents.iter().map(|r| latent_to_pb(r)).collect(),
+            latents: page
+                .latents
+                .iter()
+                .map(|r| with_lineage(store, r))
+                .collect(),
             next_page_token: page.next.map(|k| k.token(order)).unwrap_or_default(),
             total: page.total,
         }))
@@ -380,7 +394,8 @@ impl Ddim for DdimService {
         req: Request<pb::GetLatentRequest>,
     ) -> std::result::Result<Response<pb::Latent>, Status> {
         let pb::GetLatentRequest { id } = req.into_inner();
-        Ok(Response::new(latent_to_pb(
+        Ok(Response::new(with_lineage(
+            &self.shared.store,
             &*self.latent_record(&id, "id")?,
         )))
     }
@@ -632,6 +647,57 @@ impl Ddim for DdimService {
         let pb::CancelJobRequest { id } = req.into_inner();
         let n = parse_job_id(&id, "id")?;
         Ok(Response::new(self.cancel(n).await?))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn preview_edit(
+        &self,
+        req: Request<pb::PreviewEditRequest>,
+    ) -> std::result::Result<Response<pb::PreviewEditResponse>, Status> {
+        let pb::PreviewEditRequest {
+            spec,
+            steps,
+            client_id,
+        } = req.into_inner();
+        let meta = self.meta()?.clone();
+        let steps = if steps == 0 {
+            DEFAULT_PREVIEW_STEPS.min(meta.t as u32)
+        } else {
+            steps
+        };
+        let steps = check_steps(steps, meta.t, "steps")?;
+        if client_id.len() > 256 {
+            return Err(ServerError::invalid("client_id", "at most 256 bytes").into());
+        }
+        let store = self.store();
+        let spec = blocking(move || {
+            let spec = spec.ok_or_else(|| ServerError::invalid("spec", "an edit spec is required"))?;
+            let j = super::jobs::job(&spec)?;
+            if !j.is_edit() {
+                return Err(ServerError::invalid(
+                    "spec",
+                    format!("{} is not an edit (PreviewEdit takes variation, mix, direction, renoise, inpaint or grid)", j.kind().as_str()),
+                ));
+            }
+            validate_spec(Some(&spec), &meta, &store)?;
+            Ok(spec)
+        })
+        .await?;
+        let t0 = std::time::Instant::now();
+        let (tx, rx) = oneshot::channel();
+        self.shared.sched.preview_now(PreviewNow {
+            spec,
+            steps,
+            client: client_id,
+            reply: tx,
+        })?;
+        let images = rx
+            .await
+            .map_err(|_| ServerError::Unavailable("the worker stopped".into()))??;
+        Ok(Response::new(pb::PreviewEditResponse {
+            images,
+            seconds: t0.elapsed().as_secs_f64(),
+        }))
     }
 
     type WatchJobStream = ReceiverStream<std::result::Result<pb::JobEvent, Status>>;

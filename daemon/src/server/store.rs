@@ -129,6 +129,10 @@ pub struct JobRecord {
     pub rows: u32,
     /// Images the job produces (for images/s).
     pub images: u32,
+    /// Model calls made when the job ended; what a cancelled or failed job
+    /// shows as "stopped at step N".
+    #[serde(default)]
+    pub stopped_at: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -151,6 +155,17 @@ pub enum OriginRecord {
     Imported {
         filename: String,
     },
+    /// Made by an edit job: its lineage.
+    Edited {
+        /// `variation`, `mix`, `direction`, `renoise`, `inpaint` or `grid`.
+        op: String,
+        /// The operation's parameters as a JSON object.
+        params: String,
+        /// The latents it was made from (they may be deleted since).
+        parents: Vec<u64>,
+        /// One line for people.
+        summary: String,
+    },
 }
 
 impl OriginRecord {
@@ -160,6 +175,15 @@ impl OriginRecord {
             OriginRecord::Sampled { .. } => "sampled",
             OriginRecord::Interpolated { .. } => "interpolated",
             OriginRecord::Imported { .. } => "imported",
+            OriginRecord::Edited { .. } => "edited",
+        }
+    }
+
+    /// The latents this one was edited from.
+    pub fn parents(&self) -> &[u64] {
+        match self {
+            OriginRecord::Edited { parents, .. } => parents,
+            _ => &[],
         }
     }
 }
@@ -203,8 +227,10 @@ pub struct LatentFilter {
     /// Lower-case substring of the name.
     pub name_contains: String,
     pub tag: String,
-    /// "", "encoded", "sampled", "interpolated" or "imported".
+    /// "", "encoded", "sampled", "interpolated", "imported" or "edited".
     pub origin: String,
+    /// Only latents edited from this one.
+    pub parent: Option<u64>,
 }
 
 impl LatentFilter {
@@ -212,11 +238,14 @@ impl LatentFilter {
         (self.origin.is_empty() || r.record.origin.name() == self.origin)
             && (self.name_contains.is_empty() || r.lower_name.contains(&self.name_contains))
             && (self.tag.is_empty() || r.record.tags.contains(&self.tag))
+            && self
+                .parent
+                .is_none_or(|p| r.record.origin.parents().contains(&p))
     }
 
     /// A filter that a tag set or a count alone cannot answer.
     fn is_fine(&self) -> bool {
-        !self.name_contains.is_empty() || !self.origin.is_empty()
+        !self.name_contains.is_empty() || !self.origin.is_empty() || self.parent.is_some()
     }
 }
 
@@ -1141,6 +1170,7 @@ mod tests {
             batch: None,
             rows: 1,
             images: 1,
+            stopped_at: 0,
         }
     }
 
@@ -1232,6 +1262,7 @@ mod tests {
                 tag: "even".into(),
                 origin: "sampled".into(),
                 name_contains: "a".into(),
+                parent: None,
             },
             LatentFilter {
                 tag: "none such".into(),

@@ -1,13 +1,16 @@
 //! The worker: one `std::thread` that owns the ε-model (tch tensors are not
-//! `Sync`) and runs what the [`Scheduler`] hands it.
+//! `Sync`) and runs what the [`Scheduler`] hands it. What a job *does* lives
+//! in its kind's module under [`super::jobs`]; this file is the loop that
+//! claims, batches, reports progress and settles.
 //!
-//! Sample, interpolate and single-S decode jobs run through one batched loop:
-//! the rows of every job in the batch are concatenated along dim 0 with their
-//! own [`SampleSeed`]s and stepped together with `sampler::step`; a job
-//! cancelled mid-run has its rows dropped between two steps. Because noise is
-//! drawn per (seed, index), a job's result does not depend on what it was
-//! batched with. Encode, reconstruct and multi-S decode jobs run alone
-//! through the engine's `invert` / `sample` / `reconstruct`.
+//! Batchable jobs (sample, interpolate, single-S decode, …) run through one
+//! batched loop: the rows of every job in the batch ([`Rows`]) are
+//! concatenated along dim 0 with their own [`SampleSeed`]s and stepped
+//! together with `sampler::step`; a job cancelled mid-run has its rows
+//! dropped between two steps. Because noise is drawn per (seed, index), a
+//! job's result does not depend on what it was batched with. Other jobs run
+//! alone ([`super::jobs::JobKindSpec::run`]), ticking through
+//! [`Worker::engine`].
 //!
 //! A job's latents and result are written in one transaction with its move
 //! to DONE, so a cancelled, failed or interrupted job leaves nothing behind.
@@ -20,18 +23,14 @@ use std::time::{Duration, Instant};
 use tch::{Device, Kind, Tensor};
 use tracing::{error, info, info_span, warn};
 
-use super::conversions::{
-    import_preview_steps, import_rows, latent_id, method_from_pb, now_ms, reconstruct_steps,
-    sampler_from_pb, spacing_from_pb, ModelMeta,
-};
+use super::conversions::{latent_id, now_ms, ModelMeta};
 use super::error::{Result, ServerError};
 use super::events::{Hub, JobUpdate};
+use super::jobs::{self, Outcome, Rows};
 use super::queue::{DecodeNow, Queued, Scheduler, Taken, Work};
-use super::store::{
-    JobRecord, JobState, LatentPng, LatentRecord, NewLatent, OriginRecord, Store, RECORD_VERSION,
-};
-use crate::engine::noise::{self, SampleSeed};
-use crate::engine::{imageio, interp, sampler, Model, SamplerOptions, Spacing};
+use super::store::{JobRecord, JobState, LatentRecord, OriginRecord, Store, RECORD_VERSION};
+use crate::engine::noise::SampleSeed;
+use crate::engine::{imageio, sampler, Model, SamplerOptions, Spacing};
 
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
@@ -112,7 +111,7 @@ fn preview_pb(t: &Tensor) -> pb::Image {
     }
 }
 
-fn xt_values(t: &Tensor) -> Vec<f32> {
+pub fn xt_values(t: &Tensor) -> Vec<f32> {
     Vec::<f32>::try_from(
         t.to_device(Device::Cpu)
             .to_kind(Kind::Float)
@@ -124,7 +123,7 @@ fn xt_values(t: &Tensor) -> Vec<f32> {
 
 /// Progress of one job: counts model calls, publishes events, and says
 /// whether to go on.
-struct Track {
+pub struct Track {
     id: u64,
     cancel: Arc<AtomicBool>,
     step: u32,
@@ -138,10 +137,10 @@ enum Stop {
     Interrupted,
 }
 
-struct Worker {
-    model: Model,
-    meta: ModelMeta,
-    store: Arc<Store>,
+pub struct Worker {
+    pub model: Model,
+    pub meta: ModelMeta,
+    pub store: Arc<Store>,
     sched: Arc<Scheduler>,
     hub: Arc<Hub>,
     cfg: WorkerConfig,
@@ -152,16 +151,9 @@ struct Member {
     rec: JobRecord,
     spec: pb::JobSpec,
     track: Track,
-    /// The starting rows (x_T) and the current rows.
-    x_start: Tensor,
+    /// The starting rows and the current rows.
+    rows: Rows,
     x: Tensor,
-    seeds: Vec<SampleSeed>,
-}
-
-/// What a job produced.
-struct Outcome {
-    result: pb::JobResult,
-    latents: Vec<NewLatent>,
 }
 
 impl Worker {
@@ -171,6 +163,12 @@ impl Worker {
             match self.sched.next_work(self.cfg.max_batch, self.cfg.max_wait) {
                 Work::Shutdown => break,
                 Work::Decode(d) => self.decode_now(d),
+                Work::Preview(p) => {
+                    let r = jobs::job(&p.spec).and_then(|j| j.preview(&self, p.steps));
+                    let _ = p
+                        .reply
+                        .send(r.map(|imgs| imgs.iter().map(image_pb).collect()));
+                }
                 Work::Jobs(jobs) => self.run_jobs(jobs),
             }
         }
@@ -198,7 +196,7 @@ impl Worker {
         let _ = d.reply.send(r);
     }
 
-    fn load_xt(&self, r: &LatentRecord) -> Result<Tensor> {
+    pub fn load_xt(&self, r: &LatentRecord) -> Result<Tensor> {
         let v = self.store.latent_xt(r.id)?;
         let [c, h, w] = self.meta.shape;
         if v.len() as i64 != c * h * w {
@@ -213,7 +211,7 @@ impl Worker {
             .to_device(self.model.device))
     }
 
-    fn latent(&self, id: &str, field: &str) -> Result<Arc<LatentRecord>> {
+    pub fn latent(&self, id: &str, field: &str) -> Result<Arc<LatentRecord>> {
         super::conversions::usable_latent(&self.store, &self.meta, id, field)
     }
 
@@ -302,8 +300,8 @@ impl Worker {
             let span = info_span!("job", id = %super::conversions::job_id(rec.id), kind = rec.kind.as_str());
             let _e = span.enter();
             info!(attempt = rec.attempts, "started");
-            let r = self.run_single(&rec, &spec, &mut track);
-            self.settle(rec, r);
+            let r = jobs::job(&spec).and_then(|j| j.run(self, &rec, &mut track));
+            self.settle(rec, track.step, r);
         }
     }
 
@@ -336,8 +334,8 @@ impl Worker {
         }
     }
 
-    /// Runs an engine loop with `tick` as its step callback.
-    fn engine<T>(
+    /// Runs an engine loop with [`Self::tick`] as its step callback.
+    pub fn engine<T>(
         &self,
         tr: &mut Track,
         f: impl FnOnce(
@@ -362,233 +360,8 @@ impl Worker {
         }
     }
 
-    fn run_single(&self, rec: &JobRecord, spec: &pb::JobSpec, tr: &mut Track) -> Result<Outcome> {
-        use pb::job_spec::Kind as K;
-        let shape = self.meta.shape;
-        let m = &self.model;
-        match spec.kind.as_ref() {
-            Some(K::Encode(e)) => {
-                let steps = e.steps as usize;
-                let spacing = spacing_from_pb(e.spacing, "encode.spacing")?;
-                let preview_steps = if e.preview_steps == 0 {
-                    steps
-                } else {
-                    e.preview_steps as usize
-                };
-                let rows = e
-                    .images
-                    .iter()
-                    .enumerate()
-                    .map(|(i, img)| {
-                        imageio::decode_to_tensor(
-                            &img.data,
-                            shape,
-                            &format!("encode.images[{i}].data"),
-                        )
-                    })
-                    .collect::<std::result::Result<Vec<_>, _>>()?;
-                let x0 = Tensor::cat(&rows, 0);
-                let xt = self.engine(tr, |cb| sampler::invert(m, &x0, steps, spacing, cb))?;
-                let n = rows.len();
-                let opts = SamplerOptions {
-                    steps: preview_steps,
-                    eta: 0.0,
-                    spacing,
-                    sigma_hat: false,
-                };
-                let seeds = noise::seeds(0, n);
-                let dec = self.engine(tr, |cb| sampler::sample(m, &xt, &opts, &seeds, cb))?;
-                let mut out = Outcome {
-                    result: pb::JobResult::default(),
-                    latents: vec![],
-                };
-                for (i, input) in e.images.iter().enumerate() {
-                    let id = self.store.next_id()?;
-                    let preview = image_pb(&dec.get(i as i64));
-                    out.latents.push(NewLatent {
-                        record: self.latent_record(
-                            id,
-                            rec.id,
-                            input_name(&input.name, "image", id),
-                            input.tags.clone(),
-                            OriginRecord::Encoded {
-                                filename: input.name.clone(),
-                                has_source: true,
-                            },
-                            steps as u32,
-                            spacing.as_str(),
-                            preview_steps as u32,
-                        ),
-                        xt: xt_values(&xt.get(i as i64)),
-                        source_png: Some(imageio::tensor_png(&x0.get(i as i64), 1)),
-                        preview_png: preview.png.clone(),
-                    });
-                    out.result.latent_ids.push(latent_id(id));
-                    out.result.images.push(preview);
-                }
-                Ok(out)
-            }
-            Some(K::Decode(d)) => {
-                let r = self.latent(&d.latent_id, "decode.latent_id")?;
-                let x = self.load_xt(&r)?;
-                let spacing = spacing_from_pb(d.spacing, "decode.spacing")?;
-                let seeds = [SampleSeed::new(d.seed, 0)];
-                let mut out = Outcome {
-                    result: pb::JobResult::default(),
-                    latents: vec![],
-                };
-                for eta in d.eta_values() {
-                    for &s in &d.steps {
-                        let opts = SamplerOptions {
-                            steps: s as usize,
-                            eta: eta as f64,
-                            spacing,
-                            sigma_hat: false,
-                        };
-                        let img =
-                            self.engine(tr, |cb| sampler::sample(m, &x, &opts, &seeds, cb))?;
-                        out.result.decodes.push(pb::DecodeResult {
-                            steps: s,
-                            image: Some(image_pb(&img)),
-                            eta,
-                        });
-                    }
-                }
-                Ok(out)
-            }
-            Some(K::Reconstruct(rc)) => {
-                use pb::reconstruct_job::Input;
-                let source = |id: &str, field: &str| -> Result<Tensor> {
-                    let r = self.latent(id, field)?;
-                    let png = self
-                        .store
-                        .latent_png(r.id, LatentPng::Source)?
-                        .ok_or_else(|| {
-                            ServerError::FailedPrecondition(format!(
-                                "{field}: latent {id} has no source image"
-                            ))
-                        })?;
-                    Ok(imageio::decode_to_tensor(&png, shape, "source image")?)
-                };
-                let x0 = match &rc.input {
-                    Some(Input::LatentId(id)) => source(id, "reconstruct.latent_id")?,
-                    Some(Input::Image(b)) => {
-                        imageio::decode_to_tensor(b, shape, "reconstruct.image")?
-                    }
-                    Some(Input::Latents(list)) => {
-                        let rows = list
-                            .ids
-                            .iter()
-                            .enumerate()
-                            .map(|(i, id)| source(id, &format!("reconstruct.latents.ids[{i}]")))
-                            .collect::<Result<Vec<_>>>()?;
-                        if rows.is_empty() {
-                            return Err(ServerError::invalid(
-                                "reconstruct.latents.ids",
-                                "at least one id is required",
-                            ));
-                        }
-                        Tensor::cat(&rows, 0)
-                    }
-                    None => {
-                        return Err(ServerError::invalid(
-                            "reconstruct.input",
-                            "a latent_id, an image or latents is required",
-                        ))
-                    }
-                };
-                let spacing = spacing_from_pb(rc.spacing, "reconstruct.spacing")?;
-                let mut out = Outcome {
-                    result: pb::JobResult::default(),
-                    latents: vec![],
-                };
-                out.result.original = Some(image_pb(&x0.get(0)));
-                for s in reconstruct_steps(&rc.steps, self.meta.t) {
-                    let (mse, rec_img) =
-                        self.engine(tr, |cb| sampler::reconstruct(m, &x0, s, spacing, cb))?;
-                    let e = ddim_proto::stats::error_stats(&mse);
-                    out.result.reconstruction.push(pb::ReconstructionPoint {
-                        steps: s as u32,
-                        mse: e.mean,
-                        image: Some(image_pb(&rec_img.get(0))),
-                        images: mse.len() as u32,
-                        mse_sem: e.sem,
-                        image_mse: mse,
-                    });
-                }
-                Ok(out)
-            }
-            Some(K::Import(im)) => {
-                let preview_steps = import_preview_steps(im.preview_steps, self.meta.t)?;
-                let opts = SamplerOptions {
-                    steps: preview_steps,
-                    eta: 0.0,
-                    spacing: spacing_from_pb(im.spacing, "import.spacing")?,
-                    sigma_hat: false,
-                };
-                // (input index, row within it, x_T values) for every latent.
-                let mut rows = vec![];
-                for (i, input) in im.latents.iter().enumerate() {
-                    let field = format!("import.latents[{i}].npy");
-                    let (n, values) = import_rows(&input.npy, &self.meta, &field)?;
-                    let per = values.len() / n;
-                    for (k, v) in values.chunks_exact(per).enumerate() {
-                        rows.push((i, k, n, v.to_vec()));
-                    }
-                }
-                let [c, h, w] = shape;
-                let xt = Tensor::cat(
-                    &rows
-                        .iter()
-                        .map(|r| Tensor::from_slice(&r.3).reshape([1, c, h, w]))
-                        .collect::<Vec<_>>(),
-                    0,
-                )
-                .to_device(m.device);
-                let seeds = noise::seeds(0, rows.len());
-                let dec = self.engine(tr, |cb| sampler::sample(m, &xt, &opts, &seeds, cb))?;
-                let mut out = Outcome {
-                    result: pb::JobResult::default(),
-                    latents: vec![],
-                };
-                for (j, (i, k, n, values)) in rows.into_iter().enumerate() {
-                    let input = &im.latents[i];
-                    let id = self.store.next_id()?;
-                    let base = input_name(&input.name, "imported", id);
-                    let name = if n > 1 { format!("{base}-{k}") } else { base };
-                    let preview = image_pb(&dec.get(j as i64));
-                    out.latents.push(NewLatent {
-                        record: self.latent_record(
-                            id,
-                            rec.id,
-                            name,
-                            input.tags.clone(),
-                            OriginRecord::Imported {
-                                filename: input.name.clone(),
-                            },
-                            0,
-                            "",
-                            preview_steps as u32,
-                        ),
-                        xt: values,
-                        source_png: None,
-                        preview_png: preview.png.clone(),
-                    });
-                    out.result.latent_ids.push(latent_id(id));
-                    out.result.images.push(preview);
-                }
-                Ok(out)
-            }
-            Some(K::Sample(_) | K::Interpolate(_)) => Err(ServerError::Internal(format!(
-                "{} jobs run batched",
-                rec.kind.as_str()
-            ))),
-            None => Err(ServerError::invalid("spec", "empty job spec")),
-        }
-    }
-
     #[allow(clippy::too_many_arguments)]
-    fn latent_record(
+    pub fn latent_record(
         &self,
         id: u64,
         job: u64,
@@ -615,70 +388,22 @@ impl Worker {
         }
     }
 
-    /// The sampler options and starting rows of a batchable job.
-    fn prepare(&self, spec: &pb::JobSpec) -> Result<(SamplerOptions, Tensor, Vec<SampleSeed>)> {
-        use pb::job_spec::Kind as K;
-        let dev = self.model.device;
-        match spec.kind.as_ref() {
-            Some(K::Sample(s)) => {
-                let opts = sampler_from_pb(s.sampler.as_ref(), self.meta.t, "sample.sampler")?;
-                let seeds = noise::seeds(s.seed, s.count as usize);
-                Ok((
-                    opts,
-                    noise::initial_noise(&seeds, self.meta.shape, dev),
-                    seeds,
-                ))
-            }
-            Some(K::Decode(d)) => {
-                let r = self.latent(&d.latent_id, "decode.latent_id")?;
-                let spacing = spacing_from_pb(d.spacing, "decode.spacing")?;
-                let steps = *d
-                    .steps
-                    .first()
-                    .ok_or_else(|| ServerError::invalid("decode.steps", "empty"))?
-                    as usize;
-                let opts = SamplerOptions {
-                    steps,
-                    eta: d.eta_values()[0] as f64,
-                    spacing,
-                    sigma_hat: false,
-                };
-                Ok((opts, self.load_xt(&r)?, vec![SampleSeed::new(d.seed, 0)]))
-            }
-            Some(K::Interpolate(ip)) => {
-                let a = self.load_xt(&*self.latent(&ip.a, "interpolate.a")?)?;
-                let b = self.load_xt(&*self.latent(&ip.b, "interpolate.b")?)?;
-                let method = method_from_pb(ip.method, "interpolate.method")?;
-                let opts =
-                    sampler_from_pb(ip.sampler.as_ref(), self.meta.t, "interpolate.sampler")?;
-                let rows: Vec<Tensor> = frame_list(ip)
-                    .into_iter()
-                    .map(|(_, al)| interp::interpolate(&a, &b, al, method))
-                    .collect();
-                let seeds = noise::seeds(0, rows.len());
-                Ok((opts, Tensor::cat(&rows, 0), seeds))
-            }
-            _ => Err(ServerError::Internal("not a batchable job".into())),
-        }
-    }
-
     fn run_batch(&self, jobs: Vec<(JobRecord, pb::JobSpec, Track)>) {
         let mut members: Vec<Member> = vec![];
         let mut opts: Option<SamplerOptions> = None;
         for (rec, spec, track) in jobs {
-            match self.prepare(&spec) {
-                Ok((o, x, seeds)) => {
-                    opts.get_or_insert(o);
+            match jobs::job(&spec).and_then(|j| j.rows(self)) {
+                Ok(rows) => {
+                    opts.get_or_insert(rows.opts);
                     members.push(Member {
                         rec,
                         spec,
                         track,
-                        x_start: x.shallow_clone(),
-                        x,
-                        seeds,
+                        x: rows.x.shallow_clone(),
+                        rows,
                     });
                 }
-                Err(e) => self.settle(rec, Err(e)),
+                Err(e) => self.settle(rec, 0, Err(e)),
             }
         }
         let Some(opts) = opts else { return };
@@ -689,7 +414,7 @@ impl Worker {
         let span = info_span!("batch", jobs = %ids.join(","), steps = opts.steps);
         let _e = span.enter();
         info!(
-            rows = members.iter().map(|m| m.seeds.len()).sum::<usize>(),
+            rows = members.iter().map(|m| m.rows.seeds.len()).sum::<usize>(),
             "started"
         );
         let plan = sampler::plan(&opts, self.meta.t);
@@ -706,7 +431,7 @@ impl Worker {
             );
             let seeds: Vec<SampleSeed> = members
                 .iter()
-                .flat_map(|m| m.seeds.iter().copied())
+                .flat_map(|m| m.rows.seeds.iter().copied())
                 .collect();
             let (xp, x0) = match sampler::step(&self.model, &x, t, prev, k, &opts, &seeds) {
                 Ok(v) => v,
@@ -714,6 +439,7 @@ impl Worker {
                     for m in members.drain(..) {
                         self.settle(
                             m.rec,
+                            m.track.step,
                             Err(ServerError::Engine(crate::engine::EngineError::Torch(
                                 e.to_string(),
                             ))),
@@ -725,15 +451,17 @@ impl Worker {
             let mut off = 0i64;
             let mut keep = vec![];
             for mut m in members.drain(..) {
-                let n = m.seeds.len() as i64;
+                let n = m.rows.seeds.len() as i64;
                 m.x = xp.narrow(0, off, n);
                 let x0m = x0.narrow(0, off, n);
                 off += n;
                 match self.tick(&mut m.track, &x0m) {
                     Ok(()) => keep.push(m),
-                    Err(Stop::Cancelled) => self.settle_batched(m.rec, Err(ServerError::Cancelled)),
+                    Err(Stop::Cancelled) => {
+                        self.settle_batched(m.rec, m.track.step, Err(ServerError::Cancelled))
+                    }
                     Err(Stop::Interrupted) => {
-                        self.settle_batched(m.rec, Err(ServerError::Interrupted))
+                        self.settle_batched(m.rec, m.track.step, Err(ServerError::Interrupted))
                     }
                 }
             }
@@ -742,117 +470,25 @@ impl Worker {
         for m in members {
             let r = sampler::check_finite(&m.x, "sample")
                 .map_err(ServerError::from)
-                .and_then(|_| self.finish_batched(&m));
-            self.settle_batched(m.rec, r);
+                .and_then(|_| jobs::job(&m.spec)?.finish(self, &m.rec, &m.rows, &m.x));
+            self.settle_batched(m.rec, m.track.step, r);
         }
-    }
-
-    fn finish_batched(&self, m: &Member) -> Result<Outcome> {
-        use pb::job_spec::Kind as K;
-        let mut out = Outcome {
-            result: pb::JobResult::default(),
-            latents: vec![],
-        };
-        match m.spec.kind.as_ref() {
-            Some(K::Sample(s)) => {
-                let steps = s.sampler.as_ref().map(|o| o.steps).unwrap_or(0);
-                for i in 0..s.count {
-                    let id = self.store.next_id()?;
-                    let img = image_pb(&m.x.get(i as i64));
-                    let name = if s.name_prefix.is_empty() {
-                        format!("sample-{}-{i}", s.seed)
-                    } else {
-                        format!("{}{i}", s.name_prefix)
-                    };
-                    out.latents.push(NewLatent {
-                        record: self.latent_record(
-                            id,
-                            m.rec.id,
-                            name,
-                            s.tags.clone(),
-                            OriginRecord::Sampled {
-                                seed: s.seed,
-                                index: i,
-                            },
-                            0,
-                            "",
-                            steps,
-                        ),
-                        xt: xt_values(&m.x_start.get(i as i64)),
-                        source_png: None,
-                        preview_png: img.png.clone(),
-                    });
-                    out.result.latent_ids.push(latent_id(id));
-                    out.result.images.push(img);
-                }
-            }
-            Some(K::Decode(d)) => {
-                out.result.decodes.push(pb::DecodeResult {
-                    steps: d.steps[0],
-                    image: Some(image_pb(&m.x)),
-                    eta: d.eta_values()[0],
-                });
-            }
-            Some(K::Interpolate(ip)) => {
-                let steps = ip.sampler.as_ref().map(|o| o.steps).unwrap_or(0);
-                let (a, b) = (
-                    super::conversions::parse_latent_id(&ip.a, "a")?,
-                    super::conversions::parse_latent_id(&ip.b, "b")?,
-                );
-                let method = method_from_pb(ip.method, "interpolate.method")?;
-                for (row, (k, alpha)) in frame_list(ip).into_iter().enumerate() {
-                    let img = image_pb(&m.x.get(row as i64));
-                    let mut frame = pb::Frame {
-                        index: k as u32,
-                        alpha: alpha as f32,
-                        image: Some(img.clone()),
-                        latent_id: String::new(),
-                    };
-                    if ip.save_frames.contains(&(k as u32)) {
-                        let id = self.store.next_id()?;
-                        let origin = OriginRecord::Interpolated {
-                            a,
-                            b,
-                            alpha: alpha as f32,
-                            method: method.as_str().into(),
-                        };
-                        out.latents.push(NewLatent {
-                            record: self.latent_record(
-                                id,
-                                m.rec.id,
-                                format!("interp-{a}-{b}-{k}"),
-                                vec![],
-                                origin,
-                                0,
-                                "",
-                                steps,
-                            ),
-                            xt: xt_values(&m.x_start.get(row as i64)),
-                            source_png: None,
-                            preview_png: img.png,
-                        });
-                        frame.latent_id = latent_id(id);
-                        out.result.latent_ids.push(latent_id(id));
-                    }
-                    out.result.frames.push(frame);
-                }
-            }
-            _ => return Err(ServerError::Internal("not a batchable job".into())),
-        }
-        Ok(out)
     }
 
     /// Records how a job ended and tells the watchers.
     /// [`Self::settle`] inside a span naming the job (batches span several).
-    fn settle_batched(&self, rec: JobRecord, r: Result<Outcome>) {
+    fn settle_batched(&self, rec: JobRecord, step: u32, r: Result<Outcome>) {
         let span =
             info_span!("job", id = %super::conversions::job_id(rec.id), kind = rec.kind.as_str());
         let _e = span.enter();
-        self.settle(rec, r);
+        self.settle(rec, step, r);
     }
 
-    fn settle(&self, mut rec: JobRecord, r: Result<Outcome>) {
+    /// `step`: the model calls the job made before it ended, kept for a job
+    /// that was cancelled or failed ("stopped at step 60/400").
+    fn settle(&self, mut rec: JobRecord, step: u32, r: Result<Outcome>) {
         let id = rec.id;
+        rec.stopped_at = step;
         let images = rec.images;
         let written = match r {
             Ok(out) => {
@@ -921,23 +557,5 @@ impl Worker {
         rec.error = reason;
         self.sched.lock().counters.failed += 1;
         self.store.move_job(&rec, JobState::Running)
-    }
-}
-
-/// The frames an interpolation decodes, as (index, α): all of them, or only the
-/// ones to save when `only_saved_frames` is set.
-fn frame_list(ip: &pb::InterpolateJob) -> Vec<(usize, f64)> {
-    interp::alphas(ip.frames as usize)
-        .into_iter()
-        .enumerate()
-        .filter(|(k, _)| !ip.only_saved_frames || ip.save_frames.contains(&(*k as u32)))
-        .collect()
-}
-
-fn input_name(name: &str, what: &str, id: u64) -> String {
-    if name.is_empty() {
-        format!("{what}-{id}")
-    } else {
-        name.to_string()
     }
 }
