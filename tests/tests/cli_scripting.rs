@@ -116,7 +116,17 @@ async fn scripting_round_trip() {
     // export x_T as .npy: the daemon's values, shape [1, 1, 32, 32]
     let npy = daemon.dir.path().join("x.npy");
     let exp = d.json(&["export", &ids[0], npy.to_str().unwrap()]);
-    assert_eq!(exp["shape"], serde_json::json!([1, 32, 32]), "{exp}");
+    assert_eq!(exp["shape"], serde_json::json!([1, 1, 32, 32]), "{exp}");
+    assert_eq!(exp["latent_shape"], serde_json::json!([1, 32, 32]), "{exp}");
+    let out = d
+        .cmd(&["export", &ids[0], npy.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("shape (1, 1, 32, 32)"),
+        "the shape numpy.load gives: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     let (header, values) = ddim_tests::npy_values(&std::fs::read(&npy).unwrap());
     assert!(header.contains("(1, 1, 32, 32)"), "{header}");
     assert_eq!(values.len(), 1024);
@@ -429,12 +439,102 @@ async fn export_then_import_a_latent() {
     d.json(&["export", &id, png.to_str().unwrap()]);
     let out = d.cmd(&["import", png.to_str().unwrap()]).output().unwrap();
     assert_eq!(code(&out), 1, "{}", stderr(&out));
+    // The message names the file, not the request field.
     assert!(
-        stderr(&out).contains("import.latents[0].npy"),
+        stderr(&out).contains(png.to_str().unwrap()) && !stderr(&out).contains("latents[0]"),
         "{}",
         stderr(&out)
     );
     assert_eq!(stderr(&out).trim().lines().count(), 1);
+}
+
+/// What a first-time user types wrong gets the real reason, naming the file or flag:
+/// `encode` of a .npy points to `import`, a bad image is named by its path, negative
+/// numbers reach validation, repeated or empty list items are refused, origin prefixes
+/// work, and `ls` keeps its columns apart.
+#[tokio::test]
+async fn messages_name_the_file_the_flag_and_the_reason() {
+    let daemon = Daemon::builder().start().await;
+    let d = Ddim { d: &daemon };
+    d.wait_ready(None);
+    let dir = daemon.dir.path();
+    let fail = |args: &[&str], want_code: i32, want: &[&str]| {
+        let out = d.cmd(args).output().unwrap();
+        let err = stderr(&out);
+        assert_eq!(code(&out), want_code, "ddim {args:?}: {err}");
+        assert_eq!(
+            err.trim().lines().count(),
+            1,
+            "ddim {args:?}: one line: {err}"
+        );
+        for w in want {
+            assert!(err.contains(w), "ddim {args:?}: no {w:?} in {err}");
+        }
+        err
+    };
+
+    // encode: a .npy is x_T for `ddim import`; a file that is no image is named.
+    let job = d.json(&["sample", "--count", "1", "--steps", "3", "--wait"]);
+    let id = s(&job["result"]["latent_ids"][0]).to_string();
+    let npy = dir.join("x.npy");
+    d.json(&["export", &id, npy.to_str().unwrap()]);
+    fail(
+        &["encode", npy.to_str().unwrap()],
+        1,
+        &["ddim import", "x.npy"],
+    );
+    let junk = dir.join("notapng.png");
+    std::fs::write(&junk, b"hello").unwrap();
+    let err = fail(
+        &["encode", junk.to_str().unwrap()],
+        1,
+        &[junk.to_str().unwrap(), "not a decodable PNG or JPEG"],
+    );
+    assert!(!err.contains("images[0]"), "{err}");
+
+    // Negative numbers reach validation and are refused for what they are.
+    let err = fail(&["sample", "--eta", "-1"], 1, &["rejected by the daemon"]);
+    assert!(!err.contains("unexpected argument"), "{err}");
+    fail(&["sample", "--count", "-1"], 2, &["--count", "≥ 0"]);
+    fail(&["decode", &id, "--eta", "-1,0"], 2, &["--eta", "≥ 0"]);
+
+    // Lists: a repeated or empty item is an error naming the flag.
+    fail(&["decode", &id, "--eta", "0,0"], 2, &["--eta", "twice"]);
+    fail(
+        &["reconstruct", &id, "--steps", "10,,20"],
+        2,
+        &["--steps", "empty"],
+    );
+    fail(
+        &["decode", &id, "--steps", "10,10"],
+        2,
+        &["--steps", "twice"],
+    );
+    fail(
+        &["interpolate", &id, &id, "--save", "1,"],
+        2,
+        &["--save", "empty"],
+    );
+
+    // Origins: a unique prefix names the kind, as in the TUI's filter.
+    let png = dir.join("p.png");
+    d.json(&["export", &id, png.to_str().unwrap()]);
+    let tags = ["--tag", "fashion-mnist", "--tag", "seed"];
+    let mut args = vec!["encode", png.to_str().unwrap(), "--steps", "3", "--wait"];
+    args.extend(tags);
+    d.json(&args);
+    assert_eq!(d.json(&["ls", "--origin", "enc"])["total"], 1);
+    assert_eq!(d.json(&["ls", "--origin", "samp"])["total"], 1);
+
+    // ls: the tags column is cut with … and a space keeps it off the origin.
+    let out = d.cmd(&["ls", "--origin", "encoded"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let row = text
+        .lines()
+        .find(|l| l.contains(" p "))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(row.contains("fashion-mnist,s… encoded"), "{row}");
 }
 
 /// Completion scripts for both binaries name their subcommands and flags; no daemon

@@ -307,6 +307,21 @@ async fn tls_serves_with_the_given_certificate() {
         err.contains("not trusted") && err.contains("--tls-ca"),
         "{err}"
     );
+    // ddim with http:// against this TLS daemon says it looks like TLS, and what to use.
+    let out = Command::new(bin("ddim"))
+        .args(["--addr", &format!("http://127.0.0.1:{port}"), "ls"])
+        .env("DDIM_CONFIG", dir.path().join("empty.toml"))
+        .env_remove("DDIM_TOKEN")
+        .env_remove("DDIM_TLS_CA")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("TLS") && err.contains(&format!("https://127.0.0.1:{port}")),
+        "{err}"
+    );
     // Plain text is not served.
     let plain = Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
         .unwrap()
@@ -316,4 +331,28 @@ async fn tls_serves_with_the_given_certificate() {
         let mut c = ddim_proto::v1::ddim_client::DdimClient::new(ch);
         assert!(c.get_model_info(pb::GetModelInfoRequest {}).await.is_err());
     }
+}
+
+/// `ddim --addr https://…` against a daemon serving plain HTTP/2: not "is it running?"
+/// but that it looks like TLS against plain HTTP, with the http:// address to use.
+#[tokio::test(flavor = "multi_thread")]
+async fn https_against_a_plain_daemon_says_tls_versus_plain() {
+    let d = Daemon::builder().start().await;
+    let cfg = d.dir.path().join("empty.toml");
+    std::fs::write(&cfg, "").unwrap();
+    let out = Command::new(bin("ddim"))
+        .args(["--addr", &format!("https://{}", d.addr), "ls"])
+        .env("DDIM_CONFIG", &cfg)
+        .env_remove("DDIM_TOKEN")
+        .env_remove("DDIM_TLS_CA")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("plain HTTP/2") && err.contains(&format!("http://{}", d.addr)),
+        "{err}"
+    );
+    assert!(!err.contains("is `ddimd serve` running"), "{err}");
 }

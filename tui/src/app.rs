@@ -71,8 +71,12 @@ impl Screen {
 /// What a prompt's answer is for.
 #[derive(Debug, Clone, PartialEq)]
 pub enum PromptFor {
-    Filter { previous: String },
+    Filter {
+        previous: String,
+    },
     Encode,
+    /// The steps S for encoding these files (asked after the paths).
+    EncodeSteps(Vec<std::path::PathBuf>),
     Sample,
     Rename(String),
     Tag(String),
@@ -388,6 +392,10 @@ impl App {
             Update::JobEvent(ev) => self.job_event(ev),
             Update::Job(job) => self.job_arrived(job),
             Update::Submitted { purpose, job } => self.submitted(purpose, job),
+            Update::LatentName { id, name } => {
+                screens::jobs::name_arrived(self, &id, &name);
+                vec![]
+            }
             Update::Latent(l) => {
                 self.info(format!("updated {}", l.name));
                 screens::library::latent_changed(self, l);
@@ -548,12 +556,13 @@ impl App {
                 job.error
             ));
         }
+        let mut out = vec![];
         if self.open_job.as_deref() == Some(id.as_str()) {
             self.open_job = None;
-            screens::jobs::open_results(self, job.clone());
+            out = screens::jobs::open_results(self, job.clone());
         }
         screens::jobs::upsert(self, job);
-        vec![]
+        out
     }
 
     /// Keeps a result's images; the first one (with its caption) is what the jobs screen

@@ -85,7 +85,8 @@ pub enum Command {
         /// Only latents with this tag.
         #[arg(long)]
         tag: Option<String>,
-        /// Only this origin: encoded, sampled, interpolated or imported.
+        /// Only this origin: encoded, sampled, interpolated or imported (a unique prefix
+        /// such as `enc` will do).
         #[arg(long)]
         origin: Option<String>,
         /// Order, sorted by the daemon: newest, oldest, name (case-insensitive) or steps
@@ -93,10 +94,10 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = SortArg::Newest)]
         sort: SortArg,
         /// Skip this many matches first (in --sort order).
-        #[arg(long, default_value_t = 0)]
+        #[arg(long, default_value_t = 0, allow_negative_numbers = true, value_parser = whole::<u64>)]
         offset: u64,
         /// At most this many latents.
-        #[arg(long, default_value_t = 100)]
+        #[arg(long, default_value_t = 100, allow_negative_numbers = true, value_parser = whole::<usize>)]
         limit: usize,
     },
     /// Show one latent.
@@ -106,7 +107,7 @@ pub enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
         /// Steps S of the inversion.
-        #[arg(long, default_value_t = 100)]
+        #[arg(long, default_value_t = 100, allow_negative_numbers = true, value_parser = whole::<u32>)]
         steps: u32,
         /// Sub-sequence of the T training steps.
         #[arg(long, value_enum, default_value_t = SpacingArg::Uniform)]
@@ -123,7 +124,7 @@ pub enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
         /// S of the preview decode (η = 0).
-        #[arg(long, default_value_t = 50)]
+        #[arg(long, default_value_t = 50, allow_negative_numbers = true, value_parser = whole::<u32>)]
         steps: u32,
         /// Tags for the new latents (repeatable).
         #[arg(long = "tag")]
@@ -133,13 +134,14 @@ pub enum Command {
     },
     /// Sample new latents.
     Sample {
-        #[arg(long, default_value_t = 1)]
+        #[arg(long, default_value_t = 1, allow_negative_numbers = true, value_parser = whole::<u32>)]
         count: u32,
-        #[arg(long, default_value_t = 0)]
+        #[arg(long, default_value_t = 0, allow_negative_numbers = true, value_parser = whole::<u64>)]
         seed: u64,
-        #[arg(long, default_value_t = 50)]
+        #[arg(long, default_value_t = 50, allow_negative_numbers = true, value_parser = whole::<u32>)]
         steps: u32,
-        #[arg(long, default_value_t = 0.0)]
+        /// η: 0 is DDIM, 1 is DDPM-like (finite, ≥ 0; the daemon checks).
+        #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
         eta: f32,
         /// Sub-sequence of the T training steps.
         #[arg(long, value_enum, default_value_t = SpacingArg::Uniform)]
@@ -157,7 +159,7 @@ pub enum Command {
         #[arg(required = true, num_args = 1..)]
         ids: Vec<String>,
         /// Comma-separated step counts.
-        #[arg(long, default_value = "10,20,50,100", value_parser = parse_steps)]
+        #[arg(long, default_value = "10,20,50,100", value_parser = parse_steps, allow_hyphen_values = true)]
         steps: StepList,
         /// Sub-sequence of the T training steps.
         #[arg(long, value_enum, default_value_t = SpacingArg::Uniform)]
@@ -170,13 +172,13 @@ pub enum Command {
     Decode {
         id: String,
         /// Comma-separated step counts.
-        #[arg(long, default_value = "10,20,50,100", value_parser = parse_steps)]
+        #[arg(long, default_value = "10,20,50,100", value_parser = parse_steps, allow_hyphen_values = true)]
         steps: StepList,
         /// Comma-separated η values (finite, ≥ 0, at most 8).
-        #[arg(long, default_value = "0", value_parser = parse_eta_list)]
+        #[arg(long, default_value = "0", value_parser = parse_eta_list, allow_hyphen_values = true)]
         eta: EtaList,
         /// Seed of the noise for η > 0.
-        #[arg(long, default_value_t = 0)]
+        #[arg(long, default_value_t = 0, allow_negative_numbers = true, value_parser = whole::<u64>)]
         seed: u64,
         /// Sub-sequence of the T training steps.
         #[arg(long, value_enum, default_value_t = SpacingArg::Uniform)]
@@ -191,9 +193,9 @@ pub enum Command {
     Interpolate {
         a: String,
         b: String,
-        #[arg(long, default_value_t = 8)]
+        #[arg(long, default_value_t = 8, allow_negative_numbers = true, value_parser = whole::<u32>)]
         frames: u32,
-        #[arg(long, default_value_t = 50)]
+        #[arg(long, default_value_t = 50, allow_negative_numbers = true, value_parser = whole::<u32>)]
         steps: u32,
         /// slerp or lerp.
         #[arg(long, default_value = "slerp", value_parser = ["slerp", "lerp"])]
@@ -202,7 +204,7 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = SpacingArg::Uniform)]
         spacing: SpacingArg,
         /// Frame indices to store as new latents (comma-separated, from 0).
-        #[arg(long, value_parser = parse_indices)]
+        #[arg(long, value_parser = parse_indices, allow_hyphen_values = true)]
         save: Option<StepList>,
         /// Decode only the --save frames (storing a frame costs one decode, not --frames).
         #[arg(long, requires = "save")]
@@ -212,7 +214,7 @@ pub enum Command {
     },
     /// List jobs.
     Jobs {
-        #[arg(long, default_value_t = 100)]
+        #[arg(long, default_value_t = 100, allow_negative_numbers = true, value_parser = whole::<u32>)]
         limit: u32,
     },
     /// Follow a job until it ends.
@@ -225,7 +227,7 @@ pub enum Command {
         /// OUT.png: an image; OUT.npy: the latent x_T itself (float32 [1, C, H, W]).
         out: PathBuf,
         /// Decode at this S instead of using the stored preview.
-        #[arg(long)]
+        #[arg(long, allow_negative_numbers = true, value_parser = whole::<u32>)]
         steps: Option<u32>,
     },
     /// Delete a latent.
@@ -279,7 +281,7 @@ pub fn parse_eta_list(s: &str) -> Result<EtaList, String> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StepList(pub Vec<u32>);
 
-/// Parses "10,20,50" into a list; rejects empty, zero and non-numeric items.
+/// Parses "10,20,50" into a list; rejects empty, repeated, zero and non-numeric items.
 pub fn parse_steps(s: &str) -> Result<StepList, String> {
     let list = parse_indices(s)?;
     if list.0.contains(&0) {
@@ -288,19 +290,24 @@ pub fn parse_steps(s: &str) -> Result<StepList, String> {
     Ok(list)
 }
 
-/// Parses "0,3,7" (frame indices, 0 allowed); rejects empty and non-numeric items.
+/// Parses "0,3,7" (frame indices, 0 allowed); rejects empty, repeated and non-numeric
+/// items.
 pub fn parse_indices(s: &str) -> Result<StepList, String> {
-    let mut out = Vec::new();
-    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let n: u32 = part
-            .parse()
-            .map_err(|_| format!("`{part}` is not a whole number"))?;
-        out.push(n);
+    crate::format::list_items(s, "10,20,50", |part| {
+        whole::<u32>(part).map_err(|e| format!("`{part}`: {e}"))
+    })
+    .map(StepList)
+}
+
+/// A whole number ≥ 0; a negative one is refused for what it is (clap would call `-1` an
+/// unexpected argument).
+pub fn whole<T: std::str::FromStr>(s: &str) -> Result<T, String> {
+    let t = s.trim();
+    if t.starts_with('-') && t[1..].parse::<f64>().is_ok() {
+        return Err(format!("must be ≥ 0, got {t}"));
     }
-    if out.is_empty() {
-        return Err("expected a comma-separated list such as 10,20,50".into());
-    }
-    Ok(StepList(out))
+    t.parse()
+        .map_err(|_| format!("expected a whole number, got `{t}`"))
 }
 
 #[cfg(test)]

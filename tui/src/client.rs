@@ -70,7 +70,16 @@ impl ClientError {
     /// Turns a gRPC status into an actionable message about the daemon at `addr`.
     pub fn from_status(status: &Status, addr: &str) -> Self {
         let msg = status.message();
+        let chain = error_chain(status);
         let (kind, message) = match status.code() {
+            Code::Unavailable | Code::Unknown
+                if is_transport_error(status) && tls_mismatch(addr, &chain).is_some() =>
+            {
+                (
+                    ErrorKind::Unreachable,
+                    tls_mismatch(addr, &chain).unwrap_or_default(),
+                )
+            }
             Code::Unavailable | Code::Unknown
                 if is_transport_error(status) && msg.contains("certificate") =>
             {
@@ -154,6 +163,82 @@ fn is_transport_error(status: &Status) -> bool {
         || m.contains("connect")
         || m.contains("dns")
         || m.contains("refused")
+}
+
+/// The status message and the errors under it (hyper, rustls, io), joined with `: `.
+fn error_chain(status: &Status) -> String {
+    use std::error::Error;
+    let mut out = status.message().to_string();
+    let mut next = status.source();
+    while let Some(e) = next {
+        let s = e.to_string();
+        if !out.contains(&s) {
+            out.push_str(": ");
+            out.push_str(&s);
+        }
+        next = e.source();
+    }
+    out
+}
+
+/// When the connection was made but the two ends spoke different protocols: an
+/// `https://` client got plain HTTP/2 bytes where a TLS answer was due (rustls calls
+/// them a corrupt message of an invalid content type), or an `http://` client got a TLS
+/// record where HTTP/2 frames were due (an oversized or malformed frame, or the TLS
+/// server hanging up on the HTTP/2 preface). A sentence saying so, or None.
+pub fn tls_mismatch(addr: &str, chain: &str) -> Option<String> {
+    let c = chain.to_ascii_lowercase();
+    let has = |ws: &[&str]| ws.iter().any(|w| c.contains(w));
+    if has(&[
+        "refused",
+        "dns",
+        "timed out",
+        "no route",
+        "unreachable",
+        "certificate",
+    ]) {
+        return None;
+    }
+    let rest = addr.split_once("://").map_or(addr, |(_, r)| r);
+    if addr.starts_with("https://") {
+        has(&[
+            "invalidcontenttype",
+            "corrupt message",
+            "wrong version number",
+            "tls handshake eof",
+            "invalidmessage",
+            "record overflow",
+            "peer sent no certificates",
+        ])
+        .then(|| {
+            format!(
+                "TLS handshake with {addr} failed: the daemon there seems to speak plain \
+                 HTTP/2, not TLS; use --addr http://{rest} (or start ddimd serve with \
+                 --tls-cert/--tls-key) ({})",
+                short(chain)
+            )
+        })
+    } else {
+        has(&[
+            "frame with invalid size",
+            "frame_size_error",
+            "frame size",
+            "protocol error",
+            "invalid http",
+            "connection closed before",
+            "connection reset",
+            "broken pipe",
+            "unexpected eof",
+            "incomplete message",
+        ])
+        .then(|| {
+            format!(
+                "{addr} answered, but not in plain HTTP/2: the daemon there seems to speak TLS; \
+                 use --addr https://{rest} (with --tls-ca for its own certificate) ({})",
+                short(chain)
+            )
+        })
+    }
 }
 
 fn short(msg: &str) -> &str {
@@ -412,6 +497,67 @@ mod tests {
     fn address_without_scheme_gets_http() {
         assert_eq!(normalize_addr("127.0.0.1:5"), "http://127.0.0.1:5");
         assert_eq!(normalize_addr("https://h"), "https://h");
+    }
+
+    /// A server on 127.0.0.1 that writes `answer` to whoever connects (after reading what
+    /// they send first) and hangs up.
+    async fn one_answer_server(answer: &'static [u8]) -> u16 {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 512];
+                    let _ = s.read(&mut buf).await;
+                    let _ = s.write_all(answer).await;
+                    let _ = s.shutdown().await;
+                });
+            }
+        });
+        port
+    }
+
+    fn settings(addr: String) -> Settings {
+        Settings {
+            addr,
+            token: None,
+            tls_ca: None,
+            graphics: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn https_against_plain_http2_says_tls_versus_plain() {
+        // What an HTTP/2 server sends first: an empty SETTINGS frame.
+        let port = one_answer_server(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await;
+        let c = Client::new(&settings(format!("https://127.0.0.1:{port}"))).unwrap();
+        let e = c.get_latent("x").await.unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Unreachable, "{e}");
+        assert!(
+            e.message.contains("plain") && e.message.contains(&format!("http://127.0.0.1:{port}")),
+            "{e}"
+        );
+    }
+
+    #[tokio::test]
+    async fn http_against_tls_says_tls_versus_plain() {
+        // What a TLS server answers to the HTTP/2 preface: a fatal alert record.
+        let port = one_answer_server(&[0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x32]).await;
+        let c = Client::new(&settings(format!("http://127.0.0.1:{port}"))).unwrap();
+        let e = c.get_latent("x").await.unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Unreachable, "{e}");
+        assert!(
+            e.message.contains("TLS") && e.message.contains(&format!("https://127.0.0.1:{port}")),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn refused_connections_are_not_called_a_protocol_mismatch() {
+        let chain = "transport error: tcp connect error: Connection refused (os error 111)";
+        assert_eq!(tls_mismatch("https://h:1", chain), None);
+        assert_eq!(tls_mismatch("http://h:1", chain), None);
     }
 
     #[tokio::test]

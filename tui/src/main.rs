@@ -40,7 +40,10 @@ use crate::client::Client;
 use crate::config::{FileConfig, Settings};
 
 fn main() {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => exit_usage(e),
+    };
     let file = match FileConfig::load(cli.connect.config.as_deref()) {
         Ok(f) => f,
         Err(e) => {
@@ -79,4 +82,21 @@ fn main() {
     };
     rt.shutdown_timeout(std::time::Duration::from_millis(200));
     std::process::exit(code);
+}
+
+/// A flag's value that does not parse (`--steps 10,,20`, `--count -1`) is one line naming
+/// the flag and the reason, exit 2; other clap outcomes (help, version, unknown flags)
+/// are clap's own.
+fn exit_usage(e: clap::Error) -> ! {
+    use clap::error::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::ValueValidation | ErrorKind::InvalidValue
+    ) {
+        let text = e.to_string();
+        let line = text.lines().next().unwrap_or_default();
+        eprintln!("ddim: {}", line.trim_start_matches("error: "));
+        std::process::exit(2);
+    }
+    e.exit()
 }

@@ -56,7 +56,8 @@ async fn execute(c: &Client, command: Command, as_json: bool) -> Result<Output, 
             let f = pb::ListLatentsRequest {
                 name_contains: name.unwrap_or_default(),
                 tag: tag.unwrap_or_default(),
-                origin: origin.unwrap_or_default(),
+                // A unique prefix names its kind, as in the TUI's filter.
+                origin: format::resolve_origin(&origin.unwrap_or_default()),
                 order_by: sort.order_by() as i32,
                 offset,
                 ..Default::default()
@@ -79,7 +80,19 @@ async fn execute(c: &Client, command: Command, as_json: bool) -> Result<Output, 
         } => {
             let mut images = Vec::new();
             for f in &files {
-                images.push(encode_input(f, &tags)?);
+                let input = encode_input(f, &tags)?;
+                if is_npy(f, &input.data) {
+                    return Err(ClientError::new(
+                        ErrorKind::Invalid,
+                        format!(
+                            "{} is a .npy array, not a PNG or JPEG image: x_T files go into the \
+                             library with `ddim import {}`",
+                            f.display(),
+                            f.display()
+                        ),
+                    ));
+                }
+                images.push(input);
             }
             let spec = |images| {
                 Kind::Encode(pb::EncodeJob {
@@ -90,12 +103,18 @@ async fn execute(c: &Client, command: Command, as_json: bool) -> Result<Output, 
                 })
             };
             if images.len() <= MAX_JOB_ITEMS {
-                return submit(c, spec(images), wait, show_progress).await;
+                return submit(c, spec(images), wait, show_progress)
+                    .await
+                    .map_err(|e| name_files(e, "encode.images", &files));
             }
             // More images than one job takes: a job per 256.
             let mut outs = vec![];
-            for chunk in images.chunks(MAX_JOB_ITEMS) {
-                outs.push(submit(c, spec(chunk.to_vec()), wait, show_progress).await?);
+            for (chunk, names) in images
+                .chunks(MAX_JOB_ITEMS)
+                .zip(files.chunks(MAX_JOB_ITEMS))
+            {
+                let out = submit(c, spec(chunk.to_vec()), wait, show_progress).await;
+                outs.push(out.map_err(|e| name_files(e, "encode.images", names))?);
             }
             Ok(Output {
                 human: outs
@@ -121,7 +140,9 @@ async fn execute(c: &Client, command: Command, as_json: bool) -> Result<Output, 
                 preview_steps: steps,
                 spacing: 0,
             });
-            submit(c, spec, wait, show_progress).await
+            submit(c, spec, wait, show_progress)
+                .await
+                .map_err(|e| name_files(e, "import.latents", &files))
         }
         Command::Sample {
             count,
@@ -255,10 +276,20 @@ async fn execute(c: &Client, command: Command, as_json: bool) -> Result<Output, 
                 }
                 let r = c.export_latent(&id).await?;
                 write_png(&out, &r.npy)?;
-                let shape = r.latent.map(|l| l.shape).unwrap_or_default();
+                // The shape the file holds (numpy.load's), not the latent's [C, H, W].
+                let latent_shape = r.latent.map(|l| l.shape).unwrap_or_default();
+                let shape = npy_shape(&r.npy).unwrap_or_else(|| {
+                    std::iter::once(1)
+                        .chain(latent_shape.iter().map(|&d| d as usize))
+                        .collect()
+                });
                 return Ok(Output {
-                    human: format!("wrote x_T of {id} to {} ({shape:?})", out.display()),
-                    json: json!({"path": out, "latent_id": id, "shape": shape, "bytes": r.npy.len()}),
+                    human: format!(
+                        "wrote x_T of {id} to {} (float32, shape {})",
+                        out.display(),
+                        numpy_shape(&shape)
+                    ),
+                    json: json!({"path": out, "latent_id": id, "shape": shape, "latent_shape": latent_shape, "bytes": r.npy.len()}),
                 });
             }
             let (kind, s) = match steps {
@@ -311,6 +342,36 @@ pub fn encode_input(path: &Path, tags: &[String]) -> Result<pb::EncodeInput, Cli
     })
 }
 
+/// A `.npy` array (by its name or its magic bytes): x_T to import, not an image.
+pub fn is_npy(path: &Path, data: &[u8]) -> bool {
+    data.starts_with(b"\x93NUMPY") || crate::worker::is_npy(path)
+}
+
+/// A daemon error about one input of a job (`encode.images[3].data`,
+/// `import.latents[0].name`) names the file given for it instead: `files[i]` is what
+/// `field[i]` was read from.
+pub fn name_files(mut e: ClientError, field: &str, files: &[std::path::PathBuf]) -> ClientError {
+    // Highest index first, so `[1]` never eats the start of `[12]`… (the `]` already
+    // prevents that, but the order keeps it obvious).
+    for (i, f) in files.iter().enumerate().rev() {
+        let key = format!("{field}[{i}]");
+        if !e.message.contains(&key) {
+            continue;
+        }
+        let path = f.display().to_string();
+        for (what, with) in [
+            (format!("{key}.data"), path.clone()),
+            (format!("{key}.npy"), path.clone()),
+            (format!("{key}.name"), format!("the name of {path}")),
+            (format!("{key}.tags"), format!("the tags of {path}")),
+            (key.clone(), path.clone()),
+        ] {
+            e.message = e.message.replace(&what, &with);
+        }
+    }
+    e
+}
+
 /// Reads an x_T `.npy` into an `ImportInput` named after the file stem.
 pub fn import_input(path: &Path, tags: &[String]) -> Result<pb::ImportInput, ClientError> {
     let pb::EncodeInput { data, name, tags } = encode_input(path, tags)?;
@@ -319,6 +380,34 @@ pub fn import_input(path: &Path, tags: &[String]) -> Result<pb::ImportInput, Cli
         name,
         tags,
     })
+}
+
+/// The shape in a `.npy` header (`'shape': (1, 1, 32, 32)`), if it has one.
+pub fn npy_shape(npy: &[u8]) -> Option<Vec<usize>> {
+    let head = npy.get(..npy.len().min(4096))?;
+    let head = String::from_utf8_lossy(head);
+    let rest = &head[head.find("'shape':")? + 8..];
+    let inner = &rest[rest.find('(')? + 1..rest.find(')')?];
+    inner
+        .split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .map(|d| d.parse().ok())
+        .collect()
+}
+
+/// A shape as numpy prints it: `(1, 1, 32, 32)`, `(5,)`.
+pub fn numpy_shape(dims: &[usize]) -> String {
+    match dims {
+        [d] => format!("({d},)"),
+        _ => format!(
+            "({})",
+            dims.iter()
+                .map(usize::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
 }
 
 /// Writes bytes (a PNG or a .npy) to `path`, with a one-line error.
@@ -462,11 +551,13 @@ async fn ls(c: &Client, f: pb::ListLatentsRequest, limit: usize) -> Result<Outpu
         "ID", "NAME", "TAGS", "ORIGIN", "MODEL", "S", "CREATED"
     );
     for l in &latents {
+        // Name and tags are cut to their columns (with …), so a column never runs into the
+        // next one; --json has them whole.
         human.push_str(&format!(
-            "{:<36}  {:<20} {:<16} {:<12} {:<8} {:>5}  {}\n",
+            "{:<36}  {} {} {:<12} {:<8} {:>5}  {}\n",
             l.id,
-            l.name,
-            l.tags.join(","),
+            format::column(&l.name, 20),
+            format::column(&l.tags.join(","), 16),
             format::origin_kind(l),
             short_id(&l.model_fingerprint),
             l.encode_steps,
@@ -728,5 +819,38 @@ mod tests {
         let e = finished_output(failed).err().unwrap();
         assert!(e.message.contains("boom"));
         assert_eq!(e.exit_code(), 1);
+    }
+
+    #[test]
+    fn input_errors_name_the_file() {
+        let files: Vec<std::path::PathBuf> =
+            (0..12).map(|i| format!("img{i}.png").into()).collect();
+        let e = ClientError::new(
+            ErrorKind::Invalid,
+            "rejected by the daemon: encode.images[11].data: not a decodable PNG or JPEG image (x)",
+        );
+        let e = name_files(e, "encode.images", &files);
+        assert_eq!(
+            e.message,
+            "rejected by the daemon: img11.png: not a decodable PNG or JPEG image (x)"
+        );
+        let e = ClientError::new(ErrorKind::Invalid, "import.latents[1].name: too long");
+        let e = name_files(e, "import.latents", &files);
+        assert_eq!(e.message, "the name of img1.png: too long");
+        assert!(is_npy(Path::new("x.NPY"), b""));
+        assert!(is_npy(Path::new("x.png"), b"\x93NUMPY\x01\x00"));
+        assert!(!is_npy(Path::new("x.png"), b"\x89PNG"));
+    }
+
+    #[test]
+    fn npy_shape_is_read_from_the_header() {
+        let mut npy = b"\x93NUMPY\x01\x00v\x00".to_vec();
+        npy.extend_from_slice(
+            b"{'descr': '<f4', 'fortran_order': False, 'shape': (1, 1, 32, 32), }   \n",
+        );
+        assert_eq!(npy_shape(&npy), Some(vec![1, 1, 32, 32]));
+        assert_eq!(numpy_shape(&[1, 1, 32, 32]), "(1, 1, 32, 32)");
+        assert_eq!(numpy_shape(&[5]), "(5,)");
+        assert_eq!(npy_shape(b"garbage"), None);
     }
 }

@@ -48,6 +48,10 @@ pub enum Request {
     LatentJobs {
         id: String,
     },
+    /// A latent's name, for a screen opened from a job that names it by id.
+    LatentName {
+        id: String,
+    },
     ListJobs,
     /// Follow a job's events; `preview_every` > 0 also brings x̂0 previews.
     WatchJob {
@@ -137,6 +141,10 @@ pub enum Update {
         job: pb::Job,
     },
     Latent(pb::Latent),
+    LatentName {
+        id: String,
+        name: String,
+    },
     Library(pb::LibraryEvent),
     Info(String),
     Error(ClientError),
@@ -308,6 +316,11 @@ async fn handle(c: &Client, req: Request, tx: &UnboundedSender<Update>) -> Resul
             let jobs = c.list_jobs(20, &id).await?;
             send(Update::LatentJobs { id, jobs });
         }
+        Request::LatentName { id } => match c.get_latent(&id).await {
+            Ok(l) => send(Update::LatentName { id, name: l.name }),
+            // A deleted latent keeps its short id on the screen; nothing to say.
+            Err(e) => tracing::debug!(id, error = %e, "no name for latent"),
+        },
         Request::ListJobs => send(Update::Jobs(c.list_jobs(200, "").await?)),
         Request::WatchJob { .. } => {}
         Request::GetJob { id } => send(Update::Job(c.get_job(&id).await?)),
@@ -330,7 +343,7 @@ async fn handle(c: &Client, req: Request, tx: &UnboundedSender<Update>) -> Resul
         }
         Request::Encode { paths, steps } => {
             // .npy files are x_T already: imported, not encoded.
-            let (spec, what) = if paths.iter().all(|p| is_npy(p)) {
+            let (spec, what, files, field) = if paths.iter().all(|p| is_npy(p)) {
                 let latents = paths
                     .iter()
                     .map(|f| script::import_input(f, &[]))
@@ -341,22 +354,36 @@ async fn handle(c: &Client, req: Request, tx: &UnboundedSender<Update>) -> Resul
                     preview_steps: 0,
                     spacing: 0,
                 });
-                (spec, what)
+                (spec, what, paths.clone(), "import.latents")
             } else {
-                let images = expand_images(&paths)?
-                    .iter()
-                    .map(|f| script::encode_input(f, &[]))
-                    .collect::<Result<Vec<_>, _>>()?;
-                let what = format!("encoding {} image(s)", images.len());
+                let files = expand_images(&paths)?;
+                let mut images = vec![];
+                for f in &files {
+                    let input = script::encode_input(f, &[])?;
+                    if script::is_npy(f, &input.data) {
+                        return Err(ClientError::new(
+                            ErrorKind::Invalid,
+                            format!(
+                                "{} is x_T (.npy), not an image: import .npy files on their own",
+                                f.display()
+                            ),
+                        ));
+                    }
+                    images.push(input);
+                }
+                let what = format!("encoding {} image(s) at S={steps}", images.len());
                 let spec = Kind::Encode(pb::EncodeJob {
                     images,
                     steps,
                     spacing: 0,
                     preview_steps: 0,
                 });
-                (spec, what)
+                (spec, what, files, "encode.images")
             };
-            let job = c.submit(spec).await?;
+            let job = c
+                .submit(spec)
+                .await
+                .map_err(|e| script::name_files(e, field, &files))?;
             send(Update::Info(format!("{what}: job {}", job.id)));
             send(Update::Submitted {
                 purpose: Purpose::Library,

@@ -132,7 +132,7 @@ pub fn handle_key(app: &mut App, key: KeyEvent) -> Vec<Request> {
                 let png = d.image.as_ref().map(|i| i.png.clone()).unwrap_or_default();
                 let name = format!("decode_{}_S{}_eta{}.png", short_id(&job.id), d.steps, d.eta);
                 app.prompt(
-                    Prompt::new("save image as PNG", name).with_paths(),
+                    super::save_prompt("save image as PNG", &name),
                     PromptFor::SavePng(png),
                 );
             }

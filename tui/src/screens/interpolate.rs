@@ -23,6 +23,10 @@ pub struct InterpState {
     pub frames: u32,
     pub method: i32,
     pub steps: u32,
+    /// η and spacing of the job opened from the jobs list (0 and uniform when set up
+    /// here), so Enter queues that job again.
+    pub eta: f32,
+    pub spacing: i32,
     pub job: Option<pb::Job>,
     pub selected: usize,
     /// The job storing a frame as a latent, while it runs.
@@ -37,6 +41,8 @@ impl Default for InterpState {
             frames: 8,
             method: pb::InterpolationMethod::Slerp as i32,
             steps: 50,
+            eta: 0.0,
+            spacing: 0,
             job: None,
             selected: 0,
             save_job: None,
@@ -45,6 +51,34 @@ impl Default for InterpState {
 }
 
 impl InterpState {
+    /// The screen as `job` (a finished interpolation opened from the jobs list) left it:
+    /// its ends (named by `name`), frames, method, sampler and result, nothing kept from
+    /// whatever the screen showed before.
+    pub fn from_job(
+        spec: &pb::InterpolateJob,
+        job: pb::Job,
+        name: impl Fn(&str) -> String,
+    ) -> Self {
+        let defaults = Self::default();
+        let sampler = spec.sampler.unwrap_or_default();
+        Self {
+            a: Some((spec.a.clone(), name(&spec.a))),
+            b: Some((spec.b.clone(), name(&spec.b))),
+            frames: spec.frames,
+            method: spec.method,
+            steps: if sampler.steps > 0 {
+                sampler.steps
+            } else {
+                defaults.steps
+            },
+            eta: sampler.eta,
+            spacing: sampler.spacing,
+            job: Some(job),
+            selected: 0,
+            save_job: None,
+        }
+    }
+
     pub fn track(&mut self, job: pb::Job) {
         self.job = Some(job);
         self.selected = 0;
@@ -69,8 +103,8 @@ impl InterpState {
             method: self.method,
             sampler: Some(pb::SamplerOptions {
                 steps: self.steps,
-                eta: 0.0,
-                spacing: 0,
+                eta: self.eta,
+                spacing: self.spacing,
                 sigma_hat: false,
             }),
             save_frames: save,
@@ -141,7 +175,7 @@ pub fn handle_key(app: &mut App, key: KeyEvent) -> Vec<Request> {
                 let png = f.image.as_ref().map(|i| i.png.clone()).unwrap_or_default();
                 let name = format!("interpolation_{}_{:02}.png", short_id(&job.id), f.index);
                 app.prompt(
-                    Prompt::new("save frame as PNG", name).with_paths(),
+                    super::save_prompt("save frame as PNG", &name),
                     PromptFor::SavePng(png),
                 );
             }
@@ -149,6 +183,19 @@ pub fn handle_key(app: &mut App, key: KeyEvent) -> Vec<Request> {
         _ => {}
     }
     vec![]
+}
+
+/// ` · η=0.5 · quad` when the sampler is not the default (η = 0, uniform).
+fn sampler_extras(eta: f32, spacing: i32) -> String {
+    let mut s = String::new();
+    if eta != 0.0 {
+        s.push_str(&format!(" · η={eta}"));
+    }
+    let spacing = crate::format::spacing_name(spacing);
+    if spacing != "uniform" {
+        s.push_str(&format!(" · {spacing}"));
+    }
+    s
 }
 
 pub fn render(app: &App, frame: &mut Frame, area: Rect) {
@@ -172,10 +219,11 @@ pub fn render(app: &App, frame: &mut Frame, area: Rect) {
         Line::from(vec![
             Span::styled("params  ", DIM),
             Span::raw(format!(
-                "{} frames · {} · S={}",
+                "{} frames · {} · S={}{}",
                 s.frames,
                 method_name(s.method),
-                s.steps
+                s.steps,
+                sampler_extras(s.eta, s.spacing)
             )),
             Span::styled("   (+/- f m s, Enter to queue)", DIM),
         ]),

@@ -241,10 +241,26 @@ pub fn handle_key(app: &mut App, key: KeyEvent) -> Vec<Request> {
     vec![]
 }
 
-/// Shows a finished job's results on its screen.
-pub fn open_results(app: &mut App, job: pb::Job) {
+/// Shows a finished job's results on its screen, the screen's state built from the job;
+/// asks the daemon for the names of latents the library has not loaded.
+pub fn open_results(app: &mut App, job: pb::Job) -> Vec<Request> {
     use pb::job_spec::Kind;
     let spec = job.spec.as_ref().and_then(|s| s.kind.clone());
+    let ids: Vec<String> = match &spec {
+        Some(Kind::Reconstruct(r)) => match &r.input {
+            Some(pb::reconstruct_job::Input::LatentId(id)) => vec![id.clone()],
+            Some(pb::reconstruct_job::Input::Latents(list)) => list.ids.clone(),
+            _ => vec![],
+        },
+        Some(Kind::Interpolate(i)) => vec![i.a.clone(), i.b.clone()],
+        Some(Kind::Decode(d)) => vec![d.latent_id.clone()],
+        _ => vec![],
+    };
+    let names = ids
+        .into_iter()
+        .filter(|id| !app.library.has(id))
+        .map(|id| Request::LatentName { id })
+        .collect();
     match spec {
         Some(Kind::Reconstruct(r)) => {
             app.recon.source = Some(match r.input {
@@ -266,12 +282,8 @@ pub fn open_results(app: &mut App, job: pb::Job) {
             app.go(Screen::Reconstruct);
         }
         Some(Kind::Interpolate(i)) => {
-            app.interp.a = Some((i.a.clone(), app.library.name_of(&i.a)));
-            app.interp.b = Some((i.b.clone(), app.library.name_of(&i.b)));
-            app.interp.frames = i.frames;
-            app.interp.method = i.method;
-            app.interp.steps = i.sampler.map_or(app.interp.steps, |s| s.steps);
-            app.interp.track(job);
+            let lib = &app.library;
+            app.interp = super::interpolate::InterpState::from_job(&i, job, |id| lib.name_of(id));
             app.go(Screen::Interpolate);
         }
         Some(Kind::Decode(d)) => {
@@ -289,6 +301,29 @@ pub fn open_results(app: &mut App, job: pb::Job) {
             ));
             app.go(Screen::Library);
         }
+    }
+    names
+}
+
+/// A latent's name came from the daemon: every screen showing it by id takes it.
+pub fn name_arrived(app: &mut App, id: &str, name: &str) {
+    use super::reconstruct::Source;
+    let set = |end: &mut Option<(String, String)>| {
+        if let Some((_, n)) = end.as_mut().filter(|(i, _)| i == id) {
+            *n = name.to_string();
+        }
+    };
+    set(&mut app.interp.a);
+    set(&mut app.interp.b);
+    set(&mut app.decode.latent);
+    match &mut app.recon.source {
+        Some(Source::Latent(i, n)) if i == id => *n = name.to_string(),
+        Some(Source::Latents(list)) => {
+            for (_, n) in list.iter_mut().filter(|(i, _)| i == id) {
+                *n = name.to_string();
+            }
+        }
+        _ => {}
     }
 }
 

@@ -61,8 +61,8 @@ impl Sort {
         match self {
             Sort::Newest => "newest first",
             Sort::Oldest => "oldest first",
-            Sort::Name => "name",
-            Sort::EncodeSteps => "encode S",
+            Sort::Name => "by name",
+            Sort::EncodeSteps => "by encode S",
         }
     }
 }
@@ -84,12 +84,8 @@ impl Filter {
             if let Some(t) = w.strip_prefix("tag:").or_else(|| w.strip_prefix('#')) {
                 f.tag = t.to_string();
             } else if let Some(o) = w.strip_prefix("origin:") {
-                // A prefix is enough: `origin:enc`.
-                f.origin = ["encoded", "sampled", "interpolated", "imported"]
-                    .into_iter()
-                    .find(|k| k.starts_with(o) && !o.is_empty())
-                    .unwrap_or(o)
-                    .to_string();
+                // A prefix is enough: `origin:enc` (the same as `ddim ls --origin enc`).
+                f.origin = format::resolve_origin(o);
             } else {
                 name.push(w);
             }
@@ -145,6 +141,11 @@ impl LibraryState {
 
     fn find(&self, id: &str) -> Option<&pb::Latent> {
         self.pages.values().flatten().find(|l| l.id == id)
+    }
+
+    /// Whether the library has the latent loaded.
+    pub fn has(&self, id: &str) -> bool {
+        self.find(id).is_some()
     }
 
     /// A latent's name if the library has it loaded, else its short id.
@@ -380,7 +381,7 @@ pub fn handle_key(app: &mut App, key: KeyEvent) -> Vec<Request> {
             app.library.selected = 0;
             app.library.offset = 0;
             app.library.selection_at = app.now_ms;
-            app.info(format!("sorted by {}", next.label()));
+            app.info(format!("sorted {}", next.label()));
             let mut out = app.library.reload();
             out.extend(ensure_pages(app));
             out
@@ -400,7 +401,7 @@ pub fn handle_key(app: &mut App, key: KeyEvent) -> Vec<Request> {
         KeyCode::Char('e') => {
             app.prompt(
                 Prompt::new(
-                    "encode image files or a folder (S=100), or import x_T .npy files",
+                    "encode image files or a folder (S next), or import x_T .npy files",
                     "",
                 )
                 .with_paths(),
@@ -493,7 +494,7 @@ fn latent_key(app: &mut App, key: KeyEvent, l: pb::Latent) -> Vec<Request> {
                 }
             );
             app.prompt(
-                Prompt::new("save preview as PNG (or x_T as .npy)", file).with_paths(),
+                super::save_prompt("save preview as PNG (or x_T as .npy)", &file),
                 PromptFor::ExportPreview(l.id),
             );
             vec![]
@@ -525,9 +526,32 @@ pub fn render(app: &App, frame: &mut Frame, area: Rect) {
     render_side(app, frame, side);
 }
 
+/// The library table's columns: mark, name, tags, origin, model, S, created.
+const COLUMNS: [Constraint; 7] = [
+    Constraint::Length(1),
+    Constraint::Fill(2),
+    Constraint::Fill(1),
+    Constraint::Length(12),
+    Constraint::Length(8),
+    Constraint::Length(4),
+    Constraint::Length(16),
+];
+
+/// The width of each column in a table `width` cells wide inside its borders, as the
+/// table lays them out (one cell between columns).
+fn column_widths(width: u16) -> Vec<usize> {
+    Layout::horizontal(COLUMNS)
+        .spacing(1)
+        .split(Rect::new(0, 0, width, 1))
+        .iter()
+        .map(|r| r.width as usize)
+        .collect()
+}
+
 fn render_table(app: &App, frame: &mut Frame, area: Rect) {
     let lib = &app.library;
     let vh = area.height.saturating_sub(3) as usize;
+    let widths = column_widths(area.width.saturating_sub(2));
     let rows: Vec<Row> = (lib.offset..(lib.offset + vh).min(lib.len()))
         .map(|i| {
             let style = if i == lib.selected {
@@ -544,8 +568,8 @@ fn render_table(app: &App, frame: &mut Frame, area: Rect) {
                     };
                     Row::new(vec![
                         Cell::from(mark).style(Style::new().fg(ACCENT)),
-                        Cell::from(l.name.clone()),
-                        Cell::from(l.tags.join(",")),
+                        Cell::from(format::fit(&l.name, widths[1])),
+                        Cell::from(format::fit(&l.tags.join(","), widths[2])),
                         Cell::from(format::origin_kind(l)),
                         Cell::from(short_id(&l.model_fingerprint).to_string()),
                         Cell::from(if l.encode_steps > 0 {
@@ -569,6 +593,11 @@ fn render_table(app: &App, frame: &mut Frame, area: Rect) {
         (_, Some(_)) => " latents — none ".into(),
         _ => " latents — loading… ".into(),
     };
+    // The order is always in the title (`s` changes it).
+    let title = Line::from(vec![
+        Span::raw(title),
+        Span::styled(format!("· {} ", lib.sort.label()), DIM),
+    ]);
     let mut block = Block::bordered().title(title);
     let mut bottom = vec![];
     if !lib.filter.is_empty() {
@@ -576,9 +605,6 @@ fn render_table(app: &App, frame: &mut Frame, area: Rect) {
             format!(" /{} ", lib.filter),
             Style::new().fg(ACCENT),
         ));
-    }
-    if lib.sort != Sort::Newest {
-        bottom.push(Span::styled(format!(" sort: {} ", lib.sort.label()), DIM));
     }
     if !lib.marked.is_empty() {
         bottom.push(Span::styled(
@@ -589,20 +615,10 @@ fn render_table(app: &App, frame: &mut Frame, area: Rect) {
     if !bottom.is_empty() {
         block = block.title_bottom(Line::from(bottom));
     }
-    let table = Table::new(
-        rows,
-        [
-            Constraint::Length(1),
-            Constraint::Fill(2),
-            Constraint::Fill(1),
-            Constraint::Length(12),
-            Constraint::Length(8),
-            Constraint::Length(4),
-            Constraint::Length(16),
-        ],
-    )
-    .header(header)
-    .block(block);
+    let table = Table::new(rows, COLUMNS)
+        .column_spacing(1)
+        .header(header)
+        .block(block);
     frame.render_widget(table, area);
     if lib.len() == 0 && lib.total.is_some() {
         let msg = if lib.filter.is_empty() {

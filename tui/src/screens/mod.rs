@@ -21,6 +21,7 @@ use ratatui::{
 
 use crate::app::{App, PromptFor, Screen, ACCENT, DIM};
 use crate::cli::parse_steps;
+use crate::prompt::Prompt;
 use crate::worker::{Purpose, Request};
 
 /// Keys that work everywhere.
@@ -37,7 +38,7 @@ pub fn keys(screen: Screen) -> &'static [(&'static str, &'static str)] {
         Screen::Library => &[
             ("↑↓ / j k", "move"),
             ("PgUp PgDn g G", "page, first, last"),
-            ("/", "filter by name"),
+            ("/", "filter: name, tag:T #T, origin:O"),
             ("s", "sort"),
             ("space", "mark"),
             ("r", "reconstruct"),
@@ -86,6 +87,9 @@ pub fn keys(screen: Screen) -> &'static [(&'static str, &'static str)] {
     }
 }
 
+/// The encode prompt's default S (as `ddim encode`'s).
+pub const ENCODE_STEPS: u32 = 100;
+
 /// Acts on a prompt's answer.
 pub fn submit_prompt(app: &mut App, purpose: PromptFor, text: String) -> Vec<Request> {
     let text = text.trim().to_string();
@@ -96,8 +100,29 @@ pub fn submit_prompt(app: &mut App, purpose: PromptFor, text: String) -> Vec<Req
             if paths.is_empty() {
                 return vec![];
             }
-            vec![Request::Encode { paths, steps: 100 }]
+            if paths.iter().all(|p| crate::worker::is_npy(p)) {
+                // x_T already: imported, nothing to choose.
+                return vec![Request::Encode {
+                    paths,
+                    steps: ENCODE_STEPS,
+                }];
+            }
+            app.prompt(
+                Prompt::new(
+                    "encode: steps S of the inversion (more is closer, slower)",
+                    ENCODE_STEPS.to_string(),
+                ),
+                PromptFor::EncodeSteps(paths),
+            );
+            vec![]
         }
+        PromptFor::EncodeSteps(paths) => match text.parse::<u32>() {
+            Ok(steps) if steps > 0 => vec![Request::Encode { paths, steps }],
+            _ => {
+                app.error(format!("encode S must be a whole number ≥ 1, got `{text}`"));
+                vec![]
+            }
+        },
         PromptFor::Sample => match parse_sample(&text) {
             Ok(spec) => vec![Request::Submit {
                 spec,
@@ -159,6 +184,18 @@ fn steps_into(app: &mut App, text: &str, set: impl FnOnce(&mut App, Vec<u32>)) -
         Err(e) => app.error(format!("step counts: {e}")),
     }
     vec![]
+}
+
+/// A save dialog offering `file` in the directory `ddim` was started in, as an absolute
+/// path (so it is clear where the file goes).
+pub fn save_prompt(title: &str, file: &str) -> Prompt {
+    Prompt::new(title, absolute(file).display().to_string()).with_paths()
+}
+
+/// `file` under the current directory (its real path when it can be resolved).
+pub fn absolute(file: &str) -> PathBuf {
+    let dir = std::env::current_dir().unwrap_or_default();
+    dir.canonicalize().unwrap_or(dir).join(file)
 }
 
 fn expand_tilde(s: &str) -> PathBuf {
@@ -318,6 +355,19 @@ mod tests {
         assert_eq!((s.count, s.seed, s.sampler.unwrap().steps), (8, 42, 50));
         assert!(parse_sample("x").is_err());
         assert!(parse_sample("0").is_err());
+    }
+
+    #[test]
+    fn save_dialogs_offer_an_absolute_path() {
+        let p = save_prompt("save", "x.png");
+        let path = std::path::Path::new(&p.input);
+        assert!(path.is_absolute(), "{}", p.input);
+        assert_eq!(path.file_name().unwrap(), "x.png");
+        assert_eq!(
+            path.parent().unwrap(),
+            std::env::current_dir().unwrap().canonicalize().unwrap()
+        );
+        assert!(p.paths);
     }
 
     #[test]

@@ -133,7 +133,7 @@ pub fn handle_key(app: &mut App, key: KeyEvent) -> Vec<Request> {
                 p.steps
             );
             app.prompt(
-                Prompt::new("save image as PNG", name).with_paths(),
+                super::save_prompt("save image as PNG", &name),
                 PromptFor::SavePng(png),
             );
             vec![]

@@ -393,8 +393,13 @@ fn decode_with_several_etas_is_a_grid() {
     app.handle_event(key(KeyCode::Char('d')));
     assert_eq!(app.screen, Screen::Decode);
     app.handle_event(key(KeyCode::Char('e')));
+    // A repeated η is refused (it is not quietly one η less).
     answer_prompt(&mut app, "0, 0.5,1,0.5");
-    assert_eq!(app.decode.etas, [0.0, 0.5, 1.0], "duplicates dropped");
+    assert!(app.status.as_ref().unwrap().error);
+    assert_eq!(app.decode.etas, [0.0]);
+    app.handle_event(key(KeyCode::Char('e')));
+    answer_prompt(&mut app, "0, 0.5,1");
+    assert_eq!(app.decode.etas, [0.0, 0.5, 1.0]);
     let reqs = app.handle_event(key(KeyCode::Enter));
     let [Request::Submit {
         spec: Kind::Decode(d),
@@ -571,4 +576,163 @@ fn unreachable_errors_mark_the_link_down() {
     assert!(matches!(app.link, Some(Link::Down { .. })));
     let text = format!("{}", draw(&app).backend());
     assert!(text.contains("daemon not reachable at"));
+}
+
+/// An interpolation opened from the jobs list is that job's: its ends' names (asked of
+/// the daemon when the library has not loaded them), frames, method and sampler, nothing
+/// left from the screen's previous job.
+#[test]
+fn opening_an_interpolation_builds_the_screen_from_the_job() {
+    let (mut app, _) = app_with_library(3);
+    // Another job first, with other settings (and one frame selected).
+    let mut other = interp_job();
+    other.id = "77770000-other".into();
+    if let Some(pb::JobSpec {
+        kind: Some(Kind::Interpolate(i)),
+    }) = other.spec.as_mut()
+    {
+        i.frames = 5;
+        i.method = pb::InterpolationMethod::Lerp as i32;
+        i.sampler = Some(pb::SamplerOptions {
+            steps: 20,
+            eta: 0.5,
+            spacing: pb::Spacing::Quad as i32,
+            sigma_hat: false,
+        });
+    }
+    app.open_job = Some(other.id.clone());
+    app.handle_event(Event::Update(Update::Job(other)));
+    assert_eq!(app.screen, Screen::Interpolate);
+    assert_eq!((app.interp.frames, app.interp.steps), (5, 20));
+    app.handle_event(key(KeyCode::Right));
+    // Then a job between latents the library has not loaded, without a sampler.
+    let mut job = interp_job();
+    let (a, b) = (
+        "aaaaaaaa-0000-4000-8000-00000000000a",
+        "bbbbbbbb-0000-4000-8000-00000000000b",
+    );
+    if let Some(pb::JobSpec {
+        kind: Some(Kind::Interpolate(i)),
+    }) = job.spec.as_mut()
+    {
+        (i.a, i.b) = (a.into(), b.into());
+    }
+    app.open_job = Some(job.id.clone());
+    let reqs = app.handle_event(Event::Update(Update::Job(job)));
+    let names: Vec<&str> = reqs
+        .iter()
+        .filter_map(|r| match r {
+            Request::LatentName { id } => Some(id.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(names, [a, b]);
+    let s = &app.interp;
+    assert_eq!((s.frames, s.steps, s.selected), (8, 50, 0));
+    assert_eq!(s.method, pb::InterpolationMethod::Slerp as i32);
+    assert_eq!((s.eta, s.spacing), (0.0, 0));
+    for (id, name) in [(a, "boot"), (b, "sandal")] {
+        app.handle_event(Event::Update(Update::LatentName {
+            id: id.into(),
+            name: name.into(),
+        }));
+    }
+    let text = screen_text(&draw(&app));
+    assert!(
+        text.contains("boot (aaaaaaaa)  →  sandal (bbbbbbbb)"),
+        "{text}"
+    );
+    assert!(text.contains("8 frames · slerp · S=50 "), "{text}");
+    // Enter queues the opened job again, sampler and all.
+    let reqs = app.handle_event(key(KeyCode::Enter));
+    let [Request::Submit {
+        spec: Kind::Interpolate(j),
+        ..
+    }] = &reqs[..]
+    else {
+        panic!("{reqs:?}")
+    };
+    assert_eq!((j.a.as_str(), j.b.as_str(), j.frames), (a, b, 8));
+}
+
+/// `e` asks for the files, then for S (default 100); .npy files are imported, no S.
+#[test]
+fn encode_asks_for_the_steps() {
+    let (mut app, _) = app_with_library(3);
+    app.handle_event(key(KeyCode::Char('e')));
+    answer_prompt(&mut app, "a.png b.png");
+    let Some(Modal::Prompt(p, _)) = &app.modal else {
+        panic!("no S prompt: {:?}", app.modal)
+    };
+    assert_eq!(p.input, "100");
+    let reqs = answer_prompt_reqs(&mut app, "250");
+    assert_eq!(
+        reqs,
+        vec![Request::Encode {
+            paths: vec!["a.png".into(), "b.png".into()],
+            steps: 250
+        }]
+    );
+    app.handle_event(key(KeyCode::Char('e')));
+    answer_prompt_reqs(&mut app, "x.png");
+    assert!(answer_prompt_reqs(&mut app, "0").is_empty());
+    assert!(app.status.as_ref().unwrap().error);
+    app.handle_event(key(KeyCode::Char('e')));
+    let reqs = answer_prompt_reqs(&mut app, "xt.npy");
+    assert!(app.modal.is_none());
+    assert!(matches!(&reqs[..], [Request::Encode { paths, .. }] if paths.len() == 1));
+}
+
+/// Like `answer_prompt`, returning the requests of the Enter.
+fn answer_prompt_reqs(app: &mut App, text: &str) -> Vec<Request> {
+    app.handle_event(Event::Key(KeyEvent::new(
+        KeyCode::Char('u'),
+        KeyModifiers::CONTROL,
+    )));
+    for c in text.chars() {
+        app.handle_event(key(KeyCode::Char(c)));
+    }
+    app.handle_event(key(KeyCode::Enter))
+}
+
+/// The library's title names the order; `?` says what the filter takes.
+#[test]
+fn library_title_shows_the_sort_and_help_the_filter_words() {
+    let (mut app, _) = app_with_library(3);
+    assert!(screen_text(&draw(&app)).contains("latents 1/3 · newest first"));
+    app.handle_event(key(KeyCode::Char('s')));
+    serve(&mut app, 0, 3);
+    app.status = None;
+    assert!(screen_text(&draw(&app)).contains("latents 1/3 · oldest first"));
+    app.handle_event(key(KeyCode::Char('?')));
+    let text = screen_text(&draw(&app));
+    assert!(text.contains("filter: name, tag:T #T, origin:O"), "{text}");
+}
+
+/// A tag list wider than its column ends in … and leaves a space before the origin.
+#[test]
+fn long_tags_are_cut_with_an_ellipsis() {
+    let (mut app, _) = app_with_library(0);
+    let mut l = latent(0);
+    l.tags = vec![
+        "fashion-mnist".into(),
+        "seed".into(),
+        "more-tags-here".into(),
+    ];
+    app.handle_event(Event::Update(Update::LatentPage {
+        generation: app.library.generation,
+        page: 0,
+        resp: pb::ListLatentsResponse {
+            latents: vec![l],
+            next_page_token: String::new(),
+            total: 1,
+        },
+    }));
+    let text = screen_text(&draw(&app));
+    let row = text
+        .lines()
+        .find(|r| r.contains("latent-000"))
+        .expect("the row");
+    assert!(row.contains("… encoded"), "{row}");
+    assert!(!row.contains("more-tags-here"), "{row}");
 }
