@@ -7,8 +7,11 @@
 //! - [`sampler`]: eq. 12 for any η, σ̂, and the η = 0 ODE run backwards.
 //! - [`noise`]: x_T and η-noise from a per-(seed, index) generator.
 //! - [`interp`]: slerp / lerp.
+//! - [`edit`]: editing on x_T: variation, combination on the sphere, attribute
+//!   directions, the 2-D grid, re-noise (partial inversion) and inpainting.
 //! - [`imageio`], [`npy`]: PNG and .npy conversions.
 pub mod config;
+pub mod edit;
 pub mod imageio;
 pub mod interp;
 pub mod model;

@@ -188,6 +188,55 @@ pub fn sample(
     Ok(x)
 }
 
+/// Runs the last `k` steps of the S-step plan of `opts`: from `x_k`, the latent at
+/// τ_k (1-based: τ_1 < … < τ_S are the plan's timesteps, τ_0 := −1 with ᾱ = 1), down
+/// through τ_{k−1}, …, τ_1 to x0. The step τ_i → τ_{i−1} is `plan(opts)[S − i]` and
+/// draws the η-noise stream of that plan index, so `sample_from(.., k = S, ..)` is
+/// [`sample`] bit for bit, and the noise at a level does not depend on k. `k = 0`
+/// returns `x_k` unchanged. Events count `1..=k` of `k`.
+pub fn sample_from(
+    model: &Model,
+    x_k: &Tensor,
+    opts: &SamplerOptions,
+    k: usize,
+    seeds: &[SampleSeed],
+    on_step: &mut dyn FnMut(&StepEvent) -> bool,
+) -> Result<Tensor, EngineError> {
+    opts.validate(model.num_train_timesteps())?;
+    check_input(model, x_k, "x_k")?;
+    if k > opts.steps {
+        return Err(EngineError::InvalidInput(format!(
+            "k must be in 0..={} (the plan's steps), got {k}",
+            opts.steps
+        )));
+    }
+    if seeds.len() as i64 != x_k.size()[0] {
+        return Err(EngineError::InvalidInput(format!(
+            "{} seeds for {} samples",
+            seeds.len(),
+            x_k.size()[0]
+        )));
+    }
+    let _guard = tch::no_grad_guard();
+    let steps = plan(opts, model.num_train_timesteps());
+    let first = steps.len() - k;
+    let mut x = x_k.to_device(model.device);
+    for (j, &(t, prev)) in steps.iter().enumerate().skip(first) {
+        let (xp, x0) = step(model, &x, t, prev, j, opts, seeds)?;
+        x = xp;
+        if !on_step(&StepEvent {
+            step: j - first + 1,
+            total: k,
+            t,
+            x0_hat: &x0,
+        }) {
+            return Err(EngineError::Cancelled);
+        }
+    }
+    check_finite(&x, "sample")?;
+    Ok(x)
+}
+
 /// One inversion step prev → t (ascending) at η = 0, with ε̂ at t.
 pub fn invert_step(model: &Model, x: &Tensor, prev: i64, t: i64) -> Tensor {
     let (eps, _) = model.eps_and_x0(x, t);
@@ -218,6 +267,45 @@ pub fn invert(
         if !on_step(&StepEvent {
             step: k + 1,
             total: ts.len(),
+            t,
+            x0_hat: &x,
+        }) {
+            return Err(EngineError::Cancelled);
+        }
+    }
+    check_finite(&x, "latent")?;
+    Ok(x)
+}
+
+/// The first `k` steps of [`invert`] with S = `steps`: x0 → x_{τ_k} (1-based τ as in
+/// [`sample_from`]), the η = 0 partial inversion DDIM's SDEdit starts from.
+/// `invert_partial(.., k = S, ..)` is [`invert`] bit for bit; `k = 0` returns x0.
+/// Events count `1..=k` of `k`.
+pub fn invert_partial(
+    model: &Model,
+    x0: &Tensor,
+    steps: usize,
+    spacing: Spacing,
+    k: usize,
+    on_step: &mut dyn FnMut(&StepEvent) -> bool,
+) -> Result<Tensor, EngineError> {
+    validate_steps(steps, model.num_train_timesteps()).map_err(EngineError::InvalidInput)?;
+    check_input(model, x0, "x0")?;
+    if k > steps {
+        return Err(EngineError::InvalidInput(format!(
+            "k must be in 0..={steps} (the plan's steps), got {k}"
+        )));
+    }
+    let _guard = tch::no_grad_guard();
+    let ts = spacing.timesteps(steps, model.num_train_timesteps());
+    let mut x = x0.to_device(model.device);
+    let mut prev = -1;
+    for (i, &t) in ts.iter().take(k).enumerate() {
+        x = invert_step(model, &x, prev, t);
+        prev = t;
+        if !on_step(&StepEvent {
+            step: i + 1,
+            total: k,
             t,
             x0_hat: &x,
         }) {
