@@ -319,10 +319,21 @@ async fn sample_decode_interpolate_reconstruct() {
         l.origin.unwrap().kind.unwrap(),
         pb::origin::Kind::Sampled(pb::SampledOrigin { seed: 42, index: 2 })
     );
+    // The default name carries the job, so two jobs with seed 42 do not
+    // make two latents called sample-42-2.
     assert_eq!(
-        (l.name.as_str(), l.preview_steps, l.encode_steps),
-        ("sample-42-2", 5, 0)
+        (l.name.clone(), l.preview_steps, l.encode_steps),
+        (format!("sample-42-2-{}", s.id), 5, 0)
     );
+    let again = run_job(&mut c, sample_spec(3, 42, 5)).await;
+    let l2 = c
+        .get_latent(pb::GetLatentRequest {
+            id: again.result.unwrap().latent_ids[2].clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_ne!(l2.name, l.name);
     // decode at several S: S = 5 reproduces the sample (η = 0).
     let dj = run_job(&mut c, decode_spec(&sr.latent_ids[0], &[2, 5])).await;
     assert_eq!(dj.latent_ids, vec![sr.latent_ids[0].clone()]);

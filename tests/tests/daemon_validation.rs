@@ -420,7 +420,7 @@ async fn bad_requests_are_refused_and_change_nothing() {
         .await
         .unwrap()
         .into_inner();
-    assert!(l.tags.is_empty() && l.name == "sample-1-0");
+    assert!(l.tags.is_empty() && l.name.starts_with("sample-1-0-job-"));
     let st = c
         .get_stats(pb::GetStatsRequest {})
         .await

@@ -78,6 +78,12 @@ pub enum JobKind {
     Reconstruct,
     Interpolate,
     Import,
+    Variation,
+    Mix,
+    Direction,
+    Renoise,
+    Inpaint,
+    Grid,
 }
 
 impl JobKind {
@@ -89,6 +95,12 @@ impl JobKind {
             JobKind::Reconstruct => "reconstruct",
             JobKind::Interpolate => "interpolate",
             JobKind::Import => "import",
+            JobKind::Variation => "variation",
+            JobKind::Mix => "mix",
+            JobKind::Direction => "direction",
+            JobKind::Renoise => "renoise",
+            JobKind::Inpaint => "inpaint",
+            JobKind::Grid => "grid",
         }
     }
 }

@@ -335,12 +335,10 @@ impl Worker {
     }
 
     /// Runs an engine loop with [`Self::tick`] as its step callback.
-    pub fn engine<T>(
+    pub fn engine<T, E: Into<ServerError>>(
         &self,
         tr: &mut Track,
-        f: impl FnOnce(
-            &mut dyn FnMut(&sampler::StepEvent) -> bool,
-        ) -> std::result::Result<T, crate::engine::EngineError>,
+        f: impl FnOnce(&mut dyn FnMut(&sampler::StepEvent) -> bool) -> std::result::Result<T, E>,
     ) -> Result<T> {
         let mut stop = None;
         let r = f(

@@ -24,11 +24,18 @@ use crate::engine::noise::SampleSeed;
 use crate::engine::SamplerOptions;
 
 mod decode;
+mod direction;
 mod encode;
+mod grid;
 mod import;
+mod inpaint;
 mod interpolate;
+pub mod lineage;
+mod mix;
 mod reconstruct;
+mod renoise;
 mod sample;
+mod variation;
 
 /// S of a `PreviewEdit` when the request leaves it 0.
 pub const DEFAULT_PREVIEW_STEPS: u32 = 10;
@@ -153,8 +160,6 @@ macro_rules! registry {
             use pb::job_spec::Kind as K;
             match spec.kind.as_ref() {
                 $(Some(K::$variant(m)) => Ok(m),)*
-                // Edit kinds land in their own modules next (issue 9).
-                Some(_) => Err(ServerError::invalid("spec", "this job kind is not served yet")),
                 None => Err(ServerError::invalid(
                     "spec",
                     format!(
@@ -169,7 +174,7 @@ macro_rules! registry {
             use pb::job_spec::Kind as K;
             match spec.kind.as_mut() {
                 $(Some(K::$variant(m)) => Some(m),)*
-                _ => None,
+                None => None,
             }
         }
     };
@@ -182,6 +187,12 @@ registry! {
     Reconstruct,
     Interpolate,
     Import,
+    Variation,
+    Mix,
+    Direction,
+    Renoise,
+    Inpaint,
+    Grid,
 }
 
 /// Validates a job spec (see [`JobKindSpec::validate`]).
