@@ -1,0 +1,728 @@
+//! The edit job kinds over a real daemon: each operation's closed form on
+//! the stored x_T, lineage (GetLatent, the parent filter, deleted parents,
+//! across a restart), validation naming the field, and PreviewEdit (stores
+//! nothing; a newer preview of the same client supersedes a waiting one).
+//!
+//! Needs the binaries: `cargo build --workspace --bins`.
+use ddim_proto::v1 as pb;
+use ddim_tests::*;
+use tonic::Code;
+
+/// d = C·H·W of the test model (1×32×32): x_T lies near the sphere of radius √d.
+const D: usize = 1024;
+
+fn spec(k: pb::job_spec::Kind) -> pb::JobSpec {
+    pb::JobSpec { kind: Some(k) }
+}
+
+fn out(preview_steps: u32) -> Option<pb::EditOutput> {
+    Some(pb::EditOutput {
+        preview_steps,
+        ..Default::default()
+    })
+}
+
+async fn xt(c: &mut Client, id: &str) -> Vec<f32> {
+    let npy = c
+        .export_latent(pb::ExportLatentRequest { id: id.into() })
+        .await
+        .unwrap()
+        .into_inner()
+        .npy;
+    npy_values(&npy).1
+}
+
+async fn latent(c: &mut Client, id: &str) -> pb::Latent {
+    c.get_latent(pb::GetLatentRequest { id: id.into() })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+fn edited(l: &pb::Latent) -> pb::EditedOrigin {
+    match l.origin.clone().and_then(|o| o.kind) {
+        Some(pb::origin::Kind::Edited(e)) => e,
+        o => panic!("{} is not edited: {o:?}", l.id),
+    }
+}
+
+fn norm(v: &[f32]) -> f64 {
+    v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt()
+}
+
+/// v rescaled to norm √d, in f64.
+fn on_sphere(v: &[f64]) -> Vec<f64> {
+    let n = v.iter().map(|x| x * x).sum::<f64>().sqrt();
+    v.iter().map(|x| x * (D as f64).sqrt() / n).collect()
+}
+
+fn max_diff(a: &[f32], b: &[f64]) -> f64 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (*x as f64 - y).abs())
+        .fold(0.0, f64::max)
+}
+
+async fn children(c: &mut Client, parent: &str) -> Vec<String> {
+    let mut ids: Vec<String> = c
+        .list_latents(pb::ListLatentsRequest {
+            parent: parent.into(),
+            page_size: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .latents
+        .into_iter()
+        .map(|l| l.id)
+        .collect();
+    ids.sort();
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn variation_mix_and_grid_follow_their_closed_forms_with_lineage() {
+    let mut d = Daemon::builder().start().await;
+    let mut c = d.client().await;
+    let ids = run_job(&mut c, sample_spec(4, 1, 3))
+        .await
+        .result
+        .unwrap()
+        .latent_ids;
+    let (a, b, cc, dd) = (&ids[0], &ids[1], &ids[2], &ids[3]);
+    let xa = xt(&mut c, a).await;
+
+    // Variation: strength 0 gives x_T back bit for bit, strength 1 the seed's
+    // noise exactly (what a sample job with that seed starts from).
+    let v0 = run_job(
+        &mut c,
+        spec(pb::job_spec::Kind::Variation(pb::VariationJob {
+            latent_id: a.clone(),
+            strength: 0.0,
+            seed: 9,
+            count: 2,
+            out: out(3),
+        })),
+    )
+    .await;
+    let v0 = v0.result.unwrap().latent_ids;
+    assert_eq!(v0.len(), 2);
+    for id in &v0 {
+        assert_eq!(xt(&mut c, id).await, xa);
+    }
+    let v1 = run_job(
+        &mut c,
+        spec(pb::job_spec::Kind::Variation(pb::VariationJob {
+            latent_id: a.clone(),
+            strength: 1.0,
+            seed: 9,
+            count: 1,
+            out: out(3),
+        })),
+    )
+    .await
+    .result
+    .unwrap()
+    .latent_ids;
+    let s9 = run_job(&mut c, sample_spec(1, 9, 3))
+        .await
+        .result
+        .unwrap()
+        .latent_ids;
+    assert_eq!(xt(&mut c, &v1[0]).await, xt(&mut c, &s9[0]).await);
+    let half = run_job(
+        &mut c,
+        spec(pb::job_spec::Kind::Variation(pb::VariationJob {
+            latent_id: a.clone(),
+            strength: 0.5,
+            seed: 9,
+            count: 1,
+            out: out(3),
+        })),
+    )
+    .await
+    .result
+    .unwrap()
+    .latent_ids;
+    let xh = xt(&mut c, &half[0]).await;
+    assert!(xh != xa && (norm(&xh) - norm(&xa)).abs() / norm(&xa) < 0.05);
+    let l = latent(&mut c, &v0[1]).await;
+    let e = edited(&l);
+    assert_eq!(
+        (e.op.as_str(), e.parent_ids.clone()),
+        ("variation", vec![a.clone()])
+    );
+    assert!(e.summary.contains(a.as_str()), "{}", e.summary);
+    let p: serde_json::Value = serde_json::from_str(&e.params_json).unwrap();
+    assert_eq!(
+        (p["strength"].as_f64(), p["seed"].as_u64()),
+        (Some(0.0), Some(9))
+    );
+    assert_eq!(l.preview_steps, 3);
+
+    // Mix: a + 0.8·(b − c) rescaled to norm √d.
+    let (xb, xc) = (xt(&mut c, b).await, xt(&mut c, cc).await);
+    let m = run_job(
+        &mut c,
+        spec(pb::job_spec::Kind::Mix(pb::MixJob {
+            terms: vec![
+                pb::MixTerm {
+                    latent_id: a.clone(),
+                    weight: 1.0,
+                },
+                pb::MixTerm {
+                    latent_id: b.clone(),
+                    weight: 0.8,
+                },
+                pb::MixTerm {
+                    latent_id: cc.clone(),
+                    weight: -0.8,
+                },
+            ],
+            expression: format!("{a} + 0.8*({b} - {cc})"),
+            out: out(3),
+        })),
+    )
+    .await
+    .result
+    .unwrap()
+    .latent_ids;
+    let want: Vec<f64> = (0..D)
+        .map(|i| xa[i] as f64 + 0.8 * (xb[i] as f64 - xc[i] as f64))
+        .collect();
+    let xm = xt(&mut c, &m[0]).await;
+    assert!(
+        (norm(&xm) - (D as f64).sqrt()).abs() < 1e-3,
+        "{}",
+        norm(&xm)
+    );
+    assert!(max_diff(&xm, &on_sphere(&want)) < 1e-4);
+    let e = edited(&latent(&mut c, &m[0]).await);
+    assert_eq!(e.parent_ids, vec![a.clone(), b.clone(), cc.clone()]);
+
+    // Grid: the four corner cells are the corners exactly.
+    let g = run_job(
+        &mut c,
+        spec(pb::job_spec::Kind::Grid(pb::GridJob {
+            corners: vec![a.clone(), b.clone(), cc.clone(), dd.clone()],
+            size: 3,
+            save: vec![0, 2, 6, 8, 4],
+            preview_steps: 3,
+            out: None,
+        })),
+    )
+    .await
+    .result
+    .unwrap();
+    assert_eq!(g.frames.len(), 9);
+    let saved: Vec<String> = [0, 2, 6, 8, 4]
+        .iter()
+        .map(|i| g.frames[*i].latent_id.clone())
+        .collect();
+    assert!(g.frames[1].latent_id.is_empty());
+    for (id, corner) in saved.iter().zip([a, b, cc, dd]) {
+        assert_eq!(xt(&mut c, id).await, xt(&mut c, corner).await);
+    }
+    let centre = xt(&mut c, &saved[4]).await;
+    assert!((norm(&centre) - norm(&xa)).abs() / norm(&xa) < 0.05);
+
+    // The parent filter lists a's direct children.
+    let mut want_children: Vec<String> = v0
+        .iter()
+        .chain(&v1)
+        .chain(&half)
+        .chain(&m)
+        .chain(&saved)
+        .cloned()
+        .collect();
+    want_children.sort();
+    assert_eq!(children(&mut c, a).await, want_children);
+    assert_eq!(children(&mut c, cc).await.len(), 1 + 5);
+
+    // Deleting a parent keeps the child and marks the parent deleted.
+    c.delete_latent(pb::DeleteLatentRequest { id: cc.clone() })
+        .await
+        .unwrap();
+    let e = edited(&latent(&mut c, &m[0]).await);
+    assert_eq!(e.deleted_parent_ids, vec![cc.clone()]);
+    assert_eq!(xt(&mut c, &m[0]).await, xm);
+
+    // Lineage survives a restart.
+    d.restart().await;
+    let mut c = d.client().await;
+    let e = edited(&latent(&mut c, &m[0]).await);
+    assert_eq!(e.parent_ids, vec![a.clone(), b.clone(), cc.clone()]);
+    assert_eq!(e.deleted_parent_ids, vec![cc.clone()]);
+    assert_eq!(edited(&latent(&mut c, &v0[0]).await).op, "variation");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn direction_moves_along_the_tag_means() {
+    let d = Daemon::builder().start().await;
+    let mut c = d.client().await;
+    let ids = run_job(&mut c, sample_spec(5, 3, 3))
+        .await
+        .result
+        .unwrap()
+        .latent_ids;
+    for (i, id) in ids.iter().enumerate() {
+        let tag = if i < 2 { "sneaker" } else { "ankle-boot" };
+        c.tag_latent(pb::TagLatentRequest {
+            id: id.clone(),
+            add: vec![tag.into()],
+            remove: vec![],
+        })
+        .await
+        .unwrap();
+    }
+    let mut xs = vec![];
+    for id in &ids {
+        xs.push(xt(&mut c, id).await);
+    }
+    let mean = |rows: &[Vec<f32>]| -> Vec<f64> {
+        (0..D)
+            .map(|i| rows.iter().map(|r| r[i] as f64).sum::<f64>() / rows.len() as f64)
+            .collect()
+    };
+    let (from, to) = (mean(&xs[..2]), mean(&xs[2..]));
+    let r = run_job(
+        &mut c,
+        spec(pb::job_spec::Kind::Direction(pb::DirectionJob {
+            latent_id: ids[0].clone(),
+            from_tag: "sneaker".into(),
+            to_tag: "ankle-boot".into(),
+            weights: vec![0.0, 1.5],
+            out: out(3),
+        })),
+    )
+    .await
+    .result
+    .unwrap()
+    .latent_ids;
+    assert_eq!(r.len(), 2);
+    for (id, w) in r.iter().zip([0.0, 1.5]) {
+        let want: Vec<f64> = (0..D)
+            .map(|i| xs[0][i] as f64 + w * (to[i] - from[i]))
+            .collect();
+        let got = xt(&mut c, id).await;
+        assert!(max_diff(&got, &on_sphere(&want)) < 1e-4, "weight {w}");
+    }
+    let e = edited(&latent(&mut c, &r[1]).await);
+    assert_eq!(
+        (e.op.as_str(), e.parent_ids.clone()),
+        ("direction", vec![ids[0].clone()])
+    );
+    let p: serde_json::Value = serde_json::from_str(&e.params_json).unwrap();
+    assert_eq!(
+        (p["from_count"].as_u64(), p["to_count"].as_u64()),
+        (Some(2), Some(3))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn renoise_and_inpaint_edit_images_and_reencode_them() {
+    let d = Daemon::builder().start().await;
+    let mut c = d.client().await;
+    let img = png(32, 32, |x, y| ((x * 7 + y * 3) % 256) as u8);
+    let e = run_job(
+        &mut c,
+        encode_spec(vec![("stripes.png".into(), img.clone())], 4),
+    )
+    .await
+    .result
+    .unwrap()
+    .latent_ids[0]
+        .clone();
+    let source = |c: &mut Client, id: String| {
+        let mut c = c.clone();
+        async move {
+            pixels(
+                &c.get_latent_image(pb::GetLatentImageRequest {
+                    id,
+                    kind: pb::LatentImageKind::Source as i32,
+                    steps: 0,
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .png,
+            )
+            .2
+        }
+    };
+
+    // Strength 0 returns the image itself; the result is a latent with that
+    // image as its source, encoded at the plan's S.
+    let r = run_job(
+        &mut c,
+        spec(pb::job_spec::Kind::Renoise(pb::RenoiseJob {
+            input: Some(pb::renoise_job::Input::LatentId(e.clone())),
+            strength: 0.0,
+            sampler: Some(sampler(4)),
+            seed: 1,
+            count: 1,
+            out: out(4),
+            ..Default::default()
+        })),
+    )
+    .await;
+    assert_eq!(r.total_steps, 4 + 4);
+    let r0 = r.result.unwrap().latent_ids[0].clone();
+    assert_eq!(
+        source(&mut c, r0.clone()).await,
+        source(&mut c, e.clone()).await
+    );
+    let l = latent(&mut c, &r0).await;
+    assert_eq!(l.encode_steps, 4);
+    assert_eq!(edited(&l).parent_ids, vec![e.clone()]);
+
+    // Strength 1 with η = 1 redraws: two seeds, two different images.
+    let mut s = sampler(4);
+    s.eta = 1.0;
+    let r = run_job(
+        &mut c,
+        spec(pb::job_spec::Kind::Renoise(pb::RenoiseJob {
+            input: Some(pb::renoise_job::Input::Image(img.clone())),
+            image_name: "stripes.png".into(),
+            strength: 1.0,
+            sampler: Some(s),
+            seed: 1,
+            count: 2,
+            out: out(4),
+            ..Default::default()
+        })),
+    )
+    .await
+    .result
+    .unwrap()
+    .latent_ids;
+    assert_ne!(
+        source(&mut c, r[0].clone()).await,
+        source(&mut c, r[1].clone()).await
+    );
+    let l = latent(&mut c, &r[0]).await;
+    assert!(l.name.starts_with("renoise-stripes-"), "{}", l.name);
+    let eo = edited(&l);
+    assert!(eo.parent_ids.is_empty() && eo.summary.contains("stripes.png"));
+
+    // Inpaint a latent: outside the rectangle the result is the latent's own
+    // η = 0 decode at S; inside it is redrawn.
+    let decode = pixels(
+        &c.get_latent_image(pb::GetLatentImageRequest {
+            id: e.clone(),
+            kind: pb::LatentImageKind::Decode as i32,
+            steps: 4,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .png,
+    )
+    .2;
+    let r = run_job(
+        &mut c,
+        spec(pb::job_spec::Kind::Inpaint(pb::InpaintJob {
+            input: Some(pb::inpaint_job::Input::LatentId(e.clone())),
+            rects: vec![pb::Rect {
+                x: 8,
+                y: 8,
+                width: 16,
+                height: 12,
+            }],
+            sampler: Some(sampler(4)),
+            seed: 5,
+            count: 1,
+            out: out(4),
+            ..Default::default()
+        })),
+    )
+    .await
+    .result
+    .unwrap()
+    .latent_ids;
+    let got = source(&mut c, r[0].clone()).await;
+    let inside = |i: usize| {
+        let (x, y) = (i % 32, i / 32);
+        (8..24).contains(&x) && (8..20).contains(&y)
+    };
+    let out_diff = (0..1024)
+        .filter(|i| !inside(*i))
+        .map(|i| (got[i] as i32 - decode[i] as i32).abs())
+        .max()
+        .unwrap();
+    assert!(out_diff <= 1, "kept region moved by {out_diff}");
+    assert!((0..1024).any(|i| inside(i) && got[i] != decode[i]));
+    let eo = edited(&latent(&mut c, &r[0]).await);
+    let p: serde_json::Value = serde_json::from_str(&eo.params_json).unwrap();
+    assert_eq!(p["rects"], serde_json::json!([[8, 8, 16, 12]]));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_edits_name_the_field_and_store_nothing() {
+    let d = Daemon::builder().start().await;
+    let mut c = d.client().await;
+    let ids = run_job(&mut c, sample_spec(2, 1, 2))
+        .await
+        .result
+        .unwrap()
+        .latent_ids;
+    let a = ids[0].clone();
+    let before = c
+        .list_latents(pb::ListLatentsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .total;
+    use pb::job_spec::Kind as K;
+    let variation = |id: &str, strength: f32| {
+        K::Variation(pb::VariationJob {
+            latent_id: id.into(),
+            strength,
+            seed: 0,
+            count: 1,
+            out: None,
+        })
+    };
+    let inpaint = |r: pb::Rect| {
+        K::Inpaint(pb::InpaintJob {
+            input: Some(pb::inpaint_job::Input::LatentId(ids[0].clone())),
+            rects: vec![r],
+            sampler: Some(sampler(2)),
+            ..Default::default()
+        })
+    };
+    let cases: Vec<(K, Code, &str)> = vec![
+        (
+            variation("lat-999", 0.5),
+            Code::NotFound,
+            "variation.latent_id",
+        ),
+        (
+            variation(&a, 1.5),
+            Code::InvalidArgument,
+            "variation.strength",
+        ),
+        (
+            variation(&a, f32::NAN),
+            Code::InvalidArgument,
+            "variation.strength",
+        ),
+        (
+            K::Mix(pb::MixJob {
+                terms: vec![
+                    pb::MixTerm {
+                        latent_id: a.clone(),
+                        weight: 1.0,
+                    },
+                    pb::MixTerm {
+                        latent_id: ids[1].clone(),
+                        weight: f64::NAN,
+                    },
+                ],
+                ..Default::default()
+            }),
+            Code::InvalidArgument,
+            "mix.terms[1].weight",
+        ),
+        (
+            K::Mix(pb::MixJob::default()),
+            Code::InvalidArgument,
+            "mix.terms",
+        ),
+        (
+            K::Direction(pb::DirectionJob {
+                latent_id: a.clone(),
+                from_tag: "sneaker".into(),
+                to_tag: "ankle-boot".into(),
+                ..Default::default()
+            }),
+            Code::InvalidArgument,
+            "direction.from_tag",
+        ),
+        (
+            inpaint(pb::Rect {
+                x: 30,
+                y: 0,
+                width: 8,
+                height: 8,
+            }),
+            Code::InvalidArgument,
+            "inpaint.rects[0]",
+        ),
+        (
+            inpaint(pb::Rect {
+                x: 0,
+                y: 0,
+                width: 0,
+                height: 8,
+            }),
+            Code::InvalidArgument,
+            "inpaint.rects[0]",
+        ),
+        (
+            K::Renoise(pb::RenoiseJob {
+                input: Some(pb::renoise_job::Input::Image(b"not a png".to_vec())),
+                image_name: "notes.txt".into(),
+                strength: 0.5,
+                sampler: Some(sampler(2)),
+                ..Default::default()
+            }),
+            Code::InvalidArgument,
+            "renoise.image (notes.txt)",
+        ),
+        (
+            K::Renoise(pb::RenoiseJob {
+                input: None,
+                strength: 0.5,
+                sampler: Some(sampler(2)),
+                ..Default::default()
+            }),
+            Code::InvalidArgument,
+            "renoise.input",
+        ),
+        (
+            K::Grid(pb::GridJob {
+                corners: vec![a.clone(), a.clone(), a.clone()],
+                size: 3,
+                ..Default::default()
+            }),
+            Code::InvalidArgument,
+            "grid.corners",
+        ),
+        (
+            K::Grid(pb::GridJob {
+                corners: vec![a.clone(); 4],
+                size: 10,
+                ..Default::default()
+            }),
+            Code::InvalidArgument,
+            "grid.size",
+        ),
+    ];
+    for (k, code, field) in cases {
+        let e = c
+            .submit_job(submit(spec(k.clone())))
+            .await
+            .expect_err(field);
+        assert_eq!(e.code(), code, "{field}: {}", e.message());
+        assert!(e.message().starts_with(field), "{field}: {}", e.message());
+        // The same check answers PreviewEdit.
+        let e = c
+            .preview_edit(pb::PreviewEditRequest {
+                spec: Some(spec(k)),
+                steps: 2,
+                client_id: String::new(),
+            })
+            .await
+            .expect_err(field);
+        assert_eq!(e.code(), code, "{field}: {}", e.message());
+    }
+    let after = c
+        .list_latents(pb::ListLatentsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .total;
+    assert_eq!(before, after);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn previews_store_nothing_and_a_newer_one_supersedes_a_waiting_one() {
+    let d = Daemon::builder().start().await;
+    let mut c = d.client().await;
+    let a = run_job(&mut c, sample_spec(1, 1, 2))
+        .await
+        .result
+        .unwrap()
+        .latent_ids[0]
+        .clone();
+    let variation = |strength: f32, count: u32| {
+        Some(spec(pb::job_spec::Kind::Variation(pb::VariationJob {
+            latent_id: a.clone(),
+            strength,
+            seed: 3,
+            count,
+            out: None,
+        })))
+    };
+    let jobs_before = c
+        .list_jobs(pb::ListJobsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .jobs
+        .len();
+    let p = c
+        .preview_edit(pb::PreviewEditRequest {
+            spec: variation(0.4, 2),
+            steps: 3,
+            client_id: "solo".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(p.images.len(), 2);
+    assert_eq!(pixels(&p.images[0].png).0, 32);
+    assert_ne!(p.images[0].png, p.images[1].png);
+    let lib = c
+        .list_latents(pb::ListLatentsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(lib.total, 1);
+    let jobs = c
+        .list_jobs(pb::ListJobsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .jobs;
+    assert_eq!(jobs.len(), jobs_before);
+    // Not an edit.
+    let e = c
+        .preview_edit(pb::PreviewEditRequest {
+            spec: Some(sample_spec(1, 0, 2)),
+            steps: 2,
+            client_id: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().starts_with("spec:"), "{}", e.message());
+
+    // Keep the worker busy so previews wait; then two previews of client x
+    // and one of client y: the older x is superseded, the others run.
+    let blocker = c
+        .submit_job(submit(sample_spec(64, 0, 1000)))
+        .await
+        .unwrap()
+        .into_inner();
+    wait_running(&mut c, &blocker.id).await;
+    let send = |client: &str, strength: f32| {
+        let mut c = c.clone();
+        let req = pb::PreviewEditRequest {
+            spec: variation(strength, 1),
+            steps: 2,
+            client_id: client.into(),
+        };
+        tokio::spawn(async move { c.preview_edit(req).await })
+    };
+    let x1 = send("x", 0.1);
+    // The first must be queued before the second arrives; the worker is busy
+    // for the whole of the blocker, so waiting here only orders the requests.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let y1 = send("y", 0.2);
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let x2 = send("x", 0.3);
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    c.cancel_job(pb::CancelJobRequest {
+        id: blocker.id.clone(),
+    })
+    .await
+    .unwrap();
+    let e = x1.await.unwrap().unwrap_err();
+    assert_eq!(e.code(), Code::Aborted, "{}", e.message());
+    assert!(e.message().contains("superseded"), "{}", e.message());
+    assert_eq!(y1.await.unwrap().unwrap().into_inner().images.len(), 1);
+    assert_eq!(x2.await.unwrap().unwrap().into_inner().images.len(), 1);
+}
