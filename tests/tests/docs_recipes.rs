@@ -585,9 +585,11 @@ async fn quick_recipes_run_against_a_real_daemon() {
     let cfg = daemon.dir.path().join("empty.toml");
     std::fs::write(&cfg, "").unwrap();
     let mut path = vec![bindir.clone()];
-    if let Some(v) = std::env::var_os("DDIM_VENV") {
-        path.push(PathBuf::from(v).join("bin"));
-    }
+    // python3 with numpy for the arithmetic recipe: the project's venv (scripts/env.sh).
+    let venv = std::env::var_os("DDIM_VENV")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache/ddim/venv")));
+    path.extend(venv.map(|v| v.join("bin")));
     path.extend(std::env::split_paths(
         &std::env::var_os("PATH").unwrap_or_default(),
     ));
