@@ -329,6 +329,7 @@ async fn the_origin_filter_takes_unique_prefixes() {
         Some(pb::origin::Kind::Sampled(_)) => "sampled",
         Some(pb::origin::Kind::Interpolated(_)) => "interpolated",
         Some(pb::origin::Kind::Imported(_)) => "imported",
+        Some(pb::origin::Kind::Edited(_)) => "edited",
         None => "none",
     };
     let by = |origin: &str| pb::ListLatentsRequest {
