@@ -20,13 +20,9 @@ use crate::graphics::{protocol_name, Graphics};
 use crate::prompt::{Prompt, PromptOutcome};
 use crate::screens::{self, decode::DecodeState, interpolate::InterpState, jobs::JobsState};
 use crate::screens::{library::LibraryState, reconstruct::ReconState};
+use crate::screens::{Loading, PromptFor};
+use crate::theme::{centered, render_prompt, ACCENT, DIM, ERROR, OK};
 use crate::worker::{Link, Purpose, Request, Update};
-
-pub const ACCENT: Color = Color::Cyan;
-pub const ERROR: Color = Color::LightRed;
-pub const OK: Color = Color::LightGreen;
-pub const DIM: Style = Style::new().fg(Color::DarkGray);
-pub const SELECTED: Style = Style::new().bg(Color::Blue).fg(Color::White);
 
 /// Everything the loop feeds into the app. (Updates are big, but they move once, by value.)
 #[allow(clippy::large_enum_variant)]
@@ -68,28 +64,6 @@ impl Screen {
     }
 }
 
-/// What a prompt's answer is for.
-#[derive(Debug, Clone, PartialEq)]
-pub enum PromptFor {
-    Filter {
-        previous: String,
-    },
-    Encode,
-    /// The steps S for encoding these files (asked after the paths).
-    EncodeSteps(Vec<std::path::PathBuf>),
-    Sample,
-    Rename(String),
-    Tag(String),
-    ExportPreview(String),
-    SavePng(Vec<u8>),
-    ReconFile,
-    ReconSteps,
-    DecodeSteps,
-    DecodeEtas,
-    InterpFrames,
-    InterpSteps,
-}
-
 #[derive(Debug, Clone, PartialEq)]
 pub enum Modal {
     Prompt(Prompt, PromptFor),
@@ -106,16 +80,6 @@ pub struct Status {
     pub text: String,
     pub error: bool,
     pub at_ms: i64,
-}
-
-/// The state a screen shows while it waits.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub enum Loading {
-    #[default]
-    Idle,
-    Fetching,
-    Loaded,
-    Error(String),
 }
 
 pub struct App {
@@ -760,68 +724,5 @@ impl App {
             ),
             r,
         );
-    }
-}
-
-fn render_prompt(frame: &mut Frame, body: Rect, p: &Prompt) {
-    let extra = if p.candidates.is_empty() { 0 } else { 1 };
-    let r = centered(body, 70, 3 + extra);
-    frame.render_widget(Clear, r);
-    let mut lines = vec![Line::from(vec![
-        Span::raw(p.input.clone()),
-        Span::styled("▏", Style::new().fg(ACCENT)),
-    ])];
-    if extra > 0 {
-        lines.push(Line::styled(p.candidates.join("  "), DIM));
-    }
-    let hint = if p.paths {
-        " Enter ok · Tab complete · Esc cancel "
-    } else {
-        " Enter ok · Esc cancel "
-    };
-    frame.render_widget(
-        Paragraph::new(lines).block(
-            Block::bordered()
-                .title(format!(" {} ", p.title))
-                .title_bottom(Line::styled(hint, DIM))
-                .border_style(Style::new().fg(ACCENT)),
-        ),
-        r,
-    );
-}
-
-/// A `w`×`h` rectangle centred in `area` (clamped to it).
-pub fn centered(area: Rect, w: u16, h: u16) -> Rect {
-    let w = w.min(area.width);
-    let h = h.min(area.height);
-    Rect::new(
-        area.x + (area.width - w) / 2,
-        area.y + (area.height - h) / 2,
-        w,
-        h,
-    )
-}
-
-/// A text progress bar `█████░░░░░` of `width` cells.
-pub fn bar(done: u32, total: u32, width: usize) -> String {
-    let frac = if total == 0 {
-        0.0
-    } else {
-        f64::from(done.min(total)) / f64::from(total)
-    };
-    let full = (frac * width as f64).round() as usize;
-    format!("{}{}", "█".repeat(full), "░".repeat(width - full))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn bar_fills_in_proportion() {
-        assert_eq!(bar(0, 10, 4), "░░░░");
-        assert_eq!(bar(5, 10, 4), "██░░");
-        assert_eq!(bar(12, 10, 4), "████");
-        assert_eq!(bar(1, 0, 2), "░░");
     }
 }

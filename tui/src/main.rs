@@ -27,6 +27,7 @@ mod prompt;
 mod runner;
 mod screens;
 mod script;
+mod theme;
 mod tui;
 mod worker;
 

@@ -10,9 +10,11 @@ use ratatui::{
     Frame,
 };
 
-use crate::app::{App, PromptFor, DIM};
+use super::PromptFor;
+use crate::app::App;
 use crate::format::{eta_list, short_id, steps_list};
 use crate::prompt::Prompt;
+use crate::theme::DIM;
 use crate::worker::{Purpose, Request};
 
 #[derive(Debug)]

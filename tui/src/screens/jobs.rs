@@ -15,8 +15,10 @@ use ratatui::{
     Frame,
 };
 
-use crate::app::{bar, App, Loading, Screen, ACCENT, DIM, ERROR, OK, SELECTED};
+use super::Loading;
+use crate::app::{App, Screen};
 use crate::format::{self, short_id};
+use crate::theme::{bar, ACCENT, DIM, ERROR, OK, SELECTED};
 use crate::worker::Request;
 
 /// Refresh the list this often while the screen is shown.

@@ -14,9 +14,11 @@ use ratatui::{
     Frame,
 };
 
-use crate::app::{App, Loading, PromptFor, Screen, ACCENT, DIM, SELECTED};
+use super::{Loading, PromptFor};
+use crate::app::{App, Screen};
 use crate::format::{self, short_id};
 use crate::prompt::Prompt;
+use crate::theme::{ACCENT, DIM, SELECTED};
 use crate::worker::Request;
 
 /// Rows per ListLatents call.

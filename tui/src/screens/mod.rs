@@ -19,9 +19,10 @@ use ratatui::{
     Frame,
 };
 
-use crate::app::{App, PromptFor, Screen, ACCENT, DIM};
+use crate::app::{App, Screen};
 use crate::cli::parse_steps;
 use crate::prompt::Prompt;
+use crate::theme::{ACCENT, DIM};
 use crate::worker::{Purpose, Request};
 
 /// Keys that work everywhere.
@@ -85,6 +86,38 @@ pub fn keys(screen: Screen) -> &'static [(&'static str, &'static str)] {
             ("o", "save image as PNG"),
         ],
     }
+}
+
+/// The state a screen shows while it waits.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum Loading {
+    #[default]
+    Idle,
+    Fetching,
+    Loaded,
+    Error(String),
+}
+
+/// What a prompt's answer is for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PromptFor {
+    Filter {
+        previous: String,
+    },
+    Encode,
+    /// The steps S for encoding these files (asked after the paths).
+    EncodeSteps(Vec<std::path::PathBuf>),
+    Sample,
+    Rename(String),
+    Tag(String),
+    ExportPreview(String),
+    SavePng(Vec<u8>),
+    ReconFile,
+    ReconSteps,
+    DecodeSteps,
+    DecodeEtas,
+    InterpFrames,
+    InterpSteps,
 }
 
 /// The encode prompt's default S (as `ddim encode`'s).
@@ -329,7 +362,7 @@ pub fn job_line(app: &App, job: &pb::Job) -> Line<'static> {
     if job.state == pb::JobState::Running as i32 || job.state == pb::JobState::Queued as i32 {
         s.push_str(&format!(
             "  {} {}/{}",
-            crate::app::bar(job.step, job.total_steps, 20),
+            crate::theme::bar(job.step, job.total_steps, 20),
             job.step,
             job.total_steps
         ));

@@ -14,9 +14,11 @@ use ratatui::{
     Frame,
 };
 
-use crate::app::{App, PromptFor, ACCENT, DIM, SELECTED};
+use super::PromptFor;
+use crate::app::App;
 use crate::format::steps_list;
 use crate::prompt::Prompt;
+use crate::theme::{ACCENT, DIM, SELECTED};
 use crate::worker::{Purpose, Request};
 
 pub const DEFAULT_STEPS: [u32; 7] = [10, 20, 50, 100, 200, 500, 1000];
