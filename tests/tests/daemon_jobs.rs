@@ -470,8 +470,8 @@ async fn sample_decode_interpolate_reconstruct() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!((st.done, st.failed, st.queued, st.running), (9, 0, 0, 0));
-    assert_eq!(st.latents, 3 + 2 + 1 + 2);
+    assert_eq!((st.done, st.failed, st.queued, st.running), (10, 0, 0, 0));
+    assert_eq!(st.latents, 3 + 3 + 2 + 1 + 2);
     assert!(
         st.images_per_second > 0.0 && st.mean_queue_wait_ms >= 0.0,
         "{st:?}"
