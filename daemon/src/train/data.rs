@@ -60,6 +60,49 @@ pub fn read_idx_labels(path: &Path) -> Result<Vec<u8>> {
     Ok(buf[8..].to_vec())
 }
 
+/// Fashion-MNIST's class names by label 0..=9, as library tags (lower case, one word).
+pub const FASHION_MNIST_CLASSES: [&str; 10] = [
+    "t-shirt",
+    "trouser",
+    "pullover",
+    "dress",
+    "coat",
+    "sandal",
+    "shirt",
+    "sneaker",
+    "bag",
+    "ankle-boot",
+];
+
+/// The label file beside an idx3 image file: `…images-idx3-ubyte…` →
+/// `…labels-idx1-ubyte…` (`t10k-images-idx3-ubyte.gz` → `t10k-labels-idx1-ubyte.gz`);
+/// None when the name does not follow that pattern.
+pub fn labels_path_for(images: &Path) -> Option<PathBuf> {
+    let name = images.file_name()?.to_str()?;
+    name.contains("images-idx3-ubyte")
+        .then(|| images.with_file_name(name.replace("images-idx3-ubyte", "labels-idx1-ubyte")))
+}
+
+/// The Fashion-MNIST class names of the first `n` images of an idx3 image file, read
+/// from the idx1 label file beside it ([`labels_path_for`]).
+pub fn fashion_mnist_classes_for(images: &Path, n: usize) -> Result<Vec<&'static str>> {
+    let path = labels_path_for(images)
+        .with_context(|| format!("{}: no label file name for it", images.display()))?;
+    let labels = read_idx_labels(&path)?;
+    if labels.len() < n {
+        bail!("{}: {} labels for {n} images", path.display(), labels.len());
+    }
+    labels[..n]
+        .iter()
+        .map(|&l| {
+            FASHION_MNIST_CLASSES
+                .get(l as usize)
+                .copied()
+                .with_context(|| format!("{}: label {l} is not a class 0..=9", path.display()))
+        })
+        .collect()
+}
+
 /// The 28×28 images of a split as grey images.
 pub fn fashion_mnist_images(split: Split) -> Result<Vec<GrayImage>> {
     let name = match split {
@@ -155,4 +198,33 @@ pub fn image_folder(dir: &Path, shape: [i64; 3]) -> Result<Tensor> {
         bail!("--data {}: no readable PNG/JPEG images", dir.display());
     }
     Ok(Tensor::cat(&ts, 0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_path_and_classes_of_the_test_split() {
+        let images = Path::new(FASHION_MNIST_DIR).join("t10k-images-idx3-ubyte.gz");
+        assert_eq!(
+            labels_path_for(&images),
+            Some(Path::new(FASHION_MNIST_DIR).join("t10k-labels-idx1-ubyte.gz"))
+        );
+        assert_eq!(labels_path_for(Path::new("/x/digits.gz")), None);
+        if !images.exists() {
+            eprintln!("{} is missing: skipping the label read", images.display());
+            return;
+        }
+        // The first test labels are 9, 2, 1, 1, 6 (Fashion-MNIST's t10k file).
+        assert_eq!(
+            fashion_mnist_classes_for(&images, 5).unwrap(),
+            ["ankle-boot", "pullover", "trouser", "trouser", "shirt"]
+        );
+        let e = fashion_mnist_classes_for(&images, 10_001).unwrap_err();
+        assert!(
+            e.to_string().contains("10000 labels for 10001 images"),
+            "{e}"
+        );
+    }
 }
