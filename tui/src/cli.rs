@@ -99,6 +99,9 @@ pub enum Command {
         /// At most this many latents.
         #[arg(long, default_value_t = 100, allow_negative_numbers = true, value_parser = whole::<usize>)]
         limit: usize,
+        /// Only latents edited from this latent id (its direct children).
+        #[arg(long)]
+        parent: Option<String>,
     },
     /// Show one latent.
     Show { id: String },
@@ -212,6 +215,15 @@ pub enum Command {
         #[command(flatten)]
         wait: WaitArgs,
     },
+    /// Edit latents into new ones: variation, mix, direction, renoise, inpaint, grid.
+    /// Every result records its lineage (`ddim lineage ID`).
+    Edit {
+        #[command(subcommand)]
+        op: EditOp,
+    },
+    /// Print a latent's lineage: the tree of latents it was edited from (deleted parents
+    /// marked), and the latents edited from it.
+    Lineage { id: String },
     /// List jobs.
     Jobs {
         #[arg(long, default_value_t = 100, allow_negative_numbers = true, value_parser = whole::<u32>)]
@@ -237,6 +249,226 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+}
+
+/// `ddim edit …`: one operation each; the flags every edit shares are in [`EditArgs`].
+#[derive(Debug, Subcommand)]
+pub enum EditOp {
+    /// "More like this one": x' = slerp(x_T, z_seed, strength), one latent per sample seed.
+    Variation {
+        id: String,
+        /// 0 gives x_T back exactly, 1 the seed's noise.
+        #[arg(long, default_value_t = 0.3, allow_negative_numbers = true)]
+        strength: f32,
+        #[arg(long, default_value_t = 1, allow_negative_numbers = true, value_parser = whole::<u32>)]
+        count: u32,
+        #[arg(long, default_value_t = 0, allow_negative_numbers = true, value_parser = whole::<u64>)]
+        seed: u64,
+        #[command(flatten)]
+        edit: EditArgs,
+    },
+    /// Latent arithmetic: an expression over latent ids such as
+    /// "lat-1 + 0.8*(lat-2 - lat-3)", rescaled to the norm of x_T.
+    Mix {
+        /// The expression (quote it); `*`, `/` by numbers, `+`, `-`, parentheses.
+        #[arg(value_parser = parse_mix_expr, allow_hyphen_values = true)]
+        expr: MixExpr,
+        #[command(flatten)]
+        edit: EditArgs,
+    },
+    /// Move along an attribute direction: mean(x_T tagged --to-tag) − mean(x_T tagged
+    /// --from-tag), one latent per weight.
+    Direction {
+        id: String,
+        /// Tag of the latents the direction starts from (e.g. sneaker).
+        #[arg(long)]
+        from_tag: String,
+        /// Tag of the latents it points to (e.g. ankle-boot).
+        #[arg(long)]
+        to_tag: String,
+        /// Comma-separated weights, one latent each (e.g. 0.5,1,1.5).
+        #[arg(long, default_value = "1", value_parser = parse_weights, allow_hyphen_values = true)]
+        weight: WeightList,
+        #[command(flatten)]
+        edit: EditArgs,
+    },
+    /// Keep the shape, redraw the texture (DDIM's SDEdit): invert up to ⌈strength·S⌉ of S
+    /// steps, sample back with η and the seed, encode the result.
+    Renoise {
+        /// A latent id, or a PNG/JPEG file.
+        input: String,
+        /// 0 returns the image, 1 is a full encode + stochastic decode.
+        #[arg(long, default_value_t = 0.5, allow_negative_numbers = true)]
+        strength: f32,
+        /// η of the way back (> 0 redraws detail).
+        #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
+        eta: f32,
+        #[arg(long, default_value_t = 0, allow_negative_numbers = true, value_parser = whole::<u64>)]
+        seed: u64,
+        #[arg(long, default_value_t = 1, allow_negative_numbers = true, value_parser = whole::<u32>)]
+        count: u32,
+        /// S of the plan.
+        #[arg(long, default_value_t = 50, allow_negative_numbers = true, value_parser = whole::<u32>)]
+        steps: u32,
+        /// Slerp x_t toward seeded noise before sampling back, 0..=1 (the η = 0 variant).
+        #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+        perturb: f32,
+        #[command(flatten)]
+        edit: EditArgs,
+    },
+    /// Redraw inside rectangles (image pixels), keep the rest; the result is encoded.
+    Inpaint {
+        /// A latent id, or a PNG/JPEG file.
+        input: String,
+        /// X,Y,W,H in image pixels (repeatable, at most 16).
+        #[arg(long = "rect", required = true, value_parser = parse_rect, allow_hyphen_values = true)]
+        rects: Vec<RectArg>,
+        #[arg(long, default_value_t = 0, allow_negative_numbers = true, value_parser = whole::<u64>)]
+        seed: u64,
+        /// η of the reverse steps (0: the kept region follows the original's own trajectory).
+        #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+        eta: f32,
+        /// S of the plan.
+        #[arg(long, default_value_t = 50, allow_negative_numbers = true, value_parser = whole::<u32>)]
+        steps: u32,
+        #[arg(long, default_value_t = 1, allow_negative_numbers = true, value_parser = whole::<u32>)]
+        count: u32,
+        #[command(flatten)]
+        edit: EditArgs,
+    },
+    /// An N×N grid between four corner latents (top-left, top-right, bottom-left,
+    /// bottom-right) by slerp along both axes; --save stores cells as latents.
+    Grid {
+        #[arg(num_args = 4, required = true, value_names = ["TOP_LEFT", "TOP_RIGHT", "BOTTOM_LEFT", "BOTTOM_RIGHT"])]
+        corners: Vec<String>,
+        /// N, 2..=9.
+        #[arg(long, default_value_t = 5, allow_negative_numbers = true, value_parser = whole::<u32>)]
+        size: u32,
+        /// A cell to store as a latent: ROW,COLUMN from 0 (repeatable).
+        #[arg(long, value_parser = parse_cell, allow_hyphen_values = true)]
+        save: Vec<CellArg>,
+        #[command(flatten)]
+        edit: EditArgs,
+    },
+}
+
+impl EditOp {
+    pub fn args(&self) -> &EditArgs {
+        match self {
+            EditOp::Variation { edit, .. }
+            | EditOp::Mix { edit, .. }
+            | EditOp::Direction { edit, .. }
+            | EditOp::Renoise { edit, .. }
+            | EditOp::Inpaint { edit, .. }
+            | EditOp::Grid { edit, .. } => edit,
+        }
+    }
+}
+
+/// The flags every `ddim edit` operation takes.
+#[derive(Debug, Clone, Args)]
+pub struct EditArgs {
+    /// S of the new latents' stored preview decode (η = 0) [default: 50].
+    #[arg(long, allow_negative_numbers = true, value_parser = whole::<u32>)]
+    pub preview_steps: Option<u32>,
+    /// Sub-sequence of the T training steps (preview decode; renoise/inpaint's plan too).
+    #[arg(long, value_enum, default_value_t = SpacingArg::Uniform)]
+    pub spacing: SpacingArg,
+    /// Name of the new latent (a prefix, with -i, when there are several).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Tags for the new latents (repeatable).
+    #[arg(long = "tag")]
+    pub tags: Vec<String>,
+    /// Write the result images as DIR/<latent id>.png (grid: DIR/grid_<row>_<col>.png;
+    /// implies --wait).
+    #[arg(long)]
+    pub out_dir: Option<PathBuf>,
+    /// Only preview: run the edit at a small S (--preview=S, default 10) and show its
+    /// images without storing anything (with --out-dir: DIR/preview_<i>.png).
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "10", value_parser = whole::<u32>)]
+    pub preview: Option<u32>,
+    #[command(flatten)]
+    pub wait: WaitArgs,
+}
+
+/// A parsed `ddim edit mix` expression: the text and its (id, weight) terms.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MixExpr {
+    pub text: String,
+    pub terms: Vec<(String, f64)>,
+}
+
+/// Parses a mix expression (`ddim_proto::mix`); the error names the column.
+pub fn parse_mix_expr(s: &str) -> Result<MixExpr, String> {
+    let terms = ddim_proto::mix::parse_mix(s).map_err(|e| format!("bad mix expression: {e}"))?;
+    Ok(MixExpr {
+        text: s.trim().to_string(),
+        terms,
+    })
+}
+
+/// `--weight 0.5,1,1.5`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WeightList(pub Vec<f32>);
+
+pub fn parse_weights(s: &str) -> Result<WeightList, String> {
+    crate::format::list_items(s, "0.5,1,1.5", |part| {
+        let w: f32 = part
+            .parse()
+            .map_err(|_| format!("weight `{part}` is not a number"))?;
+        if !w.is_finite() {
+            return Err(format!("weight `{part}` is not a finite number"));
+        }
+        Ok(w)
+    })
+    .map(WeightList)
+}
+
+/// `--rect X,Y,W,H` in image pixels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RectArg {
+    pub x: u32,
+    pub y: u32,
+    pub width: u32,
+    pub height: u32,
+}
+
+pub fn parse_rect(s: &str) -> Result<RectArg, String> {
+    let parts: Vec<&str> = s.split(',').map(str::trim).collect();
+    let [x, y, w, h] = parts[..] else {
+        return Err(format!(
+            "a rectangle is X,Y,W,H (four whole numbers, e.g. 8,8,16,16), got `{s}`"
+        ));
+    };
+    let n = |what: &str, v: &str| whole::<u32>(v).map_err(|e| format!("{what} of `{s}`: {e}"));
+    Ok(RectArg {
+        x: n("X", x)?,
+        y: n("Y", y)?,
+        width: n("W", w)?,
+        height: n("H", h)?,
+    })
+}
+
+/// `--save ROW,COLUMN` of a grid cell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CellArg {
+    pub row: u32,
+    pub col: u32,
+}
+
+pub fn parse_cell(s: &str) -> Result<CellArg, String> {
+    let parts: Vec<&str> = s.split(',').map(str::trim).collect();
+    let [r, c] = parts[..] else {
+        return Err(format!(
+            "a grid cell is ROW,COLUMN (from 0, e.g. 1,2), got `{s}`"
+        ));
+    };
+    let n = |what: &str, v: &str| whole::<u32>(v).map_err(|e| format!("{what} of `{s}`: {e}"));
+    Ok(CellArg {
+        row: n("ROW", r)?,
+        col: n("COLUMN", c)?,
+    })
 }
 
 #[derive(Debug, Clone, Copy, Args)]
@@ -323,6 +555,99 @@ mod tests {
         assert!(parse_indices("").is_err() && parse_indices("-1").is_err());
         assert!(parse_steps("0,10").is_err());
         assert!(parse_steps(" , ").is_err());
+    }
+
+    #[test]
+    fn edit_flags_parse() {
+        let cli = Cli::try_parse_from([
+            "ddim",
+            "edit",
+            "mix",
+            "lat-1 + 0.8*(lat-2 - lat-3)",
+            "--name",
+            "m",
+            "--tag",
+            "a",
+            "--tag",
+            "b",
+            "--preview",
+        ])
+        .unwrap();
+        let Some(Command::Edit {
+            op: EditOp::Mix { expr, edit },
+        }) = cli.command
+        else {
+            panic!("not a mix");
+        };
+        assert_eq!(
+            expr.terms,
+            vec![
+                ("lat-1".to_string(), 1.0),
+                ("lat-2".to_string(), 0.8),
+                ("lat-3".to_string(), -0.8)
+            ]
+        );
+        assert_eq!((edit.name.as_deref(), edit.tags.len()), (Some("m"), 2));
+        assert_eq!(edit.preview, Some(10));
+        let e = Cli::try_parse_from(["ddim", "edit", "mix", "lat-1 + * lat-2"]).unwrap_err();
+        assert!(e.to_string().contains("column 9"), "{e}");
+        // An expression starting with a minus is not a flag.
+        assert!(Cli::try_parse_from(["ddim", "edit", "mix", "-lat-1"]).is_ok());
+
+        assert_eq!(
+            parse_rect("1, 2,3,4").unwrap(),
+            RectArg {
+                x: 1,
+                y: 2,
+                width: 3,
+                height: 4
+            }
+        );
+        assert!(parse_rect("1,2,3").is_err());
+        assert!(parse_rect("1,2,3,-4").unwrap_err().contains("≥ 0"));
+        assert_eq!(parse_cell("2,3").unwrap(), CellArg { row: 2, col: 3 });
+        assert!(parse_cell("2").is_err());
+        assert_eq!(parse_weights("-1,0.5").unwrap().0, vec![-1.0, 0.5]);
+        assert!(parse_weights("1,1").is_err() && parse_weights("x").is_err());
+
+        let cli = Cli::try_parse_from([
+            "ddim",
+            "edit",
+            "grid",
+            "a",
+            "b",
+            "c",
+            "d",
+            "--size",
+            "3",
+            "--save",
+            "0,1",
+            "--save",
+            "2,2",
+            "--preview=4",
+        ])
+        .unwrap();
+        let Some(Command::Edit {
+            op:
+                EditOp::Grid {
+                    corners,
+                    save,
+                    edit,
+                    ..
+                },
+        }) = cli.command
+        else {
+            panic!("not a grid");
+        };
+        assert_eq!((corners.len(), save.len(), edit.preview), (4, 2, Some(4)));
+        assert!(Cli::try_parse_from(["ddim", "edit", "grid", "a", "b", "c"]).is_err());
+        assert!(Cli::try_parse_from(["ddim", "edit", "inpaint", "lat-1"]).is_err());
+        let cli = Cli::try_parse_from(["ddim", "edit", "variation", "lat-1", "--strength", "-0.5"])
+            .unwrap();
+        assert!(matches!(
+            cli.command,
+            Some(Command::Edit { op: EditOp::Variation { strength, .. } }) if strength == -0.5
+        ));
     }
 
     #[test]

@@ -397,6 +397,23 @@ impl Client {
         r.map(|r| r.into_inner()).map_err(|s| self.err(s))
     }
 
+    /// Runs an edit at a small S (`steps`, 0: the daemon's 10) without storing anything;
+    /// a newer call with the same non-empty `client_id` supersedes a waiting one.
+    pub async fn preview_edit(
+        &self,
+        spec: pb::job_spec::Kind,
+        steps: u32,
+        client_id: &str,
+    ) -> Result<pb::PreviewEditResponse, ClientError> {
+        let req = pb::PreviewEditRequest {
+            spec: Some(pb::JobSpec { kind: Some(spec) }),
+            steps,
+            client_id: client_id.into(),
+        };
+        let r = self.inner.clone().preview_edit(req).await;
+        r.map(|r| r.into_inner()).map_err(|s| self.err(s))
+    }
+
     pub async fn get_job(&self, id: &str) -> Result<pb::Job, ClientError> {
         let req = pb::GetJobRequest { id: id.into() };
         let r = self.inner.clone().get_job(req).await;

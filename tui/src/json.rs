@@ -19,7 +19,35 @@ pub fn latent(l: &pb::Latent) -> Value {
         "origin_detail": format::origin_detail(l),
         "preview_steps": l.preview_steps,
         "job_id": l.job_id,
+        "lineage": lineage(l),
     })
+}
+
+/// An edited latent's lineage (operation, parameters, parents), null for other origins.
+pub fn lineage(l: &pb::Latent) -> Value {
+    match edited(l) {
+        Some(e) => json!({
+            "op": e.op,
+            "params": params(e),
+            "parent_ids": e.parent_ids,
+            "deleted_parent_ids": e.deleted_parent_ids,
+            "summary": e.summary,
+        }),
+        None => Value::Null,
+    }
+}
+
+/// The lineage of a latent made by an edit.
+pub fn edited(l: &pb::Latent) -> Option<&pb::EditedOrigin> {
+    match l.origin.as_ref().and_then(|o| o.kind.as_ref()) {
+        Some(pb::origin::Kind::Edited(e)) => Some(e),
+        _ => None,
+    }
+}
+
+/// An edit's parameters as JSON (the daemon's text when it does not parse).
+pub fn params(e: &pb::EditedOrigin) -> Value {
+    serde_json::from_str(&e.params_json).unwrap_or_else(|_| Value::String(e.params_json.clone()))
 }
 
 fn image(i: &Option<pb::Image>) -> Value {

@@ -16,6 +16,8 @@ use crate::client::{Client, ClientError, ErrorKind};
 use crate::format::{self, short_id};
 use crate::json;
 
+mod edit;
+
 /// What a command prints: a text for people and a JSON document for machines.
 pub struct Output {
     pub human: String,
@@ -52,6 +54,7 @@ async fn execute(c: &Client, command: Command, as_json: bool) -> Result<Output, 
             sort,
             offset,
             limit,
+            parent,
         } => {
             let f = pb::ListLatentsRequest {
                 name_contains: name.unwrap_or_default(),
@@ -60,6 +63,7 @@ async fn execute(c: &Client, command: Command, as_json: bool) -> Result<Output, 
                 origin: format::resolve_origin(&origin.unwrap_or_default()),
                 order_by: sort.order_by() as i32,
                 offset,
+                parent: parent.unwrap_or_default(),
                 ..Default::default()
             };
             ls(c, f, limit).await
@@ -219,6 +223,8 @@ async fn execute(c: &Client, command: Command, as_json: bool) -> Result<Output, 
             });
             submit(c, spec, wait, show_progress).await
         }
+        Command::Edit { op } => edit::edit(c, op, show_progress).await,
+        Command::Lineage { id } => edit::lineage(c, &id).await,
         Command::Jobs { limit } => {
             let jobs = c.list_jobs(limit, "").await?;
             Ok(Output {
@@ -684,6 +690,23 @@ pub fn result_summary(job: &pb::Job) -> String {
     }
     for d in &r.decodes {
         s.push_str(&format!("decoded at S={} η={}\n", d.steps, d.eta));
+    }
+    if job.kind == "grid" {
+        // Cells, not frames: the saved ones by (row, column).
+        let n = match job.spec.as_ref().and_then(|s| s.kind.as_ref()) {
+            Some(Kind::Grid(g)) => g.size.max(1),
+            _ => (r.frames.len() as f64).sqrt().round().max(1.0) as u32,
+        };
+        s.push_str(&format!("grid {n}×{n}: {} cells decoded\n", r.frames.len()));
+        for f in r.frames.iter().filter(|f| !f.latent_id.is_empty()) {
+            s.push_str(&format!(
+                "cell ({}, {})  latent {}\n",
+                f.index / n,
+                f.index % n,
+                f.latent_id
+            ));
+        }
+        return s;
     }
     for f in &r.frames {
         s.push_str(&format!(
