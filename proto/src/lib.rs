@@ -71,5 +71,4 @@ pub mod stats {
     }
 }
 
-/// The `ddim edit mix` expression language (parsed by the client and the daemon alike).
 pub mod mix;
