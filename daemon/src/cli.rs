@@ -447,6 +447,13 @@ pub fn reconstruct(a: &ReconstructArgs) -> Result<(), EngineError> {
             a.skip
         )));
     }
+    for (i, s) in a.steps.iter().enumerate() {
+        if a.steps[..i].contains(s) {
+            return Err(EngineError::InvalidInput(format!(
+                "--steps: S = {s} is listed twice"
+            )));
+        }
+    }
     let model = a.model.load()?;
     for &s in &a.steps {
         crate::engine::spacing::validate_steps(s, model.num_train_timesteps())

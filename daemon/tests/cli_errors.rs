@@ -159,6 +159,18 @@ fn steps_eta_spacing_out_of_range() {
     assert!(e.contains("cubic"), "{e}");
     let e = fails(&["reconstruct", "--x0", "/nonexistent.npy", "--steps", "10,0"]);
     assert!(e.contains("steps"), "{e}");
+    // A repeated S is refused as the daemon refuses it in a job's list.
+    let e = fails(&[
+        "reconstruct",
+        "--x0",
+        "/nonexistent.npy",
+        "--steps",
+        "10,20,10",
+    ]);
+    assert!(
+        e.contains("--steps") && e.contains("10 is listed twice"),
+        "{e}"
+    );
     let e = fails(&[
         "interpolate",
         "--a",
