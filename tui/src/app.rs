@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
+use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseEvent};
 use ddim_proto::v1::{self as pb, job_event::Event as JobEv};
 use image::DynamicImage;
 use ratatui::{
@@ -19,7 +19,7 @@ use crate::format;
 use crate::graphics::{protocol_name, Graphics};
 use crate::prompt::{Prompt, PromptOutcome};
 use crate::screens::{self, decode::DecodeState, interpolate::InterpState, jobs::JobsState};
-use crate::screens::{library::LibraryState, reconstruct::ReconState};
+use crate::screens::{edit::EditState, library::LibraryState, reconstruct::ReconState};
 use crate::screens::{Loading, PromptFor};
 use crate::theme::{centered, render_prompt, ACCENT, DIM, ERROR, OK};
 use crate::worker::{Link, Purpose, Request, Update};
@@ -29,6 +29,8 @@ use crate::worker::{Link, Purpose, Request, Update};
 #[derive(Debug, Clone)]
 pub enum Event {
     Key(KeyEvent),
+    /// Where the terminal reports the mouse (drawing inpaint rectangles).
+    Mouse(MouseEvent),
     Resize(u16, u16),
     /// A render tick with the wall clock (Unix ms), for debouncing and ETAs.
     Tick(i64),
@@ -42,15 +44,17 @@ pub enum Screen {
     Reconstruct,
     Interpolate,
     Decode,
+    Edit,
 }
 
 impl Screen {
-    pub const ALL: [Screen; 5] = [
+    pub const ALL: [Screen; 6] = [
         Screen::Library,
         Screen::Jobs,
         Screen::Reconstruct,
         Screen::Interpolate,
         Screen::Decode,
+        Screen::Edit,
     ];
 
     pub fn title(self) -> &'static str {
@@ -60,6 +64,7 @@ impl Screen {
             Screen::Reconstruct => "Reconstruct",
             Screen::Interpolate => "Interpolate",
             Screen::Decode => "Decode",
+            Screen::Edit => "Edit",
         }
     }
 }
@@ -90,6 +95,7 @@ pub struct App {
     pub recon: ReconState,
     pub interp: InterpState,
     pub decode: DecodeState,
+    pub edit: EditState,
     /// Decoded images by key (`preview:<latent>`, `job:<id>:…`).
     pub images: HashMap<String, DynamicImage>,
     /// None until the first answer of the library watch.
@@ -115,6 +121,7 @@ impl App {
             recon: ReconState::default(),
             interp: InterpState::default(),
             decode: DecodeState::default(),
+            edit: EditState::default(),
             images: HashMap::new(),
             link: None,
             status: None,
@@ -196,6 +203,8 @@ impl App {
         match event {
             Event::Key(k) if k.kind != KeyEventKind::Release => self.handle_key(k),
             Event::Key(_) => vec![],
+            Event::Mouse(m) if self.screen == Screen::Edit => screens::edit::handle_mouse(self, m),
+            Event::Mouse(_) => vec![],
             Event::Resize(w, h) => {
                 self.size = (w, h);
                 screens::library::scroll_into_view(self);
@@ -273,7 +282,7 @@ impl App {
                 }
                 return vec![];
             }
-            KeyCode::Char(c @ '1'..='5') => {
+            KeyCode::Char(c @ '1'..='6') => {
                 return self.switch(Screen::ALL[(c as u8 - b'1') as usize]);
             }
             KeyCode::Tab => {
@@ -291,6 +300,7 @@ impl App {
             Screen::Reconstruct => screens::reconstruct::handle_key(self, key),
             Screen::Interpolate => screens::interpolate::handle_key(self, key),
             Screen::Decode => screens::decode::handle_key(self, key),
+            Screen::Edit => screens::edit::handle_key(self, key),
         }
     }
 
@@ -366,6 +376,10 @@ impl App {
                 vec![]
             }
             Update::Library(ev) => screens::library::library_event(self, ev),
+            Update::EditPreview { seq, result } => {
+                screens::edit::preview_arrived(self, seq, result);
+                vec![]
+            }
             Update::Info(text) => {
                 self.info(text);
                 vec![]
@@ -413,6 +427,7 @@ impl App {
             Purpose::Interpolate => self.interp.track(job.clone()),
             Purpose::SaveFrame => self.interp.save_job = Some(id.clone()),
             Purpose::Decode => self.decode.track(job.clone()),
+            Purpose::Edit => self.edit.job = Some(job.clone()),
             Purpose::Library => {}
         }
         if purpose != Purpose::Library {
@@ -470,6 +485,7 @@ impl App {
             &mut self.recon.job,
             &mut self.interp.job,
             &mut self.decode.job,
+            &mut self.edit.job,
         ] {
             if let Some(j) = j.as_mut().filter(|j| j.id == id) {
                 v.push(j);
@@ -493,6 +509,12 @@ impl App {
         }
         if self.decode.job.as_ref().is_some_and(|j| j.id == id) {
             self.decode.job = Some(job.clone());
+        }
+        if self.edit.job.as_ref().is_some_and(|j| j.id == id) {
+            if format::is_terminal(job.state) {
+                screens::edit::job_done(self, &job);
+            }
+            self.edit.job = Some(job.clone());
         }
         if self.interp.save_job.as_deref() == Some(id.as_str()) && format::is_terminal(job.state) {
             self.interp.save_job = None;
@@ -586,6 +608,7 @@ impl App {
             Screen::Reconstruct => screens::reconstruct::render(self, frame, body),
             Screen::Interpolate => screens::interpolate::render(self, frame, body),
             Screen::Decode => screens::decode::render(self, frame, body),
+            Screen::Edit => screens::edit::render(self, frame, body),
         }
         self.render_status(frame, status);
         match &self.modal {

@@ -319,6 +319,12 @@ impl Graphics {
         Self::with_picker(Picker::halfblocks())
     }
 
+    /// A cell's size in pixels, as images are scaled to it.
+    pub fn cell_px(&self) -> (u32, u32) {
+        let f = self.picker.font_size();
+        (u32::from(f.width.max(1)), u32::from(f.height.max(1)))
+    }
+
     pub fn protocol(&self) -> ProtocolType {
         self.picker.protocol_type()
     }

@@ -45,6 +45,7 @@ async fn event_loop(terminal: &mut tui::Term, graphics: Graphics, client: Client
             ev = events.next() => match ev {
                 Some(Ok(TermEvent::Key(k))) => Event::Key(k),
                 Some(Ok(TermEvent::Resize(w, h))) => Event::Resize(w, h),
+                Some(Ok(TermEvent::Mouse(m))) => Event::Mouse(m),
                 Some(Ok(_)) => continue,
                 Some(Err(e)) => return Err(e.into()),
                 None => break,

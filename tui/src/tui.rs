@@ -3,6 +3,7 @@
 use std::io::{self, Stdout};
 
 use crossterm::{
+    event::{DisableMouseCapture, EnableMouseCapture},
     execute,
     terminal::{disable_raw_mode, enable_raw_mode, EnterAlternateScreen, LeaveAlternateScreen},
 };
@@ -10,7 +11,8 @@ use ratatui::{backend::CrosstermBackend, Terminal};
 
 pub type Term = Terminal<CrosstermBackend<Stdout>>;
 
-/// Raw mode + alternate screen, and a panic hook that undoes both before the message.
+/// Raw mode + alternate screen + mouse reports (the Edit screen draws rectangles with
+/// the mouse), and a panic hook that undoes both before the message.
 pub fn init() -> io::Result<Term> {
     let hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
@@ -19,7 +21,7 @@ pub fn init() -> io::Result<Term> {
         hook(info);
     }));
     enable_raw_mode()?;
-    execute!(io::stdout(), EnterAlternateScreen)?;
+    execute!(io::stdout(), EnterAlternateScreen, EnableMouseCapture)?;
     let mut t = Terminal::new(CrosstermBackend::new(io::stdout()))?;
     t.clear()?;
     Ok(t)
@@ -27,6 +29,11 @@ pub fn init() -> io::Result<Term> {
 
 /// Leaves the alternate screen and raw mode; safe to call more than once.
 pub fn restore() {
-    let _ = execute!(io::stdout(), LeaveAlternateScreen, crossterm::cursor::Show);
+    let _ = execute!(
+        io::stdout(),
+        DisableMouseCapture,
+        LeaveAlternateScreen,
+        crossterm::cursor::Show
+    );
     let _ = disable_raw_mode();
 }

@@ -22,6 +22,8 @@ pub enum Purpose {
     /// An interpolation re-run only to store one frame as a latent.
     SaveFrame,
     Decode,
+    /// An edit committed from the Edit screen.
+    Edit,
     /// Encode and sample: results show up in the library.
     Library,
 }
@@ -64,6 +66,14 @@ pub enum Request {
     Submit {
         spec: Kind,
         purpose: Purpose,
+    },
+    /// An edit run at a small S without storing anything; `seq` numbers the requests
+    /// so only the newest answer is shown.
+    PreviewEdit {
+        seq: u64,
+        spec: Kind,
+        steps: u32,
+        client_id: String,
     },
     /// Reads the file, then submits a reconstruction of it.
     ReconstructFile {
@@ -146,6 +156,11 @@ pub enum Update {
         name: String,
     },
     Library(pb::LibraryEvent),
+    /// The answer to `PreviewEdit` number `seq` (an error as its message).
+    EditPreview {
+        seq: u64,
+        result: Result<pb::PreviewEditResponse, String>,
+    },
     Info(String),
     Error(ClientError),
 }
@@ -327,6 +342,20 @@ async fn handle(c: &Client, req: Request, tx: &UnboundedSender<Update>) -> Resul
         Request::Submit { spec, purpose } => {
             let job = c.submit(spec).await?;
             send(Update::Submitted { purpose, job });
+        }
+        Request::PreviewEdit {
+            seq,
+            spec,
+            steps,
+            client_id,
+        } => {
+            // A superseded preview answers ABORTED: the app drops it with every answer
+            // to an older request.
+            let result = c
+                .preview_edit(spec, steps, &client_id)
+                .await
+                .map_err(|e| e.message);
+            send(Update::EditPreview { seq, result });
         }
         Request::ReconstructFile { path, steps } => {
             let input = script::encode_input(&path, &[])?;

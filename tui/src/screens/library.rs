@@ -145,6 +145,18 @@ impl LibraryState {
         self.pages.values().flatten().find(|l| l.id == id)
     }
 
+    /// A loaded latent by id.
+    pub fn latent(&self, id: &str) -> Option<&pb::Latent> {
+        self.find(id)
+    }
+
+    /// Where a loaded latent is in the list.
+    fn index_of(&self, id: &str) -> Option<usize> {
+        self.pages
+            .iter()
+            .find_map(|(p, rows)| rows.iter().position(|l| l.id == id).map(|i| p * PAGE + i))
+    }
+
     /// Whether the library has the latent loaded.
     pub fn has(&self, id: &str) -> bool {
         self.find(id).is_some()
@@ -313,6 +325,14 @@ pub fn tick(app: &mut App) -> Vec<Request> {
     out
 }
 
+/// The lineage of a latent made by an edit.
+fn edited(l: &pb::Latent) -> Option<&pb::EditedOrigin> {
+    match l.origin.as_ref().and_then(|o| o.kind.as_ref()) {
+        Some(pb::origin::Kind::Edited(e)) => Some(e),
+        _ => None,
+    }
+}
+
 /// Encoded latents that kept their source image.
 fn has_source(l: &pb::Latent) -> bool {
     matches!(
@@ -465,6 +485,44 @@ fn latent_key(app: &mut App, key: KeyEvent, l: pb::Latent) -> Vec<Request> {
             app.recon.job = None;
             app.go(Screen::Reconstruct);
             vec![]
+        }
+        KeyCode::Char('E') => super::edit::open(app),
+        KeyCode::Char('p') | KeyCode::Char('P') => {
+            let Some(e) = edited(&l) else {
+                app.error(format!(
+                    "{} was not made by an edit: it has no parents",
+                    l.name
+                ));
+                return vec![];
+            };
+            let alive: Vec<&String> = e
+                .parent_ids
+                .iter()
+                .filter(|p| !e.deleted_parent_ids.contains(p))
+                .collect();
+            let parent = if key.code == KeyCode::Char('p') {
+                alive.first()
+            } else {
+                alive.last()
+            };
+            let Some(parent) = parent.map(|p| p.to_string()) else {
+                app.error(format!("the parents of {} are deleted", l.name));
+                return vec![];
+            };
+            match app.library.index_of(&parent) {
+                Some(i) => {
+                    let out = select(app, i);
+                    app.info(format!("parent {}", app.library.name_of(&parent)));
+                    out
+                }
+                None => {
+                    app.error(format!(
+                        "parent {} is not in the list as filtered and loaded: clear the filter (Esc) or scroll",
+                        short_id(&parent)
+                    ));
+                    vec![]
+                }
+            }
         }
         KeyCode::Char('d') => {
             app.decode.latent = Some((l.id.clone(), l.name.clone()));
@@ -638,10 +696,13 @@ fn render_side(app: &App, frame: &mut Frame, area: Rect) {
         frame.render_widget(Block::bordered().title(" details "), area);
         return;
     };
+    let lineage = edited(l).map(|e| lineage_lines(app, e));
+    let lineage_h = lineage.as_ref().map_or(0, |ls| ls.len() as u16 + 2);
     let img_h = (area.height / 2).max(6).min(area.height);
-    let [img, meta, jobs] = Layout::vertical([
+    let [img, meta, lineage_area, jobs] = Layout::vertical([
         Constraint::Length(img_h),
         Constraint::Length(8),
+        Constraint::Length(lineage_h),
         Constraint::Min(0),
     ])
     .areas(area);
@@ -697,6 +758,16 @@ fn render_side(app: &App, frame: &mut Frame, area: Rect) {
         Paragraph::new(lines).block(Block::bordered().title(format!(" {} ", l.name))),
         meta,
     );
+    if let Some(ls) = lineage {
+        frame.render_widget(
+            Paragraph::new(ls).block(
+                Block::bordered()
+                    .title(" lineage ")
+                    .title_bottom(Line::styled(" p parent ", DIM)),
+            ),
+            lineage_area,
+        );
+    }
     let job_lines: Vec<Line> = match app.library.latent_jobs.get(&l.id) {
         None => vec![Line::styled("…", DIM)],
         Some(js) if js.is_empty() => vec![Line::styled("no jobs", DIM)],
@@ -718,4 +789,32 @@ fn render_side(app: &App, frame: &mut Frame, area: Rect) {
         Paragraph::new(job_lines).block(Block::bordered().title(" jobs ")),
         jobs,
     );
+}
+
+/// The lineage pane: the operation and its summary, then each parent by name (deleted
+/// ones marked).
+fn lineage_lines(app: &App, e: &pb::EditedOrigin) -> Vec<Line<'static>> {
+    let mut lines = vec![Line::from(vec![
+        Span::styled(format!("{:<8}", "op"), DIM),
+        Span::styled(e.op.clone(), Style::new().fg(ACCENT)),
+    ])];
+    if !e.summary.is_empty() {
+        lines.push(Line::from(e.summary.clone()));
+    }
+    for (i, p) in e.parent_ids.iter().enumerate() {
+        let key = if i == 0 { "parents" } else { "" };
+        let mut spans = vec![Span::styled(format!("{key:<8}"), DIM)];
+        if e.deleted_parent_ids.contains(p) {
+            spans.push(Span::styled(format!("{} (deleted)", short_id(p)), DIM));
+        } else {
+            let name = app.library.name_of(p);
+            spans.push(Span::raw(if name == short_id(p) {
+                name
+            } else {
+                format!("{name} ({})", short_id(p))
+            }));
+        }
+        lines.push(Line::from(spans));
+    }
+    lines
 }

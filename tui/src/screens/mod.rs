@@ -3,6 +3,7 @@
 //! answers, and the image tile.
 
 pub mod decode;
+pub mod edit;
 pub mod interpolate;
 pub mod jobs;
 pub mod library;
@@ -27,7 +28,7 @@ use crate::worker::{Purpose, Request};
 
 /// Keys that work everywhere.
 pub const GLOBAL_KEYS: &[(&str, &str)] = &[
-    ("1-5 / Tab", "switch screen"),
+    ("1-6 / Tab", "switch screen"),
     ("?", "keys of this screen"),
     ("q / Esc", "back (quit from the library)"),
     ("Ctrl-c", "quit"),
@@ -45,6 +46,8 @@ pub fn keys(screen: Screen) -> &'static [(&'static str, &'static str)] {
             ("r", "reconstruct"),
             ("d", "decode at several S"),
             ("i", "interpolate two marked"),
+            ("E", "edit (marked: mix, grid, tags)"),
+            ("p / P", "go to the first / last parent"),
             ("r (marked)", "reconstruct all marked, one batch"),
             ("e", "encode images / import .npy"),
             ("n", "sample new latents"),
@@ -76,6 +79,17 @@ pub fn keys(screen: Screen) -> &'static [(&'static str, &'static str)] {
             ("s", "steps S"),
             ("w", "save frame as latent"),
             ("o", "save frame as PNG"),
+        ],
+        Screen::Edit => &[
+            ("m / M", "next / previous operation"),
+            ("↑↓ / j k", "choose a parameter"),
+            ("←→ / + -", "change it"),
+            ("=", "type its value"),
+            ("hjkl / arrows", "inpaint: move the rectangle"),
+            ("HJKL / S-arrows", "inpaint: resize it"),
+            ("mouse drag", "inpaint: draw it"),
+            ("p", "preview again"),
+            ("Enter", "commit at S (a job)"),
         ],
         Screen::Decode => &[
             ("Enter", "queue decodes"),
@@ -118,6 +132,8 @@ pub enum PromptFor {
     DecodeEtas,
     InterpFrames,
     InterpSteps,
+    /// A value for one of the Edit screen's parameters.
+    EditParam(edit::Param),
 }
 
 /// The encode prompt's default S (as `ddim encode`'s).
@@ -207,6 +223,7 @@ pub fn submit_prompt(app: &mut App, purpose: PromptFor, text: String) -> Vec<Req
             }
             vec![]
         }
+        PromptFor::EditParam(p) => edit::param_typed(app, p, &text),
         _ => vec![],
     }
 }

@@ -2,6 +2,7 @@
 //! behaviour driven through `handle_event`, and the sixel stream decoded back to pixels.
 
 mod behaviour;
+mod edit;
 mod fixtures;
 mod live_preview;
 mod sixel;
