@@ -323,3 +323,72 @@ fn browse_reconstruct_and_reconnect() {
     let _ = daemon.kill();
     let _ = daemon.wait();
 }
+
+/// The Edit screen on a real daemon: open it on a latent (E), see the live preview, raise
+/// the strength, commit at a small S, and find the new latent in the library with its
+/// lineage; `p` goes to its parent.
+#[test]
+fn edit_screen_commits_a_variation_with_lineage() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = init_model(&dir.path().join("model"), "test", 1, 32, 0);
+    let data = dir.path().join("data");
+    let log = dir.path().join("ddimd.log");
+    let (mut daemon, hostport) = serve(&model, &data, "127.0.0.1:0", &log);
+    let addr = format!("http://{hostport}");
+    ddim_ok(
+        &addr,
+        &[
+            "sample", "--count", "1", "--seed", "3", "--steps", "5", "--wait",
+        ],
+    );
+    let ls: serde_json::Value = serde_json::from_str(&ddim_ok(&addr, &["ls", "--json"])).unwrap();
+    let parent = ls["latents"][0]["id"].as_str().unwrap().to_string();
+    let parent_name = ls["latents"][0]["name"].as_str().unwrap().to_string();
+
+    let cmd = format!(
+        "env DDIM_LOG_FILE={} {} --addr {addr} --graphics halfblocks",
+        dir.path().join("ddim.log").display(),
+        bin("ddim").display()
+    );
+    let tmux = Tmux::start(&cmd);
+    tmux.wait_for("the library", 60, |s| {
+        s.contains("● connected") && s.contains("latents 1/1")
+    });
+
+    // E: the variation at strength 0.3, previewed at S = 10.
+    tmux.keys(&["E"]);
+    tmux.wait_for("the edit screen and its preview", 60, |s| {
+        s.contains("edit · variation")
+            && s.contains("strength   0.30")
+            && s.contains("preview S=10 ·")
+    });
+    tmux.keys(&["Right"]);
+    tmux.wait_for("the new strength previewed", 60, |s| {
+        s.contains("strength   0.35") && s.contains("preview S=10 ·")
+    });
+    // The commit S (the last parameter) typed: 5, to keep it cheap.
+    tmux.keys(&["Up", "=", "C-u"]);
+    tmux.type_text("5");
+    tmux.keys(&["Enter"]);
+    tmux.wait_for("the commit S", 30, |s| s.contains("commit S   5"));
+    tmux.keys(&["Enter"]);
+    tmux.wait_for("the committed edit", 120, |s| s.contains("made lat-"));
+
+    // Back in the library, the new latent is first, with its lineage.
+    tmux.keys(&["q"]);
+    let s = tmux.wait_for("the new latent's lineage", 60, |s| {
+        s.contains("latents 1/2") && s.contains("lineage") && s.contains("op      variation")
+    });
+    assert!(
+        s.contains(&format!("variation of {parent}, strength 0.35")),
+        "{s}"
+    );
+    assert!(s.contains(&format!("parents {parent_name}")), "{s}");
+    tmux.keys(&["p"]);
+    tmux.wait_for("the parent selected", 30, |s| s.contains("latents 2/2"));
+
+    tmux.keys(&["q"]);
+    tmux.wait_for("ddim to exit", 30, |_| tmux.pane_dead());
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+}
