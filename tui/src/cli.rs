@@ -217,6 +217,7 @@ pub enum Command {
     },
     /// Edit latents into new ones: variation, mix, direction, renoise, inpaint, grid.
     /// Every result records its lineage (`ddim lineage ID`).
+    #[command(after_help = EDIT_SYNOPSIS)]
     Edit {
         #[command(subcommand)]
         op: EditOp,
@@ -250,6 +251,18 @@ pub enum Command {
         shell: clap_complete::Shell,
     },
 }
+
+/// The operations of `ddim edit --help` at a glance (each has its own --help).
+pub const EDIT_SYNOPSIS: &str = "\
+Operations:
+  ddim edit variation ID [--strength 0.3] [--count N] [--seed K]
+  ddim edit mix \"lat-1 + 0.8*(lat-2 - lat-3)\"
+  ddim edit direction ID --from-tag P --to-tag Q [--weight 0.5,1,1.5]
+  ddim edit renoise ID|FILE [--strength 0.5] [--eta 1] [--seed K] [--count N] [--steps S] [--perturb P]
+  ddim edit inpaint ID|FILE --rect X,Y,W,H [--rect ...] [--seed K] [--eta E] [--steps S] [--count N]
+  ddim edit grid A B C D [--size N] [--save ROW,COL ...]
+Every operation also takes:
+  [--preview-steps S] [--spacing SP] [--name NAME] [--tag T ...] [--out-dir DIR] [--preview[=S]] [--wait]";
 
 /// `ddim edit …`: one operation each; the flags every edit shares are in [`EditArgs`].
 #[derive(Debug, Subcommand)]
@@ -648,6 +661,45 @@ mod tests {
             cli.command,
             Some(Command::Edit { op: EditOp::Variation { strength, .. } }) if strength == -0.5
         ));
+    }
+
+    #[test]
+    fn the_edit_synopsis_names_real_flags() {
+        use clap::CommandFactory;
+        let cli = Cli::command();
+        let edit = cli.find_subcommand("edit").unwrap();
+        let flags = |line: &str| -> Vec<String> {
+            line.split([' ', '[', ']', '='])
+                .filter(|w| w.starts_with("--"))
+                .map(|w| w.trim_start_matches("--").to_string())
+                .collect()
+        };
+        let mut common = vec![];
+        let mut ops = 0;
+        for line in EDIT_SYNOPSIS.lines().map(str::trim) {
+            if let Some(rest) = line.strip_prefix("ddim edit ") {
+                let op = rest.split(' ').next().unwrap();
+                let sub = edit.find_subcommand(op).unwrap_or_else(|| panic!("{op}"));
+                for f in flags(rest) {
+                    assert!(
+                        sub.get_arguments()
+                            .any(|a| a.get_long() == Some(f.as_str())),
+                        "{op} --{f}"
+                    );
+                }
+                ops += 1;
+            } else if line.starts_with('[') {
+                common = flags(line);
+            }
+        }
+        assert_eq!(ops, edit.get_subcommands().count());
+        for sub in edit.get_subcommands() {
+            for f in &common {
+                assert!(sub
+                    .get_arguments()
+                    .any(|a| a.get_long() == Some(f.as_str())));
+            }
+        }
     }
 
     #[test]
