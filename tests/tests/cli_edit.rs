@@ -469,5 +469,11 @@ async fn edits_from_scripts_with_lineage() {
         text.contains(&format!("└─ {c} (deleted)")) && text.contains(&format!("├─ {a}")),
         "{text}"
     );
+    let text = d.text(&["show", &mixed[0]]);
+    assert!(
+        text.contains("edit:     mix")
+            && text.contains(&format!("parents:  {a}, {b}, {c} (deleted)")),
+        "{text}"
+    );
     d.fails(&["lineage", "lat-99999"], 3);
 }

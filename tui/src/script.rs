@@ -592,6 +592,27 @@ async fn ls(c: &Client, f: pb::ListLatentsRequest, limit: usize) -> Result<Outpu
 
 fn latent_details(l: &pb::Latent) -> String {
     let shape = format::shape(&l.shape);
+    let mut s = latent_fields(l, &shape);
+    if let Some(e) = json::edited(l) {
+        let parents: Vec<String> = e
+            .parent_ids
+            .iter()
+            .map(|p| match e.deleted_parent_ids.contains(p) {
+                true => format!("{p} (deleted)"),
+                false => p.clone(),
+            })
+            .collect();
+        s.push_str(&format!(
+            "edit:     {} {}\nparents:  {}\n",
+            e.op,
+            e.params_json,
+            parents.join(", ")
+        ));
+    }
+    s
+}
+
+fn latent_fields(l: &pb::Latent, shape: &str) -> String {
     format!(
         "id:       {}\nname:     {}\ntags:     {}\norigin:   {}\nshape:    {}\nmodel:    {}\nencode S: {}\npreview:  S={}\ncreated:  {}\njob:      {}\n",
         l.id,
