@@ -636,37 +636,61 @@ impl App {
     }
 
     fn render_header(&self, frame: &mut Frame, area: Rect) {
-        let mut spans = vec![Span::styled(
-            " ddim ",
-            Style::new().bg(ACCENT).fg(Color::Black).bold(),
-        )];
-        for (i, s) in Screen::ALL.iter().enumerate() {
-            let style = if *s == self.screen {
-                Style::new()
-                    .fg(ACCENT)
-                    .add_modifier(Modifier::BOLD | Modifier::UNDERLINED)
-            } else {
-                Style::new()
-            };
-            spans.push(Span::raw(" "));
-            spans.push(Span::styled(format!("{} {}", i + 1, s.title()), style));
-        }
         let (dot, color, word) = match &self.link {
             Some(Link::Up) => ("●", OK, "connected"),
             Some(Link::Down { .. }) => ("●", ERROR, "unreachable"),
             None => ("○", Color::Yellow, "connecting"),
         };
-        spans.push(Span::raw("  │ "));
-        spans.push(Span::styled(
-            format!("{dot} {word} "),
-            Style::new().fg(color),
-        ));
-        spans.push(Span::styled(self.addr.clone(), DIM));
-        spans.push(Span::styled(
-            format!(" │ {}", protocol_name(self.graphics.protocol())),
-            DIM,
-        ));
-        frame.render_widget(Line::from(spans), area);
+        let protocol = format!(" │ {}", protocol_name(self.graphics.protocol()));
+        // What gives way on a narrow terminal, in order: the image protocol,
+        // the long screen titles, the address. Nothing is cut mid-word.
+        let line = |short: bool, addr: bool, proto: bool| -> Line<'static> {
+            let mut spans = vec![Span::styled(
+                " ddim ",
+                Style::new().bg(ACCENT).fg(Color::Black).bold(),
+            )];
+            for (i, s) in Screen::ALL.iter().enumerate() {
+                let style = if *s == self.screen {
+                    Style::new()
+                        .fg(ACCENT)
+                        .add_modifier(Modifier::BOLD | Modifier::UNDERLINED)
+                } else {
+                    Style::new()
+                };
+                let title = s.title();
+                let title = if short && *s != self.screen {
+                    title.chars().take(3).collect::<String>()
+                } else {
+                    title.to_string()
+                };
+                spans.push(Span::raw(" "));
+                spans.push(Span::styled(format!("{} {title}", i + 1), style));
+            }
+            spans.push(Span::raw("  │ "));
+            spans.push(Span::styled(
+                format!("{dot} {word} "),
+                Style::new().fg(color),
+            ));
+            if addr {
+                spans.push(Span::styled(self.addr.clone(), DIM));
+            }
+            if proto {
+                spans.push(Span::styled(protocol.clone(), DIM));
+            }
+            Line::from(spans)
+        };
+        let fits = |l: &Line| l.width() <= area.width as usize;
+        let header = [
+            (false, true, true),
+            (false, true, false),
+            (true, true, false),
+            (true, false, false),
+        ]
+        .into_iter()
+        .map(|(s, a, p)| line(s, a, p))
+        .find(|l| fits(l))
+        .unwrap_or_else(|| line(true, false, false));
+        frame.render_widget(header, area);
     }
 
     /// When the daemon is down: a banner that says where and what to check.
