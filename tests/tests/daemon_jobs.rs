@@ -976,6 +976,11 @@ async fn seed_images_on_first_start_only() {
         .into_inner();
     assert_eq!(lib.total, 3);
     assert_eq!(lib.latents[2].name, "fashion-mnist-test-0");
+    // Each seeded image carries its class (t10k-labels: 9, 2, 1 → ankle-boot,
+    // pullover, trouser), so a direction edit `sneaker → ankle-boot` works on
+    // a fresh install.
+    let has = |i: usize, t: &str| lib.latents[i].tags.iter().any(|x| x == t);
+    assert!(has(2, "ankle-boot") && has(1, "pullover") && has(0, "trouser"));
     let src = c
         .get_latent_image(pb::GetLatentImageRequest {
             id: lib.latents[2].id.clone(),
