@@ -24,6 +24,8 @@ pub struct ModelArgs {
     /// machine fewer threads avoid OpenMP spin-waiting.
     #[arg(long, env = "DDIMD_TORCH_THREADS", default_value_t = 0)]
     pub torch_threads: i32,
+    #[command(flatten)]
+    pub compiled: crate::compile::CompiledArgs,
 }
 
 /// The shipped model: `models/fashion-mnist` in the repository.
@@ -37,7 +39,9 @@ impl ModelArgs {
             tch::set_num_threads(self.torch_threads);
         }
         let device = parse_device(&self.device)?;
-        Model::load(&self.model, device)
+        let mut model = Model::load(&self.model, device)?;
+        self.compiled.apply(&mut model)?;
+        Ok(model)
     }
 }
 

@@ -5,7 +5,9 @@
 //! - [`train`]: `ddimd train` (L_simple, Adam, EMA, checkpoints, Fashion-MNIST).
 //! - [`cli`]: the offline subcommands (`sample`, `encode`, `decode`,
 //!   `reconstruct`, `interpolate`, `info`, `init-model`).
+//! - [`compile`]: `ddimd compile` (AOTInductor packages) and `--compiled`.
 pub mod cli;
+pub mod compile;
 pub mod engine;
 pub mod server;
 pub mod train;

@@ -36,6 +36,9 @@ enum Command {
     InitModel(cli::InitModelArgs),
     /// Benchmark: ms per UNet evaluation and images/s at several S and batch sizes.
     Bench(cli::BenchArgs),
+    /// Export and compile the model's UNet into AOTInductor packages, one per batch
+    /// size, for `--compiled` (see docs/compiled.md).
+    Compile(ddimd::compile::CompileArgs),
     /// Run the gRPC daemon (see docs/daemon.md).
     Serve(ddimd::server::ServeArgs),
     /// Print a shell completion script (e.g. `ddimd completions bash > /etc/bash_completion.d/ddimd`).
@@ -108,6 +111,7 @@ fn main() -> ExitCode {
         Command::Train(a) => ddimd::train::run(&a).map_err(|e| format!("{e:#}")),
         Command::InitModel(a) => cli::init_model(&a).map_err(|e| e.to_string()),
         Command::Bench(a) => cli::bench(&a).map_err(|e| e.to_string()),
+        Command::Compile(a) => ddimd::compile::run(&a).map_err(|e| e.to_string()),
         Command::Serve(a) => ddimd::server::run(a).map_err(|e| e.to_string()),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "ddimd", &mut std::io::stdout());

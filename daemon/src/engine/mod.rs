@@ -10,6 +10,8 @@
 //! - [`edit`]: editing on x_T: variation, combination on the sphere, attribute
 //!   directions, the 2-D grid, re-noise (partial inversion) and inpainting.
 //! - [`imageio`], [`npy`]: PNG and .npy conversions.
+//! - [`compiled`]: AOTInductor packages of the UNet (`ddimd compile`, `--compiled`).
+pub mod compiled;
 pub mod config;
 pub mod edit;
 pub mod imageio;

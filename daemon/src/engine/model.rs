@@ -5,6 +5,7 @@ use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use tch::{nn, Device, Kind, Tensor};
 
+use super::compiled::{self, CompiledMode, CompiledUNet};
 use super::config::UNetConfig;
 use super::schedule::{NoiseSchedule, PredictionType, SchedulerConfig};
 use super::unet::UNet2DModel;
@@ -24,6 +25,8 @@ pub struct Model {
     /// config and the weights file.
     pub fingerprint: String,
     pub path: PathBuf,
+    /// AOTInductor packages of this UNet ([`Model::use_compiled`]); `None`: eager only.
+    pub compiled: Option<CompiledUNet>,
 }
 
 /// `cpu`, `cuda`, `cuda:N` or `auto` (CUDA when available).
@@ -128,6 +131,7 @@ impl Model {
             device,
             fingerprint: "random".into(),
             path: PathBuf::new(),
+            compiled: None,
         })
     }
 
@@ -156,11 +160,71 @@ impl Model {
             .sum()
     }
 
-    /// The raw network output at timestep t for the whole batch.
+    /// The raw network output at timestep t for the whole batch: the compiled UNet when
+    /// one is loaded and a package fits the batch, else the eager UNet.
     pub fn forward(&self, x: &Tensor, t: i64) -> Tensor {
         let b = x.size()[0];
         let ts = Tensor::full([b], t, (Kind::Int64, x.device()));
+        if let Some(out) = self.compiled.as_ref().and_then(|c| c.forward(x, &ts)) {
+            return out;
+        }
         self.unet.forward_t(x, &ts, false)
+    }
+
+    /// The eager UNet's output, whatever is compiled (parity tests, benchmarks).
+    pub fn forward_eager(&self, x: &Tensor, t: i64) -> Tensor {
+        let b = x.size()[0];
+        let ts = Tensor::full([b], t, (Kind::Int64, x.device()));
+        self.unet.forward_t(x, &ts, false)
+    }
+
+    /// Loads this model's compiled packages from `cache` (default
+    /// [`compiled::default_cache`]) according to `mode`. Auto: use them when there are
+    /// any (a package that fails to load is reported and the model stays eager);
+    /// Require: an error unless they load; Off: drop them.
+    pub fn use_compiled(
+        &mut self,
+        mode: CompiledMode,
+        cache: Option<&Path>,
+    ) -> Result<(), EngineError> {
+        self.compiled = None;
+        if mode == CompiledMode::Off {
+            return Ok(());
+        }
+        let cache = cache
+            .map(Path::to_path_buf)
+            .unwrap_or_else(compiled::default_cache);
+        let dir = compiled::package_dir(&cache, &self.fingerprint, self.device);
+        let loaded = if self.fingerprint == "random" {
+            Err(EngineError::Config(
+                "compiled UNet: an unsaved model has no fingerprint to key packages by".into(),
+            ))
+        } else {
+            CompiledUNet::load(&dir, self.device)
+        };
+        match (loaded, mode) {
+            (Ok(Some(c)), _) => {
+                compiled::note(&format!(
+                    "compiled UNet: batch sizes {:?} from {}",
+                    c.batches(),
+                    dir.display()
+                ));
+                self.compiled = Some(c);
+                Ok(())
+            }
+            (Ok(None), CompiledMode::Require) => Err(EngineError::Config(format!(
+                "--compiled require: no compiled package in {} (run `ddimd compile --model {} --device {}`)",
+                dir.display(),
+                self.path.display(),
+                compiled::device_key(self.device)
+            ))),
+            (Err(e), CompiledMode::Require) => Err(e),
+            (Err(e), _) => {
+                compiled::note(&format!("{e}; running the eager UNet"));
+                Ok(())
+            }
+            (Ok(None), _) => Ok(()),
+        }
     }
 
     /// (ε̂, x̂0) at timestep t, whatever the model predicts.

@@ -120,6 +120,8 @@ pub struct ServeArgs {
     /// Seconds to wait at shutdown for the running step before giving up on it.
     #[arg(long, env = "DDIMD_SHUTDOWN_TIMEOUT_S", default_value_t = 10)]
     pub shutdown_timeout_s: u64,
+    #[command(flatten)]
+    pub compiled: crate::compile::CompiledArgs,
 }
 
 /// The default store folder.
@@ -406,3 +408,4 @@ async fn serve(args: ServeArgs) -> Result<()> {
         None => Ok(()),
     }
 }
+        compiled: args.compiled.clone(),

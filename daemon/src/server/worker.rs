@@ -38,6 +38,8 @@ pub struct WorkerConfig {
     pub device: Device,
     pub max_batch: u32,
     pub max_wait: Duration,
+    /// `--compiled`: AOTInductor packages for the UNet.
+    pub compiled: crate::compile::CompiledArgs,
 }
 
 /// Starts the worker thread: it loads the model, reports its metadata (or the
@@ -51,7 +53,9 @@ pub fn spawn(
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new().name("ddimd-worker".into()).spawn(move || {
         let t0 = Instant::now();
-        let model = match Model::load(&cfg.model_dir, cfg.device) {
+        let model = match Model::load(&cfg.model_dir, cfg.device)
+            .and_then(|mut m| cfg.compiled.apply(&mut m).map(|()| m))
+        {
             Ok(m) => m,
             Err(e) => {
                 let _ = ready.send(Err(ServerError::Config(format!("--model {}: {e}", cfg.model_dir.display()))));

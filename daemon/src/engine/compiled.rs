@@ -1,0 +1,334 @@
+//! Compiled UNets: AOTInductor packages (`ddimd compile`) run from Rust through
+//! libtorch's `AOTIModelPackageLoader` (the `ddim-aoti` crate).
+//!
+//! A package is the model's UNet exported by `torch.export` with a static batch size
+//! and compiled by `torch._inductor.aoti_compile_and_package`; its signature is the
+//! engine's forward: `(x f32 [B, C, H, W], t int64 [B]) → network output`. Packages
+//! live in a cache outside the model folder (so a read-only model works):
+//!
+//! ```text
+//! <cache>/<model fingerprint>/torch-<libtorch version>/<cpu|cuda>/b<B>.pt2 (+ b<B>.json)
+//! ```
+//!
+//! `<cache>` is `--cache`/`--compiled-cache`, else `$XDG_CACHE_HOME/ddimd/compiled`
+//! (`~/.cache/ddimd/compiled`). A batch of n runs on the smallest package with B ≥ n,
+//! zero-padded to B (the padding rows are dropped from the output); a batch larger than
+//! every package runs eagerly, with one log line per batch size.
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use tch::{Device, Kind, Tensor};
+
+use super::EngineError;
+
+/// Python script that exports and compiles the packages (run with the venv's Python).
+pub const COMPILE_SCRIPT: &str = include_str!("../../python/aoti_compile.py");
+
+/// The libtorch version ddimd links (from the build), part of the cache key.
+pub fn torch_version() -> &'static str {
+    env!("DDIMD_LIBTORCH_VERSION")
+}
+
+/// `--compiled`: whether the engine runs compiled packages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum CompiledMode {
+    /// Use the packages for this model, libtorch and device when there are any.
+    #[default]
+    Auto,
+    /// Always the eager UNet.
+    Off,
+    /// Fail unless packages exist and load.
+    Require,
+}
+
+/// The default cache: `$XDG_CACHE_HOME/ddimd/compiled` (`~/.cache/ddimd/compiled`).
+pub fn default_cache() -> PathBuf {
+    dirs::cache_dir()
+        .unwrap_or_else(|| PathBuf::from(".cache"))
+        .join("ddimd")
+        .join("compiled")
+}
+
+/// `cpu` or `cuda` (packages for CUDA are compiled for the machine's GPUs, not one index).
+pub fn device_key(d: Device) -> &'static str {
+    match d {
+        Device::Cuda(_) => "cuda",
+        _ => "cpu",
+    }
+}
+
+/// The folder holding a model's packages for this libtorch and device.
+pub fn package_dir(cache: &Path, fingerprint: &str, device: Device) -> PathBuf {
+    cache
+        .join(fingerprint)
+        .join(format!("torch-{}", torch_version()))
+        .join(device_key(device))
+}
+
+/// `b<B>.pt2` in a package folder.
+pub fn package_path(dir: &Path, batch: i64) -> PathBuf {
+    dir.join(format!("b{batch}.pt2"))
+}
+
+/// The batch sizes with a package in `dir`, ascending.
+pub fn available_batches(dir: &Path) -> Vec<i64> {
+    let mut v: Vec<i64> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            name.strip_prefix('b')?.strip_suffix(".pt2")?.parse().ok()
+        })
+        .filter(|&b| b > 0)
+        .collect();
+    v.sort_unstable();
+    v
+}
+
+/// A log line for the user: through tracing when the daemon set it up, else stderr.
+pub(crate) fn note(msg: &str) {
+    if tracing::dispatcher::has_been_set() {
+        tracing::info!("{msg}");
+    } else {
+        eprintln!("{msg}");
+    }
+}
+
+/// The loaded packages of one model, one per static batch size.
+pub struct CompiledUNet {
+    buckets: Vec<(i64, ddim_aoti::Package)>,
+    device: Device,
+    /// Batch sizes already reported as running eagerly (one line each).
+    reported: Mutex<HashSet<i64>>,
+}
+
+impl CompiledUNet {
+    /// Loads every package in `dir`; `None` when there is none.
+    pub fn load(dir: &Path, device: Device) -> Result<Option<Self>, EngineError> {
+        let mut buckets = vec![];
+        for b in available_batches(dir) {
+            let p = package_path(dir, b);
+            let pkg = ddim_aoti::Package::load(&p, device)
+                .map_err(|e| EngineError::Config(format!("compiled UNet: {e}")))?;
+            buckets.push((b, pkg));
+        }
+        if buckets.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(Self {
+            buckets,
+            device,
+            reported: Mutex::new(HashSet::new()),
+        }))
+    }
+
+    /// The batch sizes of the loaded packages, ascending.
+    pub fn batches(&self) -> Vec<i64> {
+        self.buckets.iter().map(|(b, _)| *b).collect()
+    }
+
+    /// The network output for `x` [n, C, H, W] at timesteps `ts` (int64 [n]), or `None`
+    /// when no package fits (the caller runs the eager UNet).
+    pub fn forward(&self, x: &Tensor, ts: &Tensor) -> Option<Tensor> {
+        let n = x.size()[0];
+        let Some((b, pkg)) = self.buckets.iter().find(|(b, _)| *b >= n) else {
+            self.report(
+                n,
+                &format!(
+                    "compiled UNet: no package for batch {n} (largest {}); running it eagerly",
+                    self.buckets.last().map(|(b, _)| *b).unwrap_or(0)
+                ),
+            );
+            return None;
+        };
+        let on_device =
+            |t: &Tensor, kind: Kind| t.to_device(self.device).to_kind(kind).contiguous();
+        let (mut xb, mut tb) = (on_device(x, Kind::Float), on_device(ts, Kind::Int64));
+        if *b > n {
+            let mut shape = x.size();
+            shape[0] = *b - n;
+            xb = Tensor::cat(&[xb, Tensor::zeros(&shape, (Kind::Float, self.device))], 0);
+            tb = Tensor::cat(
+                &[
+                    tb.shallow_clone(),
+                    tb.narrow(0, 0, 1).expand([*b - n], false),
+                ],
+                0,
+            )
+            .contiguous();
+        }
+        match pkg.run(&[&xb, &tb]) {
+            Ok(mut out) if !out.is_empty() => {
+                let y = out.swap_remove(0);
+                Some(if *b > n { y.narrow(0, 0, n) } else { y })
+            }
+            Ok(_) => {
+                self.report(
+                    n,
+                    "compiled UNet: the package returned nothing; running eagerly",
+                );
+                None
+            }
+            Err(e) => {
+                self.report(n, &format!("compiled UNet: {e}; running batch {n} eagerly"));
+                None
+            }
+        }
+    }
+
+    fn report(&self, n: i64, msg: &str) {
+        let first = self
+            .reported
+            .lock()
+            .map(|mut s| s.insert(n))
+            .unwrap_or(true);
+        if first {
+            note(msg);
+        }
+    }
+}
+
+/// Where `ddimd compile` finds the Python that exports: `DDIM_VENV`'s, else the venv
+/// whose `torch/lib` ddimd was built against, else `python3`.
+pub fn default_python() -> PathBuf {
+    if let Some(v) = std::env::var_os("DDIM_VENV") {
+        let p = PathBuf::from(v).join("bin/python");
+        if p.is_file() {
+            return p;
+        }
+    }
+    // <venv>/lib/pythonX.Y/site-packages/torch/lib → <venv>
+    let lib = Path::new(ddim_aoti::libtorch_lib_dir());
+    if let Some(venv) = lib.ancestors().nth(5) {
+        let p = venv.join("bin/python");
+        if p.is_file() {
+            return p;
+        }
+    }
+    PathBuf::from("python3")
+}
+
+/// The folder of the UNet inside a model folder (pipeline: `unet/`; bare: itself).
+pub fn unet_dir(model_dir: &Path) -> PathBuf {
+    if model_dir.join("unet").join("config.json").is_file() {
+        model_dir.join("unet")
+    } else {
+        model_dir.to_path_buf()
+    }
+}
+
+/// One package written by [`compile`].
+#[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
+pub struct CompiledPackage {
+    pub batch: i64,
+    pub path: PathBuf,
+    pub seconds: f64,
+    /// Max |compiled − eager| / max |eager| on random input, checked by the script.
+    pub max_rel_diff: f64,
+    pub torch: String,
+}
+
+/// What [`compile`] compiles, and where.
+pub struct CompileRequest<'a> {
+    /// The model folder (pipeline or bare UNet), read only.
+    pub model_dir: &'a Path,
+    /// The model's fingerprint ([`super::Model::fingerprint`]): the cache key.
+    pub fingerprint: &'a str,
+    pub device: Device,
+    /// Static batch sizes, one package each.
+    pub batches: &'a [i64],
+    pub cache: &'a Path,
+    /// The Python with torch (the version ddimd links) and diffusers.
+    pub python: &'a Path,
+    /// Recompile packages that exist.
+    pub force: bool,
+}
+
+/// Exports and compiles the UNet for each batch size into `<cache>/…/b<B>.pt2`;
+/// existing packages are kept unless `force`. Runs `python` on [`COMPILE_SCRIPT`];
+/// `on_done` sees each package as it lands.
+pub fn compile(
+    req: &CompileRequest<'_>,
+    on_done: &mut dyn FnMut(&CompiledPackage),
+) -> Result<Vec<CompiledPackage>, EngineError> {
+    let CompileRequest {
+        model_dir,
+        fingerprint,
+        device,
+        batches,
+        cache,
+        python,
+        force,
+    } = *req;
+    let dir = package_dir(cache, fingerprint, device);
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| EngineError::Io(format!("{}: {e}", dir.display())))?;
+    let todo: Vec<i64> = batches
+        .iter()
+        .copied()
+        .filter(|&b| force || !package_path(&dir, b).is_file())
+        .collect();
+    let mut done = vec![];
+    if todo.is_empty() {
+        return Ok(done);
+    }
+    let dev = match device {
+        Device::Cuda(n) => format!("cuda:{n}"),
+        _ => "cpu".to_string(),
+    };
+    let mut cmd = std::process::Command::new(python);
+    cmd.arg("-c")
+        .arg(COMPILE_SCRIPT)
+        .arg(unet_dir(model_dir))
+        .arg(&dev)
+        .arg(torch_version());
+    for b in &todo {
+        cmd.arg(format!("{b}:{}", package_path(&dir, *b).display()));
+    }
+    cmd.stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().map_err(|e| {
+        EngineError::Config(format!(
+            "cannot run {} (the Python of the venv with torch and diffusers; set DDIM_VENV or --python): {e}",
+            python.display()
+        ))
+    })?;
+    let stderr = child.stderr.take().expect("piped");
+    let err_thread = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut std::io::BufReader::new(stderr), &mut s);
+        s
+    });
+    let stdout = child.stdout.take().expect("piped");
+    for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)).map_while(Result::ok) {
+        if let Ok(p) = serde_json::from_str::<CompiledPackage>(&line) {
+            let meta = dir.join(format!("b{}.json", p.batch));
+            let _ = std::fs::write(
+                &meta,
+                serde_json::to_string_pretty(&p).expect("json") + "\n",
+            );
+            on_done(&p);
+            done.push(p);
+        }
+    }
+    let status = child
+        .wait()
+        .map_err(|e| EngineError::Io(format!("{}: {e}", python.display())))?;
+    let stderr = err_thread.join().unwrap_or_default();
+    if !status.success() {
+        let last = stderr
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("")
+            .trim()
+            .to_string();
+        return Err(EngineError::Config(format!(
+            "compiling failed ({}): {last}",
+            status
+        )));
+    }
+    Ok(done)
+}
