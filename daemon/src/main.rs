@@ -41,6 +41,8 @@ enum Command {
     Compile(ddimd::compile::CompileArgs),
     /// Run the gRPC daemon (see docs/daemon.md).
     Serve(ddimd::server::ServeArgs),
+    /// Check, salvage, back up and restore the daemon's store (docs/daemon.md, Storage).
+    Store(ddimd::server::admin::StoreArgs),
     /// Print a shell completion script (e.g. `ddimd completions bash > /etc/bash_completion.d/ddimd`).
     Completions {
         #[arg(value_enum)]
@@ -112,7 +114,15 @@ fn main() -> ExitCode {
         Command::InitModel(a) => cli::init_model(&a).map_err(|e| e.to_string()),
         Command::Bench(a) => cli::bench(&a).map_err(|e| e.to_string()),
         Command::Compile(a) => ddimd::compile::run(&a).map_err(|e| e.to_string()),
-        Command::Serve(a) => ddimd::server::run(a).map_err(|e| e.to_string()),
+        Command::Serve(a) => match ddimd::server::run(a) {
+            // A store sled cannot open: its own status (3), distinct from bad flags.
+            Err(e @ ddimd::server::ServerError::Unopenable(_)) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(ddimd::server::admin::EXIT_UNOPENABLE);
+            }
+            r => r.map_err(|e| e.to_string()),
+        },
+        Command::Store(a) => return ddimd::server::admin::main(a),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "ddimd", &mut std::io::stdout());
             Ok(())

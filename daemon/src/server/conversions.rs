@@ -265,7 +265,7 @@ pub fn usable_latent(
     let n = parse_latent_id(id, field)?;
     let r = store
         .get_latent(n)
-        .ok_or_else(|| ServerError::not_found(field, "latent", id))?;
+        .ok_or_else(|| store.missing_latent(n, field, id))?;
     let want = meta.shape.map(|d| d as u32);
     if r.shape != want {
         return Err(ServerError::FailedPrecondition(format!(

@@ -44,12 +44,25 @@ pub enum ServerError {
     /// The daemon is shutting down and stopped the job between two steps.
     #[error("interrupted by shutdown")]
     Interrupted,
-    /// The sled store failed.
+    /// The sled store failed (not damage, not a full disk).
     #[error("store: {0}")]
-    Store(#[from] sled::Error),
-    /// A stored record could not be read back.
+    Store(sled::Error),
+    /// A stored record could not be read back (a JSON record that does not parse, a
+    /// missing companion record): DATA_LOSS. The message names the latent or job.
     #[error("store: corrupt record {0}")]
     Corrupt(String),
+    /// sled could not read what it stored ("Read corrupted data"): DATA_LOSS. The
+    /// message names the record when the caller knows it.
+    #[error("data loss: {0}")]
+    DataLoss(String),
+    /// The disk holding the store is full (ENOSPC, or below `--min-free-mb`):
+    /// RESOURCE_EXHAUSTED, naming the folder.
+    #[error("{0}")]
+    DiskFull(String),
+    /// The store cannot be opened at all (damaged beyond recovery by sled): the
+    /// message names the folder and the commands to run next. `ddimd` exits 3.
+    #[error("{0}")]
+    Unopenable(String),
     /// The engine failed.
     #[error("{0}")]
     Engine(#[from] EngineError),
@@ -80,11 +93,33 @@ impl ServerError {
     }
 }
 
+/// Whether an I/O error means the disk is full.
+pub fn is_disk_full(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::StorageFull
+        || e.raw_os_error() == Some(28)
+        || e.to_string().contains("No space left on device")
+}
+
+impl From<sled::Error> for ServerError {
+    /// Sorts sled's errors: corruption is DATA_LOSS, a full disk RESOURCE_EXHAUSTED,
+    /// the rest stays a store error (INTERNAL). Store methods that know the record
+    /// or the folder add them (see `Store::classify`).
+    fn from(e: sled::Error) -> Self {
+        match &e {
+            sled::Error::Corruption { .. } => ServerError::DataLoss(e.to_string()),
+            sled::Error::Io(io) if is_disk_full(io) => {
+                ServerError::DiskFull(format!("disk full: {e}"))
+            }
+            _ => ServerError::Store(e),
+        }
+    }
+}
+
 impl From<sled::transaction::TransactionError<ServerError>> for ServerError {
     fn from(e: sled::transaction::TransactionError<ServerError>) -> Self {
         match e {
             sled::transaction::TransactionError::Abort(e) => e,
-            sled::transaction::TransactionError::Storage(e) => ServerError::Store(e),
+            sled::transaction::TransactionError::Storage(e) => e.into(),
         }
     }
 }
@@ -101,7 +136,8 @@ impl From<ServerError> for Status {
             ServerError::InvalidArgument { .. } => Code::InvalidArgument,
             ServerError::NotFound { .. } => Code::NotFound,
             ServerError::FailedPrecondition(_) => Code::FailedPrecondition,
-            ServerError::QueueFull(_) => Code::ResourceExhausted,
+            ServerError::QueueFull(_) | ServerError::DiskFull(_) => Code::ResourceExhausted,
+            ServerError::Corrupt(_) | ServerError::DataLoss(_) => Code::DataLoss,
             ServerError::Unavailable(_) | ServerError::Interrupted => Code::Unavailable,
             ServerError::Unauthenticated(_) => Code::Unauthenticated,
             ServerError::Cancelled => Code::Cancelled,
@@ -113,7 +149,7 @@ impl From<ServerError> for Status {
                 EngineError::NonFinite(_) | EngineError::Io(_) | EngineError::Torch(_),
             ) => Code::Internal,
             ServerError::Store(_)
-            | ServerError::Corrupt(_)
+            | ServerError::Unopenable(_)
             | ServerError::Config(_)
             | ServerError::Internal(_) => Code::Internal,
         };
@@ -162,5 +198,21 @@ mod tests {
         assert_eq!(s.code(), Code::ResourceExhausted);
         let s: Status = ServerError::Engine(EngineError::InvalidInput("x".into())).into();
         assert_eq!(s.code(), Code::InvalidArgument);
+        let s: Status = ServerError::Corrupt("latent lat-3: EOF".into()).into();
+        assert_eq!(s.code(), Code::DataLoss);
+        assert!(s.message().contains("lat-3"));
+        let corrupt = sled::Error::Corruption { at: None, bt: () };
+        assert_eq!(
+            Status::from(ServerError::from(corrupt)).code(),
+            Code::DataLoss
+        );
+        let full = std::io::Error::from_raw_os_error(28);
+        let s = Status::from(ServerError::from(sled::Error::Io(full)));
+        assert_eq!(s.code(), Code::ResourceExhausted);
+        let other = sled::Error::Unsupported("x".into());
+        assert_eq!(
+            Status::from(ServerError::from(other)).code(),
+            Code::Internal
+        );
     }
 }

@@ -18,9 +18,12 @@
 //! loads the model, then SERVING. Shutdown (SIGTERM/SIGINT): NOT_SERVING,
 //! refuse new jobs, stop the running job between two steps (it goes back to
 //! the queue), end the streams, flush the store, exit 0.
+pub mod admin;
+pub mod archive;
 pub mod auth;
 pub mod conversions;
 pub mod device;
+pub mod dump;
 pub mod error;
 pub mod events;
 pub mod jobs;
@@ -117,11 +120,101 @@ pub struct ServeArgs {
     /// spin-waiting on a busy machine.
     #[arg(long, env = "DDIMD_TORCH_THREADS", default_value_t = 0)]
     pub torch_threads: i32,
+    #[command(flatten)]
+    pub compiled: crate::compile::CompiledArgs,
     /// Seconds to wait at shutdown for the running step before giving up on it.
     #[arg(long, env = "DDIMD_SHUTDOWN_TIMEOUT_S", default_value_t = 10)]
     pub shutdown_timeout_s: u64,
-    #[command(flatten)]
-    pub compiled: crate::compile::CompiledArgs,
+    /// Refuse new jobs and edits (RESOURCE_EXHAUSTED) while the disk holding the
+    /// store has less free space than this, in MiB (0: only when the disk is full).
+    #[arg(long, env = "DDIMD_MIN_FREE_MB", default_value_t = 16)]
+    pub min_free_mb: u64,
+    /// Write a backup archive this often ("30m", "6h", "1d") into --backup-dir.
+    #[arg(long, env = "DDIMD_BACKUP_EVERY", value_parser = admin::parse_duration, requires = "backup_dir")]
+    pub backup_every: Option<Duration>,
+    /// Folder of the --backup-every archives (ddimd-backup-<UTC time>.tar).
+    #[arg(long, env = "DDIMD_BACKUP_DIR", requires = "backup_every")]
+    pub backup_dir: Option<PathBuf>,
+    /// Keep the newest N archives in --backup-dir.
+    #[arg(long, env = "DDIMD_BACKUP_KEEP", default_value_t = 7, value_parser = clap::value_parser!(u32).range(1..))]
+    pub backup_keep: u32,
+}
+
+/// Written in the data folder at a graceful stop, removed at start: a store found
+/// without it was not shut down cleanly and is verified in the background.
+pub const CLEAN_MARKER: &str = "clean-shutdown";
+
+/// Verifies the store in the background (after an unclean stop) and feeds what it
+/// finds to the store's damage list (GetStats: `store_degraded`). Reads run beside
+/// the writers; what looks damaged is read again under the write lock, so a commit
+/// landing between two trees is not taken for damage.
+fn verify_in_background(store: Arc<Store>) {
+    store.set_check_state("running");
+    tokio::task::spawn_blocking(move || {
+        let t0 = std::time::Instant::now();
+        let checks = dump::Checks {
+            model_shape: None,
+            decode_pngs: true,
+        };
+        let run = || -> Result<dump::Dump> {
+            let first = dump::read(&*store.t()?, &checks);
+            if first.problems.is_empty() {
+                return Ok(first);
+            }
+            store.frozen(|t| dump::read(t, &checks))
+        };
+        match store::quiet_catch(run) {
+            Ok(Ok(d)) if d.problems.is_empty() => {
+                store.set_check_state("clean");
+                info!(
+                    latents = d.latents.len(),
+                    jobs = d.jobs.len(),
+                    ms = t0.elapsed().as_millis() as u64,
+                    "store verified after an unclean stop: clean"
+                );
+            }
+            Ok(Ok(d)) => {
+                for p in &d.problems {
+                    store.note_damage(p.id.clone(), p.what.clone());
+                }
+                store.set_check_state("damaged");
+                error!(
+                    damaged = %d.damaged_ids().join(","),
+                    lost = %d.lost_ids().join(","),
+                    ms = t0.elapsed().as_millis() as u64,
+                    "store verified after an unclean stop: DAMAGED; still serving what reads; copy what survives with `ddimd store salvage`"
+                );
+            }
+            Ok(Err(e)) => {
+                store.set_check_state("damaged");
+                error!("store verify after an unclean stop failed: {e}");
+            }
+            Err(p) => {
+                store.note_damage("store".into(), format!("sled panicked reading it: {p}"));
+                store.set_check_state("damaged");
+                error!("store verify after an unclean stop: sled panicked: {p}");
+            }
+        }
+    });
+}
+
+/// `--backup-every`: a backup now and then, the newest `keep` kept.
+fn schedule_backups(store: Arc<Store>, every: Duration, dir: PathBuf, keep: usize) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let (store, dir) = (store.clone(), dir.clone());
+            match tokio::task::spawn_blocking(move || admin::scheduled_backup(&store, &dir, keep))
+                .await
+            {
+                Ok(Ok(p)) => info!(path = %p.display(), "backup written"),
+                Ok(Err(e)) => error!("--backup-every: {e}"),
+                Err(e) => error!("--backup-every: {e}"),
+            }
+        }
+    });
 }
 
 /// The default store folder.
@@ -255,7 +348,31 @@ async fn serve(args: ServeArgs) -> Result<()> {
     let device = crate::engine::parse_device(&args.device)
         .map_err(|e| ServerError::Config(e.to_string()))?;
     let data = args.data.clone().unwrap_or_else(default_data_dir);
-    let store = Arc::new(tokio::task::spawn_blocking(move || Store::open(&data)).await??);
+    let marker = data.join(CLEAN_MARKER);
+    let unclean = data.join("store").exists() && !marker.exists();
+    let store = {
+        let data = data.clone();
+        Arc::new(tokio::task::spawn_blocking(move || Store::open(&data)).await??)
+    };
+    store.set_min_free(args.min_free_mb.saturating_mul(1 << 20));
+    if marker.exists() {
+        if let Err(e) = std::fs::remove_file(&marker) {
+            warn!("cannot remove {}: {e}", marker.display());
+        }
+    }
+    if !store.damage().is_empty() {
+        error!(
+            damaged = %store.damage().keys().cloned().collect::<Vec<_>>().join(","),
+            "the store has damaged records; serving the rest (see `ddimd store verify`)"
+        );
+    }
+    if unclean {
+        info!("the store was not shut down cleanly: verifying it in the background");
+        verify_in_background(store.clone());
+    }
+    if let (Some(every), Some(dir)) = (args.backup_every, args.backup_dir.clone()) {
+        schedule_backups(store.clone(), every, dir, args.backup_keep as usize);
+    }
     let fresh = store.is_empty();
     let sched = Arc::new(Scheduler::new(args.max_queue as usize));
     let hub = Arc::new(Hub::new());
@@ -338,6 +455,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         device,
         max_batch: args.max_batch,
         max_wait: Duration::from_millis(args.max_wait_ms),
+        compiled: args.compiled.clone(),
     };
     let worker = worker::spawn(cfg, store.clone(), sched.clone(), hub.clone(), ready_tx)
         .map_err(|e| ServerError::Internal(format!("cannot start the worker thread: {e}")))?;
@@ -396,7 +514,12 @@ async fn serve(args: ServeArgs) -> Result<()> {
     }
     let flushed = tokio::task::spawn_blocking(move || store.flush());
     match tokio::time::timeout(Duration::from_secs(args.shutdown_timeout_s), flushed).await {
-        Ok(r) => r??,
+        Ok(r) => {
+            r??;
+            if let Err(e) = std::fs::write(&marker, format!("{}\n", conversions::now_ms())) {
+                warn!("cannot write {}: {e}", marker.display());
+            }
+        }
         Err(_) => warn!(
             "the store did not flush within {}s",
             args.shutdown_timeout_s
@@ -408,4 +531,3 @@ async fn serve(args: ServeArgs) -> Result<()> {
         None => Ok(()),
     }
 }
-        compiled: args.compiled.clone(),

@@ -264,10 +264,10 @@ impl DdimService {
 
     fn latent_record(&self, id: &str, field: &str) -> Result<Arc<super::store::LatentRecord>> {
         let n = parse_latent_id(id, field)?;
-        self.shared
-            .store
+        let store = &self.shared.store;
+        store
             .get_latent(n)
-            .ok_or_else(|| ServerError::not_found(field, "latent", id))
+            .ok_or_else(|| store.missing_latent(n, field, id))
     }
 
     async fn change_latent(
@@ -289,6 +289,7 @@ impl DdimService {
     }
 
     fn stats(&self) -> pb::Stats {
+        let damage = self.shared.store.damage();
         let mut st = self.shared.sched.lock();
         let queued = st.len() as u32;
         let running = st.running.len() as u32;
@@ -313,7 +314,51 @@ impl DdimService {
             latents: self.shared.store.latent_count(),
             max_queue: self.shared.max_queue,
             max_batch: self.shared.max_batch,
+            store_degraded: !damage.is_empty(),
+            damaged_records: damage.len() as u64,
+            damaged_ids: damage.keys().take(100).cloned().collect(),
+            store_check: self.shared.store.check_state(),
+            store_free_bytes: self
+                .shared
+                .store
+                .dir()
+                .and_then(super::store::free_bytes)
+                .unwrap_or(0),
         }
+    }
+}
+
+const CHUNK: usize = 1 << 20;
+
+/// Sends what is written in chunks of [`CHUNK`] bytes (from a blocking thread).
+struct ChunkWriter {
+    tx: mpsc::Sender<std::result::Result<pb::BackupChunk, Status>>,
+    buf: Vec<u8>,
+}
+
+impl ChunkWriter {
+    fn send(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let data = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
+        self.tx
+            .blocking_send(Ok(pb::BackupChunk { data }))
+            .map_err(|_| std::io::Error::other("the client went away"))
+    }
+}
+
+impl std::io::Write for ChunkWriter {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(b);
+        if self.buf.len() >= CHUNK {
+            self.send()?;
+        }
+        Ok(b.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.send()
     }
 }
 
@@ -614,18 +659,31 @@ impl Ddim for DdimService {
             Some(parse_latent_id(&lid, "latent_id")?)
         };
         let store = self.store();
-        let recs = blocking(move || {
-            let recs = store.list_jobs(&states, latent, limit)?;
-            recs.into_iter()
-                .map(|r| {
-                    let spec = store
-                        .job_spec(r.id)?
-                        .map(|b| pb::JobSpec::decode(b.as_slice()).map(strip_images))
-                        .transpose()
-                        .map_err(|e| ServerError::Corrupt(format!("job {}: {e}", r.id)))?;
-                    Ok((r, spec))
-                })
-                .collect::<Result<Vec<_>>>()
+        let (recs, skipped) = blocking(move || {
+            let (recs, mut skipped) = store.list_jobs_skipping(&states, latent, limit)?;
+            let mut out = vec![];
+            for r in recs {
+                // A job whose spec cannot be read is left out (and counted), not the page.
+                let spec = match store.job_spec(r.id) {
+                    Ok(b) => b.map(|b| pb::JobSpec::decode(b.as_slice()).map(strip_images)),
+                    Err(ServerError::DataLoss(_) | ServerError::Corrupt(_)) => {
+                        skipped += 1;
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                };
+                match spec.transpose() {
+                    Ok(spec) => out.push((r, spec)),
+                    Err(e) => {
+                        store.note_damage(job_id(r.id), format!("spec does not decode: {e}"));
+                        skipped += 1;
+                    }
+                }
+            }
+            if skipped > 0 {
+                tracing::warn!(skipped, "ListJobs left out damaged jobs");
+            }
+            Ok((out, skipped))
         })
         .await?;
         let st = self.shared.sched.lock();
@@ -636,7 +694,7 @@ impl Ddim for DdimService {
                 job_to_pb(&r, spec, None, p)
             })
             .collect();
-        Ok(Response::new(pb::ListJobsResponse { jobs }))
+        Ok(Response::new(pb::ListJobsResponse { jobs, skipped }))
     }
 
     #[tracing::instrument(skip_all)]
@@ -818,6 +876,44 @@ impl Ddim for DdimService {
         _req: Request<pb::GetModelInfoRequest>,
     ) -> std::result::Result<Response<pb::ModelInfo>, Status> {
         Ok(Response::new(self.meta()?.info.clone()))
+    }
+
+    type BackupStream = ReceiverStream<std::result::Result<pb::BackupChunk, Status>>;
+
+    /// The backup archive (docs/daemon.md, Backups), streamed. The records are read
+    /// under the store's write lock (a point-in-time copy: writers wait, readers do
+    /// not), then the archive is written from memory in 1 MiB chunks.
+    #[tracing::instrument(skip_all)]
+    async fn backup(
+        &self,
+        _req: Request<pb::BackupRequest>,
+    ) -> std::result::Result<Response<Self::BackupStream>, Status> {
+        let store = self.store();
+        let t0 = Instant::now();
+        let dump = blocking(move || {
+            store.frozen(|t| super::dump::read(t, &super::dump::Checks::default()))
+        })
+        .await?;
+        let frozen_ms = t0.elapsed().as_millis();
+        let (tx, out) = mpsc::channel(4);
+        tokio::task::spawn_blocking(move || {
+            let w = ChunkWriter {
+                tx: tx.clone(),
+                buf: Vec::with_capacity(CHUNK),
+            };
+            match super::archive::write(&dump, w) {
+                Ok(m) => tracing::info!(
+                    latents = m.latents,
+                    jobs = m.jobs,
+                    frozen_ms,
+                    "backup streamed"
+                ),
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(e.into()));
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(out)))
     }
 
     #[tracing::instrument(skip_all)]

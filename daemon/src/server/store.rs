@@ -35,7 +35,8 @@ use sled::{Transactional, Tree};
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Bound;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use super::error::{Result, ServerError};
@@ -632,14 +633,14 @@ pub fn key(id: u64) -> [u8; 8] {
     id.to_be_bytes()
 }
 
-fn pair_key(latent: u64, job: u64) -> [u8; 16] {
+pub(crate) fn pair_key(latent: u64, job: u64) -> [u8; 16] {
     let mut k = [0u8; 16];
     k[..8].copy_from_slice(&latent.to_be_bytes());
     k[8..].copy_from_slice(&job.to_be_bytes());
     k
 }
 
-fn id_of(k: &[u8]) -> Result<u64> {
+pub(crate) fn id_of(k: &[u8]) -> Result<u64> {
     let b: [u8; 8] = k
         .try_into()
         .map_err(|_| ServerError::Corrupt(format!("key of {} bytes", k.len())))?;
@@ -650,19 +651,22 @@ fn u64_of(v: &[u8]) -> Result<u64> {
     id_of(v).map_err(|_| ServerError::Corrupt(format!("counter of {} bytes", v.len())))
 }
 
-fn to_json<T: Serialize>(v: &T) -> Vec<u8> {
+pub(crate) fn to_json<T: Serialize>(v: &T) -> Vec<u8> {
     serde_json::to_vec(v).expect("records serialise")
 }
 
-fn from_json<T: for<'de> Deserialize<'de>>(what: &str, id: u64, bytes: &[u8]) -> Result<T> {
-    serde_json::from_slice(bytes).map_err(|e| ServerError::Corrupt(format!("{what} {id}: {e}")))
+/// Parses a JSON record; `name` ("latent lat-4") goes in the error.
+pub(crate) fn from_json<T: for<'de> Deserialize<'de>>(name: &str, bytes: &[u8]) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|e| ServerError::Corrupt(format!("{name}: {e}")))
 }
 
 type TxResult<T> = std::result::Result<T, ConflictableTransactionError<ServerError>>;
 
 fn tx_job(jobs: &TransactionalTree, id: u64) -> TxResult<JobRecord> {
     match jobs.get(key(id))? {
-        Some(b) => from_json("job", id, &b).map_err(ConflictableTransactionError::Abort),
+        Some(b) => {
+            from_json(&format!("job job-{id}"), &b).map_err(ConflictableTransactionError::Abort)
+        }
         None => abort(ServerError::not_found("id", "job", format!("job-{id}"))),
     }
 }
@@ -682,54 +686,26 @@ pub struct JobCounts {
     pub cancelled: u64,
 }
 
-pub struct Store {
-    db: sled::Db,
-    latents: Tree,
-    latent_xt: Tree,
-    latent_source: Tree,
-    latent_preview: Tree,
-    jobs: Tree,
-    job_specs: Tree,
-    job_results: Tree,
-    idempotency: Tree,
-    job_latents: Tree,
+/// The trees of one open sled database.
+pub struct Trees {
+    pub(crate) db: sled::Db,
+    pub(crate) latents: Tree,
+    pub(crate) latent_xt: Tree,
+    pub(crate) latent_source: Tree,
+    pub(crate) latent_preview: Tree,
+    pub(crate) jobs: Tree,
+    pub(crate) job_specs: Tree,
+    pub(crate) job_results: Tree,
+    pub(crate) idempotency: Tree,
+    pub(crate) job_latents: Tree,
     /// `next_id`: the id counter (sled's own `generate_id` skips ahead by up to a million
     /// on every restart, which would make ids like `lat-2000008`).
-    meta: Tree,
-    catalog: RwLock<Catalog>,
-    write: Mutex<()>,
+    pub(crate) meta: Tree,
 }
 
-const NEXT_ID: &[u8] = b"next_id";
-
-impl Store {
-    /// Opens (or creates) the store in `dir`.
-    pub fn open(dir: &Path) -> Result<Self> {
-        std::fs::create_dir_all(dir).map_err(|e| {
-            ServerError::Config(format!("--data {}: cannot create ({e})", dir.display()))
-        })?;
-        let db = sled::Config::new()
-            .path(dir.join("store"))
-            .open()
-            .map_err(|e| match e {
-                sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
-                    ServerError::Config(format!(
-                        "--data {}: the store is in use by another ddimd process",
-                        dir.display()
-                    ))
-                }
-                e => ServerError::Store(e),
-            })?;
-        Self::from_db(db)
-    }
-
-    /// A throw-away store (tests).
-    pub fn temporary() -> Result<Self> {
-        Self::from_db(sled::Config::new().temporary(true).open()?)
-    }
-
-    fn from_db(db: sled::Db) -> Result<Self> {
-        let s = Store {
+impl Trees {
+    fn new(db: sled::Db) -> Result<Trees> {
+        Ok(Trees {
             latents: db.open_tree("latents")?,
             latent_xt: db.open_tree("latent_xt")?,
             latent_source: db.open_tree("latent_source")?,
@@ -740,40 +716,400 @@ impl Store {
             idempotency: db.open_tree("idempotency")?,
             job_latents: db.open_tree("job_latents")?,
             meta: db.open_tree("meta")?,
+            db,
+        })
+    }
+
+    /// The stored id counter, if it reads.
+    pub(crate) fn counter(&self) -> Option<u64> {
+        self.meta
+            .get(NEXT_ID)
+            .ok()
+            .flatten()
+            .and_then(|v| u64_of(&v).ok())
+    }
+}
+
+/// Runs `f`, turning a panic into `Err(message)` without printing it (sled panics
+/// inside its recovery on some damaged files). The panic hook is process-wide: it is
+/// silenced for the call and restored after.
+pub fn quiet_catch<T>(f: impl FnOnce() -> T) -> std::result::Result<T, String> {
+    static HOOK: Mutex<()> = Mutex::new(());
+    let _one = HOOK.lock().unwrap_or_else(|p| p.into_inner());
+    let prev = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    std::panic::set_hook(prev);
+    r.map_err(|p| {
+        p.downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| p.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic".into())
+    })
+}
+
+/// The one-line error of a store that cannot be opened: the folder and what to run.
+pub fn unopenable(dir: &Path, why: &str) -> ServerError {
+    let d = dir.display();
+    ServerError::Unopenable(format!(
+        "the store in {d}/store cannot be opened ({why}); see what is damaged with \
+         `ddimd store verify --data {d}`, copy what survives with `ddimd store salvage --data {d} --to NEW` \
+         or restore a backup with `ddimd store restore FILE --data NEW`, then serve NEW"
+    ))
+}
+
+/// sled's error as a short phrase (its corruption message carries an empty backtrace).
+pub fn sled_text(e: &sled::Error) -> String {
+    match e {
+        sled::Error::Corruption { at, .. } => match at {
+            Some(p) => format!("sled: corrupted data at {p:?}"),
+            None => "sled: corrupted data".into(),
+        },
+        e => format!("sled: {e}"),
+    }
+}
+
+/// Free bytes for unprivileged writers on the filesystem holding `dir`.
+pub fn free_bytes(dir: &Path) -> Option<u64> {
+    let s = rustix::fs::statvfs(dir).ok()?;
+    Some(s.f_bavail.saturating_mul(s.f_frsize))
+}
+
+/// Records that could not be read, by id (`lat-N`, `job-N`, or a tree's name).
+pub type Damage = BTreeMap<String, String>;
+
+pub struct Store {
+    /// The data folder (`None`: a temporary store).
+    dir: Option<PathBuf>,
+    /// `None` only while the database is reopened after a full disk.
+    trees: RwLock<Option<Arc<Trees>>>,
+    catalog: RwLock<Catalog>,
+    write: Mutex<()>,
+    /// Damaged records seen so far (at load, on reads, by a verify run).
+    damage: Mutex<Damage>,
+    /// sled hit ENOSPC: it refuses every write until the database is reopened.
+    poisoned: AtomicBool,
+    /// Writes that add data are refused below this many free bytes.
+    min_free: AtomicU64,
+    /// The background verify: "", "running", "clean" or "damaged".
+    check: Mutex<&'static str>,
+}
+
+const NEXT_ID: &[u8] = b"next_id";
+
+/// What a read of a whole tree yields: good entries, and the ids (or `None` for the
+/// tree itself) that did not read.
+type Scanned = (Vec<(u64, sled::IVec)>, Vec<(Option<u64>, String)>);
+
+/// Reads every entry of `tree` keyed by an id. When iteration fails (a damaged node),
+/// the rest is probed id by id up to `upper`, so one bad node loses only its records.
+pub(crate) fn scan_tree(tree: &Tree, upper: u64) -> Scanned {
+    let mut good = vec![];
+    let mut bad = vec![];
+    let mut last: Option<u64> = None;
+    let mut failed = false;
+    for kv in tree.iter() {
+        match kv {
+            Ok((k, v)) => match id_of(&k) {
+                Ok(id) => {
+                    good.push((id, v));
+                    last = Some(id);
+                }
+                Err(e) => bad.push((None, e.to_string())),
+            },
+            Err(e) => {
+                bad.push((last.map(|l| l + 1), sled_text(&e)));
+                failed = true;
+                break;
+            }
+        }
+    }
+    if failed {
+        let from = last.map_or(0, |l| l + 1);
+        let upper = upper.max(from);
+        // The first probe re-reads where iteration stopped; its error replaces the
+        // iteration's (same record).
+        bad.pop();
+        for id in from..upper {
+            match tree.get(key(id)) {
+                Ok(Some(v)) => good.push((id, v)),
+                Ok(None) => {}
+                Err(e) => bad.push((Some(id), sled_text(&e))),
+            }
+        }
+        if let Ok(it) = tree.range(key(upper)..).collect::<sled::Result<Vec<_>>>() {
+            for (k, v) in it {
+                if let Ok(id) = id_of(&k) {
+                    good.push((id, v));
+                }
+            }
+        }
+    }
+    (good, bad)
+}
+
+impl Store {
+    /// Opens (or creates) the store in `dir`. A store sled cannot open (or panics
+    /// on) is [`ServerError::Unopenable`]; a locked one a config error.
+    pub fn open(dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            ServerError::Config(format!("--data {}: cannot create ({e})", dir.display()))
+        })?;
+        let db = Self::open_db(dir)?;
+        match quiet_catch(|| Self::from_db(Some(dir.to_path_buf()), db)) {
+            Ok(r) => r,
+            Err(p) => Err(unopenable(dir, &format!("sled panicked reading it: {p}"))),
+        }
+    }
+
+    fn open_db(dir: &Path) -> Result<sled::Db> {
+        let path = dir.join("store");
+        match quiet_catch(|| sled::Config::new().path(&path).open()) {
+            Ok(Ok(db)) => Ok(db),
+            Ok(Err(sled::Error::Io(io))) if io.to_string().contains("could not acquire lock") => {
+                Err(ServerError::Config(format!(
+                    "--data {}: the store is in use by another ddimd process",
+                    dir.display()
+                )))
+            }
+            Ok(Err(sled::Error::Io(io))) if !io.to_string().contains("corrupt") => {
+                Err(ServerError::Config(format!(
+                    "--data {}: cannot open the store: {io}",
+                    dir.display()
+                )))
+            }
+            Ok(Err(e)) => Err(unopenable(dir, &sled_text(&e))),
+            Err(p) => Err(unopenable(dir, &format!("sled panicked in recovery: {p}"))),
+        }
+    }
+
+    /// A throw-away store (tests).
+    pub fn temporary() -> Result<Self> {
+        Self::from_db(None, sled::Config::new().temporary(true).open()?)
+    }
+
+    fn from_db(dir: Option<PathBuf>, db: sled::Db) -> Result<Self> {
+        let trees = Trees::new(db)?;
+        let s = Store {
+            dir,
+            trees: RwLock::new(None),
             catalog: RwLock::new(Catalog::default()),
             write: Mutex::new(()),
-            db,
+            damage: Mutex::new(Damage::new()),
+            poisoned: AtomicBool::new(false),
+            min_free: AtomicU64::new(0),
+            check: Mutex::new(""),
         };
-        {
-            let mut all = vec![];
-            for kv in s.latents.iter() {
-                let (k, v) = kv?;
-                let id = id_of(&k)?;
-                all.push(from_json("latent", id, &v)?);
-            }
-            s.catalog.write().expect("catalog lock").insert_many(all);
-        }
-        s.init_next_id()?;
+        s.load(trees)?;
         Ok(s)
+    }
+
+    /// Loads the catalogue from `trees` (skipping damaged latents, which are noted)
+    /// and makes them the store's.
+    fn load(&self, trees: Trees) -> Result<()> {
+        self.fill_catalog(&trees);
+        *self.trees.write().expect("trees lock") = Some(Arc::new(trees));
+        self.init_next_id()
+    }
+
+    /// Rebuilds the catalogue from the latents tree (after a bulk load).
+    pub fn reload_catalog(&self) -> Result<()> {
+        let t = self.t()?;
+        self.fill_catalog(&t);
+        Ok(())
+    }
+
+    fn fill_catalog(&self, trees: &Trees) {
+        let upper = trees.counter().unwrap_or(0);
+        let (good, bad) = scan_tree(&trees.latents, upper);
+        let mut all = vec![];
+        for (id, v) in good {
+            match from_json::<LatentRecord>(&format!("latent lat-{id}"), &v) {
+                Ok(r) => all.push(r),
+                Err(e) => self.note_damage(format!("lat-{id}"), e.to_string()),
+            }
+        }
+        for (id, why) in bad {
+            let name = id.map_or("latents".to_string(), |i| format!("lat-{i}"));
+            self.note_damage(name, why);
+        }
+        let mut cat = Catalog::default();
+        cat.insert_many(all);
+        *self.catalog.write().expect("catalog lock") = cat;
+    }
+
+    /// The open trees.
+    pub(crate) fn t(&self) -> Result<Arc<Trees>> {
+        self.trees
+            .read()
+            .expect("trees lock")
+            .clone()
+            .ok_or_else(|| ServerError::Unavailable("the store is being reopened; retry".into()))
+    }
+
+    /// The data folder (`None` for a temporary store).
+    pub fn dir(&self) -> Option<&Path> {
+        self.dir.as_deref()
+    }
+
+    /// Writes that add data are refused with RESOURCE_EXHAUSTED while the disk
+    /// holding the store has fewer free bytes.
+    pub fn set_min_free(&self, bytes: u64) {
+        self.min_free.store(bytes, AtomicOrdering::Relaxed);
+    }
+
+    /// Notes a damaged record (by `lat-N`/`job-N`), for stats and DATA_LOSS answers.
+    pub fn note_damage(&self, id: String, why: String) {
+        let mut d = self.damage.lock().unwrap_or_else(|p| p.into_inner());
+        if let std::collections::btree_map::Entry::Vacant(v) = d.entry(id) {
+            tracing::error!(record = %v.key(), "damaged record: {why}");
+            v.insert(why);
+        }
+    }
+
+    /// State of the background verify ("", "running", "clean", "damaged").
+    pub fn check_state(&self) -> String {
+        self.check
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .to_string()
+    }
+
+    pub fn set_check_state(&self, s: &'static str) {
+        *self.check.lock().unwrap_or_else(|p| p.into_inner()) = s;
+    }
+
+    /// The damaged records seen so far.
+    pub fn damage(&self) -> Damage {
+        self.damage
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// A sled error reading `what` ("latent lat-4", "job job-7"): corruption is noted
+    /// and answers DATA_LOSS naming the record; a full disk names the folder.
+    fn read_err(&self, id: String, what: &str, e: sled::Error) -> ServerError {
+        match ServerError::from(e) {
+            ServerError::DataLoss(_) | ServerError::Corrupt(_) => {
+                let why = format!("{what} unreadable ({})", "sled: corrupted data");
+                self.note_damage(id.clone(), why.clone());
+                ServerError::DataLoss(format!(
+                    "{id}: {why}; run `ddimd store verify` and see docs/daemon.md (Storage)"
+                ))
+            }
+            other => self.write_err(other),
+        }
+    }
+
+    /// A record that parsed badly or lacks a companion: noted, DATA_LOSS.
+    fn corrupt(&self, id: String, why: String) -> ServerError {
+        self.note_damage(id.clone(), why.clone());
+        ServerError::Corrupt(format!("{id}: {why}"))
+    }
+
+    /// Adds the folder to a full-disk error and marks sled as needing a reopen.
+    fn write_err(&self, e: impl Into<ServerError>) -> ServerError {
+        match e.into() {
+            ServerError::DiskFull(_) => {
+                self.poisoned.store(true, AtomicOrdering::SeqCst);
+                self.disk_full()
+            }
+            e => e,
+        }
+    }
+
+    fn disk_full(&self) -> ServerError {
+        let dir = self
+            .dir
+            .as_deref()
+            .map_or("(temporary)".to_string(), |d| d.display().to_string());
+        let free = self
+            .dir
+            .as_deref()
+            .and_then(free_bytes)
+            .map_or(String::new(), |b| format!(", {} KiB free", b / 1024));
+        ServerError::DiskFull(format!(
+            "disk full: no room for the store in {dir}{free}; free space on that disk (nothing was written)"
+        ))
+    }
+
+    /// Refuses a write that adds data when the disk is below `--min-free-mb`, and
+    /// reopens sled after a full disk once there is room again.
+    pub fn check_space(&self) -> Result<()> {
+        let Some(dir) = self.dir.as_deref() else {
+            return Ok(());
+        };
+        let min = self.min_free.load(AtomicOrdering::Relaxed);
+        let poisoned = self.poisoned.load(AtomicOrdering::SeqCst);
+        if min == 0 && !poisoned {
+            return Ok(());
+        }
+        let free = free_bytes(dir).unwrap_or(u64::MAX);
+        if free < min.max(if poisoned { 1 << 20 } else { 0 }) {
+            return Err(self.disk_full());
+        }
+        if poisoned {
+            self.reopen()?;
+        }
+        Ok(())
+    }
+
+    /// Reopens sled (it refuses every write after an I/O error until then) and
+    /// reloads the catalogue from what is on disk.
+    fn reopen(&self) -> Result<()> {
+        let _w = self.lock();
+        if !self.poisoned.load(AtomicOrdering::SeqCst) {
+            return Ok(());
+        }
+        let dir = self.dir.clone().expect("a folder");
+        *self.trees.write().expect("trees lock") = None;
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let db = loop {
+            match Self::open_db(&dir) {
+                Ok(db) => break db,
+                Err(ServerError::Config(_)) if std::time::Instant::now() < until => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        self.load(Trees::new(db)?)?;
+        self.poisoned.store(false, AtomicOrdering::SeqCst);
+        tracing::warn!(dir = %dir.display(), "the store was reopened after a full disk");
+        Ok(())
     }
 
     /// Makes the counter at least one past every id in use. A store written before the
     /// counter existed starts past sled's `generate_id`, which is above every id it ever
     /// handed out (deleted ones included), so no id is reused.
     fn init_next_id(&self) -> Result<()> {
-        let last = |t: &Tree| -> Result<u64> {
-            Ok(match t.last()? {
-                Some((k, _)) => id_of(&k)? + 1,
-                None => 0,
-            })
+        let t = self.t()?;
+        let last = |t: &Tree| -> u64 {
+            match t.last() {
+                Ok(Some((k, _))) => id_of(&k).map_or(0, |i| i + 1),
+                _ => 0,
+            }
         };
-        let in_use = last(&self.latents)?.max(last(&self.jobs)?);
-        let stored = match self.meta.get(NEXT_ID)? {
-            Some(v) => u64_of(&v)?,
-            None => self.db.generate_id()?,
+        let in_catalog = self
+            .catalog
+            .read()
+            .expect("catalog lock")
+            .by_id
+            .keys()
+            .next_back()
+            .map_or(0, |i| i + 1);
+        let in_use = last(&t.latents).max(last(&t.jobs)).max(in_catalog);
+        let stored = match t.counter() {
+            Some(v) => v,
+            None => t.db.generate_id()?,
         };
         let next = stored.max(in_use);
-        self.meta.insert(NEXT_ID, &next.to_be_bytes())?;
+        if t.counter() != Some(next) {
+            t.meta
+                .insert(NEXT_ID, &next.to_be_bytes())
+                .map_err(|e| self.write_err(e))?;
+        }
         Ok(())
     }
 
@@ -783,7 +1119,12 @@ impl Store {
             let n = old.and_then(|v| u64_of(v).ok()).unwrap_or(0);
             Some((n + 1).to_be_bytes().to_vec())
         };
-        match self.meta.fetch_and_update(NEXT_ID, bump)? {
+        match self
+            .t()?
+            .meta
+            .fetch_and_update(NEXT_ID, bump)
+            .map_err(|e| self.write_err(e))?
+        {
             Some(v) => u64_of(&v),
             None => Ok(0),
         }
@@ -792,16 +1133,26 @@ impl Store {
     /// Makes every write so far durable (fsync). Blocking.
     pub fn flush(&self) -> Result<()> {
         let _w = self.lock();
-        self.db.flush()?;
+        self.t()?.db.flush().map_err(|e| self.write_err(e))?;
         Ok(())
     }
 
     pub fn is_empty(&self) -> bool {
-        self.latents.is_empty() && self.jobs.is_empty()
+        self.t()
+            .map(|t| t.latents.is_empty() && t.jobs.is_empty())
+            .unwrap_or(false)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
         self.write.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `f` with every write held off: a point-in-time view of all trees
+    /// (backups). Reads go on; writers wait.
+    pub fn frozen<T>(&self, f: impl FnOnce(&Trees) -> T) -> Result<T> {
+        let _w = self.lock();
+        let t = self.t()?;
+        Ok(f(&t))
     }
 
     // ------------------------------------------------------------ latents --
@@ -819,17 +1170,46 @@ impl Store {
             .map(|e| e.record.clone())
     }
 
+    /// A latent's metadata, or NOT_FOUND naming `field`, or DATA_LOSS when the id
+    /// names a latent known to be damaged.
+    pub fn latent(&self, id: u64, field: &str) -> Result<Arc<LatentRecord>> {
+        if let Some(r) = self.get_latent(id) {
+            return Ok(r);
+        }
+        let name = format!("lat-{id}");
+        match self.damage().get(&name) {
+            Some(why) => Err(ServerError::DataLoss(format!(
+                "{field}: latent {name} is damaged ({why}); run `ddimd store verify`"
+            ))),
+            None => Err(ServerError::not_found(field, "latent", name)),
+        }
+    }
+
+    /// The error for a latent id not in the catalogue: DATA_LOSS when it is known
+    /// damaged, else NOT_FOUND naming `field` and the id as the client wrote it.
+    pub fn missing_latent(&self, id: u64, field: &str, as_given: &str) -> ServerError {
+        match self.latent(id, field) {
+            Err(e @ ServerError::DataLoss(_)) => e,
+            _ => ServerError::not_found(field, "latent", as_given),
+        }
+    }
+
     /// x_T of a latent as f32 values [C·H·W].
     pub fn latent_xt(&self, id: u64) -> Result<Vec<f32>> {
+        let name = format!("lat-{id}");
         let b = self
+            .t()?
             .latent_xt
-            .get(key(id))?
-            .ok_or_else(|| ServerError::not_found("id", "latent", format!("lat-{id}")))?;
+            .get(key(id))
+            .map_err(|e| self.read_err(name.clone(), "x_T", e))?;
+        let Some(b) = b else {
+            if self.get_latent(id).is_some() {
+                return Err(self.corrupt(name, "x_T is missing".into()));
+            }
+            return Err(ServerError::not_found("id", "latent", name));
+        };
         if !b.len().is_multiple_of(4) {
-            return Err(ServerError::Corrupt(format!(
-                "x_T of latent {id}: {} bytes",
-                b.len()
-            )));
+            return Err(self.corrupt(name, format!("x_T has {} bytes", b.len())));
         }
         Ok(b.chunks_exact(4)
             .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
@@ -837,11 +1217,31 @@ impl Store {
     }
 
     pub fn latent_png(&self, id: u64, which: LatentPng) -> Result<Option<Vec<u8>>> {
-        let tree = match which {
-            LatentPng::Preview => &self.latent_preview,
-            LatentPng::Source => &self.latent_source,
+        let t = self.t()?;
+        let (tree, what) = match which {
+            LatentPng::Preview => (&t.latent_preview, "preview PNG"),
+            LatentPng::Source => (&t.latent_source, "source PNG"),
         };
-        Ok(tree.get(key(id))?.map(|v| v.to_vec()))
+        let name = format!("lat-{id}");
+        let v = tree
+            .get(key(id))
+            .map_err(|e| self.read_err(name.clone(), what, e))?;
+        if v.is_none() {
+            let expected = self.get_latent(id).is_some_and(|r| match which {
+                LatentPng::Preview => true,
+                LatentPng::Source => matches!(
+                    r.origin,
+                    OriginRecord::Encoded {
+                        has_source: true,
+                        ..
+                    }
+                ),
+            });
+            if expected {
+                return Err(self.corrupt(name, format!("the {what} is missing")));
+            }
+        }
+        Ok(v.map(|v| v.to_vec()))
     }
 
     /// A page of the latents matching `f` in `order`, from `cursor`.
@@ -858,19 +1258,28 @@ impl Store {
             .page(f, order, cursor, size)
     }
 
+    /// Latents known to be damaged (not in listings).
+    pub fn damaged_latents(&self) -> u64 {
+        self.damage()
+            .keys()
+            .filter(|k| k.starts_with("lat-"))
+            .count() as u64
+    }
+
     /// Applies `change` to a latent's metadata and stores it.
     pub fn update_latent(
         &self,
         id: u64,
         change: impl Fn(&mut LatentRecord),
     ) -> Result<LatentRecord> {
+        self.check_space()?;
         let _w = self.lock();
-        let mut r = (*self
-            .get_latent(id)
-            .ok_or_else(|| ServerError::not_found("id", "latent", format!("lat-{id}")))?)
-        .clone();
+        let mut r = (*self.latent(id, "id")?).clone();
         change(&mut r);
-        self.latents.insert(key(id), to_json(&r))?;
+        self.t()?
+            .latents
+            .insert(key(id), to_json(&r))
+            .map_err(|e| self.write_err(e))?;
         self.catalog
             .write()
             .expect("catalog lock")
@@ -881,8 +1290,8 @@ impl Store {
     /// Jobs that read or made latent `id`.
     fn jobs_of_latent(&self, id: u64) -> Result<Vec<u64>> {
         let mut out = vec![];
-        for kv in self.job_latents.scan_prefix(key(id)) {
-            let (k, _) = kv?;
+        for kv in self.t()?.job_latents.scan_prefix(key(id)) {
+            let (k, _) = kv.map_err(|e| self.read_err(format!("lat-{id}"), "job index", e))?;
             out.push(id_of(&k[8..])?);
         }
         Ok(out)
@@ -892,10 +1301,11 @@ impl Store {
     /// keys) that belong only to it. Refuses while a queued or running job
     /// reads it. Returns the number of jobs deleted.
     pub fn delete_latent(&self, id: u64) -> Result<u32> {
-        let _w = self.lock();
-        if self.get_latent(id).is_none() {
-            return Err(ServerError::not_found("id", "latent", format!("lat-{id}")));
+        if self.poisoned.load(AtomicOrdering::SeqCst) {
+            self.check_space()?;
         }
+        let _w = self.lock();
+        self.latent(id, "id")?;
         let mut doomed: Vec<JobRecord> = vec![];
         for j in self.jobs_of_latent(id)? {
             let Some(job) = self.get_job(j)? else {
@@ -919,45 +1329,48 @@ impl Store {
                 doomed.push(job);
             }
         }
+        let t = self.t()?;
         let trees = [
-            &self.latents,
-            &self.latent_xt,
-            &self.latent_source,
-            &self.latent_preview,
-            &self.jobs,
-            &self.job_specs,
-            &self.job_results,
-            &self.idempotency,
-            &self.job_latents,
+            &t.latents,
+            &t.latent_xt,
+            &t.latent_source,
+            &t.latent_preview,
+            &t.jobs,
+            &t.job_specs,
+            &t.job_results,
+            &t.idempotency,
+            &t.job_latents,
         ];
         let own_pairs: Vec<[u8; 16]> = self
             .jobs_of_latent(id)?
             .into_iter()
             .map(|j| pair_key(id, j))
             .collect();
-        trees[..].transaction(|t| {
-            let (latents, xt, src, prev, jobs, specs, results, idem, jl) = (
-                &t[0], &t[1], &t[2], &t[3], &t[4], &t[5], &t[6], &t[7], &t[8],
-            );
-            for tr in [latents, xt, src, prev] {
-                tr.remove(&key(id))?;
-            }
-            for p in &own_pairs {
-                jl.remove(p)?;
-            }
-            for job in &doomed {
-                jobs.remove(&key(job.id))?;
-                specs.remove(&key(job.id))?;
-                results.remove(&key(job.id))?;
-                if !job.idempotency_key.is_empty() {
-                    idem.remove(job.idempotency_key.as_bytes())?;
+        trees[..]
+            .transaction(|t| {
+                let (latents, xt, src, prev, jobs, specs, results, idem, jl) = (
+                    &t[0], &t[1], &t[2], &t[3], &t[4], &t[5], &t[6], &t[7], &t[8],
+                );
+                for tr in [latents, xt, src, prev] {
+                    tr.remove(&key(id))?;
                 }
-                for l in job.reads.iter().chain(job.produced.iter()) {
-                    jl.remove(&pair_key(*l, job.id))?;
+                for p in &own_pairs {
+                    jl.remove(p)?;
                 }
-            }
-            Ok(())
-        })?;
+                for job in &doomed {
+                    jobs.remove(&key(job.id))?;
+                    specs.remove(&key(job.id))?;
+                    results.remove(&key(job.id))?;
+                    if !job.idempotency_key.is_empty() {
+                        idem.remove(job.idempotency_key.as_bytes())?;
+                    }
+                    for l in job.reads.iter().chain(job.produced.iter()) {
+                        jl.remove(&pair_key(*l, job.id))?;
+                    }
+                }
+                Ok(())
+            })
+            .map_err(|e| self.write_err(e))?;
         self.catalog.write().expect("catalog lock").remove(id);
         Ok(doomed.len() as u32)
     }
@@ -965,43 +1378,62 @@ impl Store {
     // --------------------------------------------------------------- jobs --
 
     pub fn get_job(&self, id: u64) -> Result<Option<JobRecord>> {
-        match self.jobs.get(key(id))? {
-            Some(b) => Ok(Some(from_json("job", id, &b)?)),
+        let name = format!("job-{id}");
+        match self
+            .t()?
+            .jobs
+            .get(key(id))
+            .map_err(|e| self.read_err(name.clone(), "record", e))?
+        {
+            Some(b) => match from_json(&format!("job {name}"), &b) {
+                Ok(j) => Ok(Some(j)),
+                Err(e) => Err(self.corrupt(name, e.to_string())),
+            },
             None => Ok(None),
         }
     }
 
     pub fn job_by_key(&self, k: &str) -> Result<Option<JobRecord>> {
-        match self.idempotency.get(k.as_bytes())? {
+        let v = self
+            .t()?
+            .idempotency
+            .get(k.as_bytes())
+            .map_err(|e| self.read_err("idempotency".into(), "key index", e))?;
+        match v {
             Some(b) => self.get_job(id_of(&b)?),
             None => Ok(None),
         }
     }
 
     pub fn job_spec(&self, id: u64) -> Result<Option<Vec<u8>>> {
-        Ok(self.job_specs.get(key(id))?.map(|v| v.to_vec()))
+        Ok(self
+            .t()?
+            .job_specs
+            .get(key(id))
+            .map_err(|e| self.read_err(format!("job-{id}"), "spec", e))?
+            .map(|v| v.to_vec()))
     }
 
     pub fn job_result(&self, id: u64) -> Result<Option<Vec<u8>>> {
-        Ok(self.job_results.get(key(id))?.map(|v| v.to_vec()))
+        Ok(self
+            .t()?
+            .job_results
+            .get(key(id))
+            .map_err(|e| self.read_err(format!("job-{id}"), "result", e))?
+            .map(|v| v.to_vec()))
     }
 
     /// Persists a new queued job with its spec, its idempotency key (unless
     /// the key already names a job, which is returned instead) and its
     /// latent links. The latents it reads must still exist.
     pub fn insert_job(&self, job: &JobRecord, spec: &[u8]) -> Result<Inserted> {
+        self.check_space()?;
         let _w = self.lock();
         for &l in &job.reads {
-            if self.get_latent(l).is_none() {
-                return Err(ServerError::not_found("spec", "latent", format!("lat-{l}")));
-            }
+            self.latent(l, "spec")?;
         }
-        let r = (
-            &self.jobs,
-            &self.job_specs,
-            &self.idempotency,
-            &self.job_latents,
-        )
+        let t = self.t()?;
+        let r = (&t.jobs, &t.job_specs, &t.idempotency, &t.job_latents)
             .transaction(|(jobs, specs, idem, jl)| {
                 if !job.idempotency_key.is_empty() {
                     if let Some(existing) = idem.get(job.idempotency_key.as_bytes())? {
@@ -1016,7 +1448,8 @@ impl Store {
                     jl.insert(&pair_key(l, job.id), &[])?;
                 }
                 Ok(None)
-            })?;
+            })
+            .map_err(|e| self.write_err(e))?;
         Ok(match r {
             Some(existing) => Inserted::Existing(existing),
             None => Inserted::New(job.clone()),
@@ -1027,58 +1460,67 @@ impl Store {
     /// → failed, running → queued). Fails if the stored state is not `from`.
     pub fn move_job(&self, job: &JobRecord, from: JobState) -> Result<()> {
         let _w = self.lock();
-        self.jobs.transaction(|jobs| {
-            let cur = tx_job(jobs, job.id)?;
-            if cur.state != from {
-                return abort(ServerError::FailedPrecondition(format!(
-                    "job-{} is {:?}, not {:?}",
-                    job.id, cur.state, from
-                )));
-            }
-            jobs.insert(&key(job.id), to_json(job))?;
-            Ok(())
-        })?;
+        self.t()?
+            .jobs
+            .transaction(|jobs| {
+                let cur = tx_job(jobs, job.id)?;
+                if cur.state != from {
+                    return abort(ServerError::FailedPrecondition(format!(
+                        "job-{} is {:?}, not {:?}",
+                        job.id, cur.state, from
+                    )));
+                }
+                jobs.insert(&key(job.id), to_json(job))?;
+                Ok(())
+            })
+            .map_err(|e| self.write_err(e))?;
         Ok(())
     }
 
     /// Commits a finished job: its record (state DONE), its result and the
     /// latents it made, in one transaction.
     pub fn finish_job(&self, job: &JobRecord, result: &[u8], latents: &[NewLatent]) -> Result<()> {
+        if !latents.is_empty() {
+            self.check_space()?;
+        }
         let _w = self.lock();
+        let t = self.t()?;
         let trees = [
-            &self.jobs,
-            &self.job_results,
-            &self.latents,
-            &self.latent_xt,
-            &self.latent_source,
-            &self.latent_preview,
-            &self.job_latents,
+            &t.jobs,
+            &t.job_results,
+            &t.latents,
+            &t.latent_xt,
+            &t.latent_source,
+            &t.latent_preview,
+            &t.job_latents,
         ];
-        trees[..].transaction(|t| {
-            let (jobs, results, lat, xt, src, prev, jl) =
-                (&t[0], &t[1], &t[2], &t[3], &t[4], &t[5], &t[6]);
-            let cur = tx_job(jobs, job.id)?;
-            if cur.state != JobState::Running {
-                return abort(ServerError::FailedPrecondition(format!(
-                    "job-{} is {:?}, not running",
-                    job.id, cur.state
-                )));
-            }
-            jobs.insert(&key(job.id), to_json(job))?;
-            results.insert(&key(job.id), result)?;
-            for n in latents {
-                let id = n.record.id;
-                lat.insert(&key(id), to_json(&n.record))?;
-                let bytes: Vec<u8> = n.xt.iter().flat_map(|v| v.to_le_bytes()).collect();
-                xt.insert(&key(id), bytes)?;
-                if let Some(s) = &n.source_png {
-                    src.insert(&key(id), s.as_slice())?;
+        trees[..]
+            .transaction(|t| {
+                let (jobs, results, lat, xt, src, prev, jl) =
+                    (&t[0], &t[1], &t[2], &t[3], &t[4], &t[5], &t[6]);
+                let cur = tx_job(jobs, job.id)?;
+                if cur.state != JobState::Running {
+                    return abort(ServerError::FailedPrecondition(format!(
+                        "job-{} is {:?}, not running",
+                        job.id, cur.state
+                    )));
                 }
-                prev.insert(&key(id), n.preview_png.as_slice())?;
-                jl.insert(&pair_key(id, job.id), &[])?;
-            }
-            Ok(())
-        })?;
+                jobs.insert(&key(job.id), to_json(job))?;
+                results.insert(&key(job.id), result)?;
+                for n in latents {
+                    let id = n.record.id;
+                    lat.insert(&key(id), to_json(&n.record))?;
+                    let bytes: Vec<u8> = n.xt.iter().flat_map(|v| v.to_le_bytes()).collect();
+                    xt.insert(&key(id), bytes)?;
+                    if let Some(s) = &n.source_png {
+                        src.insert(&key(id), s.as_slice())?;
+                    }
+                    prev.insert(&key(id), n.preview_png.as_slice())?;
+                    jl.insert(&pair_key(id, job.id), &[])?;
+                }
+                Ok(())
+            })
+            .map_err(|e| self.write_err(e))?;
         self.catalog
             .write()
             .expect("catalog lock")
@@ -1093,51 +1535,97 @@ impl Store {
         latent: Option<u64>,
         limit: usize,
     ) -> Result<Vec<JobRecord>> {
+        Ok(self.list_jobs_skipping(states, latent, limit)?.0)
+    }
+
+    /// [`Store::list_jobs`] that skips damaged jobs (noted) and counts them.
+    pub fn list_jobs_skipping(
+        &self,
+        states: &[JobState],
+        latent: Option<u64>,
+        limit: usize,
+    ) -> Result<(Vec<JobRecord>, u32)> {
         let keep = |j: &JobRecord| states.is_empty() || states.contains(&j.state);
         let mut out = vec![];
-        if let Some(l) = latent {
-            let mut ids = self.jobs_of_latent(l)?;
-            ids.sort_unstable();
-            for id in ids.into_iter().rev() {
-                if let Some(j) = self.get_job(id)? {
-                    if keep(&j) {
-                        out.push(j);
-                        if out.len() == limit {
+        let mut skipped = 0u32;
+        let ids: Vec<u64> = match latent {
+            Some(l) => {
+                let mut ids = self.jobs_of_latent(l)?;
+                ids.sort_unstable();
+                ids.reverse();
+                ids
+            }
+            None => {
+                let t = self.t()?;
+                let mut ids = vec![];
+                let mut broke = None;
+                for kv in t.jobs.iter().keys().rev() {
+                    match kv {
+                        Ok(k) => ids.push(id_of(&k)?),
+                        Err(_) => {
+                            broke = Some(ids.last().copied());
                             break;
                         }
                     }
                 }
-            }
-            return Ok(out);
-        }
-        for kv in self.jobs.iter().rev() {
-            let (k, v) = kv?;
-            let j: JobRecord = from_json("job", id_of(&k)?, &v)?;
-            if keep(&j) {
-                out.push(j);
-                if out.len() == limit {
-                    break;
+                if let Some(last) = broke {
+                    // A damaged node: probe the ids below the last good key one by one.
+                    let top = last.unwrap_or_else(|| t.counter().unwrap_or(0));
+                    for id in (0..top).rev() {
+                        match t.jobs.get(key(id)) {
+                            Ok(Some(_)) => ids.push(id),
+                            Ok(None) => {}
+                            Err(e) => {
+                                let _ = self.read_err(format!("job-{id}"), "record", e);
+                                skipped += 1;
+                            }
+                        }
+                    }
                 }
+                ids
+            }
+        };
+        for id in ids {
+            match self.get_job(id) {
+                Ok(Some(j)) if keep(&j) => {
+                    out.push(j);
+                    if out.len() == limit {
+                        break;
+                    }
+                }
+                Ok(_) => {}
+                Err(ServerError::DataLoss(_) | ServerError::Corrupt(_)) => skipped += 1,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok((out, skipped))
+    }
+
+    /// Every job, oldest first (start-up sweep); damaged ones are noted and skipped.
+    pub fn all_jobs(&self) -> Result<Vec<JobRecord>> {
+        let t = self.t()?;
+        let (good, bad) = scan_tree(&t.jobs, t.counter().unwrap_or(0));
+        for (id, why) in bad {
+            let name = id.map_or("jobs".to_string(), |i| format!("job-{i}"));
+            self.note_damage(name, why);
+        }
+        let mut out = vec![];
+        for (id, v) in good {
+            match from_json(&format!("job job-{id}"), &v) {
+                Ok(j) => out.push(j),
+                Err(e) => self.note_damage(format!("job-{id}"), e.to_string()),
             }
         }
         Ok(out)
     }
 
-    /// Every job, oldest first (start-up sweep).
-    pub fn all_jobs(&self) -> Result<Vec<JobRecord>> {
-        self.jobs
-            .iter()
-            .map(|kv| {
-                let (k, v) = kv?;
-                from_json("job", id_of(&k)?, &v)
-            })
-            .collect()
-    }
-
     /// Writes a record as is (start-up sweep).
     pub fn put_job(&self, job: &JobRecord) -> Result<()> {
         let _w = self.lock();
-        self.jobs.insert(key(job.id), to_json(job))?;
+        self.t()?
+            .jobs
+            .insert(key(job.id), to_json(job))
+            .map_err(|e| self.write_err(e))?;
         Ok(())
     }
 }

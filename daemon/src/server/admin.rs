@@ -1,0 +1,706 @@
+//! `ddimd store verify|salvage|backup|restore`: the store's repair kit
+//! (docs/daemon.md, Storage). Each reads or writes the backend-neutral record
+//! stream of [`super::dump`].
+//!
+//! Exit statuses: 0 done (verify: clean), 1 verify found damage or the command
+//! failed (a bad folder, a non-empty target), 2 a usage error (clap), 3 the store
+//! cannot be opened at all.
+use clap::{Args, Subcommand};
+use serde_json::json;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use super::dump::{self, Checks, Dump};
+use super::error::{Result, ServerError};
+use super::store::Store;
+
+/// Exit status: the store cannot be opened at all (also `ddimd serve`'s).
+pub const EXIT_UNOPENABLE: u8 = 3;
+/// Exit status: verify found damage.
+pub const EXIT_DAMAGED: u8 = 1;
+
+#[derive(Debug, Args)]
+pub struct StoreArgs {
+    #[command(subcommand)]
+    pub command: StoreCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// Read every record of every tree and check that they hold together; exit 0 only
+    /// when clean (1: damage found, 3: the store cannot be opened).
+    Verify(VerifyArgs),
+    /// Copy every readable record into a fresh store (ids keep running) and report
+    /// what was lost; then serve the new folder.
+    Salvage(SalvageArgs),
+    /// Write a backup archive (tar: manifest.json, latents.jsonl, jobs.jsonl, .npy,
+    /// .png, .pb) of a stopped store (--data) or of a serving daemon (--addr).
+    Backup(BackupArgs),
+    /// Restore a backup archive into a new, empty store folder.
+    Restore(RestoreArgs),
+}
+
+fn data_default() -> PathBuf {
+    super::default_data_dir()
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Store folder (as `ddimd serve --data`).
+    #[arg(long, env = "DDIMD_DATA", default_value_os_t = data_default())]
+    pub data: PathBuf,
+    /// Model folder: x_T must have its C×H×W (read from its config.json, no weights).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Print exactly one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SalvageArgs {
+    /// The damaged store folder.
+    #[arg(long, env = "DDIMD_DATA", default_value_os_t = data_default())]
+    pub data: PathBuf,
+    /// A new, empty folder for the salvaged store.
+    #[arg(long)]
+    pub to: PathBuf,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("from").args(["data", "addr"])))]
+pub struct BackupArgs {
+    /// A stopped store's folder.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// A serving daemon (host:port, http://… or https://…): a point-in-time copy
+    /// taken without stopping it.
+    #[arg(long)]
+    pub addr: Option<String>,
+    /// Bearer token of the daemon.
+    #[arg(long, env = "DDIMD_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// CA certificate (PEM) for an https:// daemon.
+    #[arg(long)]
+    pub ca: Option<PathBuf>,
+    /// The archive to write.
+    #[arg(long)]
+    pub to: PathBuf,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// A backup archive made by `ddimd store backup` or `serve --backup-every`.
+    pub file: PathBuf,
+    /// A new (or empty) store folder.
+    #[arg(long)]
+    pub data: PathBuf,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs a `ddimd store` command; prints its report, or one `error:` line.
+pub fn main(args: StoreArgs) -> ExitCode {
+    let r = match args.command {
+        StoreCommand::Verify(a) => verify(&a),
+        StoreCommand::Salvage(a) => salvage(&a),
+        StoreCommand::Backup(a) => backup(&a),
+        StoreCommand::Restore(a) => restore(&a),
+    };
+    match r {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(exit_code(&e))
+        }
+    }
+}
+
+/// The exit status of a failed command.
+pub fn exit_code(e: &ServerError) -> u8 {
+    match e {
+        ServerError::Unopenable(_) => EXIT_UNOPENABLE,
+        _ => 1,
+    }
+}
+
+/// Opens an existing store for reading it whole.
+fn open_existing(dir: &Path) -> Result<Store> {
+    must_exist(dir)?;
+    Store::open(dir)
+}
+
+fn must_exist(dir: &Path) -> Result<()> {
+    if !dir.join("store").exists() {
+        return Err(ServerError::Config(format!(
+            "--data {}: no store there (expected {}/store)",
+            dir.display(),
+            dir.display()
+        )));
+    }
+    Ok(())
+}
+
+/// A scratch folder beside `dir` (same disk), else in the system's temp folder.
+fn scratch(dir: &Path) -> Result<tempfile::TempDir> {
+    let parent = std::path::absolute(dir)
+        .ok()
+        .and_then(|d| d.parent().map(Path::to_path_buf));
+    parent
+        .and_then(|p| {
+            tempfile::Builder::new()
+                .prefix(".ddimd-scratch-")
+                .tempdir_in(p)
+                .ok()
+        })
+        .map(Ok)
+        .unwrap_or_else(|| {
+            tempfile::Builder::new()
+                .prefix("ddimd-scratch-")
+                .tempdir()
+                .map_err(|e| ServerError::Config(format!("cannot make a scratch folder: {e}")))
+        })
+}
+
+/// Copies `DIR/store` into a scratch folder: sled's recovery writes to the files it
+/// opens (it rewrote part of a damaged log here before giving up), so verify and
+/// salvage never open the original. `skip_snapshot` leaves sled's snapshot out (sled
+/// then replays the whole log); `cut` truncates the copy's log.
+fn copy_store(dir: &Path, skip_snapshot: bool, cut: Option<u64>) -> Result<tempfile::TempDir> {
+    let tmp = scratch(dir)?;
+    let io =
+        |e: std::io::Error| ServerError::Config(format!("copying {}/store: {e}", dir.display()));
+    fn copy_dir(from: &Path, to: &Path, skip_snapshot: bool) -> std::io::Result<()> {
+        std::fs::create_dir_all(to)?;
+        for e in std::fs::read_dir(from)? {
+            let e = e?;
+            let name = e.file_name();
+            if skip_snapshot && name.to_string_lossy().starts_with("snap.") {
+                continue;
+            }
+            if e.file_type()?.is_dir() {
+                copy_dir(&e.path(), &to.join(&name), skip_snapshot)?;
+            } else {
+                std::fs::copy(e.path(), to.join(&name))?;
+            }
+        }
+        Ok(())
+    }
+    let store = tmp.path().join("store");
+    copy_dir(&dir.join("store"), &store, skip_snapshot).map_err(io)?;
+    if let Some(c) = cut {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(store.join("db"))
+            .and_then(|f| f.set_len(c))
+            .map_err(io)?;
+    }
+    Ok(tmp)
+}
+
+/// Opens a copy of the store in `dir` (see [`copy_store`]); a failure names `dir`.
+fn open_copy(dir: &Path) -> Result<(tempfile::TempDir, Store)> {
+    must_exist(dir)?;
+    let tmp = copy_store(dir, false, None)?;
+    match Store::open(tmp.path()) {
+        Ok(s) => Ok((tmp, s)),
+        Err(ServerError::Unopenable(m)) => Err(ServerError::Unopenable(m.replace(
+            &tmp.path().display().to_string(),
+            &dir.display().to_string(),
+        ))),
+        Err(e) => Err(e),
+    }
+}
+
+/// Refuses a target folder that holds anything.
+fn check_empty(dir: &Path, flag: &str) -> Result<()> {
+    if let Ok(mut rd) = std::fs::read_dir(dir) {
+        if rd.next().is_some() {
+            return Err(ServerError::Config(format!(
+                "{flag} {}: not empty; give a new folder",
+                dir.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn problems_json(d: &Dump) -> serde_json::Value {
+    json!(d.problems)
+}
+
+fn verify(a: &VerifyArgs) -> Result<u8> {
+    let t0 = Instant::now();
+    let mut notes = vec![];
+    let model_shape = match &a.model {
+        Some(m) => Some(dump::model_shape(m)?),
+        None => {
+            notes
+                .push("no --model: each x_T is checked against its own recorded shape".to_string());
+            None
+        }
+    };
+    let (_copy, store) = open_copy(&a.data)?;
+    let checks = Checks {
+        model_shape,
+        decode_pngs: true,
+    };
+    let d = store.frozen(|t| dump::read(t, &checks))?;
+    // Damage the store met while opening (latents its catalogue could not load).
+    let clean = d.problems.is_empty();
+    let damaged = d.damaged_ids();
+    let lost = d.lost_ids();
+    let ms = t0.elapsed().as_millis();
+    if a.json {
+        let v = json!({
+            "data": a.data,
+            "clean": clean,
+            "latents": d.latents.len(),
+            "jobs": d.jobs.len(),
+            "next_id": d.counter,
+            "damaged_ids": damaged,
+            "lost_ids": lost,
+            "problems": problems_json(&d),
+            "notes": notes,
+            "ms": ms,
+        });
+        println!("{v}");
+    } else {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(
+            out,
+            "store {}: {} latents and {} jobs read, next id {} ({ms} ms)",
+            a.data.display(),
+            d.latents.len(),
+            d.jobs.len(),
+            d.counter
+        );
+        for n in &notes {
+            let _ = writeln!(out, "note: {n}");
+        }
+        for p in &d.problems {
+            let _ = writeln!(
+                out,
+                "  {}: {}{}",
+                p.id,
+                p.what,
+                if p.lost { " (lost)" } else { "" }
+            );
+        }
+        if clean {
+            let _ = writeln!(out, "clean");
+        } else {
+            let _ = writeln!(
+                out,
+                "DAMAGED: {} records ({}); {} lost ({}). Copy what survives with `ddimd store salvage --data {} --to NEW`",
+                damaged.len(),
+                damaged.join(", "),
+                lost.len(),
+                lost.join(", "),
+                a.data.display()
+            );
+        }
+    }
+    Ok(if clean { 0 } else { EXIT_DAMAGED })
+}
+
+fn salvage(a: &SalvageArgs) -> Result<u8> {
+    let t0 = Instant::now();
+    check_empty(&a.to, "--to")?;
+    let (d, how) = match open_copy(&a.data) {
+        Ok((_copy, store)) => (store.frozen(|t| dump::read(t, &salvage_checks()))?, None),
+        Err(ServerError::Unopenable(why)) => match salvage_unopenable(&a.data)? {
+            Some((d, how)) => (d, Some(how)),
+            None => return Err(ServerError::Unopenable(why)),
+        },
+        Err(e) => return Err(e),
+    };
+    let target = Store::open(&a.to)?;
+    dump::load(&target, &d)?;
+    target.flush()?;
+    drop(target);
+    let lost = d.lost_ids();
+    let partial: Vec<&dump::Problem> = d.problems.iter().filter(|p| !p.lost).collect();
+    if a.json {
+        println!(
+            "{}",
+            json!({
+                "from": a.data,
+                "to": a.to,
+                "complete": how.is_none(),
+                "how": how.as_deref().unwrap_or("read"),
+                "latents": d.latents.len(),
+                "jobs": d.jobs.len(),
+                "next_id": d.counter,
+                "lost_ids": lost,
+                "problems": problems_json(&d),
+                "ms": t0.elapsed().as_millis(),
+            })
+        );
+    } else {
+        println!(
+            "salvaged {} latents and {} jobs from {} into {} (next id {}; {})",
+            d.latents.len(),
+            d.jobs.len(),
+            a.data.display(),
+            a.to.display(),
+            d.counter,
+            how.as_deref().unwrap_or("every record read")
+        );
+        if how.is_some() {
+            println!(
+                "lost: unknown — sled's recovery stopped at the damage; records it could not reach are gone{}",
+                if lost.is_empty() { String::new() } else { format!(" (and {})", lost.join(", ")) }
+            );
+        } else if lost.is_empty() {
+            println!("lost: nothing");
+        } else {
+            println!("lost: {} ({})", lost.len(), lost.join(", "));
+        }
+        for p in partial {
+            println!("  kept with damage: {}: {}", p.id, p.what);
+        }
+        println!("serve it with `ddimd serve --data {}`", a.to.display());
+    }
+    Ok(0)
+}
+
+fn salvage_checks() -> Checks {
+    Checks {
+        model_shape: None,
+        decode_pngs: true,
+    }
+}
+
+/// A store sled cannot open (it panics in recovery on a truncated log, or refuses a
+/// damaged one): try copies without the snapshot (sled then replays the whole log),
+/// and with the log cut back to each segment boundary; keep the copy that gives the
+/// most records. What sled's recovery cannot reach is lost, and not countable.
+fn salvage_unopenable(dir: &Path) -> Result<Option<(Dump, String)>> {
+    let db_len = std::fs::metadata(dir.join("store").join("db"))
+        .map(|m| m.len())
+        .unwrap_or(0);
+    const SEGMENT: u64 = 512 * 1024;
+    let mut tries: Vec<(bool, Option<u64>)> = vec![(true, None)];
+    let mut at = db_len.div_ceil(SEGMENT) * SEGMENT;
+    while at > SEGMENT {
+        at -= SEGMENT;
+        if at < db_len {
+            tries.push((false, Some(at)));
+            tries.push((true, Some(at)));
+        }
+    }
+    let mut best: Option<(Dump, String)> = None;
+    for (skip, cut) in tries {
+        let tmp = copy_store(dir, skip, cut)?;
+        let Ok(store) = Store::open(tmp.path()) else {
+            continue;
+        };
+        let Ok(d) = store.frozen(|t| dump::read(t, &salvage_checks())) else {
+            continue;
+        };
+        let n = d.latents.len() + d.jobs.len();
+        if best
+            .as_ref()
+            .is_none_or(|(b, _)| n > b.latents.len() + b.jobs.len())
+        {
+            let how = format!(
+                "sled could not open it; read a copy{}{}",
+                if skip { " without its snapshot" } else { "" },
+                cut.map_or(String::new(), |c| format!(
+                    ", its log cut to {c} of {db_len} bytes"
+                ))
+            );
+            best = Some((d, how));
+        }
+    }
+    Ok(best)
+}
+
+fn write_archive(d: &Dump, to: &Path) -> Result<super::archive::Manifest> {
+    let tmp = to.with_extension("tmp");
+    let f = std::fs::File::create(&tmp)
+        .map_err(|e| ServerError::Config(format!("--to {}: {e}", to.display())))?;
+    let mut w = std::io::BufWriter::new(f);
+    let m = super::archive::write(d, &mut w)?;
+    let f = w
+        .into_inner()
+        .map_err(|e| ServerError::Config(format!("--to {}: {e}", to.display())))?;
+    f.sync_all()
+        .map_err(|e| ServerError::Config(format!("--to {}: {e}", to.display())))?;
+    std::fs::rename(&tmp, to)
+        .map_err(|e| ServerError::Config(format!("--to {}: {e}", to.display())))?;
+    Ok(m)
+}
+
+fn backup(a: &BackupArgs) -> Result<u8> {
+    let t0 = Instant::now();
+    let (bytes, m) = match (&a.data, &a.addr) {
+        (Some(dir), _) => {
+            let store = open_existing(dir)?;
+            let d = store.frozen(|t| dump::read(t, &Checks::default()))?;
+            let m = write_archive(&d, &a.to)?;
+            (std::fs::metadata(&a.to).map(|m| m.len()).unwrap_or(0), m)
+        }
+        (None, Some(addr)) => {
+            let bytes = remote_backup(addr, a.token.as_deref(), a.ca.as_deref())?;
+            // Check what came before keeping it.
+            let (m, _) = super::archive::read(bytes.as_slice())?;
+            let tmp = a.to.with_extension("tmp");
+            std::fs::write(&tmp, &bytes)
+                .and_then(|_| std::fs::rename(&tmp, &a.to))
+                .map_err(|e| ServerError::Config(format!("--to {}: {e}", a.to.display())))?;
+            (bytes.len() as u64, m)
+        }
+        (None, None) => {
+            return Err(ServerError::Config(
+                "give --data DIR (a stopped store) or --addr HOST:PORT (a serving daemon)".into(),
+            ))
+        }
+    };
+    if a.json {
+        println!(
+            "{}",
+            json!({
+                "to": a.to,
+                "bytes": bytes,
+                "manifest": m,
+                "ms": t0.elapsed().as_millis(),
+            })
+        );
+    } else {
+        println!(
+            "wrote {} ({} bytes): {} latents, {} jobs, next id {}{}",
+            a.to.display(),
+            bytes,
+            m.latents,
+            m.jobs,
+            m.next_id,
+            if m.damaged.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; damaged and left out: {} (run `ddimd store verify`)",
+                    m.damaged.join(", ")
+                )
+            }
+        );
+    }
+    Ok(0)
+}
+
+fn remote_backup(addr: &str, token: Option<&str>, ca: Option<&Path>) -> Result<Vec<u8>> {
+    use ddim_proto::v1 as pb;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| ServerError::Internal(format!("runtime: {e}")))?;
+    let url = if addr.contains("://") {
+        addr.to_string()
+    } else {
+        format!("http://{addr}")
+    };
+    rt.block_on(async move {
+        let bad = |e: &dyn std::fmt::Display| ServerError::Config(format!("--addr {addr}: {e}"));
+        let mut ep = tonic::transport::Endpoint::from_shared(url.clone())
+            .map_err(|e| bad(&e))?
+            .connect_timeout(Duration::from_secs(10));
+        if url.starts_with("https://") {
+            let mut tls = tonic::transport::ClientTlsConfig::new().with_enabled_roots();
+            if let Some(ca) = ca {
+                let pem = std::fs::read(ca)
+                    .map_err(|e| ServerError::Config(format!("--ca {}: {e}", ca.display())))?;
+                tls = tls.ca_certificate(tonic::transport::Certificate::from_pem(pem));
+            }
+            ep = ep.tls_config(tls).map_err(|e| bad(&e))?;
+        }
+        let ch = ep.connect().await.map_err(|e| bad(&e))?;
+        let mut c =
+            ddim_proto::v1::ddim_client::DdimClient::new(ch).max_decoding_message_size(64 << 20);
+        let mut req = tonic::Request::new(pb::BackupRequest {});
+        if let Some(t) = token {
+            let v = format!("Bearer {t}")
+                .parse()
+                .map_err(|_| ServerError::Config("--token: not ASCII".into()))?;
+            req.metadata_mut().insert("authorization", v);
+        }
+        let mut s = c
+            .backup(req)
+            .await
+            .map_err(|e| bad(&format!("{}: {}", e.code(), e.message())))?
+            .into_inner();
+        let mut out = vec![];
+        while let Some(chunk) = s
+            .message()
+            .await
+            .map_err(|e| bad(&format!("{}: {}", e.code(), e.message())))?
+        {
+            out.extend_from_slice(&chunk.data);
+        }
+        Ok(out)
+    })
+}
+
+fn restore(a: &RestoreArgs) -> Result<u8> {
+    let t0 = Instant::now();
+    check_empty(&a.data, "--data")?;
+    let f = std::fs::File::open(&a.file)
+        .map_err(|e| ServerError::Config(format!("{}: {e}", a.file.display())))?;
+    let (m, d) = super::archive::read(std::io::BufReader::new(f))?;
+    let store = Store::open(&a.data)?;
+    dump::load(&store, &d)?;
+    store.flush()?;
+    drop(store);
+    if a.json {
+        println!(
+            "{}",
+            json!({
+                "data": a.data,
+                "latents": d.latents.len(),
+                "jobs": d.jobs.len(),
+                "next_id": d.counter,
+                "manifest": m,
+                "ms": t0.elapsed().as_millis(),
+            })
+        );
+    } else {
+        println!(
+            "restored {} latents and {} jobs (next id {}) into {}; serve it with `ddimd serve --data {}`",
+            d.latents.len(),
+            d.jobs.len(),
+            d.counter,
+            a.data.display(),
+            a.data.display()
+        );
+    }
+    Ok(0)
+}
+
+/// Parses "90s", "30m", "6h", "1d", "1h30m".
+pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
+    let mut total = 0u64;
+    let mut num = String::new();
+    let mut any = false;
+    for ch in s.trim().chars() {
+        if ch.is_ascii_digit() {
+            num.push(ch);
+            continue;
+        }
+        let n: u64 = num
+            .parse()
+            .map_err(|_| format!("expected e.g. 30m, 6h or 1d, got {s:?}"))?;
+        let unit = match ch {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86400,
+            _ => return Err(format!("unknown unit {ch:?} in {s:?} (s, m, h or d)")),
+        };
+        total += n * unit;
+        num.clear();
+        any = true;
+    }
+    if !num.is_empty() || !any {
+        return Err(format!("expected e.g. 30m, 6h or 1d, got {s:?}"));
+    }
+    if total == 0 {
+        return Err("must be longer than 0s".into());
+    }
+    Ok(Duration::from_secs(total))
+}
+
+/// `YYYYMMDDTHHMMSSZ` of a Unix time in ms (UTC).
+pub fn stamp(unix_ms: i64) -> String {
+    let secs = unix_ms.div_euclid(1000);
+    let (days, rem) = (secs.div_euclid(86400), secs.rem_euclid(86400));
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// One scheduled backup: `DIR/ddimd-backup-<UTC stamp>.tar`, then only the newest
+/// `keep` such files are kept.
+pub fn scheduled_backup(store: &Store, dir: &Path, keep: usize) -> Result<PathBuf> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| ServerError::Config(format!("--backup-dir {}: {e}", dir.display())))?;
+    let d = store.frozen(|t| dump::read(t, &Checks::default()))?;
+    let now = super::conversions::now_ms();
+    let path = dir.join(format!("ddimd-backup-{}.tar", stamp(now)));
+    write_archive(&d, &path)?;
+    let mut all: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| ServerError::Config(format!("--backup-dir {}: {e}", dir.display())))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("ddimd-backup-") && n.ends_with(".tar"))
+        })
+        .collect();
+    all.sort();
+    let n = all.len();
+    for old in all.into_iter().take(n.saturating_sub(keep)) {
+        let _ = std::fs::remove_file(old);
+    }
+    Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_and_stamps() {
+        assert_eq!(parse_duration("30m").unwrap(), Duration::from_secs(1800));
+        assert_eq!(parse_duration("6h").unwrap(), Duration::from_secs(21600));
+        assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse_duration("2s").unwrap(), Duration::from_secs(2));
+        for bad in ["", "30", "m", "5x", "0s"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+        assert_eq!(stamp(0), "19700101T000000Z");
+        assert_eq!(stamp(1_764_502_245_000), "20251130T113045Z");
+    }
+
+    #[test]
+    fn scheduled_backups_keep_the_newest() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = super::super::dump::tests_support::filled();
+        for name in [
+            "ddimd-backup-20000101T000000Z.tar",
+            "ddimd-backup-20000102T000000Z.tar",
+        ] {
+            std::fs::write(dir.path().join(name), b"old").unwrap();
+        }
+        let p = scheduled_backup(&s, dir.path(), 2).unwrap();
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left.len(), 2);
+        assert_eq!(left[0], "ddimd-backup-20000102T000000Z.tar");
+        let (m, _) = super::super::archive::read(std::fs::File::open(p).unwrap()).unwrap();
+        assert_eq!(m.latents, 2);
+    }
+}
