@@ -393,7 +393,9 @@ pub fn npy_shape(npy: &[u8]) -> Option<Vec<usize>> {
     let head = npy.get(..npy.len().min(4096))?;
     let head = String::from_utf8_lossy(head);
     let rest = &head[head.find("'shape':")? + 8..];
-    let inner = &rest[rest.find('(')? + 1..rest.find(')')?];
+    // The first ')' after the '(' (a ')' before it is no tuple, not a panic).
+    let rest = &rest[rest.find('(')? + 1..];
+    let inner = &rest[..rest.find(')')?];
     inner
         .split(',')
         .map(str::trim)
@@ -896,5 +898,31 @@ mod tests {
         assert_eq!(numpy_shape(&[1, 1, 32, 32]), "(1, 1, 32, 32)");
         assert_eq!(numpy_shape(&[5]), "(5,)");
         assert_eq!(npy_shape(b"garbage"), None);
+        // Malformed headers answer None, never panic.
+        assert_eq!(npy_shape(b"'shape': )(1, 2)"), Some(vec![1, 2]));
+        assert_eq!(npy_shape(b"'shape': ) ("), None);
+        assert_eq!(npy_shape(b"'shape': (1, x)"), None);
+        // Every prefix and single-byte edit of a good header, and random bytes.
+        let mut seed = 0x6e70_795fu64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for k in 0..npy.len() {
+            let _ = npy_shape(&npy[..k]);
+            for v in [b'(', b')', b',', b' ', 0xff, b'9'] {
+                let mut m = npy.clone();
+                m[k] = v;
+                let _ = npy_shape(&m);
+            }
+        }
+        for _ in 0..2000 {
+            let len = (next() % 48) as usize;
+            let mut b = b"'shape':".to_vec();
+            b.extend((0..len).map(|_| b"(),0123456789 \xff"[(next() % 15) as usize]));
+            let _ = npy_shape(&b);
+        }
     }
 }
