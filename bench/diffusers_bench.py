@@ -1,6 +1,9 @@
 """diffusers' side of `ddimd bench`, same protocol, same JSON lines.
-usage: diffusers_bench.py MODEL_DIR DEVICE BATCHES STEPS REPEAT MAX_SECONDS [THREADS]
-(BATCHES and STEPS comma-separated)."""
+usage: diffusers_bench.py MODEL_DIR DEVICE BATCHES STEPS REPEAT MAX_SECONDS [THREADS] [compile]
+(BATCHES and STEPS comma-separated). `compile`: wrap the UNet in
+`torch.compile(dynamic=False)` (what a diffusers user adds for speed; one static graph
+per batch size, compiled during the warm-up call, which is not timed) and report
+impl "diffusers-compile"."""
 import json
 import sys
 import time
@@ -14,8 +17,12 @@ steps = [int(s) for s in sys.argv[4].split(",")]
 repeat, max_seconds = int(sys.argv[5]), float(sys.argv[6])
 if len(sys.argv) > 7 and int(sys.argv[7]) > 0:
     torch.set_num_threads(int(sys.argv[7]))
+use_compile = len(sys.argv) > 8 and sys.argv[8] == "compile"
+impl = "diffusers-compile" if use_compile else "diffusers"
 pipe = DDIMPipeline.from_pretrained(model).to(device)
 unet = pipe.unet.eval()
+if use_compile:
+    unet = torch.compile(unet, dynamic=False)
 sched = DDIMScheduler.from_config(pipe.scheduler.config, clip_sample=False, set_alpha_to_one=True,
                                   timestep_spacing="leading", steps_offset=0)
 c, s = unet.config.in_channels, unet.config.sample_size
@@ -39,7 +46,7 @@ with torch.no_grad():
             sync()
             times.append((time.perf_counter() - t0) * 1e3)
         ms = sorted(times)[len(times) // 2]
-        print(json.dumps({"impl": "diffusers", "batch": b, "ms_per_eval": ms}), flush=True)
+        print(json.dumps({"impl": impl, "batch": b, "ms_per_eval": ms}), flush=True)
         for n in steps:
             ips = None
             if n * ms / 1e3 <= max_seconds:
@@ -50,4 +57,4 @@ with torch.no_grad():
                     y = sched.step(unet(y, t).sample, t, y, eta=0.0).prev_sample
                 sync()
                 ips = b / (time.perf_counter() - t0)
-            print(json.dumps({"impl": "diffusers", "batch": b, "steps": n, "images_per_s": ips}), flush=True)
+            print(json.dumps({"impl": impl, "batch": b, "steps": n, "images_per_s": ips}), flush=True)

@@ -604,6 +604,11 @@ fn sync(device: Device) {
 pub fn bench(a: &BenchArgs) -> Result<(), EngineError> {
     let model = a.model.load()?;
     let _g = tch::no_grad_guard();
+    let implementation = if model.compiled.is_some() {
+        "ddimd-compiled"
+    } else {
+        "ddimd"
+    };
     for &b in &a.batch {
         let seeds = noise::seeds(0, b.max(1));
         let x = noise::initial_noise(&seeds, model.sample_shape(), model.device);
@@ -621,7 +626,7 @@ pub fn bench(a: &BenchArgs) -> Result<(), EngineError> {
         let ms = times[times.len() / 2];
         println!(
             "{}",
-            serde_json::json!({"impl": "ddimd", "batch": b, "ms_per_eval": ms})
+            serde_json::json!({"impl": implementation, "batch": b, "ms_per_eval": ms})
         );
         for &s in &a.steps {
             let opts = SamplerOptions {
@@ -638,7 +643,7 @@ pub fn bench(a: &BenchArgs) -> Result<(), EngineError> {
             };
             println!(
                 "{}",
-                serde_json::json!({"impl": "ddimd", "batch": b, "steps": s, "images_per_s": ips})
+                serde_json::json!({"impl": implementation, "batch": b, "steps": s, "images_per_s": ips})
             );
         }
     }
