@@ -32,6 +32,8 @@ enum Command {
     Interpolate(cli::InterpolateArgs),
     /// Train an ε-model with the DDPM objective.
     Train(ddimd::train::TrainArgs),
+    /// Train the judge: the Fashion-MNIST classifier whose features `eval` uses.
+    TrainJudge(ddimd::judge::TrainJudgeArgs),
     /// Write a pipeline folder with random weights (for tests and benchmarks).
     InitModel(cli::InitModelArgs),
     /// Benchmark: ms per UNet evaluation and images/s at several S and batch sizes.
@@ -111,6 +113,7 @@ fn main() -> ExitCode {
         Command::Reconstruct(a) => cli::reconstruct(&a).map_err(|e| e.to_string()),
         Command::Interpolate(a) => cli::interpolate(&a).map_err(|e| e.to_string()),
         Command::Train(a) => ddimd::train::run(&a).map_err(|e| format!("{e:#}")),
+        Command::TrainJudge(a) => ddimd::judge::train(&a).map_err(|e| format!("{e:#}")),
         Command::InitModel(a) => cli::init_model(&a).map_err(|e| e.to_string()),
         Command::Bench(a) => cli::bench(&a).map_err(|e| e.to_string()),
         Command::Compile(a) => ddimd::compile::run(&a).map_err(|e| e.to_string()),

@@ -103,6 +103,14 @@ pub fn fashion_mnist_classes_for(images: &Path, n: usize) -> Result<Vec<&'static
         .collect()
 }
 
+/// The idx3 image file of a split (under `$DDIM_FASHION_MNIST_DIR` or the Debian folder).
+pub fn fashion_mnist_path(split: Split) -> PathBuf {
+    dataset_dir().join(match split {
+        Split::Train => "train-images-idx3-ubyte.gz",
+        Split::Test => "t10k-images-idx3-ubyte.gz",
+    })
+}
+
 /// The 28×28 images of a split as grey images.
 pub fn fashion_mnist_images(split: Split) -> Result<Vec<GrayImage>> {
     let name = match split {
