@@ -4,6 +4,7 @@
 //! cargo build --release -p ddimd --bin ddimd --example bench_daemon
 //! target/release/examples/bench_daemon [--preset tiny] [--threads 1] [--steps 20] [--latents 100000]
 //! target/release/examples/bench_daemon --only library   # part 3 alone (no model, no ddimd)
+//! target/release/examples/bench_daemon --only edit [--threads 2]   # part 5, the shipped model
 //! ```
 //!
 //! 1. Batching gain: 16 concurrent single-image sample jobs against one such
@@ -18,6 +19,10 @@
 //!    S = 10, 20 by one `latents` job against 8 single-latent jobs; one frame
 //!    of a 16-frame interpolation saved with `only_saved_frames` against the
 //!    whole job.
+//! 5. Editing (`--only edit`), with the shipped model `models/fashion-mnist` (not the
+//!    random preset): the time of a live `PreviewEdit` at S = 10, batch 1 (variation and
+//!    renoise), and of a committed edit (variation with its S = 50 preview decode;
+//!    renoise at S = 50), each as median and p90 of repeated runs on an idle daemon.
 use ddim_proto::v1 as pb;
 use ddim_proto::v1::ddim_client::DdimClient;
 use ddimd::engine::config::UNetConfig;
@@ -39,7 +44,7 @@ struct Args {
     threads: i32,
     steps: u32,
     latents: u64,
-    /// Only this part ("library"); empty: all.
+    /// Only this part ("library", "study", "edit"); empty: all but "edit".
     only: String,
 }
 
@@ -609,9 +614,162 @@ async fn study(model: &Path, a: &Args) {
     );
 }
 
+/// (median, p90) of `v`.
+fn median_p90(mut v: Vec<f64>) -> (f64, f64) {
+    v.sort_by(f64::total_cmp);
+    let p90 = ((v.len() - 1) as f64 * 0.9).round() as usize;
+    (v[v.len() / 2], v[p90])
+}
+
+/// One PreviewEdit at S = 10: (client wall seconds, the daemon's `seconds`, images).
+async fn preview(c: &DdimClient<Channel>, kind: pb::job_spec::Kind) -> (f64, f64, usize) {
+    let req = pb::PreviewEditRequest {
+        spec: Some(pb::JobSpec { kind: Some(kind) }),
+        steps: 10,
+        client_id: "bench".into(),
+    };
+    let t0 = Instant::now();
+    let r = c
+        .clone()
+        .preview_edit(req)
+        .await
+        .expect("preview")
+        .into_inner();
+    (t0.elapsed().as_secs_f64(), r.seconds, r.images.len())
+}
+
+/// Part 5: PreviewEdit and committed edits with the shipped model.
+async fn edits(a: &Args) {
+    use pb::job_spec::Kind;
+    const PREVIEW_REPS: u64 = 11;
+    const COMMIT_REPS: u64 = 5;
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/fashion-mnist");
+    println!(
+        "## editing (models/fashion-mnist, {} torch thread(s))",
+        a.threads
+    );
+    let dir = tempfile::tempdir().expect("tmp");
+    let d = start(&model, dir.path(), a.threads, &[]);
+    let mut c = client(&d.addr).await;
+    // One encoded test image (the first ankle boot is test image 0), S = 50.
+    let images = ddimd::train::data::fashion_mnist_images(ddimd::train::data::Split::Test)
+        .expect("Debian's dataset-fashion-mnist");
+    let mut png = std::io::Cursor::new(vec![]);
+    images[0]
+        .write_to(&mut png, image::ImageFormat::Png)
+        .expect("png");
+    let enc = Kind::Encode(pb::EncodeJob {
+        images: vec![pb::EncodeInput {
+            data: png.into_inner(),
+            name: "test-0".into(),
+            tags: vec![],
+        }],
+        steps: 50,
+        spacing: 0,
+        preview_steps: 0,
+    });
+    let (_, ids) = run_all(&mut c, vec![job(enc)]).await;
+    let latent = c
+        .get_job(pb::GetJobRequest { id: ids[0].clone() })
+        .await
+        .expect("job")
+        .into_inner()
+        .result
+        .expect("encode result")
+        .latent_ids[0]
+        .clone();
+    let variation = |seed: u64, count: u32| {
+        Kind::Variation(pb::VariationJob {
+            latent_id: latent.clone(),
+            strength: 0.3,
+            seed,
+            count,
+            out: None,
+        })
+    };
+    let renoise = |seed: u64, count: u32| {
+        Kind::Renoise(pb::RenoiseJob {
+            input: Some(pb::renoise_job::Input::LatentId(latent.clone())),
+            image_name: String::new(),
+            strength: 0.5,
+            sampler: Some(pb::SamplerOptions {
+                steps: 50,
+                eta: 1.0,
+                spacing: 0,
+                sigma_hat: false,
+            }),
+            seed,
+            count,
+            perturb: 0.0,
+            out: None,
+        })
+    };
+    // Warm up (first model calls, allocator).
+    preview(&c, variation(0, 1)).await;
+    preview(&c, renoise(0, 1)).await;
+    type Make<'a> = &'a dyn Fn(u64, u32) -> Kind;
+    let cases: [(&str, Make, u32); 4] = [
+        ("variation s = 0.3 (10 model calls)", &variation, 1),
+        (
+            "renoise s = 0.5, η = 1 (2·⌈0.5·10⌉ = 10 model calls)",
+            &renoise,
+            1,
+        ),
+        (
+            "variation s = 0.3, count 4 (10 calls on a batch of 4)",
+            &variation,
+            4,
+        ),
+        ("renoise s = 0.5, η = 1, count 4", &renoise, 4),
+    ];
+    for (what, make, count) in cases {
+        let mut wall = vec![];
+        let mut server = vec![];
+        for k in 0..PREVIEW_REPS {
+            let (w, s, n) = preview(&c, make(100 + k, count)).await;
+            assert_eq!(n, count as usize, "{what}: images");
+            wall.push(w);
+            server.push(s);
+        }
+        let (wm, w90) = median_p90(wall);
+        let (sm, s90) = median_p90(server);
+        println!(
+            "PreviewEdit S = 10, {what}: client {:.0} ms median, {:.0} ms p90; daemon-side {:.0} / {:.0} ms (n = {PREVIEW_REPS})",
+            wm * 1e3,
+            w90 * 1e3,
+            sm * 1e3,
+            s90 * 1e3
+        );
+    }
+    let commits: [(&str, Make); 2] = [
+        (
+            "variation s = 0.3, count 1 (its preview decode: 50 model calls)",
+            &variation,
+        ),
+        (
+            "renoise s = 0.5, η = 1, S = 50, count 1 (25 + 25 edit, 50 re-encode, 50 preview decode)",
+            &renoise,
+        ),
+    ];
+    for (what, make) in commits {
+        let mut times = vec![];
+        for k in 0..COMMIT_REPS {
+            times.push(run_all(&mut c, vec![job(make(200 + k, 1))]).await.0);
+        }
+        let (m, p90) = median_p90(times);
+        println!(
+            "committed {what}: submit → finished {m:.2} s median, {p90:.2} s p90 (n = {COMMIT_REPS})"
+        );
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let a = args();
+    if a.only == "edit" {
+        edits(&a).await;
+        return;
+    }
     let dir = tempfile::tempdir().expect("tmp");
     let model_dir = dir.path().join("model");
     let cfg = UNetConfig::preset(&a.preset, 1, 32).expect("preset");
