@@ -649,3 +649,251 @@ pub fn bench(a: &BenchArgs) -> Result<(), EngineError> {
     }
     Ok(())
 }
+
+/// `ddimd eval`: the paper's Table 1 on this model.
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// The judge folder [default: <model>/judge].
+    #[arg(long)]
+    pub judge: Option<PathBuf>,
+    /// N, samples per cell.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub samples: u32,
+    /// Step counts S, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "10,20,50", value_parser = parse_steps)]
+    pub steps: Vec<usize>,
+    /// η values, comma-separated (each ≥ 0).
+    #[arg(long, value_delimiter = ',', default_value = "0", value_parser = parse_eta, allow_negative_numbers = true)]
+    pub eta: Vec<f64>,
+    /// Add a σ̂ row (the paper's last row of Table 1).
+    #[arg(long)]
+    pub sigma_hat: bool,
+    /// uniform, quad, leading, trailing or linspace.
+    #[arg(long, default_value = "uniform")]
+    pub spacing: Spacing,
+    /// Sample i of every cell starts from the x_T of (seed, i).
+    #[arg(long, default_value = "0")]
+    pub seed: u64,
+    /// Samples per model call.
+    #[arg(long, default_value = "64", value_parser = clap::value_parser!(u32).range(1..))]
+    pub batch: u32,
+    /// Bootstrap resamples of each interval.
+    #[arg(long, default_value = "200")]
+    pub bootstrap: usize,
+    /// Append each finished cell to this JSON-lines file and reuse the cells it
+    /// already holds (same model, judge, seed, N and bootstrap): a long run resumes.
+    #[arg(long)]
+    pub progress_file: Option<PathBuf>,
+    /// Write a grid of each cell's first 64 samples into this folder.
+    #[arg(long)]
+    pub png_dir: Option<PathBuf>,
+    /// Print exactly one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn list_once<T: PartialEq + std::fmt::Display>(flag: &str, v: &[T]) -> Result<(), EngineError> {
+    for (i, x) in v.iter().enumerate() {
+        if v[..i].contains(x) {
+            return Err(EngineError::InvalidInput(format!(
+                "{flag}: {x} is listed twice"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The judge of a model: `--judge`, else `<model>/judge`; a missing one names the flag.
+pub fn load_judge(
+    model_dir: &std::path::Path,
+    judge: &Option<PathBuf>,
+    device: Device,
+) -> Result<crate::judge::Judge, EngineError> {
+    let (dir, flag) = match judge {
+        Some(d) => (d.clone(), "--judge"),
+        None => (model_dir.join("judge"), "--judge (default <model>/judge)"),
+    };
+    if !dir.join(crate::judge::CONFIG).is_file() {
+        return Err(EngineError::InvalidInput(format!(
+            "{flag}: no judge at {} (train one with `ddimd train-judge --out {}`)",
+            dir.display(),
+            dir.display()
+        )));
+    }
+    crate::judge::Judge::load(&dir, device)
+}
+
+pub fn eval(a: &EvalArgs) -> Result<(), EngineError> {
+    use crate::eval::{self as ev, CellKey, EvalSettings};
+    list_once("--steps", &a.steps)?;
+    list_once("--eta", &a.eta)?;
+    let model = a.model.load()?;
+    let t = model.num_train_timesteps();
+    for &s in &a.steps {
+        crate::engine::spacing::validate_steps(s, t)
+            .map_err(|e| EngineError::InvalidInput(format!("--steps: {e}")))?;
+    }
+    let judge = load_judge(&a.model.model, &a.judge, model.device)?;
+    let started = std::time::Instant::now();
+    let reference = ev::Reference::new(ev::test_split_features(&judge)?);
+    let settings = EvalSettings {
+        samples: a.samples as usize,
+        seed: a.seed,
+        batch: a.batch as usize,
+        bootstrap: a.bootstrap,
+    };
+    let specs = ev::cells(&a.steps, &a.eta, a.sigma_hat, a.spacing);
+    let done = a
+        .progress_file
+        .as_deref()
+        .map(ev::read_progress)
+        .unwrap_or_default();
+    if let Some(d) = &a.png_dir {
+        std::fs::create_dir_all(d)
+            .map_err(|e| EngineError::Io(format!("--png-dir {}: {e}", d.display())))?;
+    }
+    let total: u64 = specs
+        .iter()
+        .map(|c| (c.steps * settings.samples) as u64)
+        .sum();
+    let pb = progress(total, "eval");
+    let mut results = vec![];
+    for spec in &specs {
+        let key = CellKey {
+            model: model.fingerprint.clone(),
+            judge: judge.fingerprint.clone(),
+            seed: a.seed,
+            samples: settings.samples,
+            bootstrap: settings.bootstrap,
+            spec: *spec,
+        };
+        if let Some((_, r)) = done.iter().find(|(k, _)| *k == key) {
+            pb.inc((spec.steps * settings.samples) as u64);
+            results.push(r.clone());
+            continue;
+        }
+        pb.set_message(spec.label());
+        let (r, kept) = ev::evaluate_cell(
+            &model,
+            &judge,
+            &reference.all,
+            spec,
+            &settings,
+            &mut |_, k| {
+                pb.inc(k as u64);
+                true
+            },
+        )?;
+        if let Some(d) = &a.png_dir {
+            let name = if spec.sigma_hat {
+                format!("s{}_sigmahat.png", spec.steps)
+            } else {
+                format!("s{}_eta{}.png", spec.steps, spec.eta)
+            };
+            imageio::save_png(&imageio::grid(&kept, 0, 2), &d.join(name))?;
+        }
+        pb.suspend(|| {
+            eprintln!(
+                "{}: FD {:.2} [{:.2}, {:.2}] in {:.0} s",
+                spec.label(),
+                r.fd.fd,
+                r.fd.fd_low,
+                r.fd.fd_high,
+                r.seconds
+            )
+        });
+        if let Some(p) = &a.progress_file {
+            ev::append_progress(p, &key, &r)?;
+        }
+        results.push(r);
+    }
+    pb.finish_and_clear();
+    let (floor, floor_n) = reference.floor(settings.samples, settings.bootstrap, a.seed);
+    let cfg = &judge.config;
+    if a.json {
+        let out = serde_json::json!({
+            "cells": results.iter().map(|r| r.json()).collect::<Vec<_>>(),
+            "floor": {"fd": floor.fd, "fd_low": floor.fd_low, "fd_high": floor.fd_high},
+            "judge": {
+                "path": judge.path.display().to_string(),
+                "fingerprint": judge.fingerprint,
+                "arch": cfg.arch,
+                "feature_dim": cfg.feature_dim,
+                "classes": cfg.classes,
+                "test_accuracy": cfg.test_accuracy,
+                "reference_images": reference.images(),
+                "floor_images": floor_n,
+                "bootstrap": settings.bootstrap,
+                "seed": a.seed,
+                "model": model.path.display().to_string(),
+                "model_fingerprint": model.fingerprint,
+                "seconds": started.elapsed().as_secs_f64(),
+            },
+        });
+        println!("{out}");
+        return Ok(());
+    }
+    print!("{}", eval_table(&results, &a.steps));
+    println!(
+        "floor (real vs real, {floor_n} vs {} test images): FD {:.2} [{:.2}, {:.2}]",
+        reference.images() - reference.images() / 2,
+        floor.fd,
+        floor.fd_low,
+        floor.fd_high
+    );
+    println!(
+        "N = {} per cell, {} spacing, seed {}, judge {} ({}), {:.0} s",
+        settings.samples,
+        a.spacing.as_str(),
+        a.seed,
+        judge.path.display(),
+        judge.fingerprint,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// The S × η table: one row per η (then σ̂), one column per S, "FD [low, high]".
+pub fn eval_table(results: &[crate::eval::CellResult], steps: &[usize]) -> String {
+    let mut rows: Vec<(bool, f64)> = vec![];
+    for r in results {
+        let k = (
+            r.spec.sigma_hat,
+            if r.spec.sigma_hat { 0.0 } else { r.spec.eta },
+        );
+        if !rows.contains(&k) {
+            rows.push(k);
+        }
+    }
+    let mut s = format!("{:>8}", "");
+    for st in steps {
+        s += &format!("  {:>24}", format!("S = {st}"));
+    }
+    s += "\n";
+    for (sh, eta) in rows {
+        s += &format!(
+            "{:>8}",
+            if sh {
+                "σ̂".to_string()
+            } else {
+                format!("η = {eta}")
+            }
+        );
+        for st in steps {
+            let cell = results.iter().find(|r| {
+                r.spec.steps == *st && r.spec.sigma_hat == sh && (sh || r.spec.eta == eta)
+            });
+            s += &match cell {
+                Some(r) => format!(
+                    "  {:>24}",
+                    format!("{:.2} [{:.2}, {:.2}]", r.fd.fd, r.fd.fd_low, r.fd.fd_high)
+                ),
+                None => format!("  {:>24}", "—"),
+            };
+        }
+        s += "\n";
+    }
+    s
+}

@@ -34,6 +34,9 @@ enum Command {
     Train(ddimd::train::TrainArgs),
     /// Train the judge: the Fashion-MNIST classifier whose features `eval` uses.
     TrainJudge(ddimd::judge::TrainJudgeArgs),
+    /// Sample quality per S × η (the paper's Table 1): Fréchet distance on the judge's
+    /// features with bootstrap intervals, class histogram and confidence.
+    Eval(cli::EvalArgs),
     /// Write a pipeline folder with random weights (for tests and benchmarks).
     InitModel(cli::InitModelArgs),
     /// Benchmark: ms per UNet evaluation and images/s at several S and batch sizes.
@@ -114,6 +117,7 @@ fn main() -> ExitCode {
         Command::Interpolate(a) => cli::interpolate(&a).map_err(|e| e.to_string()),
         Command::Train(a) => ddimd::train::run(&a).map_err(|e| format!("{e:#}")),
         Command::TrainJudge(a) => ddimd::judge::train(&a).map_err(|e| format!("{e:#}")),
+        Command::Eval(a) => cli::eval(&a).map_err(|e| e.to_string()),
         Command::InitModel(a) => cli::init_model(&a).map_err(|e| e.to_string()),
         Command::Bench(a) => cli::bench(&a).map_err(|e| e.to_string()),
         Command::Compile(a) => ddimd::compile::run(&a).map_err(|e| e.to_string()),
