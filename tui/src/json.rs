@@ -65,6 +65,29 @@ pub fn result(r: &pb::JobResult) -> Value {
         "reconstruction": r.reconstruction.iter().map(|p| json!({"steps": p.steps, "mse": p.mse, "mse_sem": p.mse_sem, "images": p.images, "image_mse": p.image_mse, "image": image(&p.image)})).collect::<Vec<_>>(),
         "original": image(&r.original),
         "frames": r.frames.iter().map(|f| json!({"index": f.index, "alpha": f.alpha, "latent_id": f.latent_id, "image": image(&f.image)})).collect::<Vec<_>>(),
+        "eval": r.eval.as_ref().map(eval),
+    })
+}
+
+/// An eval result in `ddimd eval --json`'s shape (σ̂ cells have `"eta": null`), with
+/// each cell's sample grid.
+pub fn eval(e: &pb::EvalResult) -> Value {
+    let floor = e.floor.unwrap_or_default();
+    json!({
+        "cells": e.cells.iter().map(|c| json!({
+            "steps": c.steps,
+            "eta": if c.sigma_hat { Value::Null } else { json!(c.eta) },
+            "sigma_hat": c.sigma_hat,
+            "spacing": format::spacing_name(c.spacing),
+            "n": c.n, "fd": c.fd, "fd_low": c.fd_low, "fd_high": c.fd_high,
+            "confidence": c.confidence, "class_histogram": c.class_histogram,
+            "seconds": c.seconds, "grid": image(&c.grid),
+        })).collect::<Vec<_>>(),
+        "floor": {"fd": floor.fd, "fd_low": floor.fd_low, "fd_high": floor.fd_high, "n": floor.n},
+        "judge": {
+            "fingerprint": e.judge_fingerprint, "test_accuracy": e.judge_accuracy,
+            "classes": e.classes, "reference_images": e.reference_images, "bootstrap": e.bootstrap,
+        },
     })
 }
 
@@ -198,6 +221,12 @@ pub fn spec(s: &pb::JobSpec) -> Value {
             "grid": {
                 "corners": g.corners, "size": g.size, "save": g.save,
                 "preview_steps": g.preview_steps, "out": edit_out(&g.out),
+            }
+        }),
+        Some(Kind::Eval(e)) => json!({
+            "eval": {
+                "steps": e.steps, "etas": e.etas, "sigma_hat": e.sigma_hat,
+                "spacing": format::spacing_name(e.spacing), "samples": e.samples, "seed": e.seed,
             }
         }),
         None => Value::Null,

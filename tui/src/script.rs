@@ -688,10 +688,44 @@ fn finished_output(job: pb::Job) -> Result<Output, ClientError> {
     }
 }
 
+/// An eval result for people: one line per cell (FD with its bootstrap interval,
+/// the judge's confidence), then the real-vs-real floor.
+pub fn eval_summary(e: &pb::EvalResult) -> String {
+    let mut s = format!(
+        "{:>6}  {:>6}  {:>10}  {:>21}  {:>10}\n",
+        "S", "η", "N", "FD [2.5%, 97.5%]", "confidence"
+    );
+    for c in &e.cells {
+        let eta = if c.sigma_hat {
+            "σ̂".to_string()
+        } else {
+            format!("{}", c.eta)
+        };
+        s.push_str(&format!(
+            "{:>6}  {:>6}  {:>10}  {:>21}  {:>10.3}\n",
+            c.steps,
+            eta,
+            c.n,
+            format!("{:.2} [{:.2}, {:.2}]", c.fd, c.fd_low, c.fd_high),
+            c.confidence
+        ));
+    }
+    if let Some(f) = &e.floor {
+        s.push_str(&format!(
+            "floor (real vs real, {} images): FD {:.2} [{:.2}, {:.2}]\n",
+            f.n, f.fd, f.fd_low, f.fd_high
+        ));
+    }
+    s
+}
+
 /// What a finished job produced, for people.
 pub fn result_summary(job: &pb::Job) -> String {
     let mut s = format!("job {} ({}) done\n", job.id, job.kind);
     let Some(r) = &job.result else { return s };
+    if let Some(e) = &r.eval {
+        s.push_str(&eval_summary(e));
+    }
     let several = r.reconstruction.iter().any(|p| p.images > 1);
     if several {
         let n = r.reconstruction[0].images;

@@ -85,6 +85,7 @@ pub enum JobKind {
     Renoise,
     Inpaint,
     Grid,
+    Eval,
 }
 
 impl JobKind {
@@ -102,6 +103,7 @@ impl JobKind {
             JobKind::Renoise => "renoise",
             JobKind::Inpaint => "inpaint",
             JobKind::Grid => "grid",
+            JobKind::Eval => "eval",
         }
     }
 }

@@ -26,6 +26,7 @@ use crate::engine::SamplerOptions;
 mod decode;
 mod direction;
 mod encode;
+mod eval;
 mod grid;
 mod import;
 mod inpaint;
@@ -193,6 +194,7 @@ registry! {
     Renoise,
     Inpaint,
     Grid,
+    Eval,
 }
 
 /// Validates a job spec (see [`JobKindSpec::validate`]).

@@ -1,0 +1,179 @@
+//! The eval job kind over a real daemon: a tiny random model with a tiny random
+//! judge beside it (`ddimd train-judge --steps 0`); bad input names the field; a
+//! model without a judge is FAILED_PRECONDITION naming the judge; a small eval job
+//! completes with well-formed cells and is deterministic for a seed.
+//!
+//! Needs the binaries (`cargo build --workspace --bins`) and Debian's
+//! dataset-fashion-mnist (the judge's reference is the test split): skipped without it.
+use ddim_proto::v1 as pb;
+use ddim_tests::*;
+use std::path::Path;
+use std::process::Command;
+use tonic::Code;
+
+fn have_data() -> bool {
+    let dir = std::env::var_os("DDIM_FASHION_MNIST_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| "/usr/share/datasets/fashion-mnist".into());
+    let ok = dir.join("t10k-images-idx3-ubyte.gz").exists()
+        && dir.join("train-images-idx3-ubyte.gz").exists();
+    if !ok {
+        eprintln!("Fashion-MNIST is not installed: skipping");
+    }
+    ok
+}
+
+/// A random judge with small layers, written by `ddimd train-judge --steps 0`.
+fn tiny_judge(dir: &Path) {
+    let out = Command::new(bin("ddimd"))
+        .args([
+            "train-judge",
+            "--steps",
+            "0",
+            "--channels",
+            "4,8,8",
+            "--features",
+            "8",
+        ])
+        .args([
+            "--test-images",
+            "100",
+            "--torch-threads",
+            "1",
+            "--device",
+            "cpu",
+            "--out",
+        ])
+        .arg(dir)
+        .output()
+        .expect("run ddimd train-judge");
+    assert!(
+        out.status.success(),
+        "ddimd train-judge: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn eval_spec(steps: &[u32], etas: &[f32], sigma_hat: bool, samples: u32, seed: u64) -> pb::JobSpec {
+    pb::JobSpec {
+        kind: Some(pb::job_spec::Kind::Eval(pb::EvalJob {
+            steps: steps.to_vec(),
+            etas: etas.to_vec(),
+            sigma_hat,
+            spacing: pb::Spacing::Uniform as i32,
+            samples,
+            seed,
+        })),
+    }
+}
+
+fn refused(r: Result<tonic::Response<pb::Job>, tonic::Status>, code: Code, field: &str) {
+    let e = r.expect_err("expected an error");
+    assert_eq!(e.code(), code, "{field}: {}", e.message());
+    assert!(
+        e.message().contains(field),
+        "message {:?} does not name {field:?}",
+        e.message()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn eval_jobs_validate_run_and_are_deterministic() {
+    if !have_data() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let model = init_model(&tmp.path().join("model"), "test", 1, 32, 0);
+    tiny_judge(&model.join("judge"));
+    let d = Daemon::builder().model(&model).start().await;
+    let mut c = d.client().await;
+
+    for (spec, field) in [
+        (eval_spec(&[2], &[0.0], false, 0, 0), "eval.samples"),
+        (eval_spec(&[2], &[-0.5], false, 4, 0), "eval.etas[0]"),
+        (eval_spec(&[2], &[0.0, 0.0], false, 4, 0), "eval.etas[1]"),
+        (eval_spec(&[0], &[0.0], false, 4, 0), "eval.steps[0]"),
+        (eval_spec(&[2, 1001], &[0.0], false, 4, 0), "eval.steps[1]"),
+        (eval_spec(&[], &[0.0], false, 4, 0), "eval.steps"),
+    ] {
+        refused(
+            c.submit_job(submit(spec)).await,
+            Code::InvalidArgument,
+            field,
+        );
+    }
+
+    let spec = eval_spec(&[2, 3], &[0.0, 1.0], true, 6, 5);
+    let job = c
+        .submit_job(submit(spec.clone()))
+        .await
+        .unwrap()
+        .into_inner();
+    let done = wait_job(&mut c, &job.id).await;
+    assert_eq!(done.state, pb::JobState::Done as i32, "{}", done.error);
+    assert_eq!(done.kind, "eval");
+    // S × ⌈N / 64⌉ model calls per cell: (2 + 3) × 3 cells.
+    assert_eq!(done.total_steps, 15);
+    let r = done.result.unwrap().eval.expect("an eval result");
+    assert_eq!(r.cells.len(), 6);
+    assert_eq!(r.classes.len(), 10);
+    assert_eq!(r.reference_images, 10_000);
+    assert!(!r.judge_fingerprint.is_empty());
+    let labels: Vec<(u32, f32, bool)> = r
+        .cells
+        .iter()
+        .map(|c| (c.steps, c.eta, c.sigma_hat))
+        .collect();
+    assert_eq!(
+        labels,
+        [
+            (2, 0.0, false),
+            (2, 1.0, false),
+            (2, 0.0, true),
+            (3, 0.0, false),
+            (3, 1.0, false),
+            (3, 0.0, true)
+        ]
+    );
+    for cell in &r.cells {
+        assert_eq!(cell.n, 6);
+        assert_eq!(cell.class_histogram.len(), 10);
+        assert_eq!(cell.class_histogram.iter().sum::<u64>(), 6);
+        assert!(cell.fd.is_finite() && cell.fd >= 0.0, "{cell:?}");
+        assert!(cell.fd_low <= cell.fd_high, "{cell:?}");
+        assert!((0.0..=1.0).contains(&cell.confidence), "{cell:?}");
+        let g = cell.grid.as_ref().expect("a grid");
+        assert!(g.png.starts_with(b"\x89PNG") && g.width > 0);
+    }
+    let floor = r.floor.expect("a floor");
+    assert_eq!(floor.n, 6);
+    assert!(floor.fd_low <= floor.fd_high && floor.fd >= 0.0);
+
+    // The same spec again: the same numbers (fixed per-sample seeds, seeded bootstrap).
+    let again = c.submit_job(submit(spec)).await.unwrap().into_inner();
+    let r2 = wait_job(&mut c, &again.id)
+        .await
+        .result
+        .unwrap()
+        .eval
+        .unwrap();
+    for (a, b) in r.cells.iter().zip(&r2.cells) {
+        assert_eq!((a.fd, a.fd_low, a.fd_high), (b.fd, b.fd_low, b.fd_high));
+        assert_eq!(a.class_histogram, b.class_histogram);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_model_without_a_judge_refuses_eval_naming_the_judge() {
+    let d = Daemon::builder().start().await;
+    let mut c = d.client().await;
+    let r = c
+        .submit_job(submit(eval_spec(&[2], &[0.0], false, 4, 0)))
+        .await;
+    refused(r, Code::FailedPrecondition, "judge");
+    let e = c
+        .submit_job(submit(eval_spec(&[2], &[0.0], false, 4, 0)))
+        .await
+        .unwrap_err();
+    assert!(e.message().contains("train-judge"), "{}", e.message());
+}
