@@ -3,7 +3,8 @@
 //! on random mutations of valid inputs (bit flips, truncations, insertions,
 //! splices, edge numbers) and on hand-made hostile .npy headers. Nothing may
 //! panic; malformed input is an error. A few seconds in all;
-//! `DDIM_FUZZ_ITERS=N` runs N mutations per seed instead of the default.
+//! `DDIM_FUZZ_ITERS=N` runs N mutations per seed instead of the default;
+//! `DDIM_FUZZ_SEEDS_OUT=fuzz/corpus` writes the seeds for cargo-fuzz.
 //! docs/reliability.md has the long runs.
 #[path = "support/fuzz_inputs.rs"]
 mod fuzz_inputs;
@@ -16,6 +17,19 @@ fn iters(default: usize) -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
+}
+
+/// With `DDIM_FUZZ_SEEDS_OUT=DIR`, writes the seeds as DIR/<target>/<n> (the
+/// cargo-fuzz targets' starting corpus: `fuzz/corpus/`).
+fn write_seeds(target: &str, seeds: &[Vec<u8>]) {
+    let Some(dir) = std::env::var_os("DDIM_FUZZ_SEEDS_OUT") else {
+        return;
+    };
+    let dir = std::path::Path::new(&dir).join(target);
+    std::fs::create_dir_all(&dir).expect("seed dir");
+    for (i, s) in seeds.iter().enumerate() {
+        std::fs::write(dir.join(format!("seed-{i}")), s).expect("write seed");
+    }
 }
 
 /// Runs `check` on `input`; on a panic, fails naming the input (hex).
@@ -50,6 +64,7 @@ fn npy_reader_never_panics() {
     let f = fixture();
     let mut rng = Rng(0x006e_7079);
     let seeds = npy_seeds();
+    write_seeds("npy", &seeds);
     let check = |b: &[u8]| check_npy(b, &f.meta);
     let mut n = run("npy", &seeds, iters(1500), &mut rng, &check);
     for h in npy_headers() {
@@ -72,6 +87,7 @@ fn npy_reader_never_panics() {
 fn image_decode_never_panics() {
     let mut rng = Rng(0x0069_6d67);
     let seeds = image_seeds();
+    write_seeds("image", &seeds);
     let n = run("image", &seeds, iters(300), &mut rng, &|b| check_image(b));
     println!("image: {n} inputs");
 }
@@ -80,6 +96,7 @@ fn image_decode_never_panics() {
 fn job_spec_validation_never_panics() {
     let f = fixture();
     let seeds = spec_seeds(&f);
+    write_seeds("job_spec", &seeds);
     // The seeds are valid, except where they name latents made unusable on
     // purpose (another shape or model).
     for s in &seeds {
