@@ -170,6 +170,32 @@ pub enum Command {
         #[command(flatten)]
         wait: WaitArgs,
     },
+    /// Sample quality per S × η (the paper's Table 1) on the daemon's model: the Fréchet
+    /// distance of N samples per cell to the test split in the judge's features, with
+    /// bootstrap intervals, class histograms and the real-vs-real floor. Needs a judge
+    /// beside the daemon's model (`ddimd train-judge`).
+    Eval {
+        /// N, samples per cell.
+        #[arg(long, allow_negative_numbers = true, value_parser = whole::<u32>)]
+        samples: u32,
+        /// Comma-separated step counts.
+        #[arg(long, default_value = "10,20,50", value_parser = parse_steps, allow_hyphen_values = true)]
+        steps: StepList,
+        /// Comma-separated η values (finite, ≥ 0).
+        #[arg(long, default_value = "0", value_parser = parse_eta_list, allow_hyphen_values = true)]
+        eta: EtaList,
+        /// Add a σ̂ cell per S.
+        #[arg(long)]
+        sigma_hat: bool,
+        /// Sub-sequence of the T training steps.
+        #[arg(long, value_enum, default_value_t = SpacingArg::Uniform)]
+        spacing: SpacingArg,
+        /// Sample i of every cell starts from the x_T of (seed, i).
+        #[arg(long, default_value_t = 0, allow_negative_numbers = true, value_parser = whole::<u64>)]
+        seed: u64,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
     /// Decode a latent at several S, and with several η as an S × η grid (the same noise
     /// seed in every cell).
     Decode {

@@ -171,6 +171,25 @@ async fn execute(c: &Client, command: Command, as_json: bool) -> Result<Output, 
             });
             submit(c, spec, wait, show_progress).await
         }
+        Command::Eval {
+            samples,
+            steps,
+            eta,
+            sigma_hat,
+            spacing,
+            seed,
+            wait,
+        } => {
+            let spec = Kind::Eval(pb::EvalJob {
+                steps: steps.0,
+                etas: eta.0,
+                sigma_hat,
+                spacing: spacing.pb(),
+                samples,
+                seed,
+            });
+            submit(c, spec, wait, show_progress).await
+        }
         Command::Reconstruct {
             mut ids,
             steps,
