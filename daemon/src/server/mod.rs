@@ -433,8 +433,17 @@ async fn serve(args: ServeArgs) -> Result<()> {
         .add_service(InterceptedService::new(refl_v1, auth.clone()))
         .add_service(InterceptedService::new(refl_v1alpha, auth));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    // Nagle off on every accepted socket (tonic's own listener does this; a
+    // listener stream passed in does not): replies of a few KB otherwise wait
+    // ~40 ms for the client's delayed ACK.
+    let incoming = tokio_stream::StreamExt::map(TcpListenerStream::new(listener), |s| {
+        if let Ok(s) = &s {
+            let _ = s.set_nodelay(true);
+        }
+        s
+    });
     let server = tokio::spawn(router.serve_with_incoming_shutdown(
-        TcpListenerStream::new(listener),
+        incoming,
         async {
             let _ = stop_rx.await;
         },
