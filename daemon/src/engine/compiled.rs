@@ -13,7 +13,9 @@
 //! `<cache>` is `--cache`/`--compiled-cache`, else `$XDG_CACHE_HOME/ddimd/compiled`
 //! (`~/.cache/ddimd/compiled`). A batch of n runs on the smallest package with B ≥ n,
 //! zero-padded to B (the padding rows are dropped from the output); a batch larger than
-//! every package runs eagerly, with one log line per batch size.
+//! every package, or one that would pad to more than twice its size, is split into
+//! chunks ([`plan`]). If a package fails to run, that batch size runs eagerly, with one
+//! log line.
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -21,6 +23,30 @@ use std::sync::Mutex;
 use tch::{Device, Kind, Tensor};
 
 use super::EngineError;
+
+/// How a batch of `n` runs on packages of static batch sizes `batches` (ascending,
+/// non-empty): a list of (package batch B, rows taken), in order, with rows ≤ B (the
+/// rest of the package's batch is zero padding). The rows left are padded up to the
+/// smallest package that holds them unless that would more than double the work and a
+/// smaller package exists, which then takes a full chunk: with packages 1, 8, 64, a
+/// batch of 5 runs as 8 (padded), 16 as 8 + 8, 9 as 8 + 1, 100 as 64 + 64 (36 rows).
+pub fn plan(batches: &[i64], n: i64) -> Vec<(i64, i64)> {
+    let mut out = vec![];
+    let mut left = n;
+    while left > 0 && !batches.is_empty() {
+        let up = batches.iter().copied().find(|&b| b >= left);
+        let down = batches.iter().copied().rev().find(|&b| b <= left);
+        let (b, rows) = match (up, down) {
+            (Some(u), Some(d)) if u > 2 * left => (d, d),
+            (Some(u), _) => (u, left),
+            (None, Some(d)) => (d, d),
+            (None, None) => unreachable!("a package either holds the rest or fits in it"),
+        };
+        out.push((b, rows));
+        left -= rows;
+    }
+    out
+}
 
 /// Python script that exports and compiles the packages (run with the venv's Python).
 pub const COMPILE_SCRIPT: &str = include_str!("../../python/aoti_compile.py");
@@ -129,53 +155,61 @@ impl CompiledUNet {
         self.buckets.iter().map(|(b, _)| *b).collect()
     }
 
-    /// The network output for `x` [n, C, H, W] at timesteps `ts` (int64 [n]), or `None`
-    /// when no package fits (the caller runs the eager UNet).
+    /// The network output for `x` [n, C, H, W] at timesteps `ts` (int64 [n]) from the
+    /// packages, in the chunks [`plan`] gives; `None` when a package fails (reported once
+    /// per batch size; the caller then runs the eager UNet).
     pub fn forward(&self, x: &Tensor, ts: &Tensor) -> Option<Tensor> {
         let n = x.size()[0];
-        let Some((b, pkg)) = self.buckets.iter().find(|(b, _)| *b >= n) else {
-            self.report(
-                n,
-                &format!(
-                    "compiled UNet: no package for batch {n} (largest {}); running it eagerly",
-                    self.buckets.last().map(|(b, _)| *b).unwrap_or(0)
-                ),
-            );
+        if n == 0 {
             return None;
-        };
+        }
+        let batches = self.batches();
         let on_device =
             |t: &Tensor, kind: Kind| t.to_device(self.device).to_kind(kind).contiguous();
-        let (mut xb, mut tb) = (on_device(x, Kind::Float), on_device(ts, Kind::Int64));
-        if *b > n {
-            let mut shape = x.size();
-            shape[0] = *b - n;
-            xb = Tensor::cat(&[xb, Tensor::zeros(&shape, (Kind::Float, self.device))], 0);
-            tb = Tensor::cat(
-                &[
-                    tb.shallow_clone(),
-                    tb.narrow(0, 0, 1).expand([*b - n], false),
-                ],
-                0,
-            )
-            .contiguous();
+        let (x, ts) = (on_device(x, Kind::Float), on_device(ts, Kind::Int64));
+        let mut outs = vec![];
+        let mut start = 0;
+        for (b, rows) in plan(&batches, n) {
+            let pkg = &self
+                .buckets
+                .iter()
+                .find(|(bb, _)| *bb == b)
+                .expect("planned")
+                .1;
+            let (mut xb, mut tb) = (x.narrow(0, start, rows), ts.narrow(0, start, rows));
+            if b > rows {
+                let mut shape = xb.size();
+                shape[0] = b - rows;
+                let zeros = Tensor::zeros(&shape, (Kind::Float, self.device));
+                xb = Tensor::cat(&[xb, zeros], 0);
+                let pad_t = tb.narrow(0, 0, 1).expand([b - rows], false);
+                tb = Tensor::cat(&[tb, pad_t], 0);
+            }
+            let (xb, tb) = (xb.contiguous(), tb.contiguous());
+            match pkg.run(&[&xb, &tb]) {
+                Ok(mut out) if !out.is_empty() => {
+                    let y = out.swap_remove(0);
+                    outs.push(if b > rows { y.narrow(0, 0, rows) } else { y });
+                }
+                Ok(_) => {
+                    self.report(
+                        n,
+                        &format!("compiled UNet: package b{b} returned nothing; running batch {n} eagerly"),
+                    );
+                    return None;
+                }
+                Err(e) => {
+                    self.report(n, &format!("compiled UNet: {e}; running batch {n} eagerly"));
+                    return None;
+                }
+            }
+            start += rows;
         }
-        match pkg.run(&[&xb, &tb]) {
-            Ok(mut out) if !out.is_empty() => {
-                let y = out.swap_remove(0);
-                Some(if *b > n { y.narrow(0, 0, n) } else { y })
-            }
-            Ok(_) => {
-                self.report(
-                    n,
-                    "compiled UNet: the package returned nothing; running eagerly",
-                );
-                None
-            }
-            Err(e) => {
-                self.report(n, &format!("compiled UNet: {e}; running batch {n} eagerly"));
-                None
-            }
-        }
+        Some(if outs.len() == 1 {
+            outs.swap_remove(0)
+        } else {
+            Tensor::cat(&outs, 0)
+        })
     }
 
     fn report(&self, n: i64, msg: &str) {
@@ -331,4 +365,32 @@ pub fn compile(
         )));
     }
     Ok(done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::plan;
+
+    #[test]
+    fn plans_cover_the_batch_with_little_padding() {
+        let b = [1, 8, 64];
+        assert_eq!(plan(&b, 1), vec![(1, 1)]);
+        assert_eq!(plan(&b, 5), vec![(8, 5)]);
+        assert_eq!(plan(&b, 8), vec![(8, 8)]);
+        assert_eq!(plan(&b, 9), vec![(8, 8), (1, 1)]);
+        assert_eq!(plan(&b, 16), vec![(8, 8), (8, 8)]);
+        assert_eq!(plan(&b, 40), vec![(64, 40)]);
+        assert_eq!(plan(&b, 64), vec![(64, 64)]);
+        assert_eq!(plan(&b, 100), vec![(64, 64), (64, 36)]);
+        assert_eq!(plan(&[4], 1), vec![(4, 1)]);
+        assert_eq!(plan(&[4], 5), vec![(4, 4), (4, 1)]);
+        for n in 1..300 {
+            for set in [&[1, 8, 64][..], &[4], &[2, 16], &[64]] {
+                let p = plan(set, n);
+                assert_eq!(p.iter().map(|(_, r)| r).sum::<i64>(), n);
+                assert!(p.iter().all(|&(b, r)| r >= 1 && r <= b && set.contains(&b)));
+            }
+        }
+        assert!(plan(&[1, 8], 0).is_empty());
+    }
 }
