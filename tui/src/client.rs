@@ -72,8 +72,12 @@ impl ClientError {
         let msg = status.message();
         let chain = error_chain(status);
         let (kind, message) = match status.code() {
-            Code::Unavailable | Code::Unknown
-                if is_transport_error(status) && tls_mismatch(addr, &chain).is_some() =>
+            // hyper/h2 report a TLS server's bytes read as HTTP/2 either as a
+            // transport error or, once the lazy connection is up, as an
+            // INTERNAL "h2 protocol error" on the call.
+            Code::Unavailable | Code::Unknown | Code::Internal
+                if (is_transport_error(status) || msg.starts_with("h2 protocol error"))
+                    && tls_mismatch(addr, &chain).is_some() =>
             {
                 (
                     ErrorKind::Unreachable,
@@ -568,6 +572,20 @@ mod tests {
             e.message.contains("TLS") && e.message.contains(&format!("https://127.0.0.1:{port}")),
             "{e}"
         );
+    }
+
+    #[test]
+    fn an_h2_protocol_error_on_a_call_over_http_is_called_tls_versus_plain() {
+        // Once the lazy connection is up, a TLS daemon's answer to plain HTTP/2 can come
+        // back as INTERNAL on the call itself (seen against ddimd serve --tls-cert).
+        let st = Status::internal("h2 protocol error: http2 error");
+        let e = ClientError::from_status(&st, "http://127.0.0.1:7860");
+        assert_eq!(e.kind, ErrorKind::Unreachable, "{e}");
+        assert!(e.message.contains("https://127.0.0.1:7860"), "{e}");
+        // A daemon's own INTERNAL error stays what it is.
+        let st = Status::internal("store: disk on fire");
+        let e = ClientError::from_status(&st, "http://127.0.0.1:7860");
+        assert_ne!(e.kind, ErrorKind::Unreachable, "{e}");
     }
 
     #[test]
