@@ -442,12 +442,9 @@ async fn serve(args: ServeArgs) -> Result<()> {
         }
         s
     });
-    let server = tokio::spawn(router.serve_with_incoming_shutdown(
-        incoming,
-        async {
-            let _ = stop_rx.await;
-        },
-    ));
+    let server = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
+        let _ = stop_rx.await;
+    }));
     {
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "listening on {local}");
