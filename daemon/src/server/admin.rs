@@ -251,8 +251,17 @@ fn verify(a: &VerifyArgs) -> Result<u8> {
         model_shape,
         decode_pngs: true,
     };
-    let d = store.frozen(|t| dump::read(t, &checks))?;
-    // Damage the store met while opening (latents its catalogue could not load).
+    let mut d = store.frozen(|t| dump::read(t, &checks))?;
+    if let Some(inv) = dump::Inventory::load(&a.data) {
+        inv.apply(&mut d);
+    } else {
+        notes.push("no clean-shutdown inventory: a silent rollback by sled cannot be told".into());
+    }
+    for p in dump::load_lost(&a.data) {
+        if !d.problems.contains(&p) {
+            d.problems.push(p);
+        }
+    }
     let clean = d.problems.is_empty();
     let damaged = d.damaged_ids();
     let lost = d.lost_ids();
@@ -321,6 +330,16 @@ fn salvage(a: &SalvageArgs) -> Result<u8> {
         },
         Err(e) => return Err(e),
     };
+    let mut d = d;
+    let inventory = dump::Inventory::load(&a.data);
+    if let Some(inv) = &inventory {
+        inv.apply(&mut d);
+    }
+    for p in dump::load_lost(&a.data) {
+        if !d.problems.contains(&p) {
+            d.problems.push(p);
+        }
+    }
     let target = Store::open(&a.to)?;
     dump::load(&target, &d)?;
     target.flush()?;
@@ -333,7 +352,7 @@ fn salvage(a: &SalvageArgs) -> Result<u8> {
             json!({
                 "from": a.data,
                 "to": a.to,
-                "complete": how.is_none(),
+                "complete": how.is_none() || inventory.is_some(),
                 "how": how.as_deref().unwrap_or("read"),
                 "latents": d.latents.len(),
                 "jobs": d.jobs.len(),
@@ -353,7 +372,9 @@ fn salvage(a: &SalvageArgs) -> Result<u8> {
             d.counter,
             how.as_deref().unwrap_or("every record read")
         );
-        if how.is_some() {
+        if how.is_some() && inventory.is_some() && lost.is_empty() {
+            println!("lost: nothing (every record of the store's last clean stop is here)");
+        } else if how.is_some() {
             println!(
                 "lost: unknown — sled's recovery stopped at the damage; records it could not reach are gone{}",
                 if lost.is_empty() { String::new() } else { format!(" (and {})", lost.join(", ")) }

@@ -53,7 +53,7 @@ pub enum Record {
 }
 
 /// Something that did not read or does not hold together.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Problem {
     /// `lat-N`, `job-N`, or a tree's name.
     pub id: String,
@@ -523,6 +523,146 @@ pub fn load(store: &Store, dump: &Dump) -> Result<()> {
     store.reload_catalog()?;
     Ok(())
 }
+
+/// What the store held at its last clean stop: written by `serve` at a graceful
+/// stop (`DATA/clean-shutdown`, kept as `DATA/last-clean-stop.json` while serving).
+/// sled's recovery can silently roll a damaged store back to an older state (its
+/// log replay stops at the first damaged entry): the id counter then runs behind
+/// this one, and the ids listed here that are gone were lost.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
+pub struct Inventory {
+    pub stopped_unix_ms: i64,
+    pub next_id: u64,
+    pub latents: u64,
+    pub jobs: u64,
+    /// Latent ids as inclusive ranges.
+    pub latent_ids: Vec<[u64; 2]>,
+    pub job_ids: Vec<[u64; 2]>,
+}
+
+fn ranges(ids: impl IntoIterator<Item = u64>) -> Vec<[u64; 2]> {
+    let mut out: Vec<[u64; 2]> = vec![];
+    for id in ids {
+        match out.last_mut() {
+            Some(r) if r[1] + 1 == id => r[1] = id,
+            _ => out.push([id, id]),
+        }
+    }
+    out
+}
+
+fn expand(r: &[[u64; 2]]) -> impl Iterator<Item = u64> + '_ {
+    r.iter().flat_map(|[a, b]| *a..=*b)
+}
+
+impl Inventory {
+    /// The store's ids now (latents from the catalogue, jobs by key).
+    pub fn of(store: &Store, now_ms: i64) -> Result<Inventory> {
+        let t = store.t()?;
+        let latents = store.latent_ids();
+        let jobs: Vec<u64> = t
+            .jobs
+            .iter()
+            .keys()
+            .filter_map(|k| k.ok().and_then(|k| id_of(&k).ok()))
+            .collect();
+        Ok(Inventory {
+            stopped_unix_ms: now_ms,
+            next_id: t.counter().unwrap_or(0),
+            latents: latents.len() as u64,
+            jobs: jobs.len() as u64,
+            latent_ids: ranges(latents),
+            job_ids: ranges(jobs),
+        })
+    }
+
+    /// Reads `DATA/clean-shutdown` or `DATA/last-clean-stop.json`.
+    pub fn load(data: &Path) -> Option<Inventory> {
+        [INVENTORY_MARKER, INVENTORY_KEPT]
+            .iter()
+            .find_map(|n| std::fs::read(data.join(n)).ok())
+            .and_then(|b| serde_json::from_slice(&b).ok())
+    }
+
+    /// Problems of a store whose counter `counter` runs behind this inventory, with
+    /// `has_latent`/`has_job` saying what it holds: the ids gone since.
+    pub fn check(
+        &self,
+        counter: u64,
+        has_latent: impl Fn(u64) -> bool,
+        has_job: impl Fn(u64) -> bool,
+    ) -> Vec<Problem> {
+        if counter >= self.next_id {
+            return vec![];
+        }
+        let mut out = vec![Problem {
+            id: "store".into(),
+            what: format!(
+                "rolled back: its id counter is {counter}, the last clean stop had handed out ids up to {}",
+                self.next_id
+            ),
+            lost: false,
+        }];
+        for l in expand(&self.latent_ids).filter(|l| !has_latent(*l)) {
+            out.push(Problem {
+                id: format!("lat-{l}"),
+                what: "vanished: it was in the store at its last clean stop".into(),
+                lost: true,
+            });
+        }
+        for j in expand(&self.job_ids).filter(|j| !has_job(*j)) {
+            out.push(Problem {
+                id: format!("job-{j}"),
+                what: "vanished: it was in the store at its last clean stop".into(),
+                lost: true,
+            });
+        }
+        out
+    }
+
+    /// Adds the problems of [`Inventory::check`] to a dump, and moves its counter
+    /// past every id ever handed out.
+    pub fn apply(&self, d: &mut Dump) {
+        let latents: BTreeSet<u64> = d.latents.iter().map(|l| l.record.id).collect();
+        let jobs: BTreeSet<u64> = d.jobs.iter().map(|j| j.record.id).collect();
+        let mut p = self.check(d.counter, |l| latents.contains(&l), |j| jobs.contains(&j));
+        d.problems.append(&mut p);
+        d.problems
+            .sort_by(|a, b| (id_num(&a.id), &a.id).cmp(&(id_num(&b.id), &b.id)));
+        d.problems.dedup();
+        d.counter = d.counter.max(self.next_id);
+    }
+}
+
+/// Records found gone by a rollback check, kept in `DATA/lost-records.json` so every
+/// later start, verify and `GetStats` still say so (delete the file once the
+/// store is salvaged or restored elsewhere).
+pub const LOST_RECORDS: &str = "lost-records.json";
+
+/// Reads `DATA/lost-records.json`.
+pub fn load_lost(data: &Path) -> Vec<Problem> {
+    std::fs::read(data.join(LOST_RECORDS))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
+/// Adds `problems` to `DATA/lost-records.json`.
+pub fn save_lost(data: &Path, problems: &[Problem]) -> std::io::Result<()> {
+    let mut all = load_lost(data);
+    for p in problems {
+        if !all.contains(p) {
+            all.push(p.clone());
+        }
+    }
+    std::fs::write(data.join(LOST_RECORDS), serde_json::to_vec_pretty(&all)?)
+}
+
+/// Written at a graceful stop (with the [`Inventory`]); its absence at start means
+/// the store was not shut down cleanly.
+pub const INVENTORY_MARKER: &str = "clean-shutdown";
+/// What `serve` renames the marker to at start.
+pub const INVENTORY_KEPT: &str = "last-clean-stop.json";
 
 /// The [C, H, W] a model folder works on, read from its `config.json` (no weights).
 pub fn model_shape(dir: &Path) -> Result<[u32; 3]> {

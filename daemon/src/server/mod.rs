@@ -140,15 +140,20 @@ pub struct ServeArgs {
     pub backup_keep: u32,
 }
 
-/// Written in the data folder at a graceful stop, removed at start: a store found
+/// Written in the data folder at a graceful stop (with the store's inventory, see
+/// [`dump::Inventory`]), renamed to `last-clean-stop.json` at start: a store found
 /// without it was not shut down cleanly and is verified in the background.
-pub const CLEAN_MARKER: &str = "clean-shutdown";
+pub const CLEAN_MARKER: &str = dump::INVENTORY_MARKER;
 
 /// Verifies the store in the background (after an unclean stop) and feeds what it
 /// finds to the store's damage list (GetStats: `store_degraded`). Reads run beside
 /// the writers; what looks damaged is read again under the write lock, so a commit
 /// landing between two trees is not taken for damage.
-fn verify_in_background(store: Arc<Store>) {
+fn verify_in_background(
+    store: Arc<Store>,
+    inventory: Option<dump::Inventory>,
+    lost: Vec<dump::Problem>,
+) {
     store.set_check_state("running");
     tokio::task::spawn_blocking(move || {
         let t0 = std::time::Instant::now();
@@ -157,13 +162,28 @@ fn verify_in_background(store: Arc<Store>) {
             decode_pngs: true,
         };
         let run = || -> Result<dump::Dump> {
-            let first = dump::read(&*store.t()?, &checks);
-            if first.problems.is_empty() {
+            let mut first = dump::read(&*store.t()?, &checks);
+            if let Some(inv) = &inventory {
+                inv.apply(&mut first);
+            }
+            if first.problems.is_empty() && lost.is_empty() {
                 return Ok(first);
             }
-            store.frozen(|t| dump::read(t, &checks))
+            let mut again = store.frozen(|t| dump::read(t, &checks))?;
+            if let Some(inv) = &inventory {
+                inv.apply(&mut again);
+            }
+            again.problems.extend(lost.iter().cloned());
+            Ok(again)
         };
-        match store::quiet_catch(run) {
+        // Not `quiet_catch`: that silences panics process-wide for the whole run.
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)).map_err(|p| {
+            p.downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic".into())
+        });
+        match caught {
             Ok(Ok(d)) if d.problems.is_empty() => {
                 store.set_check_state("clean");
                 info!(
@@ -315,6 +335,45 @@ fn sweep(store: &Store, sched: &Scheduler, max_attempts: u32) -> Result<()> {
     store.flush()
 }
 
+/// After sled was reopened (a full disk): jobs whose state moves never reached the
+/// disk are queued again, as the start-up sweep would.
+fn requeue_after_reopen(store: &Store, sched: &Scheduler) -> Result<()> {
+    let mut st = sched.lock();
+    let mut again = 0;
+    for mut j in store.all_jobs()? {
+        if st.running.contains_key(&j.id) || st.position(j.id).is_some() {
+            continue;
+        }
+        match j.state {
+            JobState::Running | JobState::Queued => {
+                if j.state == JobState::Running {
+                    j.state = JobState::Queued;
+                    j.started_ms = 0;
+                    store.put_job(&j)?;
+                }
+                st.push(Queued {
+                    id: j.id,
+                    priority: j.priority,
+                    batch: j.batch,
+                    rows: j.rows,
+                    created_ms: j.created_ms,
+                });
+                again += 1;
+            }
+            _ => {}
+        }
+    }
+    drop(st);
+    if again > 0 {
+        warn!(
+            jobs = again,
+            "jobs whose end did not reach the full disk are queued again"
+        );
+        sched.notify();
+    }
+    store.flush()
+}
+
 async fn shutdown_signal() {
     #[cfg(unix)]
     {
@@ -355,9 +414,40 @@ async fn serve(args: ServeArgs) -> Result<()> {
         Arc::new(tokio::task::spawn_blocking(move || Store::open(&data)).await??)
     };
     store.set_min_free(args.min_free_mb.saturating_mul(1 << 20));
+    // The inventory of the last clean stop: a store whose id counter runs behind it
+    // was rolled back by sled's recovery (records silently gone).
+    let inventory = dump::Inventory::load(&data);
+    if let Some(inv) = &inventory {
+        let counter = store.counter().unwrap_or(0);
+        if counter < inv.next_id {
+            let jobs: std::collections::BTreeSet<u64> =
+                store.all_jobs()?.iter().map(|j| j.id).collect();
+            let problems = inv.check(
+                counter,
+                |l| store.get_latent(l).is_some(),
+                |j| jobs.contains(&j),
+            );
+            if let Err(e) = dump::save_lost(&data, &problems) {
+                warn!("cannot write {}: {e}", dump::LOST_RECORDS);
+            }
+            error!(
+                counter,
+                next_id = inv.next_id,
+                lost = problems.len().saturating_sub(1),
+                "the store was rolled back by sled's recovery: records it held at its last clean stop are gone (see GetStats.damaged_ids); serving what is left, ids continue after the old ones"
+            );
+            let s2 = store.clone();
+            let n = inv.next_id;
+            tokio::task::spawn_blocking(move || s2.ensure_next_id(n)).await??;
+        }
+    }
+    let lost = dump::load_lost(&data);
+    for p in &lost {
+        store.note_damage(p.id.clone(), p.what.clone());
+    }
     if marker.exists() {
-        if let Err(e) = std::fs::remove_file(&marker) {
-            warn!("cannot remove {}: {e}", marker.display());
+        if let Err(e) = std::fs::rename(&marker, data.join(dump::INVENTORY_KEPT)) {
+            warn!("cannot rename {}: {e}", marker.display());
         }
     }
     if !store.damage().is_empty() {
@@ -368,13 +458,23 @@ async fn serve(args: ServeArgs) -> Result<()> {
     }
     if unclean {
         info!("the store was not shut down cleanly: verifying it in the background");
-        verify_in_background(store.clone());
+        verify_in_background(store.clone(), inventory.clone(), lost.clone());
     }
     if let (Some(every), Some(dir)) = (args.backup_every, args.backup_dir.clone()) {
         schedule_backups(store.clone(), every, dir, args.backup_keep as usize);
     }
     let fresh = store.is_empty();
     let sched = Arc::new(Scheduler::new(args.max_queue as usize));
+    {
+        let (weak, sched) = (Arc::downgrade(&store), sched.clone());
+        store.on_reopen(Box::new(move || {
+            if let Some(store) = weak.upgrade() {
+                if let Err(e) = requeue_after_reopen(&store, &sched) {
+                    error!("after reopening the store: {e}");
+                }
+            }
+        }));
+    }
     let hub = Arc::new(Hub::new());
     {
         let (store, sched) = (store.clone(), sched.clone());
@@ -518,12 +618,19 @@ async fn serve(args: ServeArgs) -> Result<()> {
         Ok(Err(e)) => error!("server task: {e}"),
         Err(_) => warn!("connections still open after 5 s; closing anyway"),
     }
-    let flushed = tokio::task::spawn_blocking(move || store.flush());
+    let flushed = tokio::task::spawn_blocking(move || store.flush().map(|_| store));
     match tokio::time::timeout(Duration::from_secs(args.shutdown_timeout_s), flushed).await {
         Ok(r) => {
-            r??;
-            if let Err(e) = std::fs::write(&marker, format!("{}\n", conversions::now_ms())) {
-                warn!("cannot write {}: {e}", marker.display());
+            let store = r??;
+            let written = dump::Inventory::of(&store, conversions::now_ms()).and_then(|inv| {
+                let tmp = marker.with_extension("tmp");
+                let json = serde_json::to_vec(&inv).expect("inventory serialises");
+                std::fs::write(&tmp, json)
+                    .and_then(|_| std::fs::rename(&tmp, &marker))
+                    .map_err(|e| ServerError::Config(format!("{}: {e}", marker.display())))
+            });
+            if let Err(e) = written {
+                warn!("cannot write the clean-shutdown marker: {e}");
             }
         }
         Err(_) => warn!(

@@ -71,6 +71,12 @@ impl DdimService {
 
     /// Validates, persists and queues a job; returns it once it is on disk.
     pub async fn submit(&self, req: pb::SubmitJobRequest) -> Result<pb::Job> {
+        {
+            // A full disk (or one below --min-free-mb) refuses before anything is
+            // written; once there is room again after sled hit ENOSPC, it is reopened.
+            let store = self.store();
+            blocking(move || store.check_space()).await?;
+        }
         let pb::SubmitJobRequest {
             spec,
             priority,
@@ -139,6 +145,12 @@ impl DdimService {
             Inserted::New(rec) => rec,
         };
         let flushed = self.flush().await;
+        if let Err(e @ ServerError::DiskFull(_)) = flushed {
+            // Not on disk, so not acknowledged and not queued: sled is reopened from
+            // what is on disk once there is room (the record goes with it).
+            self.shared.sched.lock().unreserve();
+            return Err(e);
+        }
         {
             let mut st = self.shared.sched.lock();
             st.unreserve();

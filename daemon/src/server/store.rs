@@ -795,6 +795,9 @@ pub struct Store {
     min_free: AtomicU64,
     /// The background verify: "", "running", "clean" or "damaged".
     check: Mutex<&'static str>,
+    /// Called after a reopen.
+    #[allow(clippy::type_complexity)]
+    on_reopen: Mutex<Option<Box<dyn Fn() + Send + Sync>>>,
 }
 
 const NEXT_ID: &[u8] = b"next_id";
@@ -901,6 +904,7 @@ impl Store {
             poisoned: AtomicBool::new(false),
             min_free: AtomicU64::new(0),
             check: Mutex::new(""),
+            on_reopen: Mutex::new(None),
         };
         s.load(trees)?;
         Ok(s)
@@ -1013,8 +1017,10 @@ impl Store {
     /// Adds the folder to a full-disk error and marks sled as needing a reopen.
     fn write_err(&self, e: impl Into<ServerError>) -> ServerError {
         match e.into() {
-            ServerError::DiskFull(_) => {
-                self.poisoned.store(true, AtomicOrdering::SeqCst);
+            ServerError::DiskFull(m) => {
+                if !self.poisoned.swap(true, AtomicOrdering::SeqCst) {
+                    tracing::error!("the store's disk is full ({m}); writes are refused until there is room again");
+                }
                 self.disk_full()
             }
             e => e,
@@ -1051,20 +1057,32 @@ impl Store {
         if free < min.max(if poisoned { 1 << 20 } else { 0 }) {
             return Err(self.disk_full());
         }
-        if poisoned {
-            self.reopen()?;
+        if poisoned && self.reopen()? {
+            let hook = self.on_reopen.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(h) = hook.as_ref() {
+                h();
+            }
         }
         Ok(())
     }
 
+    /// Runs `f` after sled was reopened (the daemon re-queues jobs whose state moves
+    /// did not reach the disk).
+    pub fn on_reopen(&self, f: Box<dyn Fn() + Send + Sync>) {
+        *self.on_reopen.lock().unwrap_or_else(|p| p.into_inner()) = Some(f);
+    }
+
     /// Reopens sled (it refuses every write after an I/O error until then) and
     /// reloads the catalogue from what is on disk.
-    fn reopen(&self) -> Result<()> {
+    fn reopen(&self) -> Result<bool> {
         let _w = self.lock();
         if !self.poisoned.load(AtomicOrdering::SeqCst) {
-            return Ok(());
+            return Ok(false);
         }
         let dir = self.dir.clone().expect("a folder");
+        // Ids handed out in memory may never have reached the disk: never again.
+        let high = self.t()?.counter().unwrap_or(0);
+        tracing::info!(dir = %dir.display(), "room again on the store's disk: reopening sled");
         *self.trees.write().expect("trees lock") = None;
         let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
         let db = loop {
@@ -1077,9 +1095,16 @@ impl Store {
             }
         };
         self.load(Trees::new(db)?)?;
+        let t = self.t()?;
+        if t.counter().is_none_or(|c| c < high) {
+            t.meta
+                .insert(NEXT_ID, &high.to_be_bytes())
+                .map_err(|e| self.write_err(e))?;
+        }
+        t.db.flush().map_err(|e| self.write_err(e))?;
         self.poisoned.store(false, AtomicOrdering::SeqCst);
         tracing::warn!(dir = %dir.display(), "the store was reopened after a full disk");
-        Ok(())
+        Ok(true)
     }
 
     /// Makes the counter at least one past every id in use. A store written before the
@@ -1258,6 +1283,35 @@ impl Store {
             .read()
             .expect("catalog lock")
             .page(f, order, cursor, size)
+    }
+
+    /// Every latent id in the catalogue, ascending.
+    pub fn latent_ids(&self) -> Vec<u64> {
+        self.catalog
+            .read()
+            .expect("catalog lock")
+            .by_id
+            .keys()
+            .copied()
+            .collect()
+    }
+
+    /// Moves the id counter up to at least `n` (ids handed out before a rollback).
+    pub fn ensure_next_id(&self, n: u64) -> Result<()> {
+        let _w = self.lock();
+        let t = self.t()?;
+        if t.counter().is_none_or(|c| c < n) {
+            t.meta
+                .insert(NEXT_ID, &n.to_be_bytes())
+                .map_err(|e| self.write_err(e))?;
+            t.db.flush().map_err(|e| self.write_err(e))?;
+        }
+        Ok(())
+    }
+
+    /// The id counter as stored.
+    pub fn counter(&self) -> Option<u64> {
+        self.t().ok().and_then(|t| t.counter())
     }
 
     /// Latents known to be damaged (not in listings).
