@@ -7,9 +7,7 @@ use ddim_proto::v1 as pb;
 use serde_json::json;
 use tch::Tensor;
 
-use super::lineage::{
-    check_count, check_source, encode_results, seeds, source_image, EditOut, Lineage,
-};
+use super::lineage::{check_count, check_source, encode_results, source_image, EditOut, Lineage};
 use super::{Check, JobKindSpec, Outcome, SpecInfo};
 use crate::engine::edit::{self, Rect};
 use crate::server::conversions::{latent_id, sampler_from_pb};
@@ -80,7 +78,7 @@ fn edit(
         opts.steps = s;
     }
     let n = check_count(j.count, "inpaint.count")?;
-    let sd = seeds(j.seed, n);
+    let sd = crate::engine::noise::seeds(j.seed, n);
     match input(j) {
         (Some(id), _) => {
             let r = w.latent(id, "inpaint.latent_id")?;

@@ -112,11 +112,6 @@ pub fn check_count(count: u32, field: &str) -> Result<usize> {
     Ok(n)
 }
 
-/// The seeds of `count` edit results: (seed, i), as sampling draws them.
-pub fn seeds(seed: u64, count: usize) -> Vec<noise::SampleSeed> {
-    noise::seeds(seed, count)
-}
-
 /// New latents from rows of x_T (`start`, [N, …]) and their decodes `x`:
 /// `lineage(i)` gives row i's lineage and `name(i)` its name.
 pub fn commit_rows(

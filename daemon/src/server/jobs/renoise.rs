@@ -7,7 +7,7 @@ use serde_json::json;
 use tch::Tensor;
 
 use super::lineage::{
-    check_count, check_source, check_unit, encode_results, seeds, source_image, EditOut, Lineage,
+    check_count, check_source, check_unit, encode_results, source_image, EditOut, Lineage,
 };
 use super::{Check, JobKindSpec, Outcome, SpecInfo};
 use crate::engine::edit;
@@ -43,7 +43,7 @@ fn edit(
         &src.x0,
         j.strength as f64,
         &opts,
-        &seeds(j.seed, n),
+        &crate::engine::noise::seeds(j.seed, n),
         j.perturb as f64,
         cb,
     )?;

@@ -4,7 +4,7 @@ use ddim_proto::v1 as pb;
 use serde_json::json;
 use tch::Tensor;
 
-use super::lineage::{check_count, check_unit, commit_rows, seeds, EditOut, Lineage};
+use super::lineage::{check_count, check_unit, commit_rows, EditOut, Lineage};
 use super::{Check, JobKindSpec, Outcome, Rows, SpecInfo};
 use crate::engine::edit;
 use crate::server::conversions::{batch_key, latent_id, usable_latent};
@@ -48,7 +48,7 @@ impl JobKindSpec for pb::VariationJob {
         let x = w.load_xt(&r)?;
         let out = EditOut::from_pb(self.out.as_ref(), w.meta.t, "variation.out")?;
         let n = check_count(self.count, "variation.count")?;
-        let s = seeds(self.seed, n);
+        let s = crate::engine::noise::seeds(self.seed, n);
         Ok(Rows {
             opts: out.preview_opts(),
             x: edit::variation(&x, self.strength as f64, &s)?,
