@@ -427,10 +427,30 @@ fn classified() -> (Vec<(Step, Class)>, Subcommands) {
     (all, subs)
 }
 
-/// `BIN [SUB] --help`, or the error.
+/// `SUB NESTED` when `BIN SUB --help` lists subcommands and the word after SUB is one.
+fn nested(inv: &Invocation, sub: &str) -> String {
+    let Ok(h) = help(inv.bin, Some(sub)) else {
+        return sub.to_string();
+    };
+    let listed: Vec<&str> = h
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    let after = inv.args.iter().skip_while(|a| *a != sub).nth(1);
+    match after {
+        Some(n) if listed.contains(&n.as_str()) => format!("{sub} {n}"),
+        _ => sub.to_string(),
+    }
+}
+
+/// `BIN [SUB [NESTED]] --help`, or the error.
 fn help(bin_name: &str, sub: Option<&str>) -> Result<String, String> {
     let mut c = Command::new(bin(bin_name));
-    c.args(sub).arg("--help");
+    c.args(sub.into_iter().flat_map(str::split_whitespace))
+        .arg("--help");
     let out = c.output().expect("run --help");
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
@@ -475,6 +495,8 @@ fn every_documented_command_is_classified_and_its_flags_exist() {
                     continue;
                 }
             }
+            // A subcommand with its own subcommands (`ddimd store verify`): the nested help.
+            let sub = sub.map(|s| nested(inv, &s));
             let h = helps
                 .entry((inv.bin.to_string(), sub.clone()))
                 .or_insert_with(|| help(inv.bin, sub.as_deref()));
