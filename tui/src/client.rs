@@ -245,6 +245,31 @@ pub fn tls_mismatch(addr: &str, chain: &str) -> Option<String> {
     }
 }
 
+/// For an `http://` address: whether the port answers the HTTP/2 preface with a TLS
+/// record (an alert or a handshake), said as a sentence. A short blocking probe (at most
+/// about a second), only on an error path.
+pub fn speaks_tls(addr: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    use std::net::{TcpStream, ToSocketAddrs};
+    use std::time::Duration;
+    let rest = addr.strip_prefix("http://")?;
+    let hostport = rest.split('/').next()?;
+    let sock = hostport.to_socket_addrs().ok()?.next()?;
+    let mut tcp = TcpStream::connect_timeout(&sock, Duration::from_millis(500)).ok()?;
+    tcp.set_read_timeout(Some(Duration::from_millis(500)))
+        .ok()?;
+    tcp.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").ok()?;
+    let mut head = [0u8; 2];
+    tcp.read_exact(&mut head).ok()?;
+    // A TLS record: content type alert (21) or handshake (22), then major version 3.
+    (matches!(head[0], 0x15 | 0x16) && head[1] == 0x03).then(|| {
+        format!(
+            "{addr} answered, but not in plain HTTP/2: the daemon there speaks TLS; use \
+             --addr https://{rest} (with --tls-ca for its own certificate)"
+        )
+    })
+}
+
 fn short(msg: &str) -> &str {
     msg.lines().next().unwrap_or(msg)
 }
@@ -313,7 +338,20 @@ impl Client {
     }
 
     fn err(&self, s: Status) -> ClientError {
-        ClientError::from_status(&s, &self.addr)
+        let e = ClientError::from_status(&s, &self.addr);
+        // h2 reports a TLS daemon's answer to plain HTTP/2 in several shapes (a transport
+        // error, INTERNAL "h2 protocol error", CANCELLED), depending on timing. When the
+        // status is one of those and not yet named, ask the port itself.
+        let transportish = matches!(
+            s.code(),
+            Code::Unavailable | Code::Unknown | Code::Internal | Code::Cancelled
+        );
+        if transportish && !e.message.contains("TLS") {
+            if let Some(m) = speaks_tls(&self.addr) {
+                return ClientError::new(ErrorKind::Unreachable, m);
+            }
+        }
+        e
     }
 
     pub async fn list_latents(
@@ -586,6 +624,19 @@ mod tests {
         let st = Status::internal("store: disk on fire");
         let e = ClientError::from_status(&st, "http://127.0.0.1:7860");
         assert_ne!(e.kind, ErrorKind::Unreachable, "{e}");
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_cancelled_call_against_a_tls_port_is_called_tls_versus_plain() {
+        // However h2 words it, the port is asked: here it answers with a TLS alert.
+        let port = one_answer_server(&[0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x32]).await;
+        let c = Client::new(&settings(format!("http://127.0.0.1:{port}"))).unwrap();
+        let e = c.err(Status::cancelled("operation was canceled"));
+        assert_eq!(e.kind, ErrorKind::Unreachable, "{e}");
+        assert!(
+            e.message.contains(&format!("https://127.0.0.1:{port}")),
+            "{e}"
+        );
     }
 
     #[test]
