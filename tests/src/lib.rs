@@ -1,6 +1,7 @@
 //! Shared fixture for the cross-crate tests: a real `ddimd serve` process on
 //! `127.0.0.1:0` with a temporary store and a tiny random model, and a gRPC
-//! client with helpers.
+//! client with helpers. [`pg`]: a throwaway PostgreSQL server (initdb + pg_ctl on a
+//! free loopback port) for the tests of the PostgreSQL store.
 //!
 //! The binaries are not built by `cargo test`: run
 //! `cargo build --workspace --bins` first (the fixture says so when they are
@@ -14,6 +15,8 @@
 //! let done = ddim_tests::wait_job(&mut c, &job.id).await;
 //! # }
 //! ```
+pub mod pg;
+
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
