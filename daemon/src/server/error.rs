@@ -47,6 +47,10 @@ pub enum ServerError {
     /// The sled store failed (not damage, not a full disk).
     #[error("store: {0}")]
     Store(sled::Error),
+    /// A PostgreSQL statement failed (server/pg): the message says what was being
+    /// done and the server's error, on one line.
+    #[error("database: {0}")]
+    Database(String),
     /// A stored record could not be read back (a JSON record that does not parse, a
     /// missing companion record): DATA_LOSS. The message names the latent or job.
     #[error("store: corrupt record {0}")]
@@ -149,6 +153,7 @@ impl From<ServerError> for Status {
                 EngineError::NonFinite(_) | EngineError::Io(_) | EngineError::Torch(_),
             ) => Code::Internal,
             ServerError::Store(_)
+            | ServerError::Database(_)
             | ServerError::Unopenable(_)
             | ServerError::Config(_)
             | ServerError::Internal(_) => Code::Internal,

@@ -3,6 +3,9 @@
 //! - [`service`]: the `Ddim` RPC methods (thin: validate → delegate → convert).
 //! - [`conversions`]: request validation and record ⇄ message conversion.
 //! - [`store`]: the typed sled store (latents, jobs, results, indexes).
+//! - [`dump`], [`admin`], [`archive`]: the store as a backend-neutral record stream;
+//!   `ddimd store verify|salvage|backup|restore` and the backup archive.
+//! - [`pg`]: the PostgreSQL store (schema, migrations, pool; docs/scale-out.md).
 //! - [`queue`]: the in-memory queue, running set, dynamic batching, counters.
 //! - [`jobs`]: one module per job kind (validation, running, committing).
 //! - [`worker`]: the thread that owns the model: claims, batches, reports
@@ -28,6 +31,7 @@ pub mod error;
 pub mod events;
 pub mod jobs;
 pub mod origin;
+pub mod pg;
 pub mod queue;
 pub mod seed;
 pub mod service;

@@ -1,0 +1,230 @@
+//! The PostgreSQL store: connection pool, schema, and the library as the neutral
+//! record stream of [`super::dump`] (docs/scale-out.md).
+//!
+//! ```text
+//! pg/mod.rs          Pg: parse a postgres:// URL, a deadpool pool of tokio-postgres
+//!                    connections, the schema applied at connect; one-line errors
+//! pg/schema.rs       the embedded migrations (migrations/NNNN_name.sql) and their runner
+//! pg/records.rs      read a whole store into a Dump, load a Dump into an empty one
+//! migrations/*.sql   the schema, one file per version
+//! ```
+//!
+//! What exists now is what `ddimd migrate` needs (docs/daemon.md, Moving a library);
+//! the schema is already the one N daemons will share (claims, leases, the fleet),
+//! so the backend that serves from it adds queries, not tables.
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod};
+use tokio_postgres::NoTls;
+
+use super::error::{Result, ServerError};
+
+mod records;
+mod schema;
+
+pub use records::{load, read, Counts};
+pub use schema::{migrate, Migration, MIGRATIONS};
+
+/// Whether `s` names a PostgreSQL database rather than a folder.
+pub fn is_url(s: &str) -> bool {
+    s.starts_with("postgres://") || s.starts_with("postgresql://")
+}
+
+/// The URL with its password replaced by `***`, for messages and logs.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    // userinfo ends at the last '@' before the first '/' of the path.
+    let auth_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..auth_end].rfind('@') {
+        Some(at) => match rest[..at].split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***{}", &rest[at..]),
+            None => url.to_string(),
+        },
+        None => url.to_string(),
+    }
+}
+
+/// A PostgreSQL error as one line: the server's message with its detail and hint,
+/// or the client's error with its causes (`error connecting to server: Connection
+/// refused (os error 111)`).
+pub fn error_text(e: &tokio_postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        let mut s = format!("{}: {}", db.severity(), db.message());
+        if let Some(d) = db.detail() {
+            s.push_str(&format!(" ({d})"));
+        }
+        if let Some(h) = db.hint() {
+            s.push_str(&format!(" (hint: {h})"));
+        }
+        return one_line(&s);
+    }
+    let mut s = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        s.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
+    one_line(&s)
+}
+
+fn one_line(s: &str) -> String {
+    s.split('\n')
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// A failed statement: [`ServerError::Database`] naming what was being done.
+pub(crate) fn db_err(what: &str) -> impl Fn(tokio_postgres::Error) -> ServerError + '_ {
+    move |e| ServerError::Database(format!("{what}: {}", error_text(&e)))
+}
+
+/// What [`Pg::connect`] does about the schema.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Schema {
+    /// Create it or bring it up to date (a daemon, a migration's target).
+    Migrate,
+    /// There must be a store already (a migration's source): a database without one
+    /// is an error, so a mistyped database name is not silently given tables.
+    Existing,
+}
+
+/// A PostgreSQL store: a pool of connections to one database whose schema is
+/// this build's.
+#[derive(Clone)]
+pub struct Pg {
+    pool: Pool,
+    /// The URL without its password.
+    shown: String,
+}
+
+impl std::fmt::Debug for Pg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pg").field("url", &self.shown).finish()
+    }
+}
+
+/// How long a connection attempt waits for the server.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Pg {
+    /// Connects to `url` (`postgres://USER:PASSWORD@HOST:PORT/DB`, or any form
+    /// libpq accepts as a URL) with a pool of at most `pool_size` connections, and
+    /// applies the schema's migrations (see [`schema`]). `flag` names the setting in
+    /// errors (`--to`). A malformed URL and an unreachable server are
+    /// [`ServerError::Config`], one line naming the URL (password hidden).
+    pub async fn connect(url: &str, flag: &str, pool_size: usize, schema: Schema) -> Result<Pg> {
+        let shown = redact(url);
+        let mut cfg: tokio_postgres::Config = url.parse().map_err(|e: tokio_postgres::Error| {
+            ServerError::Config(format!(
+                "{flag} {shown}: not a PostgreSQL URL ({}); expected postgres://USER:PASSWORD@HOST:PORT/DB",
+                error_text(&e)
+            ))
+        })?;
+        if cfg.get_connect_timeout().is_none() {
+            cfg.connect_timeout(CONNECT_TIMEOUT);
+        }
+        if cfg.get_application_name().is_none() {
+            cfg.application_name("ddimd");
+        }
+        let mgr = Manager::from_config(
+            cfg,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(mgr)
+            .max_size(pool_size.max(1))
+            .build()
+            .map_err(|e| ServerError::Internal(format!("connection pool: {e}")))?;
+        let pg = Pg {
+            pool,
+            shown: shown.clone(),
+        };
+        let mut c = pg.client().await.map_err(|e| match e {
+            ServerError::Unavailable(m) => ServerError::Config(format!("{flag} {m}")),
+            e => e,
+        })?;
+        match schema {
+            Schema::Migrate => {
+                schema::migrate(&mut c).await?;
+            }
+            Schema::Existing => {
+                if schema::version(&c).await?.is_none() {
+                    return Err(ServerError::Config(format!(
+                        "{flag} {shown}: no ddimd store in that database (no schema_version table)"
+                    )));
+                }
+                schema::migrate(&mut c).await?;
+            }
+        }
+        Ok(pg)
+    }
+
+    /// A connection from the pool; a server that cannot be reached is
+    /// [`ServerError::Unavailable`] naming the URL.
+    pub async fn client(&self) -> Result<Object> {
+        self.pool.get().await.map_err(|e| {
+            let why = match &e {
+                PoolError::Backend(b) => error_text(b),
+                e => e.to_string(),
+            };
+            ServerError::Unavailable(format!("{}: cannot connect: {why}", self.shown))
+        })
+    }
+
+    /// The URL, password hidden.
+    pub fn shown(&self) -> &str {
+        &self.shown
+    }
+
+    /// The whole store as records (see [`records::read`]).
+    pub async fn read(&self) -> Result<super::dump::Dump> {
+        let mut c = self.client().await?;
+        records::read(&mut c).await
+    }
+
+    /// Writes `dump` into the store, which must be empty (see [`records::load`]).
+    pub async fn load(&self, dump: &super::dump::Dump) -> Result<()> {
+        let mut c = self.client().await?;
+        records::load(&mut c, dump).await
+    }
+
+    /// Latents, jobs and the next id.
+    pub async fn counts(&self) -> Result<Counts> {
+        let c = self.client().await?;
+        records::counts(&**c).await
+    }
+
+    /// A fresh id, unique across every daemon on this database.
+    pub async fn next_id(&self) -> Result<u64> {
+        let c = self.client().await?;
+        let row = c
+            .query_one("SELECT nextval('ids')", &[])
+            .await
+            .map_err(db_err("next id"))?;
+        Ok(row.get::<_, i64>(0) as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_told_and_redacted() {
+        assert!(is_url("postgres://u@h/db"));
+        assert!(is_url("postgresql://u@h/db"));
+        assert!(!is_url("/var/lib/ddimd"));
+        assert_eq!(
+            redact("postgres://ddim:s3cr@t@db.lan:5432/lib"),
+            "postgres://ddim:***@db.lan:5432/lib"
+        );
+        assert_eq!(redact("postgres://ddim@h:1/x"), "postgres://ddim@h:1/x");
+        assert_eq!(redact("postgres://h/x?user=a"), "postgres://h/x?user=a");
+    }
+}
