@@ -48,6 +48,9 @@ enum Command {
     Serve(ddimd::server::ServeArgs),
     /// Check, salvage, back up and restore the daemon's store (docs/daemon.md, Storage).
     Store(ddimd::server::admin::StoreArgs),
+    /// Copy a whole library between stores (a sled folder, a postgres:// database)
+    /// and check the copy record by record (docs/scale-out.md).
+    Migrate(ddimd::server::migrate::MigrateArgs),
     /// Print a shell completion script (e.g. `ddimd completions bash > /etc/bash_completion.d/ddimd`).
     Completions {
         #[arg(value_enum)]
@@ -130,6 +133,7 @@ fn main() -> ExitCode {
             r => r.map_err(|e| e.to_string()),
         },
         Command::Store(a) => return ddimd::server::admin::main(a),
+        Command::Migrate(a) => return ddimd::server::migrate::main(a),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "ddimd", &mut std::io::stdout());
             Ok(())

@@ -131,15 +131,29 @@ pub fn exit_code(e: &ServerError) -> u8 {
 }
 
 /// Opens an existing store for reading it whole.
-fn open_existing(dir: &Path) -> Result<Store> {
-    must_exist(dir)?;
-    Store::open(dir)
+fn open_existing(dir: &Path, flag: &str) -> Result<Store> {
+    must_exist(dir, flag)?;
+    Store::open(dir).map_err(|e| match e {
+        // Store::open names the folder as serve's flag.
+        ServerError::Config(m) if flag != "--data" => {
+            ServerError::Config(m.replacen("--data ", &format!("{flag} "), 1))
+        }
+        e => e,
+    })
 }
 
-fn must_exist(dir: &Path) -> Result<()> {
+/// Every record of a stopped store (`serve` must not hold it: sled locks the
+/// folder), with what did not read as problems: what `store backup --data` and
+/// `ddimd migrate` copy. `flag` names the folder's flag in errors.
+pub(super) fn read_stopped(dir: &Path, flag: &str) -> Result<Dump> {
+    let store = open_existing(dir, flag)?;
+    store.frozen(|t| dump::read(t, &Checks::default()))
+}
+
+fn must_exist(dir: &Path, flag: &str) -> Result<()> {
     if !dir.join("store").exists() {
         return Err(ServerError::Config(format!(
-            "--data {}: no store there (expected {}/store)",
+            "{flag} {}: no store there (expected {}/store)",
             dir.display(),
             dir.display()
         )));
@@ -206,7 +220,7 @@ fn copy_store(dir: &Path, skip_snapshot: bool, cut: Option<u64>) -> Result<tempf
 
 /// Opens a copy of the store in `dir` (see [`copy_store`]); a failure names `dir`.
 fn open_copy(dir: &Path) -> Result<(tempfile::TempDir, Store)> {
-    must_exist(dir)?;
+    must_exist(dir, "--data")?;
     let tmp = copy_store(dir, false, None)?;
     match Store::open(tmp.path()) {
         Ok(s) => Ok((tmp, s)),
@@ -219,7 +233,7 @@ fn open_copy(dir: &Path) -> Result<(tempfile::TempDir, Store)> {
 }
 
 /// Refuses a target folder that holds anything.
-fn check_empty(dir: &Path, flag: &str) -> Result<()> {
+pub(super) fn check_empty(dir: &Path, flag: &str) -> Result<()> {
     if let Ok(mut rd) = std::fs::read_dir(dir) {
         if rd.next().is_some() {
             return Err(ServerError::Config(format!(
@@ -464,8 +478,7 @@ fn backup(a: &BackupArgs) -> Result<u8> {
     let t0 = Instant::now();
     let (bytes, m) = match (&a.data, &a.addr) {
         (Some(dir), _) => {
-            let store = open_existing(dir)?;
-            let d = store.frozen(|t| dump::read(t, &Checks::default()))?;
+            let d = read_stopped(dir, "--data")?;
             let m = write_archive(&d, &a.to)?;
             (std::fs::metadata(&a.to).map(|m| m.len()).unwrap_or(0), m)
         }

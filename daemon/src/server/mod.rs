@@ -5,7 +5,8 @@
 //! - [`store`]: the typed sled store (latents, jobs, results, indexes).
 //! - [`dump`], [`admin`], [`archive`]: the store as a backend-neutral record stream;
 //!   `ddimd store verify|salvage|backup|restore` and the backup archive.
-//! - [`pg`]: the PostgreSQL store (schema, migrations, pool; docs/scale-out.md).
+//! - [`pg`]: the PostgreSQL store (schema, migrations, pool) and [`migrate`]:
+//!   `ddimd migrate` between sled and PostgreSQL (docs/scale-out.md).
 //! - [`queue`]: the in-memory queue, running set, dynamic batching, counters.
 //! - [`jobs`]: one module per job kind (validation, running, committing).
 //! - [`worker`]: the thread that owns the model: claims, batches, reports
@@ -30,6 +31,7 @@ pub mod dump;
 pub mod error;
 pub mod events;
 pub mod jobs;
+pub mod migrate;
 pub mod origin;
 pub mod pg;
 pub mod queue;

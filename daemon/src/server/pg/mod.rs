@@ -124,6 +124,20 @@ impl Pg {
                 error_text(&e)
             ))
         })?;
+        // As libpq: no user in the URL is PGUSER, else the login name; no password is
+        // PGPASSWORD (so it need not sit in a command line that `ps` shows).
+        if cfg.get_user().is_none() {
+            let user = ["PGUSER", "USER", "LOGNAME"]
+                .iter()
+                .find_map(|v| std::env::var(v).ok().filter(|u| !u.is_empty()))
+                .unwrap_or_else(|| "postgres".into());
+            cfg.user(user);
+        }
+        if cfg.get_password().is_none() {
+            if let Ok(p) = std::env::var("PGPASSWORD") {
+                cfg.password(p);
+            }
+        }
         if cfg.get_connect_timeout().is_none() {
             cfg.connect_timeout(CONNECT_TIMEOUT);
         }
