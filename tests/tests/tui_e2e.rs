@@ -81,8 +81,12 @@ impl Tmux {
     }
 
     fn start(cmd: &str) -> Self {
+        // One tmux server per test: tests run in parallel threads of one process, and
+        // a shared server would refuse the second session of the same name.
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let t = Tmux {
-            socket: format!("ddim-e2e-{}", std::process::id()),
+            socket: format!("ddim-e2e-{}-{n}", std::process::id()),
         };
         let st = t
             .cmd()
