@@ -2,7 +2,9 @@
 # One set-up path for the README's two commands (idempotent; seconds when done):
 #  1. Debian packages the project needs (dataset-fashion-mnist for data, tmux
 #     for the end-to-end TUI test, libsixel-bin to decode sixel in tests, jq for
-#     the docs' scripting recipes, which tests/tests/docs_recipes.rs runs);
+#     the docs' scripting recipes, which tests/tests/docs_recipes.rs runs;
+#     postgresql for the PostgreSQL store's tests, which start their own
+#     throwaway clusters with its initdb and pg_ctl: tests/src/pg.rs);
 #  2. a venv outside the repository with PyPI torch==2.11.0 (the libtorch that
 #     tch 0.24.0 links) and the test-side Python (diffusers, numpy, grpcio);
 #     $DDIM_VENV overrides its place (default ~/.cache/ddim/venv);
@@ -16,7 +18,7 @@ log() { printf '\033[1m[setup]\033[0m %s\n' "$*" >&2; }
 
 # 1. Debian packages.
 need=()
-for p in dataset-fashion-mnist tmux libsixel-bin jq; do
+for p in dataset-fashion-mnist tmux libsixel-bin jq postgresql; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
 done
 if [ ${#need[@]} -gt 0 ]; then

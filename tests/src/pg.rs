@@ -8,7 +8,7 @@
 //! package `postgresql` is installed (`apt-get install -y postgresql`), once per
 //! test process. `initdb` refuses to run as root: as root (this machine, CI) the
 //! cluster is made and run by the `postgres` system user (the package creates it;
-//! `nobody` otherwise) through `runuser`, in a folder owned by that user.
+//! `nobody` otherwise) through `runuser` (or `su`), in a folder owned by that user.
 //!
 //! ```no_run
 //! let pg = ddim_tests::pg::PgServer::start();
@@ -192,9 +192,17 @@ impl PgServer {
     fn run(&self, name: &str, args: &[&str]) -> Output {
         let exe = self.bin.join(name);
         let mut cmd = match &self.runas {
-            Some(u) => {
+            Some(u) if has_runuser() => {
                 let mut c = Command::new("runuser");
                 c.args(["-u", u, "--"]).arg(&exe);
+                c
+            }
+            // util-linux's su passes the words after the user to `sh -c` (after
+            // `--`, so that the program's flags are not taken for su's).
+            Some(u) => {
+                let mut c = Command::new("su");
+                c.args(["-s", "/bin/sh", "-c", "exec \"$0\" \"$@\"", "--", u])
+                    .arg(&exe);
                 c
             }
             None => Command::new(&exe),
@@ -231,6 +239,15 @@ fn is_root() -> bool {
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
         .unwrap_or(false)
+}
+
+fn has_runuser() -> bool {
+    Command::new("runuser")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 fn user_exists(u: &str) -> bool {

@@ -137,16 +137,20 @@ fn run(a: &MigrateArgs) -> Result<()> {
         let read_ms = t_read.elapsed().as_millis();
         // Write, then read back what was written.
         let t_write = Instant::now();
-        let (back, write_ms) = match &target {
+        let (back, write_ms, t_check) = match &target {
             Target::Sled(dir) => {
                 let store = Store::open(dir).map_err(|e| match e {
-                    ServerError::Config(m) => ServerError::Config(m.replacen("--data ", "--to ", 1)),
+                    ServerError::Config(m) => {
+                        ServerError::Config(m.replacen("--data ", "--to ", 1))
+                    }
                     e => e,
                 })?;
                 dump::load(&store, &src)?;
                 store.flush()?;
                 let write_ms = t_write.elapsed().as_millis();
-                (store.frozen(|t| dump::read(t, &Checks::default()))?, write_ms)
+                let t_check = Instant::now();
+                let back = store.frozen(|t| dump::read(t, &Checks::default()))?;
+                (back, write_ms, t_check)
             }
             Target::Pg(pg) => {
                 pg.load(&src).await.map_err(|e| match e {
@@ -154,6 +158,7 @@ fn run(a: &MigrateArgs) -> Result<()> {
                     e => e,
                 })?;
                 let write_ms = t_write.elapsed().as_millis();
+                let t_check = Instant::now();
                 let n = pg.counts().await?;
                 let back = pg.read().await?;
                 if (n.latents, n.jobs) != (back.latents.len() as u64, back.jobs.len() as u64) {
@@ -166,10 +171,9 @@ fn run(a: &MigrateArgs) -> Result<()> {
                         back.jobs.len()
                     )));
                 }
-                (back, write_ms)
+                (back, write_ms, t_check)
             }
         };
-        let t_check = Instant::now();
         let diffs = differences(&src, &back);
         if !diffs.is_empty() {
             let shown: Vec<&str> = diffs.iter().take(10).map(String::as_str).collect();

@@ -66,6 +66,9 @@ CREATE TABLE jobs (
     lease_until  timestamptz,
     -- The daemon that ran it (last attempt).
     ran_by       text,
+    -- CancelJob on one daemon for a job another runs: the runner sees it when it
+    -- renews its lease (and by NOTIFY sooner).
+    cancel_requested boolean NOT NULL DEFAULT false,
     -- SubmitJob's idempotency key: one job per key.
     idempotency_key text UNIQUE
 );
