@@ -4,7 +4,9 @@
 //! jobs with results) goes sled → PostgreSQL → a new sled folder; served from
 //! there, every `ddim export` (x_T and preview), every source image and every job
 //! is byte-identical to the original's, and ids carry on. A target that is not
-//! empty is refused and left as it was; an unreachable server is one `error:` line.
+//! empty is refused and left as it was, and so is a source folder being served; an
+//! unreachable server, a malformed URL, a database without a library are one
+//! `error:` line.
 //!
 //! Needs the binaries (`cargo build --workspace --bins`) and PostgreSQL's server
 //! programs (installed by the fixture through apt when missing and root).
@@ -289,6 +291,20 @@ async fn sled_to_postgres_and_back_gives_byte_identical_exports() {
 
     // Served from the round trip: the same bytes, the same jobs, ids carry on.
     let d = Daemon::builder().model(&model).data(&back).start().await;
+    // A folder being served is not a source (sled locks it): stop the daemon first.
+    let o = ddimd(&[
+        "migrate",
+        "--from",
+        s(&back),
+        "--to",
+        s(&root.path().join("no")),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let e = one_line_error(&o);
+    assert!(
+        e.contains("--from") && e.contains("in use by another ddimd process"),
+        "{e}"
+    );
     let after = exports(&d, &root.path().join("exports-after")).await;
     assert_eq!(after.len(), before.len());
     for (id, (npy, png, source)) in &before {
