@@ -15,6 +15,7 @@
 //! let done = ddim_tests::wait_job(&mut c, &job.id).await;
 //! # }
 //! ```
+pub mod cli;
 pub mod pg;
 
 use std::io::BufRead;
@@ -362,6 +363,7 @@ pub fn sampler(steps: u32) -> pb::SamplerOptions {
         eta: 0.0,
         spacing: pb::Spacing::Uniform as i32,
         sigma_hat: false,
+        solver: 0,
     }
 }
 
@@ -399,6 +401,7 @@ pub fn encode_spec(images: Vec<(String, Vec<u8>)>, steps: u32) -> pb::JobSpec {
             steps,
             spacing: pb::Spacing::Uniform as i32,
             preview_steps: 0,
+            solver: 0,
         })),
     }
 }
@@ -412,6 +415,7 @@ pub fn decode_spec(latent: &str, steps: &[u32]) -> pb::JobSpec {
             spacing: pb::Spacing::Uniform as i32,
             seed: 0,
             etas: vec![],
+            solver: 0,
         })),
     }
 }
@@ -436,6 +440,7 @@ pub fn reconstruct_spec(input: pb::reconstruct_job::Input, steps: &[u32]) -> pb:
             input: Some(input),
             steps: steps.to_vec(),
             spacing: pb::Spacing::Uniform as i32,
+            solver: 0,
         })),
     }
 }

@@ -7,88 +7,9 @@
 //! Needs the binaries built first (`cargo build -p ddim -p ddimd --bins`); the daemon
 //! comes from the shared fixture in `ddim_tests`.
 
-use std::process::{Command, Output};
-use std::time::{Duration, Instant};
-
-use ddim_tests::{bin, Daemon};
+use ddim_tests::cli::{s, Ddim};
+use ddim_tests::Daemon;
 use serde_json::Value;
-
-/// `ddim` pointed at a daemon, with no token and no user config file.
-struct Ddim<'a> {
-    d: &'a Daemon,
-}
-
-impl Ddim<'_> {
-    fn cmd(&self, args: &[&str]) -> Command {
-        let cfg = self.d.dir.path().join("empty.toml");
-        std::fs::write(&cfg, "").unwrap();
-        let mut c = Command::new(bin("ddim"));
-        c.arg("--addr")
-            .arg(&self.d.addr)
-            .args(args)
-            .env_remove("DDIM_TOKEN")
-            .env("DDIM_CONFIG", cfg);
-        c
-    }
-
-    /// Runs `ddim ARGS --json`, asserts success, parses stdout.
-    fn json(&self, args: &[&str]) -> Value {
-        let out = self.cmd(args).arg("--json").output().unwrap();
-        assert!(out.status.success(), "ddim {args:?}: {}", stderr(&out));
-        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-            panic!(
-                "ddim {args:?}: not JSON ({e}): {}",
-                String::from_utf8_lossy(&out.stdout)
-            )
-        })
-    }
-
-    /// Runs `ddim ARGS`, expecting exit `code` with one line on stderr; returns it.
-    fn fails(&self, args: &[&str], code: i32) -> String {
-        let out = self.cmd(args).output().unwrap();
-        assert_eq!(
-            out.status.code(),
-            Some(code),
-            "ddim {args:?}: {}",
-            stderr(&out)
-        );
-        let err = stderr(&out);
-        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
-        err
-    }
-
-    /// Runs `ddim ARGS` (human output), asserting success.
-    fn text(&self, args: &[&str]) -> String {
-        let out = self.cmd(args).output().unwrap();
-        assert!(out.status.success(), "ddim {args:?}: {}", stderr(&out));
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// The daemon may still be loading its model: poll `ddim ls`.
-    fn wait_ready(&self) {
-        let until = Instant::now() + Duration::from_secs(120);
-        loop {
-            let out = self.cmd(&["ls"]).output().unwrap();
-            if out.status.success() {
-                return;
-            }
-            assert!(
-                Instant::now() < until,
-                "ddim never got an answer: {}",
-                stderr(&out)
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn s(v: &Value) -> &str {
-    v.as_str().unwrap_or_else(|| panic!("not a string: {v}"))
-}
 
 /// The new latents of a finished job's JSON.
 fn new_ids(job: &Value) -> Vec<String> {
@@ -125,7 +46,7 @@ fn xt(d: &Ddim, id: &str) -> Vec<f32> {
 async fn edits_from_scripts_with_lineage() {
     let daemon = Daemon::builder().start().await;
     let d = Ddim { d: &daemon };
-    d.wait_ready();
+    d.wait_ready(None);
     let ids = new_ids(&d.json(&[
         "sample", "--count", "3", "--seed", "1", "--steps", "3", "--wait",
     ]));

@@ -4,75 +4,11 @@
 //! Needs the binaries built first (`cargo build --workspace --bins`, as scripts/test.sh
 //! does); the daemon comes from the shared fixture in `ddim_tests`.
 
-use std::process::{Command, Output};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
+use ddim_tests::cli::{code, s, stderr, Ddim};
 use ddim_tests::{bin, Daemon};
 use serde_json::Value;
-
-/// `ddim` pointed at a daemon, with no token and no user config file.
-struct Ddim<'a> {
-    d: &'a Daemon,
-}
-
-impl Ddim<'_> {
-    fn cmd(&self, args: &[&str]) -> Command {
-        let cfg = self.d.dir.path().join("empty.toml");
-        std::fs::write(&cfg, "").unwrap();
-        let mut c = Command::new(bin("ddim"));
-        c.arg("--addr")
-            .arg(&self.d.addr)
-            .args(args)
-            .env_remove("DDIM_TOKEN")
-            .env("DDIM_CONFIG", cfg);
-        c
-    }
-
-    /// Runs `ddim ARGS --json`, asserts success, parses stdout.
-    fn json(&self, args: &[&str]) -> Value {
-        let out = self.cmd(args).arg("--json").output().unwrap();
-        assert!(out.status.success(), "ddim {args:?}: {}", stderr(&out));
-        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-            panic!(
-                "ddim {args:?}: not JSON ({e}): {}",
-                String::from_utf8_lossy(&out.stdout)
-            )
-        })
-    }
-
-    /// The daemon may still be loading its model: poll `ddim ls`.
-    fn wait_ready(&self, token: Option<&str>) {
-        let until = Instant::now() + Duration::from_secs(120);
-        loop {
-            let mut c = self.cmd(&["ls"]);
-            if let Some(t) = token {
-                c.env("DDIM_TOKEN", t);
-            }
-            let out = c.output().unwrap();
-            if out.status.success() {
-                return;
-            }
-            assert!(
-                Instant::now() < until,
-                "ddim never got an answer: {}",
-                stderr(&out)
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn code(o: &Output) -> i32 {
-    o.status.code().unwrap_or(-1)
-}
-
-fn s(v: &Value) -> &str {
-    v.as_str().unwrap_or_else(|| panic!("not a string: {v}"))
-}
 
 #[tokio::test]
 async fn scripting_round_trip() {
