@@ -157,6 +157,7 @@ fn sample(seed: u64, steps: u32) -> pb::SubmitJobRequest {
                     eta: 0.0,
                     spacing: 0,
                     sigma_hat: false,
+                    solver: 0,
                 }),
                 name_prefix: String::new(),
                 tags: vec![],
@@ -301,6 +302,7 @@ async fn overhead(model_dir: &Path, a: &Args) {
         eta: 0.0,
         spacing: Spacing::Uniform,
         sigma_hat: false,
+        solver: Default::default(),
     };
     let run = |seed: u64| {
         let seeds = noise::seeds(seed, 1);
@@ -550,6 +552,7 @@ async fn study(model: &Path, a: &Args) {
         steps: 10,
         spacing: 0,
         preview_steps: 0,
+        solver: 0,
     });
     let (_, ids) = run_all(&mut c, vec![job(enc)]).await;
     let latents = c
@@ -565,6 +568,7 @@ async fn study(model: &Path, a: &Args) {
             input: Some(input),
             steps: vec![10, 20],
             spacing: 0,
+            solver: 0,
         }))
     };
     use pb::reconstruct_job::Input;
@@ -667,6 +671,7 @@ async fn edits(a: &Args) {
         steps: 50,
         spacing: 0,
         preview_steps: 0,
+        solver: 0,
     });
     let (_, ids) = run_all(&mut c, vec![job(enc)]).await;
     let latent = c
@@ -697,6 +702,7 @@ async fn edits(a: &Args) {
                 eta: 1.0,
                 spacing: 0,
                 sigma_hat: false,
+                solver: 0,
             }),
             seed,
             count,

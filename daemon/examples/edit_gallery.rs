@@ -91,6 +91,7 @@ impl Ctx {
             eta,
             spacing: Spacing::Uniform,
             sigma_hat: false,
+            solver: Default::default(),
         }
     }
 

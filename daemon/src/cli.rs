@@ -9,7 +9,7 @@ use crate::engine::interp::{self, Method};
 use crate::engine::noise::{self, SampleSeed};
 use crate::engine::sampler::{self, SamplerOptions, StepEvent};
 use crate::engine::schedule::SchedulerConfig;
-use crate::engine::{imageio, npy, parse_device, EngineError, Model, Spacing};
+use crate::engine::{imageio, npy, parse_device, EngineError, Model, Solver, Spacing};
 
 /// The model and device every engine subcommand takes.
 #[derive(Debug, Clone, Args)]
@@ -78,6 +78,9 @@ pub struct SamplerArgs {
     /// Use σ̂ (the larger-variance row of the paper's Table 1).
     #[arg(long)]
     pub sigma_hat: bool,
+    /// ddim or dpmpp-2m (DPM-Solver++(2M): second order, η = 0 only).
+    #[arg(long, default_value = "ddim")]
+    pub solver: Solver,
 }
 
 impl SamplerArgs {
@@ -87,6 +90,7 @@ impl SamplerArgs {
             eta: self.eta,
             spacing: self.spacing,
             sigma_hat: self.sigma_hat,
+            solver: self.solver,
         }
     }
 }
@@ -132,6 +136,9 @@ pub struct EncodeArgs {
     pub steps: usize,
     #[arg(long, default_value = "uniform")]
     pub spacing: Spacing,
+    /// ddim or dpmpp-2m: the solver of the inversion (decode with the same one).
+    #[arg(long, default_value = "ddim")]
+    pub solver: Solver,
     #[arg(long, default_value = "64")]
     pub batch: usize,
     #[arg(long)]
@@ -186,6 +193,9 @@ pub struct ReconstructArgs {
     pub steps: Vec<usize>,
     #[arg(long, default_value = "uniform")]
     pub spacing: Spacing,
+    /// ddim or dpmpp-2m: encodes and decodes with this solver.
+    #[arg(long, default_value = "ddim")]
+    pub solver: Solver,
     /// Images per batch.
     #[arg(long, default_value = "64", value_parser = clap::value_parser!(u32).range(1..))]
     pub batch: u32,
@@ -358,7 +368,7 @@ pub fn encode(a: &EncodeArgs) -> Result<(), EngineError> {
     let n = x0.size()[0] as u64;
     let pb = progress(n * a.steps as u64, "encoding");
     let xt = chunked(&x0, a.batch, |x, _| {
-        sampler::invert(&model, x, a.steps, a.spacing, &mut |_| {
+        sampler::invert_with(&model, x, a.steps, a.spacing, a.solver, &mut |_| {
             pb.inc(x.size()[0] as u64);
             true
         })
@@ -400,6 +410,7 @@ pub fn reconstruction_table(
     x0: &Tensor,
     steps: &[usize],
     spacing: Spacing,
+    solver: Solver,
     batch: usize,
 ) -> Result<Vec<ReconstructionRow>, EngineError> {
     let n = x0.size()[0] as u64;
@@ -412,7 +423,7 @@ pub fn reconstruction_table(
         while start < n as i64 {
             let len = (batch.max(1) as i64).min(n as i64 - start);
             let x = x0.narrow(0, start, len);
-            let (mse, _) = sampler::reconstruct(model, &x, s, spacing, &mut |_| {
+            let (mse, _) = sampler::reconstruct_with(model, &x, s, spacing, solver, &mut |_| {
                 pb.inc(len as u64);
                 true
             })?;
@@ -467,7 +478,7 @@ pub fn reconstruct(a: &ReconstructArgs) -> Result<(), EngineError> {
         Some(n) => fashion_mnist_test(&model, n, a.skip)?,
         None => load_x0(&model, &a.x0, &a.image)?,
     };
-    let rows = reconstruction_table(&model, &x0, &a.steps, a.spacing, a.batch as usize)?;
+    let rows = reconstruction_table(&model, &x0, &a.steps, a.spacing, a.solver, a.batch as usize)?;
     if a.json {
         let results: Vec<_> = rows
             .iter()
@@ -491,6 +502,7 @@ pub fn reconstruct(a: &ReconstructArgs) -> Result<(), EngineError> {
             serde_json::json!({
                 "model": a.model.model.display().to_string(),
                 "spacing": a.spacing.as_str(),
+                "solver": a.solver.as_str(),
                 "source": source,
                 "results": results,
             })

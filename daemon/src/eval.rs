@@ -256,6 +256,7 @@ impl CellSpec {
             eta: if self.sigma_hat { 0.0 } else { self.eta },
             spacing: self.spacing,
             sigma_hat: self.sigma_hat,
+            solver: Default::default(),
         }
     }
 

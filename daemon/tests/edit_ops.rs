@@ -35,6 +35,7 @@ fn opts(eta: f64, spacing: Spacing) -> SamplerOptions {
         eta,
         spacing,
         sigma_hat: false,
+        solver: Default::default(),
     }
 }
 

@@ -27,18 +27,21 @@ fn seeded_sample_is_independent_of_batch_size_and_position() {
             eta: 0.0,
             spacing: Spacing::Uniform,
             sigma_hat: false,
+            solver: Default::default(),
         },
         SamplerOptions {
             steps: 8,
             eta: 1.0,
             spacing: Spacing::Quad,
             sigma_hat: false,
+            solver: Default::default(),
         },
         SamplerOptions {
             steps: 8,
             eta: 0.0,
             spacing: Spacing::Trailing,
             sigma_hat: true,
+            solver: Default::default(),
         },
     ] {
         let target = SampleSeed::new(42, 5);

@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 use ddimd::engine::noise::SampleSeed;
 use ddimd::engine::sampler::{self, SamplerOptions};
 use ddimd::engine::schedule::{betas, BetaSchedule};
-use ddimd::engine::{npy, Model, Spacing};
+use ddimd::engine::{npy, Model, Solver, Spacing};
 use tch::{Device, Tensor};
 
 pub fn venv_python() -> PathBuf {
@@ -105,6 +105,7 @@ fn check_loop(name: &str) {
         eta: 0.0,
         spacing: Spacing::Leading,
         sigma_hat: false,
+        solver: Default::default(),
     };
     let plan: Vec<i64> = sampler::plan(&opts, 1000)
         .into_iter()
@@ -149,4 +150,76 @@ fn betas_match_diffusers() {
             .fold(0.0, f64::max);
         assert!(err <= 1e-6, "{name}: max beta error {err}");
     }
+}
+
+/// DPM-Solver++(2M) against diffusers' `DPMSolverMultistepScheduler`
+/// (`dpmsolver++`, order 2, midpoint, `lower_order_final`, final σ = 0) from the
+/// same x_T on the same (explicitly passed) timesteps.
+fn check_dpm(name: &str) {
+    let d = reference().join(name);
+    let model = Model::load(&d, Device::Cpu).unwrap();
+    let xt = npy::read(&d.join("xt.npy")).unwrap();
+    let seeds: Vec<SampleSeed> = (0..2).map(|i| SampleSeed::new(0, i)).collect();
+    for (spacing, steps) in [
+        (Spacing::Uniform, 2),
+        (Spacing::Uniform, 3),
+        (Spacing::Uniform, 10),
+        (Spacing::Uniform, 20),
+        (Spacing::Quad, 10),
+    ] {
+        let case = format!("dpm_{spacing}{steps}");
+        let want = npy::read(&d.join(format!("{case}.npy"))).unwrap();
+        let ts: Vec<i64> =
+            serde_json::from_slice(&std::fs::read(d.join(format!("{case}.json"))).unwrap())
+                .unwrap();
+        let opts = SamplerOptions {
+            steps,
+            eta: 0.0,
+            spacing,
+            sigma_hat: false,
+            solver: Solver::DpmPP2M,
+        };
+        let plan: Vec<i64> = sampler::plan(&opts, 1000)
+            .into_iter()
+            .map(|(t, _)| t)
+            .collect();
+        assert_eq!(plan, ts, "{name} {case}: timesteps differ from diffusers'");
+        let got = sampler::sample(&model, &xt, &opts, &seeds, &mut |_| true).unwrap();
+        let scale = want.abs().max().double_value(&[]).max(1.0);
+        let rel = max_abs(&got, &want) / scale;
+        assert!(
+            rel <= 1e-5,
+            "{name} {case}: DPM-Solver++(2M) loop relative error {rel} (scale {scale})"
+        );
+        // Not DDIM: from S = 3 on the second-order steps change the result.
+        if steps >= 3 {
+            let ddim = SamplerOptions {
+                solver: Solver::Ddim,
+                ..opts
+            };
+            let g = sampler::sample(&model, &xt, &ddim, &seeds, &mut |_| true).unwrap();
+            assert!(
+                max_abs(&g, &want) / scale > 1e-3,
+                "{name} {case}: equals DDIM"
+            );
+        } else {
+            let ddim = SamplerOptions {
+                solver: Solver::Ddim,
+                ..opts
+            };
+            let g = sampler::sample(&model, &xt, &ddim, &seeds, &mut |_| true).unwrap();
+            let r = max_abs(&g, &want) / scale;
+            assert!(r <= 1e-5, "{name} {case}: S = 2 is DDIM, off by {r}");
+        }
+    }
+}
+
+#[test]
+fn dpmpp_2m_loop_matches_diffusers_gray() {
+    check_dpm("gray_noattn");
+}
+
+#[test]
+fn dpmpp_2m_loop_matches_diffusers_rgb() {
+    check_dpm("rgb_attn");
 }

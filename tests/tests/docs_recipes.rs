@@ -574,6 +574,7 @@ async fn quick_recipes_run_against_a_real_daemon() {
             steps: 2,
             spacing: pb::Spacing::Uniform as i32,
             preview_steps: 0,
+            solver: 0,
         })),
     };
     let done = run_job(&mut c, spec).await;

@@ -115,6 +115,9 @@ pub enum Command {
         /// Sub-sequence of the T training steps.
         #[arg(long, value_enum, default_value_t = SpacingArg::Uniform)]
         spacing: SpacingArg,
+        /// ODE solver: ddim, or dpmpp-2m (DPM-Solver++(2M), second order; decode with the same one).
+        #[arg(long, value_enum, default_value_t = SolverArg::Ddim)]
+        solver: SolverArg,
         /// Tags for the new latents (repeatable).
         #[arg(long = "tag")]
         tags: Vec<String>,
@@ -152,6 +155,9 @@ pub enum Command {
         /// σ̂ of DDPM (ermongroup's ddpm_noisy) instead of the η-scaled σ.
         #[arg(long)]
         sigma_hat: bool,
+        /// ODE solver: ddim, or dpmpp-2m (DPM-Solver++(2M), second order; η must be 0).
+        #[arg(long, value_enum, default_value_t = SolverArg::Ddim)]
+        solver: SolverArg,
         #[command(flatten)]
         wait: WaitArgs,
     },
@@ -167,6 +173,9 @@ pub enum Command {
         /// Sub-sequence of the T training steps.
         #[arg(long, value_enum, default_value_t = SpacingArg::Uniform)]
         spacing: SpacingArg,
+        /// ODE solver: ddim, or dpmpp-2m (DPM-Solver++(2M), second order, encoding and decoding).
+        #[arg(long, value_enum, default_value_t = SolverArg::Ddim)]
+        solver: SolverArg,
         #[command(flatten)]
         wait: WaitArgs,
     },
@@ -215,6 +224,9 @@ pub enum Command {
         /// Write every decode as DIR/decode_S<S>_eta<η>.png (implies --wait).
         #[arg(long)]
         out_dir: Option<PathBuf>,
+        /// ODE solver: ddim, or dpmpp-2m (DPM-Solver++(2M), second order; η must be 0).
+        #[arg(long, value_enum, default_value_t = SolverArg::Ddim)]
+        solver: SolverArg,
         #[command(flatten)]
         wait: WaitArgs,
     },
@@ -238,6 +250,9 @@ pub enum Command {
         /// Decode only the --save frames (storing a frame costs one decode, not --frames).
         #[arg(long, requires = "save")]
         only_saved: bool,
+        /// ODE solver: ddim, or dpmpp-2m (DPM-Solver++(2M), second order).
+        #[arg(long, value_enum, default_value_t = SolverArg::Ddim)]
+        solver: SolverArg,
         #[command(flatten)]
         wait: WaitArgs,
     },
@@ -536,6 +551,25 @@ impl SpacingArg {
             SpacingArg::Leading => S::Leading,
             SpacingArg::Trailing => S::Trailing,
             SpacingArg::Linspace => S::Linspace,
+        }) as i32
+    }
+}
+
+/// `--solver`: the ODE solver of the η = 0 process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SolverArg {
+    Ddim,
+    /// DPM-Solver++(2M): second order, multistep, η = 0 only.
+    #[value(name = "dpmpp-2m")]
+    Dpmpp2m,
+}
+
+impl SolverArg {
+    pub fn pb(self) -> i32 {
+        use ddim_proto::v1::Solver as S;
+        (match self {
+            SolverArg::Ddim => S::Ddim,
+            SolverArg::Dpmpp2m => S::Dpmpp2m,
         }) as i32
     }
 }

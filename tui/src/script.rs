@@ -79,6 +79,7 @@ async fn execute(c: &Client, command: Command, as_json: bool) -> Result<Output, 
             files,
             steps,
             spacing,
+            solver,
             tags,
             wait,
         } => {
@@ -104,6 +105,7 @@ async fn execute(c: &Client, command: Command, as_json: bool) -> Result<Output, 
                     steps,
                     spacing: spacing.pb(),
                     preview_steps: 0,
+                    solver: solver.pb(),
                 })
             };
             if images.len() <= MAX_JOB_ITEMS {
@@ -155,6 +157,7 @@ async fn execute(c: &Client, command: Command, as_json: bool) -> Result<Output, 
             eta,
             spacing,
             sigma_hat,
+            solver,
             wait,
         } => {
             let spec = Kind::Sample(pb::SampleJob {
@@ -165,6 +168,7 @@ async fn execute(c: &Client, command: Command, as_json: bool) -> Result<Output, 
                     eta,
                     spacing: spacing.pb(),
                     sigma_hat,
+                    solver: solver.pb(),
                 }),
                 name_prefix: String::new(),
                 tags: vec![],
@@ -194,10 +198,12 @@ async fn execute(c: &Client, command: Command, as_json: bool) -> Result<Output, 
             mut ids,
             steps,
             spacing,
+            solver,
             wait,
         } => {
             if ids.len() > MAX_JOB_ITEMS {
-                return reconstruct_in_chunks(c, ids, steps.0, spacing.pb(), show_progress).await;
+                let (sp, so) = (spacing.pb(), solver.pb());
+                return reconstruct_in_chunks(c, ids, steps.0, sp, so, show_progress).await;
             }
             let input = if ids.len() == 1 {
                 pb::reconstruct_job::Input::LatentId(ids.remove(0))
@@ -208,6 +214,7 @@ async fn execute(c: &Client, command: Command, as_json: bool) -> Result<Output, 
                 input: Some(input),
                 steps: steps.0,
                 spacing: spacing.pb(),
+                solver: solver.pb(),
             });
             submit(c, spec, wait, show_progress).await
         }
@@ -220,6 +227,7 @@ async fn execute(c: &Client, command: Command, as_json: bool) -> Result<Output, 
             spacing,
             save,
             only_saved,
+            solver,
             wait,
         } => {
             let method = if method == "lerp" {
@@ -235,6 +243,7 @@ async fn execute(c: &Client, command: Command, as_json: bool) -> Result<Output, 
                 sampler: Some(pb::SamplerOptions {
                     steps,
                     spacing: spacing.pb(),
+                    solver: solver.pb(),
                     ..Default::default()
                 }),
                 save_frames: save.map(|s| s.0).unwrap_or_default(),
@@ -270,6 +279,7 @@ async fn execute(c: &Client, command: Command, as_json: bool) -> Result<Output, 
             seed,
             spacing,
             out_dir,
+            solver,
             mut wait,
         } => {
             let etas = eta.0;
@@ -280,6 +290,7 @@ async fn execute(c: &Client, command: Command, as_json: bool) -> Result<Output, 
                 spacing: spacing.pb(),
                 seed,
                 etas: if etas.len() > 1 { etas } else { vec![] },
+                solver: solver.pb(),
             });
             wait.wait |= out_dir.is_some();
             let mut out = submit(c, spec, wait, show_progress).await?;
@@ -458,6 +469,7 @@ async fn reconstruct_in_chunks(
     ids: Vec<String>,
     steps: Vec<u32>,
     spacing: i32,
+    solver: i32,
     show_progress: bool,
 ) -> Result<Output, ClientError> {
     let mut jobs = vec![];
@@ -468,6 +480,7 @@ async fn reconstruct_in_chunks(
             })),
             steps: steps.clone(),
             spacing,
+            solver,
         });
         jobs.push(c.submit(spec).await?);
     }

@@ -363,6 +363,7 @@ async fn handle(c: &Client, req: Request, tx: &UnboundedSender<Update>) -> Resul
                 input: Some(pb::reconstruct_job::Input::Image(input.data)),
                 steps,
                 spacing: 0,
+                solver: 0,
             });
             let job = c.submit(spec).await?;
             send(Update::Submitted {
@@ -406,6 +407,7 @@ async fn handle(c: &Client, req: Request, tx: &UnboundedSender<Update>) -> Resul
                     steps,
                     spacing: 0,
                     preview_steps: 0,
+                    solver: 0,
                 });
                 (spec, what, files, "encode.images")
             };

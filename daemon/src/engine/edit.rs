@@ -502,6 +502,7 @@ fn decode_path(
     let det = SamplerOptions {
         eta: 0.0,
         sigma_hat: false,
+        solver: Default::default(),
         ..*opts
     };
     let steps = sampler::plan(&det, model.num_train_timesteps());

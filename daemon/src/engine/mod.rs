@@ -5,6 +5,7 @@
 //! - [`unet`]: `UNet2DModel` on tch with diffusers' key names.
 //! - [`schedule`], [`spacing`]: ᾱ_t and the sub-sequences τ.
 //! - [`sampler`]: eq. 12 for any η, σ̂, and the η = 0 ODE run backwards.
+//! - [`dpm`]: DPM-Solver++(2M), the second-order solver of the same η = 0 ODE.
 //! - [`noise`]: x_T and η-noise from a per-(seed, index) generator.
 //! - [`interp`]: slerp / lerp.
 //! - [`edit`]: editing on x_T: variation, combination on the sphere, attribute
@@ -13,6 +14,7 @@
 //! - [`compiled`]: AOTInductor packages of the UNet (`ddimd compile`, `--compiled`).
 pub mod compiled;
 pub mod config;
+pub mod dpm;
 pub mod edit;
 pub mod imageio;
 pub mod interp;
@@ -24,6 +26,7 @@ pub mod schedule;
 pub mod spacing;
 pub mod unet;
 
+pub use dpm::Solver;
 pub use model::{parse_device, Model};
 pub use sampler::{SamplerOptions, StepEvent};
 pub use spacing::Spacing;

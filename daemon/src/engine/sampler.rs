@@ -18,6 +18,7 @@
 //! step starts from x0 at ᾱ = 1.
 use tch::Tensor;
 
+use super::dpm::{self, Solver};
 use super::model::Model;
 use super::noise::{batch_normal, SampleSeed};
 use super::spacing::{validate_steps, Spacing};
@@ -33,6 +34,8 @@ pub struct SamplerOptions {
     pub spacing: Spacing,
     /// Use σ̂ (Table 1's last row) instead of σ(η).
     pub sigma_hat: bool,
+    /// The ODE solver: DDIM (any η) or DPM-Solver++(2M) (η = 0 only).
+    pub solver: Solver,
 }
 
 impl Default for SamplerOptions {
@@ -42,6 +45,7 @@ impl Default for SamplerOptions {
             eta: 0.0,
             spacing: Spacing::Uniform,
             sigma_hat: false,
+            solver: Solver::Ddim,
         }
     }
 }
@@ -52,6 +56,17 @@ impl SamplerOptions {
         if !self.eta.is_finite() || self.eta < 0.0 {
             return Err(EngineError::InvalidInput(format!(
                 "eta must be a finite number ≥ 0, got {}",
+                self.eta
+            )));
+        }
+        if self.solver == Solver::DpmPP2M && (self.eta != 0.0 || self.sigma_hat) {
+            return Err(EngineError::InvalidInput(format!(
+                "solver dpmpp-2m is deterministic: eta must be 0{}, got eta {}",
+                if self.sigma_hat {
+                    " and sigma_hat off"
+                } else {
+                    ""
+                },
                 self.eta
             )));
         }
@@ -150,6 +165,31 @@ pub fn step(
     Ok((x_prev, x0))
 }
 
+/// Step `k` of `plan` (see [`plan`]) with the solver of `opts`. `hist` is the
+/// x̂0 step k − 1 returned (DPM-Solver++(2M) keeps it; DDIM ignores it; `None`
+/// makes the step first order). Returns (x_prev, x̂0).
+pub fn solver_step(
+    model: &Model,
+    x: &Tensor,
+    plan: &[(i64, i64)],
+    k: usize,
+    opts: &SamplerOptions,
+    seeds: &[SampleSeed],
+    hist: Option<&Tensor>,
+) -> Result<(Tensor, Tensor), EngineError> {
+    let (t, prev) = plan[k];
+    match opts.solver {
+        Solver::Ddim => step(model, x, t, prev, k, opts, seeds),
+        Solver::DpmPP2M => {
+            let h = match (k, hist) {
+                (1.., Some(d)) => Some((plan[k - 1].0, d)),
+                _ => None,
+            };
+            Ok(dpm::step(model, x, t, prev, h))
+        }
+    }
+}
+
 /// Runs the reverse process from x_T. `seeds[i]` seeds row i's η-noise.
 /// `on_step` returns false to cancel.
 pub fn sample(
@@ -172,17 +212,19 @@ pub fn sample(
     let steps = plan(opts, model.num_train_timesteps());
     let total = steps.len();
     let mut x = xt.to_device(model.device);
-    for (k, (t, prev)) in steps.into_iter().enumerate() {
-        let (xp, x0) = step(model, &x, t, prev, k, opts, seeds)?;
+    let mut hist: Option<Tensor> = None;
+    for k in 0..total {
+        let (xp, x0) = solver_step(model, &x, &steps, k, opts, seeds, hist.as_ref())?;
         x = xp;
         if !on_step(&StepEvent {
             step: k + 1,
             total,
-            t,
+            t: steps[k].0,
             x0_hat: &x0,
         }) {
             return Err(EngineError::Cancelled);
         }
+        hist = Some(x0);
     }
     check_finite(&x, "sample")?;
     Ok(x)
@@ -221,17 +263,19 @@ pub fn sample_from(
     let steps = plan(opts, model.num_train_timesteps());
     let first = steps.len() - k;
     let mut x = x_k.to_device(model.device);
-    for (j, &(t, prev)) in steps.iter().enumerate().skip(first) {
-        let (xp, x0) = step(model, &x, t, prev, j, opts, seeds)?;
+    let mut hist: Option<Tensor> = None;
+    for j in first..steps.len() {
+        let (xp, x0) = solver_step(model, &x, &steps, j, opts, seeds, hist.as_ref())?;
         x = xp;
         if !on_step(&StepEvent {
             step: j - first + 1,
             total: k,
-            t,
+            t: steps[j].0,
             x0_hat: &x0,
         }) {
             return Err(EngineError::Cancelled);
         }
+        hist = Some(x0);
     }
     check_finite(&x, "sample")?;
     Ok(x)
@@ -275,6 +319,28 @@ pub fn invert(
     }
     check_finite(&x, "latent")?;
     Ok(x)
+}
+
+/// [`invert`] with a choice of solver: DDIM, or DPM-Solver++(2M)'s inversion
+/// ([`dpm::invert`]). Same S model calls.
+pub fn invert_with(
+    model: &Model,
+    x0: &Tensor,
+    steps: usize,
+    spacing: Spacing,
+    solver: Solver,
+    on_step: &mut dyn FnMut(&StepEvent) -> bool,
+) -> Result<Tensor, EngineError> {
+    match solver {
+        Solver::Ddim => invert(model, x0, steps, spacing, on_step),
+        Solver::DpmPP2M => {
+            validate_steps(steps, model.num_train_timesteps())
+                .map_err(EngineError::InvalidInput)?;
+            check_input(model, x0, "x0")?;
+            let ts = spacing.timesteps(steps, model.num_train_timesteps());
+            dpm::invert(model, x0, &ts, on_step)
+        }
+    }
 }
 
 /// The first `k` steps of [`invert`] with S = `steps`: x0 → x_{τ_k} (1-based τ as in
@@ -334,13 +400,26 @@ pub fn reconstruct(
     spacing: Spacing,
     on_step: &mut dyn FnMut(&StepEvent) -> bool,
 ) -> Result<(Vec<f64>, Tensor), EngineError> {
+    reconstruct_with(model, x0, steps, spacing, Solver::Ddim, on_step)
+}
+
+/// [`reconstruct`] with a choice of solver (the same one encodes and decodes).
+pub fn reconstruct_with(
+    model: &Model,
+    x0: &Tensor,
+    steps: usize,
+    spacing: Spacing,
+    solver: Solver,
+    on_step: &mut dyn FnMut(&StepEvent) -> bool,
+) -> Result<(Vec<f64>, Tensor), EngineError> {
     let n = x0.size()[0] as usize;
-    let xt = invert(model, x0, steps, spacing, on_step)?;
+    let xt = invert_with(model, x0, steps, spacing, solver, on_step)?;
     let opts = SamplerOptions {
         steps,
         eta: 0.0,
         spacing,
         sigma_hat: false,
+        solver,
     };
     let seeds: Vec<SampleSeed> = (0..n as u64).map(|i| SampleSeed::new(0, i)).collect();
     let rec = sample(model, &xt, &opts, &seeds, on_step)?.clamp(-1.0, 1.0);

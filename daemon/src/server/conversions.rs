@@ -10,7 +10,7 @@ use super::store::{
     BatchKey, JobRecord, JobState, LatentOrder, LatentRecord, OriginRecord, Priority, Store,
 };
 use crate::engine::interp::Method;
-use crate::engine::{SamplerOptions, Spacing};
+use crate::engine::{SamplerOptions, Solver, Spacing};
 
 /// Most images in one encode job, samples in one sample job.
 pub const MAX_ITEMS: usize = 256;
@@ -70,6 +70,50 @@ pub fn spacing_from_pb(v: i32, field: &str) -> Result<Spacing> {
         Ok(pb::Spacing::Linspace) => Ok(Spacing::Linspace),
         Err(_) => Err(ServerError::invalid(field, format!("unknown spacing {v}"))),
     }
+}
+
+pub fn solver_from_pb(v: i32, field: &str) -> Result<Solver> {
+    match pb::Solver::try_from(v) {
+        Ok(pb::Solver::Unspecified | pb::Solver::Ddim) => Ok(Solver::Ddim),
+        Ok(pb::Solver::Dpmpp2m) => Ok(Solver::DpmPP2M),
+        Err(_) => Err(ServerError::invalid(
+            field,
+            format!("unknown solver {v} (expected SOLVER_DDIM or SOLVER_DPMPP_2M)"),
+        )),
+    }
+}
+
+pub fn solver_to_pb(s: Solver) -> pb::Solver {
+    match s {
+        Solver::Ddim => pb::Solver::Ddim,
+        Solver::DpmPP2M => pb::Solver::Dpmpp2m,
+    }
+}
+
+/// DPM-Solver++(2M) is deterministic: with it, η (`eta_field`) must be 0 and
+/// σ̂ (`sigma_hat_field`, when the message has one) off.
+pub fn check_solver_eta(
+    solver: Solver,
+    eta: f64,
+    eta_field: &str,
+    sigma_hat: Option<(bool, &str)>,
+) -> Result<()> {
+    if solver != Solver::DpmPP2M {
+        return Ok(());
+    }
+    if eta != 0.0 {
+        return Err(ServerError::invalid(
+            eta_field,
+            format!("must be 0 with solver dpmpp-2m (it is deterministic), got {eta}"),
+        ));
+    }
+    if let Some((true, field)) = sigma_hat {
+        return Err(ServerError::invalid(
+            field,
+            "σ̂ cannot be used with solver dpmpp-2m (it is deterministic)",
+        ));
+    }
+    Ok(())
 }
 
 pub fn spacing_to_pb(s: Spacing) -> pb::Spacing {
@@ -190,13 +234,43 @@ pub fn sampler_from_pb(
         eta,
         spacing,
         sigma_hat,
+        solver,
     } = *o;
-    Ok(SamplerOptions {
+    let opts = SamplerOptions {
         steps: check_steps(steps, t, &format!("{field}.steps"))?,
         eta: check_eta(eta, &format!("{field}.eta"))?,
         spacing: spacing_from_pb(spacing, &format!("{field}.spacing"))?,
         sigma_hat,
-    })
+        solver: solver_from_pb(solver, &format!("{field}.solver"))?,
+    };
+    check_solver_eta(
+        opts.solver,
+        opts.eta,
+        &format!("{field}.eta"),
+        Some((opts.sigma_hat, &format!("{field}.sigma_hat"))),
+    )?;
+    Ok(opts)
+}
+
+/// [`sampler_from_pb`] for the edits that re-encode and step region by region
+/// (renoise, inpaint): they run DDIM only, and name `{field}.solver` otherwise.
+pub fn edit_sampler_from_pb(
+    o: Option<&pb::SamplerOptions>,
+    t: usize,
+    field: &str,
+) -> Result<SamplerOptions> {
+    let opts = sampler_from_pb(o, t, field)?;
+    if opts.solver != Solver::Ddim {
+        return Err(ServerError::invalid(
+            format!("{field}.solver"),
+            format!(
+                "edits run DDIM only (their partial inversion and per-step region \
+                 replacement are DDIM's); got {}",
+                opts.solver
+            ),
+        ));
+    }
+    Ok(opts)
 }
 
 pub fn batch_key(o: &SamplerOptions) -> BatchKey {
@@ -208,6 +282,7 @@ pub fn batch_key(o: &SamplerOptions) -> BatchKey {
             .position(|s| *s == o.spacing)
             .unwrap_or(0) as u8,
         sigma_hat: o.sigma_hat,
+        solver: Solver::ALL.iter().position(|s| *s == o.solver).unwrap_or(0) as u8,
     }
 }
 
@@ -540,6 +615,7 @@ mod tests {
             eta: 0.0,
             spacing: 0,
             sigma_hat: false,
+            solver: 0,
         };
         let e = sampler_from_pb(Some(&o), 1000, "sample.sampler")
             .unwrap_err()
@@ -550,6 +626,7 @@ mod tests {
             eta: -1.0,
             spacing: 0,
             sigma_hat: false,
+            solver: 0,
         };
         let e = sampler_from_pb(Some(&o), 1000, "sample.sampler")
             .unwrap_err()
@@ -560,6 +637,7 @@ mod tests {
             eta: 0.5,
             spacing: 99,
             sigma_hat: false,
+            solver: 0,
         };
         assert!(sampler_from_pb(Some(&o), 1000, "s").is_err());
         let o = pb::SamplerOptions {
@@ -567,12 +645,51 @@ mod tests {
             eta: 0.5,
             spacing: 2,
             sigma_hat: true,
+            solver: 0,
         };
         let ok = sampler_from_pb(Some(&o), 1000, "s").unwrap();
         assert_eq!(
-            (ok.steps, ok.spacing, ok.sigma_hat),
-            (10, Spacing::Quad, true)
+            (ok.steps, ok.spacing, ok.sigma_hat, ok.solver),
+            (10, Spacing::Quad, true, Solver::Ddim)
         );
         assert_eq!(batch_key(&ok), batch_key(&ok.clone()));
+    }
+
+    #[test]
+    fn solver_validation_names_the_field_and_keys_batches() {
+        let o = |eta: f32, sigma_hat: bool, solver: i32| pb::SamplerOptions {
+            steps: 10,
+            eta,
+            spacing: 0,
+            sigma_hat,
+            solver,
+        };
+        let e = sampler_from_pb(Some(&o(0.0, false, 9)), 1000, "sample.sampler")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("sample.sampler.solver"), "{e}");
+        let dpm = pb::Solver::Dpmpp2m as i32;
+        let e = sampler_from_pb(Some(&o(0.5, false, dpm)), 1000, "sample.sampler")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("sample.sampler.eta") && e.contains("dpmpp-2m"),
+            "{e}"
+        );
+        let e = sampler_from_pb(Some(&o(0.0, true, dpm)), 1000, "sample.sampler")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("sample.sampler.sigma_hat"), "{e}");
+        let a = sampler_from_pb(Some(&o(0.0, false, dpm)), 1000, "s").unwrap();
+        assert_eq!(a.solver, Solver::DpmPP2M);
+        let b = sampler_from_pb(Some(&o(0.0, false, 0)), 1000, "s").unwrap();
+        let c = sampler_from_pb(Some(&o(0.0, false, 1)), 1000, "s").unwrap();
+        assert_eq!((b.solver, c.solver), (Solver::Ddim, Solver::Ddim));
+        // Different solvers never share a batch; unspecified and ddim do.
+        assert_ne!(batch_key(&a), batch_key(&b));
+        assert_eq!(batch_key(&b), batch_key(&c));
+        for s in Solver::ALL {
+            assert_eq!(solver_from_pb(solver_to_pb(s) as i32, "f").unwrap(), s);
+        }
     }
 }

@@ -347,6 +347,7 @@ mod tests {
             eta_bits: 0,
             spacing: 0,
             sigma_hat: false,
+            solver: 0,
         }
     }
 

@@ -74,6 +74,7 @@ pub async fn submit(svc: &DdimService, path: &Path, n: usize, steps: u32) -> Res
                 steps: steps.clamp(1, t),
                 spacing: pb::Spacing::Uniform as i32,
                 preview_steps: 0,
+                solver: 0,
             })),
         };
         jobs.push(

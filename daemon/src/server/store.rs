@@ -108,8 +108,8 @@ impl JobKind {
     }
 }
 
-/// What jobs can share one batched model call per step: same S, η, spacing
-/// and σ̂ (η kept as its bit pattern so the key is `Eq`).
+/// What jobs can share one batched model call per step: same S, η, spacing,
+/// σ̂ and solver (η kept as its bit pattern so the key is `Eq`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct BatchKey {
     pub steps: u32,
@@ -117,6 +117,9 @@ pub struct BatchKey {
     /// Index in `Spacing::ALL`.
     pub spacing: u8,
     pub sigma_hat: bool,
+    /// Index in `Solver::ALL` (0, DDIM, in records written before solvers).
+    #[serde(default)]
+    pub solver: u8,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -6,7 +6,8 @@
 //! Batchable jobs (sample, interpolate, single-S decode, …) run through one
 //! batched loop: the rows of every job in the batch ([`Rows`]) are
 //! concatenated along dim 0 with their own [`SampleSeed`]s and stepped
-//! together with `sampler::step`; a job cancelled mid-run has its rows
+//! together with `sampler::solver_step` (each member keeps its rows' previous
+//! x̂0 for the multistep solver); a job cancelled mid-run has its rows
 //! dropped between two steps. Because noise is drawn per (seed, index), a
 //! job's result does not depend on what it was batched with. Other jobs run
 //! alone ([`super::jobs::JobKindSpec::run`]), ticking through
@@ -158,6 +159,8 @@ struct Member {
     /// The starting rows and the current rows.
     rows: Rows,
     x: Tensor,
+    /// The rows' x̂0 of the previous step (the multistep solver's history).
+    x0: Option<Tensor>,
 }
 
 impl Worker {
@@ -187,6 +190,7 @@ impl Worker {
                 eta: 0.0,
                 spacing: Spacing::Uniform,
                 sigma_hat: false,
+                solver: Default::default(),
             };
             let out = sampler::sample(
                 &self.model,
@@ -402,6 +406,7 @@ impl Worker {
                         spec,
                         track,
                         x: rows.x.shallow_clone(),
+                        x0: None,
                         rows,
                     });
                 }
@@ -420,7 +425,7 @@ impl Worker {
             "started"
         );
         let plan = sampler::plan(&opts, self.meta.t);
-        for (k, &(t, prev)) in plan.iter().enumerate() {
+        for k in 0..plan.len() {
             if members.is_empty() {
                 return;
             }
@@ -435,7 +440,18 @@ impl Worker {
                 .iter()
                 .flat_map(|m| m.rows.seeds.iter().copied())
                 .collect();
-            let (xp, x0) = match sampler::step(&self.model, &x, t, prev, k, &opts, &seeds) {
+            // Every member has its history from step 1 on (members only leave).
+            let hist = (k > 0).then(|| {
+                Tensor::cat(
+                    &members
+                        .iter()
+                        .filter_map(|m| m.x0.as_ref().map(|t| t.shallow_clone()))
+                        .collect::<Vec<_>>(),
+                    0,
+                )
+            });
+            let r = sampler::solver_step(&self.model, &x, &plan, k, &opts, &seeds, hist.as_ref());
+            let (xp, x0) = match r {
                 Ok(v) => v,
                 Err(e) => {
                     for m in members.drain(..) {
@@ -456,6 +472,7 @@ impl Worker {
                 let n = m.rows.seeds.len() as i64;
                 m.x = xp.narrow(0, off, n);
                 let x0m = x0.narrow(0, off, n);
+                m.x0 = Some(x0m.shallow_clone());
                 off += n;
                 match self.tick(&mut m.track, &x0m) {
                     Ok(()) => keep.push(m),

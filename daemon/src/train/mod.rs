@@ -479,6 +479,7 @@ fn write_samples(
         eta: 0.0,
         spacing: Spacing::Uniform,
         sigma_hat: false,
+        solver: Default::default(),
     };
     let x0 = sampler::sample(&m, &xt, &opts, &seeds, &mut |_| true)?;
     imageio::save_png(&imageio::grid(&x0, 4, 2), path)?;

@@ -3,7 +3,10 @@
 usage: parity_reference.py OUT_DIR
 Writes, for each config, a diffusers pipeline folder with random weights
 (saved by diffusers itself), UNet outputs at several timesteps, and a 50-step
-eta=0 DDIMScheduler loop; plus the betas of all three schedules.
+eta=0 DDIMScheduler loop, and DPMSolverMultistepScheduler (dpmsolver++, order 2,
+lower_order_final) loops on the engine's uniform and quad timesteps (passed
+explicitly, so both sides use exactly the same sub-sequence); plus the betas of
+all three schedules.
 """
 import json
 import os
@@ -11,11 +14,37 @@ import sys
 
 import numpy as np
 import torch
-from diffusers import DDIMPipeline, DDIMScheduler, UNet2DModel
+from diffusers import DDIMPipeline, DDIMScheduler, DPMSolverMultistepScheduler, UNet2DModel
 
 out = sys.argv[1]
 torch.manual_seed(0)
 torch.set_num_threads(2)
+
+T = 1000
+
+
+def uniform(s):
+    """The engine's uniform spacing (daemon/src/engine/spacing.rs), ascending."""
+    return [i * T // s for i in range(s)]
+
+
+def quad(s):
+    """The engine's quad spacing (daemon/src/engine/spacing.rs), ascending."""
+    if s == 1:
+        return [0]
+    c = (T - 1) / ((s - 1) * (s - 1))
+    v = [int(np.floor(c * (i * i))) for i in range(s)]
+    for i in range(1, s):
+        v[i] = max(v[i], v[i - 1] + 1)
+    v[-1] = min(v[-1], T - 1)
+    for i in range(s - 2, -1, -1):
+        v[i] = min(v[i], v[i + 1] - 1)
+    return v
+
+
+# (spacing, S) of the DPM-Solver++(2M) loops: S = 2 and 3 are mostly the
+# lower-order first and last steps, 10 and 20 mostly second order.
+DPM_CASES = [("uniform", 2), ("uniform", 3), ("uniform", 10), ("uniform", 20), ("quad", 10)]
 
 CONFIGS = {
     "gray_noattn": dict(
@@ -69,6 +98,24 @@ for name, cfg in CONFIGS.items():
     np.save(os.path.join(d, "sample50.npy"), s.numpy())
     with open(os.path.join(d, "timesteps50.json"), "w") as f:
         json.dump([int(t) for t in sched.timesteps], f)
+    # DPM-Solver++(2M) from the same x_T on the engine's timesteps.
+    for spacing, steps in DPM_CASES:
+        ts = (uniform if spacing == "uniform" else quad)(steps)[::-1]
+        dpm = DPMSolverMultistepScheduler(
+            num_train_timesteps=T, beta_start=1e-4, beta_end=0.02, beta_schedule="linear",
+            algorithm_type="dpmsolver++", solver_order=2, solver_type="midpoint",
+            lower_order_final=True, final_sigmas_type="zero", thresholding=False,
+            prediction_type="epsilon")
+        dpm.set_timesteps(timesteps=ts)
+        assert [int(t) for t in dpm.timesteps] == ts
+        s = xt.clone()
+        with torch.no_grad():
+            for t in dpm.timesteps:
+                eps = unet(s, t).sample
+                s = dpm.step(eps, t, s).prev_sample
+        np.save(os.path.join(d, f"dpm_{spacing}{steps}.npy"), s.numpy())
+        with open(os.path.join(d, f"dpm_{spacing}{steps}.json"), "w") as f:
+            json.dump(ts, f)
 
 for kind in ("linear", "scaled_linear", "squaredcos_cap_v2"):
     s = DDIMScheduler(num_train_timesteps=1000, beta_schedule=kind, beta_start=1e-4, beta_end=0.02)

@@ -91,6 +91,7 @@ pub fn handle_key(app: &mut App, key: KeyEvent) -> Vec<Request> {
                         } else {
                             vec![]
                         },
+                        solver: 0,
                     }),
                     purpose: Purpose::Decode,
                 }];

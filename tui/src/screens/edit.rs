@@ -440,6 +440,7 @@ impl EditState {
             eta: self.eta,
             spacing: 0,
             sigma_hat: false,
+            solver: 0,
         })
     }
 

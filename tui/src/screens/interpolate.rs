@@ -108,6 +108,7 @@ impl InterpState {
                 eta: self.eta,
                 spacing: self.spacing,
                 sigma_hat: false,
+                solver: 0,
             }),
             save_frames: save,
             only_saved_frames: only_saved,

@@ -285,6 +285,7 @@ pub fn parse_sample(text: &str) -> Result<Kind, String> {
             eta,
             spacing: 0,
             sigma_hat: false,
+            solver: 0,
         }),
         name_prefix: String::new(),
         tags: vec![],

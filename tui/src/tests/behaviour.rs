@@ -598,6 +598,7 @@ fn opening_an_interpolation_builds_the_screen_from_the_job() {
             eta: 0.5,
             spacing: pb::Spacing::Quad as i32,
             sigma_hat: false,
+            solver: 0,
         });
     }
     app.open_job = Some(other.id.clone());

@@ -130,6 +130,7 @@ pub fn recon_batch_job() -> pb::Job {
             })),
             steps: vec![10, 100],
             spacing: 0,
+            solver: 0,
         })),
     });
     let r = j.result.as_mut().unwrap();
@@ -170,6 +171,7 @@ pub fn recon_job() -> pb::Job {
             input: Some(pb::reconstruct_job::Input::LatentId(latent(0).id)),
             steps: mse.iter().map(|m| m.0).collect(),
             spacing: 0,
+            solver: 0,
         })),
     });
     j.result = Some(pb::JobResult {

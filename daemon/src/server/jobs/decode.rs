@@ -7,7 +7,8 @@ use super::{Check, JobKindSpec, Outcome, Rows, SpecInfo};
 use crate::engine::noise::SampleSeed;
 use crate::engine::{sampler, SamplerOptions};
 use crate::server::conversions::{
-    batch_key, check_eta, check_step_list, spacing_from_pb, usable_latent, MAX_ETAS,
+    batch_key, check_eta, check_solver_eta, check_step_list, solver_from_pb, spacing_from_pb,
+    usable_latent, MAX_ETAS,
 };
 use crate::server::error::{Result, ServerError};
 use crate::server::store::{JobKind, JobRecord};
@@ -26,6 +27,7 @@ impl JobKindSpec for pb::DecodeJob {
             spacing,
             seed: _,
             etas,
+            solver,
         } = self;
         let r = usable_latent(cx.store, cx.meta, latent_id, "decode.latent_id")?;
         let list = check_step_list(steps, cx.meta.t, "decode.steps")?;
@@ -46,6 +48,15 @@ impl JobKindSpec for pb::DecodeJob {
                 ));
             }
         }
+        let solver = solver_from_pb(*solver, "decode.solver")?;
+        let eta_field = if etas.is_empty() {
+            "decode.eta"
+        } else {
+            "decode.etas"
+        };
+        for e in self.eta_values() {
+            check_solver_eta(solver, e as f64, eta_field, None)?;
+        }
         let etas = self.eta_values();
         let spacing = spacing_from_pb(*spacing, "decode.spacing")?;
         let batch = (list.len() == 1 && etas.len() == 1).then(|| {
@@ -54,6 +65,7 @@ impl JobKindSpec for pb::DecodeJob {
                 eta: etas[0] as f64,
                 spacing,
                 sigma_hat: false,
+                solver,
             })
         });
         let n = etas.len() as u32;
@@ -71,6 +83,7 @@ impl JobKindSpec for pb::DecodeJob {
         let r = w.latent(&self.latent_id, "decode.latent_id")?;
         let x = w.load_xt(&r)?;
         let spacing = spacing_from_pb(self.spacing, "decode.spacing")?;
+        let solver = solver_from_pb(self.solver, "decode.solver")?;
         let seeds = [SampleSeed::new(self.seed, 0)];
         let mut out = Outcome::empty();
         for eta in self.eta_values() {
@@ -80,6 +93,7 @@ impl JobKindSpec for pb::DecodeJob {
                     eta: eta as f64,
                     spacing,
                     sigma_hat: false,
+                    solver,
                 };
                 let img = w.engine(tr, |cb| sampler::sample(&w.model, &x, &opts, &seeds, cb))?;
                 out.result.decodes.push(pb::DecodeResult {
@@ -105,6 +119,7 @@ impl JobKindSpec for pb::DecodeJob {
             eta: self.eta_values()[0] as f64,
             spacing,
             sigma_hat: false,
+            solver: solver_from_pb(self.solver, "decode.solver")?,
         };
         Ok(Rows {
             opts,

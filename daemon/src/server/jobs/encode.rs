@@ -1,12 +1,14 @@
-//! `encode`: images → x_T along the η = 0 ODE (S steps), then a preview
-//! decode; one latent per image, its source image kept.
+//! `encode`: images → x_T along the η = 0 ODE (S steps, DDIM or
+//! DPM-Solver++(2M)), then a preview decode with the same solver; one latent per
+//! image, its source image kept.
 use ddim_proto::v1 as pb;
 use tch::Tensor;
 
 use super::{input_name, Check, JobKindSpec, Outcome, SpecInfo};
 use crate::engine::{imageio, noise, sampler, SamplerOptions};
 use crate::server::conversions::{
-    check_image, check_name, check_steps, check_tags, latent_id, spacing_from_pb, MAX_ITEMS,
+    check_image, check_name, check_steps, check_tags, latent_id, solver_from_pb, spacing_from_pb,
+    MAX_ITEMS,
 };
 use crate::server::error::{Result, ServerError};
 use crate::server::store::{JobKind, JobRecord, NewLatent, OriginRecord};
@@ -24,6 +26,7 @@ impl JobKindSpec for pb::EncodeJob {
             steps,
             spacing,
             preview_steps,
+            solver,
         } = self;
         if images.is_empty() || images.len() > MAX_ITEMS {
             return Err(ServerError::invalid(
@@ -33,6 +36,7 @@ impl JobKindSpec for pb::EncodeJob {
         }
         let s = check_steps(*steps, t, "encode.steps")?;
         spacing_from_pb(*spacing, "encode.spacing")?;
+        solver_from_pb(*solver, "encode.solver")?;
         let p = if *preview_steps == 0 {
             s
         } else {
@@ -58,6 +62,7 @@ impl JobKindSpec for pb::EncodeJob {
         let m = &w.model;
         let steps = self.steps as usize;
         let spacing = spacing_from_pb(self.spacing, "encode.spacing")?;
+        let solver = solver_from_pb(self.solver, "encode.solver")?;
         let preview_steps = if self.preview_steps == 0 {
             steps
         } else {
@@ -72,12 +77,15 @@ impl JobKindSpec for pb::EncodeJob {
             })
             .collect::<std::result::Result<Vec<_>, _>>()?;
         let x0 = Tensor::cat(&rows, 0);
-        let xt = w.engine(tr, |cb| sampler::invert(m, &x0, steps, spacing, cb))?;
+        let xt = w.engine(tr, |cb| {
+            sampler::invert_with(m, &x0, steps, spacing, solver, cb)
+        })?;
         let opts = SamplerOptions {
             steps: preview_steps,
             eta: 0.0,
             spacing,
             sigma_hat: false,
+            solver,
         };
         let seeds = noise::seeds(0, rows.len());
         let dec = w.engine(tr, |cb| sampler::sample(m, &xt, &opts, &seeds, cb))?;

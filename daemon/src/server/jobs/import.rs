@@ -61,6 +61,7 @@ impl JobKindSpec for pb::ImportJob {
             eta: 0.0,
             spacing: spacing_from_pb(self.spacing, "import.spacing")?,
             sigma_hat: false,
+            solver: Default::default(),
         };
         // (input index, row within it, rows in that input, x_T values).
         let mut rows = vec![];

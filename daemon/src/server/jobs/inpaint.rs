@@ -10,7 +10,7 @@ use tch::Tensor;
 use super::lineage::{check_count, check_source, encode_results, source_image, EditOut, Lineage};
 use super::{Check, JobKindSpec, Outcome, SpecInfo};
 use crate::engine::edit::{self, Rect};
-use crate::server::conversions::{latent_id, sampler_from_pb};
+use crate::server::conversions::{edit_sampler_from_pb, latent_id};
 use crate::server::error::{Result, ServerError};
 use crate::server::store::{JobKind, JobRecord};
 use crate::server::worker::{Track, Worker};
@@ -73,7 +73,7 @@ fn edit(
     cb: &mut dyn FnMut(&crate::engine::StepEvent) -> bool,
 ) -> Result<(Tensor, Option<u64>, String)> {
     let keep = mask(j, w.meta.shape)?.to_device(w.model.device);
-    let mut opts = sampler_from_pb(j.sampler.as_ref(), w.meta.t, "inpaint.sampler")?;
+    let mut opts = edit_sampler_from_pb(j.sampler.as_ref(), w.meta.t, "inpaint.sampler")?;
     if let Some(s) = steps {
         opts.steps = s;
     }
@@ -107,7 +107,7 @@ impl JobKindSpec for pb::InpaintJob {
         let (lat, img) = input(self);
         let parent = check_source(cx, lat, img, &self.image_name, "inpaint")?;
         let _keep = mask(self, cx.meta.shape)?;
-        let opts = sampler_from_pb(self.sampler.as_ref(), cx.meta.t, "inpaint.sampler")?;
+        let opts = edit_sampler_from_pb(self.sampler.as_ref(), cx.meta.t, "inpaint.sampler")?;
         let n = check_count(self.count, "inpaint.count")? as u32;
         let out = EditOut::from_pb(self.out.as_ref(), cx.meta.t, "inpaint.out")?;
         let calls = edit_calls(self, opts.steps, opts.stochastic());
@@ -123,7 +123,7 @@ impl JobKindSpec for pb::InpaintJob {
 
     fn run(&self, w: &Worker, rec: &JobRecord, tr: &mut Track) -> Result<Outcome> {
         let (x, parent, base) = w.engine(tr, |cb| edit(self, w, None, cb))?;
-        let opts = sampler_from_pb(self.sampler.as_ref(), w.meta.t, "inpaint.sampler")?;
+        let opts = edit_sampler_from_pb(self.sampler.as_ref(), w.meta.t, "inpaint.sampler")?;
         let out = EditOut::from_pb(self.out.as_ref(), w.meta.t, "inpaint.out")?;
         let n = x.size()[0] as usize;
         let rects: Vec<[u32; 4]> = self

@@ -56,6 +56,7 @@ impl EditOut {
             eta: 0.0,
             spacing: self.spacing,
             sigma_hat: false,
+            solver: Default::default(),
         }
     }
 

@@ -1,12 +1,14 @@
 //! `reconstruct`: the paper's Table 2 on one image or a batch of encoded
-//! latents' sources: encode and decode with each S, MSE per image.
+//! latents' sources: encode and decode with each S (and the job's solver), MSE
+//! per image.
 use ddim_proto::v1 as pb;
 use tch::Tensor;
 
 use super::{Check, JobKindSpec, Outcome, SpecInfo};
 use crate::engine::{imageio, sampler};
 use crate::server::conversions::{
-    check_image, check_step_list, reconstruct_steps, spacing_from_pb, with_source, MAX_ITEMS,
+    check_image, check_step_list, reconstruct_steps, solver_from_pb, spacing_from_pb, with_source,
+    MAX_ITEMS,
 };
 use crate::server::error::{Result, ServerError};
 use crate::server::store::{JobKind, JobRecord, LatentPng};
@@ -22,6 +24,7 @@ impl JobKindSpec for pb::ReconstructJob {
             input,
             steps,
             spacing,
+            solver,
         } = self;
         let mut reads = vec![];
         match input {
@@ -62,6 +65,7 @@ impl JobKindSpec for pb::ReconstructJob {
             check_step_list(steps, cx.meta.t, "reconstruct.steps")?
         };
         spacing_from_pb(*spacing, "reconstruct.spacing")?;
+        solver_from_pb(*solver, "reconstruct.solver")?;
         let rows = reads.len().max(1) as u32;
         Ok(SpecInfo {
             kind: JobKind::Reconstruct,
@@ -114,11 +118,13 @@ impl JobKindSpec for pb::ReconstructJob {
             }
         };
         let spacing = spacing_from_pb(self.spacing, "reconstruct.spacing")?;
+        let solver = solver_from_pb(self.solver, "reconstruct.solver")?;
         let mut out = Outcome::empty();
         out.result.original = Some(image_pb(&x0.get(0)));
         for s in reconstruct_steps(&self.steps, w.meta.t) {
-            let (mse, rec_img) =
-                w.engine(tr, |cb| sampler::reconstruct(&w.model, &x0, s, spacing, cb))?;
+            let (mse, rec_img) = w.engine(tr, |cb| {
+                sampler::reconstruct_with(&w.model, &x0, s, spacing, solver, cb)
+            })?;
             let e = ddim_proto::stats::error_stats(&mse);
             out.result.reconstruction.push(pb::ReconstructionPoint {
                 steps: s as u32,

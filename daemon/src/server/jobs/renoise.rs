@@ -11,7 +11,7 @@ use super::lineage::{
 };
 use super::{Check, JobKindSpec, Outcome, SpecInfo};
 use crate::engine::edit;
-use crate::server::conversions::{latent_id, sampler_from_pb};
+use crate::server::conversions::{edit_sampler_from_pb, latent_id};
 use crate::server::error::Result;
 use crate::server::store::{JobKind, JobRecord};
 use crate::server::worker::{Track, Worker};
@@ -33,7 +33,7 @@ fn edit(
 ) -> Result<(Tensor, Option<u64>, String)> {
     let (lat, img) = input(j);
     let src = source_image(w, lat, img, &j.image_name, "renoise")?;
-    let mut opts = sampler_from_pb(j.sampler.as_ref(), w.meta.t, "renoise.sampler")?;
+    let mut opts = edit_sampler_from_pb(j.sampler.as_ref(), w.meta.t, "renoise.sampler")?;
     if let Some(s) = steps {
         opts.steps = s;
     }
@@ -64,7 +64,7 @@ impl JobKindSpec for pb::RenoiseJob {
         let parent = check_source(cx, lat, img, &self.image_name, "renoise")?;
         let s = check_unit(self.strength, "renoise.strength")?;
         check_unit(self.perturb, "renoise.perturb")?;
-        let opts = sampler_from_pb(self.sampler.as_ref(), cx.meta.t, "renoise.sampler")?;
+        let opts = edit_sampler_from_pb(self.sampler.as_ref(), cx.meta.t, "renoise.sampler")?;
         let n = check_count(self.count, "renoise.count")? as u32;
         let out = EditOut::from_pb(self.out.as_ref(), cx.meta.t, "renoise.out")?;
         let k = edit::renoise_steps(s, opts.steps);
@@ -80,7 +80,7 @@ impl JobKindSpec for pb::RenoiseJob {
 
     fn run(&self, w: &Worker, rec: &JobRecord, tr: &mut Track) -> Result<Outcome> {
         let (x, parent, base) = w.engine(tr, |cb| edit(self, w, None, cb))?;
-        let opts = sampler_from_pb(self.sampler.as_ref(), w.meta.t, "renoise.sampler")?;
+        let opts = edit_sampler_from_pb(self.sampler.as_ref(), w.meta.t, "renoise.sampler")?;
         let out = EditOut::from_pb(self.out.as_ref(), w.meta.t, "renoise.out")?;
         let n = x.size()[0] as usize;
         encode_results(w, tr, rec, &out, &x, &opts, |i| {
