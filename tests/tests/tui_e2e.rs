@@ -13,7 +13,27 @@ use std::time::{Duration, Instant};
 
 use ddim_tests::{bin, init_model, listening_addr};
 
-fn serve(model: &Path, data: &Path, addr: &str, log: &Path) -> (Child, String) {
+/// A daemon process killed when dropped, so a failing test leaves none behind.
+struct Served(Child);
+
+impl Served {
+    fn kill(&mut self) -> std::io::Result<()> {
+        self.0.kill()
+    }
+
+    fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
+        self.0.wait()
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn serve(model: &Path, data: &Path, addr: &str, log: &Path) -> (Served, String) {
     let mut child = Command::new(bin("ddimd"))
         .args([
             "serve",
@@ -43,7 +63,7 @@ fn serve(model: &Path, data: &Path, addr: &str, log: &Path) -> (Child, String) {
     let addr = listening_addr(child.stdout.take().unwrap())
         .recv_timeout(Duration::from_secs(60))
         .expect("ddimd printed no `listening on` line");
-    (child, addr)
+    (Served(child), addr)
 }
 
 /// Runs `ddim` with `args` until it succeeds (the model may still be loading).

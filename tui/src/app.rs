@@ -18,6 +18,7 @@ use crate::client::{ClientError, ErrorKind};
 use crate::format;
 use crate::graphics::{protocol_name, Graphics};
 use crate::prompt::{Prompt, PromptOutcome};
+use crate::screens::eval::EvalState;
 use crate::screens::{self, decode::DecodeState, interpolate::InterpState, jobs::JobsState};
 use crate::screens::{edit::EditState, library::LibraryState, reconstruct::ReconState};
 use crate::screens::{Loading, PromptFor};
@@ -45,16 +46,18 @@ pub enum Screen {
     Interpolate,
     Decode,
     Edit,
+    Eval,
 }
 
 impl Screen {
-    pub const ALL: [Screen; 6] = [
+    pub const ALL: [Screen; 7] = [
         Screen::Library,
         Screen::Jobs,
         Screen::Reconstruct,
         Screen::Interpolate,
         Screen::Decode,
         Screen::Edit,
+        Screen::Eval,
     ];
 
     pub fn title(self) -> &'static str {
@@ -65,6 +68,7 @@ impl Screen {
             Screen::Interpolate => "Interpolate",
             Screen::Decode => "Decode",
             Screen::Edit => "Edit",
+            Screen::Eval => "Eval",
         }
     }
 }
@@ -96,6 +100,7 @@ pub struct App {
     pub interp: InterpState,
     pub decode: DecodeState,
     pub edit: EditState,
+    pub eval: EvalState,
     /// Decoded images by key (`preview:<latent>`, `job:<id>:…`).
     pub images: HashMap<String, DynamicImage>,
     /// None until the first answer of the library watch.
@@ -122,6 +127,7 @@ impl App {
             interp: InterpState::default(),
             decode: DecodeState::default(),
             edit: EditState::default(),
+            eval: EvalState::default(),
             images: HashMap::new(),
             link: None,
             status: None,
@@ -226,6 +232,7 @@ impl App {
         }
         let mut out = screens::library::tick(self);
         out.extend(screens::jobs::tick(self));
+        out.extend(screens::eval::tick(self));
         out
     }
 
@@ -282,7 +289,7 @@ impl App {
                 }
                 return vec![];
             }
-            KeyCode::Char(c @ '1'..='6') => {
+            KeyCode::Char(c @ '1'..='7') => {
                 return self.switch(Screen::ALL[(c as u8 - b'1') as usize]);
             }
             KeyCode::Tab => {
@@ -301,6 +308,7 @@ impl App {
             Screen::Interpolate => screens::interpolate::handle_key(self, key),
             Screen::Decode => screens::decode::handle_key(self, key),
             Screen::Edit => screens::edit::handle_key(self, key),
+            Screen::Eval => screens::eval::handle_key(self, key),
         }
     }
 
@@ -311,6 +319,7 @@ impl App {
                 self.jobs.last_refresh_ms = self.now_ms;
                 vec![Request::ListJobs]
             }
+            Screen::Eval => screens::eval::entered(self),
             _ => vec![],
         }
     }
@@ -362,7 +371,13 @@ impl App {
                 self.library.latent_jobs.insert(id, jobs);
                 vec![]
             }
-            Update::Jobs(jobs) => screens::jobs::jobs_arrived(self, jobs),
+            Update::Jobs(jobs) => {
+                let mut out = screens::jobs::jobs_arrived(self, jobs);
+                if self.screen == Screen::Eval {
+                    out.extend(screens::eval::fetch_selected(self));
+                }
+                out
+            }
             Update::JobEvent(ev) => self.job_event(ev),
             Update::Job(job) => self.job_arrived(job),
             Update::Submitted { purpose, job } => self.submitted(purpose, job),
@@ -428,6 +443,7 @@ impl App {
             Purpose::SaveFrame => self.interp.save_job = Some(id.clone()),
             Purpose::Decode => self.decode.track(job.clone()),
             Purpose::Edit => self.edit.job = Some(job.clone()),
+            Purpose::Eval => screens::eval::submitted(self, &job),
             Purpose::Library => {}
         }
         if purpose != Purpose::Library {
@@ -443,6 +459,10 @@ impl App {
         match ev.event {
             Some(JobEv::Finished(job)) => {
                 let needs_result = job.state == pb::JobState::Done as i32 && job.result.is_none();
+                if needs_result && job.kind == "eval" {
+                    // Asked for here: the Eval screen need not ask again.
+                    self.eval.fetched.insert(id.clone());
+                }
                 let mut out = self.job_arrived(job);
                 if needs_result {
                     out.push(Request::GetJob { id });
@@ -500,6 +520,9 @@ impl App {
         let done = job.state == pb::JobState::Done as i32;
         if let Some(r) = job.result.clone() {
             self.store_result_images(&id, &r);
+            if let Some(e) = r.eval {
+                screens::eval::result_arrived(self, &id, e);
+            }
         }
         if self.recon.job.as_ref().is_some_and(|j| j.id == id) {
             self.recon.job = Some(job.clone());
@@ -583,6 +606,14 @@ impl App {
             let caption = format!("latent 1 of {}", r.images.len());
             keep(self, format!("job:{id}:i0"), &img.png, caption);
         }
+        if let Some(e) = &r.eval {
+            for (i, c) in e.cells.iter().enumerate() {
+                if let Some(img) = &c.grid {
+                    let caption = format!("samples {}", screens::eval::cell_name(c));
+                    keep(self, screens::eval::grid_key(id, i), &img.png, caption);
+                }
+            }
+        }
         if let Some(img) = &r.original {
             keep(self, format!("job:{id}:orig"), &img.png, "original".into());
         }
@@ -609,6 +640,7 @@ impl App {
             Screen::Interpolate => screens::interpolate::render(self, frame, body),
             Screen::Decode => screens::decode::render(self, frame, body),
             Screen::Edit => screens::edit::render(self, frame, body),
+            Screen::Eval => screens::eval::render(self, frame, body),
         }
         self.render_status(frame, status);
         match &self.modal {

@@ -295,6 +295,7 @@ pub fn open_results(app: &mut App, job: pb::Job) -> Vec<Request> {
             app.decode.track(job);
             app.go(Screen::Decode);
         }
+        Some(Kind::Eval(_)) => super::eval::open(app, &job),
         _ => {
             let n = job.result.map_or(0, |r| r.latent_ids.len());
             app.info(format!(

@@ -4,6 +4,7 @@
 
 pub mod decode;
 pub mod edit;
+pub mod eval;
 pub mod interpolate;
 pub mod jobs;
 pub mod library;
@@ -28,7 +29,7 @@ use crate::worker::{Purpose, Request};
 
 /// Keys that work everywhere.
 pub const GLOBAL_KEYS: &[(&str, &str)] = &[
-    ("1-6 / Tab", "switch screen"),
+    ("1-7 / Tab", "switch screen"),
     ("?", "keys of this screen"),
     ("q / Esc", "back (quit from the library)"),
     ("Ctrl-c", "quit"),
@@ -99,6 +100,19 @@ pub fn keys(screen: Screen) -> &'static [(&'static str, &'static str)] {
             ("↑↓ / k j", "choose η"),
             ("o", "save image as PNG"),
         ],
+        Screen::Eval => &[
+            ("←→↑↓ / hjkl", "move the cell cursor"),
+            ("J K / PgDn PgUp", "next / previous eval job"),
+            ("Enter", "queue an eval job (the form)"),
+            ("s", "step counts S (rows)"),
+            ("e", "η values (columns)"),
+            ("t", "σ̂ column on / off"),
+            ("n", "samples N per cell"),
+            ("p", "spacing"),
+            ("r", "seed"),
+            ("o", "save the cell's samples as PNG"),
+            ("F5", "reload"),
+        ],
     }
 }
 
@@ -134,6 +148,8 @@ pub enum PromptFor {
     InterpSteps,
     /// A value for one of the Edit screen's parameters.
     EditParam(edit::Param),
+    /// A field of the Eval screen's form.
+    Eval(eval::Field),
 }
 
 /// The encode prompt's default S (as `ddim encode`'s).
@@ -224,6 +240,7 @@ pub fn submit_prompt(app: &mut App, purpose: PromptFor, text: String) -> Vec<Req
             vec![]
         }
         PromptFor::EditParam(p) => edit::param_typed(app, p, &text),
+        PromptFor::Eval(f) => eval::field_typed(app, f, &text),
         _ => vec![],
     }
 }
@@ -268,6 +285,7 @@ pub fn parse_sample(text: &str) -> Result<Kind, String> {
     let seed: u64 = num(1, "0")?
         .parse()
         .map_err(|_| bad("seed is not a number"))?;
+            solver: 0,
     let steps: u32 = num(2, "50")?
         .parse()
         .map_err(|_| bad("steps is not a number"))?;
@@ -285,7 +303,6 @@ pub fn parse_sample(text: &str) -> Result<Kind, String> {
             eta,
             spacing: 0,
             sigma_hat: false,
-            solver: 0,
         }),
         name_prefix: String::new(),
         tags: vec![],

@@ -3,6 +3,7 @@
 
 mod behaviour;
 mod edit;
+mod eval;
 mod fixtures;
 mod live_preview;
 mod sixel;
