@@ -363,9 +363,9 @@ async fn handle(c: &Client, req: Request, tx: &UnboundedSender<Update>) -> Resul
             let input = script::encode_input(&path, &[])?;
             let spec = Kind::Reconstruct(pb::ReconstructJob {
                 input: Some(pb::reconstruct_job::Input::Image(input.data)),
-                solver: 0,
                 steps,
                 spacing: 0,
+                solver: 0,
             });
             let job = c.submit(spec).await?;
             send(Update::Submitted {
@@ -407,9 +407,9 @@ async fn handle(c: &Client, req: Request, tx: &UnboundedSender<Update>) -> Resul
                 let spec = Kind::Encode(pb::EncodeJob {
                     images,
                     steps,
-                    solver: 0,
                     spacing: 0,
                     preview_steps: 0,
+                    solver: 0,
                 });
                 (spec, what, files, "encode.images")
             };

@@ -285,7 +285,6 @@ pub fn parse_sample(text: &str) -> Result<Kind, String> {
     let seed: u64 = num(1, "0")?
         .parse()
         .map_err(|_| bad("seed is not a number"))?;
-            solver: 0,
     let steps: u32 = num(2, "50")?
         .parse()
         .map_err(|_| bad("steps is not a number"))?;
@@ -303,6 +302,7 @@ pub fn parse_sample(text: &str) -> Result<Kind, String> {
             eta,
             spacing: 0,
             sigma_hat: false,
+            solver: 0,
         }),
         name_prefix: String::new(),
         tags: vec![],
