@@ -125,6 +125,38 @@ pub struct Builder {
     token: Option<String>,
     args: Vec<String>,
     wait_serving: bool,
+    /// `--store URL`: serve from this PostgreSQL database.
+    store: Option<String>,
+    /// Start a throwaway PostgreSQL for this daemon (see [`Builder::backend`]).
+    own_pg: bool,
+}
+
+/// Where a test daemon keeps its library and queue: the backend matrix. Tests
+/// written as `async fn t(b: Backend)` run on both through [`on_backends!`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// A sled folder (the default).
+    Sled,
+    /// A throwaway PostgreSQL server of its own ([`pg::PgServer`]).
+    Postgres,
+}
+
+/// Runs an `async fn NAME(b: Backend)` on each backend: makes a module `NAME`
+/// with the tests `NAME::sled` and `NAME::postgres`.
+#[macro_export]
+macro_rules! on_backends {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sled() {
+                super::$name($crate::Backend::Sled).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$name($crate::Backend::Postgres).await
+            }
+        }
+    )*};
 }
 
 impl Builder {
@@ -151,6 +183,19 @@ impl Builder {
         self
     }
 
+    /// Serve from the PostgreSQL database `url` (`--store`) instead of a folder.
+    pub fn store(mut self, url: &str) -> Self {
+        self.store = Some(url.to_string());
+        self
+    }
+
+    /// Serve from `b`: a fresh temporary folder, or a throwaway PostgreSQL server
+    /// started for this daemon (kept by the [`Daemon`], stopped after it).
+    pub fn backend(mut self, b: Backend) -> Self {
+        self.own_pg = b == Backend::Postgres;
+        self
+    }
+
     /// Return as soon as the address is printed (health may be NOT_SERVING).
     pub fn no_wait(mut self) -> Self {
         self.wait_serving = false;
@@ -164,13 +209,24 @@ impl Builder {
             None => init_model(&dir.path().join("model"), "test", 1, 32, 0),
         };
         let data = self.data.clone().unwrap_or_else(|| dir.path().join("data"));
+        let mut opts = self;
+        let pg = if opts.own_pg && opts.store.is_none() {
+            let pg = tokio::task::spawn_blocking(pg::PgServer::start)
+                .await
+                .expect("start PostgreSQL");
+            opts.store = Some(pg.url());
+            Some(pg)
+        } else {
+            None
+        };
         let mut d = Daemon {
+            pg,
             child: None,
             addr: String::new(),
             dir,
             model,
             data,
-            opts: self,
+            opts,
             log: PathBuf::new(),
         };
         d.log = d.dir.path().join("ddimd.log");
@@ -182,6 +238,8 @@ impl Builder {
 /// A running `ddimd serve`; killed on drop.
 pub struct Daemon {
     child: Option<Child>,
+    /// The daemon's own PostgreSQL ([`Builder::backend`]); stopped after it.
+    pub pg: Option<pg::PgServer>,
     /// "127.0.0.1:PORT"
     pub addr: String,
     /// Holds the model, the store and the log unless given.
@@ -201,6 +259,8 @@ impl Daemon {
             token: None,
             args: vec![],
             wait_serving: true,
+            store: None,
+            own_pg: false,
         }
     }
 
@@ -227,10 +287,14 @@ impl Daemon {
         .args(&self.opts.args)
         .env("OMP_NUM_THREADS", "1")
         .env_remove("DDIMD_TOKEN")
+        .env_remove("DDIMD_STORE")
         .stdout(Stdio::piped())
         .stderr(log);
         if let Some(t) = &self.opts.token {
             cmd.args(["--token", t]);
+        }
+        if let Some(u) = &self.opts.store {
+            cmd.args(["--store", u]);
         }
         let mut child = cmd.spawn().expect("spawn ddimd serve");
         let rx = listening_addr(child.stdout.take().expect("stdout"));
@@ -352,6 +416,23 @@ impl Daemon {
 impl Drop for Daemon {
     fn drop(&mut self) {
         self.kill9();
+        // Then the daemon's own PostgreSQL, if any (a field, dropped after this).
+    }
+}
+
+impl Daemon {
+    /// Which backend this daemon serves from.
+    pub fn backend(&self) -> Backend {
+        if self.opts.store.is_some() {
+            Backend::Postgres
+        } else {
+            Backend::Sled
+        }
+    }
+
+    /// The `--store` URL, if any.
+    pub fn store_url(&self) -> Option<&str> {
+        self.opts.store.as_deref()
     }
 }
 

@@ -30,9 +30,8 @@ async fn encode_two(c: &mut Client) -> (pb::Job, Vec<String>) {
 
 /// x_T exported as .npy comes back in through an import job: the same values, the same
 /// preview as a decode at the same S, origin `imported`; bad .npy is refused up front.
-#[tokio::test(flavor = "multi_thread")]
-async fn import_round_trips_an_exported_latent() {
-    let d = Daemon::builder().start().await;
+async fn import_round_trips_an_exported_latent(b: Backend) {
+    let d = Daemon::builder().backend(b).start().await;
     let mut c = d.client().await;
     let s = run_job(&mut c, sample_spec(2, 5, 4)).await.result.unwrap();
     let reader = c.clone();
@@ -300,9 +299,8 @@ async fn encode_keeps_source_preview_and_exports_npy() {
     assert_eq!(e.latent.unwrap().name, "boot");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn sample_decode_interpolate_reconstruct() {
-    let d = Daemon::builder().start().await;
+async fn sample_decode_interpolate_reconstruct(b: Backend) {
+    let d = Daemon::builder().backend(b).start().await;
     let mut c = d.client().await;
     // sample
     let s = run_job(&mut c, sample_spec(3, 42, 5)).await;
@@ -479,9 +477,8 @@ async fn sample_decode_interpolate_reconstruct() {
     assert_eq!((st.max_queue, st.max_batch), (1000, 16));
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn library_list_rename_tag_delete_and_watch() {
-    let d = Daemon::builder().start().await;
+async fn library_list_rename_tag_delete_and_watch(b: Backend) {
+    let d = Daemon::builder().backend(b).start().await;
     let mut c = d.client().await;
     let mut lib = c
         .watch_library(pb::WatchLibraryRequest {})
@@ -818,9 +815,8 @@ async fn batching_does_not_change_results() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn idempotency_key_model_info_and_priorities() {
-    let d = Daemon::builder().start().await;
+async fn idempotency_key_model_info_and_priorities(b: Backend) {
+    let d = Daemon::builder().backend(b).start().await;
     let mut c = d.client().await;
     let info = c
         .get_model_info(pb::GetModelInfoRequest {})
@@ -903,9 +899,8 @@ async fn idempotency_key_model_info_and_priorities() {
 
 /// Many clients submitting at once while the worker commits: every job
 /// completes (sled 0.34 deadlocked here when flushes ran beside transactions).
-#[tokio::test(flavor = "multi_thread")]
-async fn concurrent_submits_all_complete() {
-    let d = Daemon::builder().start().await;
+async fn concurrent_submits_all_complete(b: Backend) {
+    let d = Daemon::builder().backend(b).start().await;
     let tasks: Vec<_> = (0..24u64)
         .map(|i| {
             let addr = d.addr.clone();
@@ -1019,3 +1014,12 @@ async fn seed_images_on_first_start_only() {
         "{log}"
     );
 }
+
+// The tests above on both stores: sled and PostgreSQL (`NAME::sled`, `NAME::postgres`).
+on_backends!(
+    import_round_trips_an_exported_latent,
+    sample_decode_interpolate_reconstruct,
+    library_list_rename_tag_delete_and_watch,
+    idempotency_key_model_info_and_priorities,
+    concurrent_submits_all_complete,
+);

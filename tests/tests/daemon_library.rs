@@ -119,9 +119,8 @@ async fn by_offsets(c: &mut Client, req: &pb::ListLatentsRequest, size: u32) -> 
     out
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn list_latents_sorts_and_pages_by_token_and_offset() {
-    let d = Daemon::builder().start().await;
+async fn list_latents_sorts_and_pages_by_token_and_offset(b: Backend) {
+    let d = Daemon::builder().backend(b).start().await;
     let mut c = d.client().await;
     run_job(&mut c, sample_named(10, 1, "Coat", &["warm"])).await;
     run_job(&mut c, sample_named(8, 2, "boot", &[])).await;
@@ -266,9 +265,8 @@ async fn list_latents_sorts_and_pages_by_token_and_offset() {
     assert_eq!(steps[0].name, "ZIP", "ties newest first");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn list_latents_rejects_unknown_orders_and_foreign_tokens() {
-    let d = Daemon::builder().start().await;
+async fn list_latents_rejects_unknown_orders_and_foreign_tokens(b: Backend) {
+    let d = Daemon::builder().backend(b).start().await;
     let mut c = d.client().await;
     run_job(&mut c, sample_spec(3, 1, 2)).await;
     let e = c
@@ -316,9 +314,8 @@ async fn list_latents_rejects_unknown_orders_and_foreign_tokens() {
 /// The origin filter takes an origin's name or any unique prefix of it, in any case
 /// (the same rule as `ddim ls --origin` and the TUI's `origin:` word); an ambiguous or
 /// unknown one is INVALID_ARGUMENT naming `origin` and the valid names.
-#[tokio::test(flavor = "multi_thread")]
-async fn the_origin_filter_takes_unique_prefixes() {
-    let d = Daemon::builder().start().await;
+async fn the_origin_filter_takes_unique_prefixes(b: Backend) {
+    let d = Daemon::builder().backend(b).start().await;
     let mut c = d.client().await;
     let sampled = run_job(&mut c, sample_named(2, 1, "s", &[])).await;
     let s = sampled.result.unwrap().latent_ids;
@@ -371,3 +368,10 @@ async fn the_origin_filter_takes_unique_prefixes() {
     let e = c.list_latents(by("i")).await.unwrap_err();
     assert!(e.message().contains("ambiguous"), "{}", e.message());
 }
+
+// The tests above on both stores: sled and PostgreSQL (`NAME::sled`, `NAME::postgres`).
+on_backends!(
+    list_latents_sorts_and_pages_by_token_and_offset,
+    list_latents_rejects_unknown_orders_and_foreign_tokens,
+    the_origin_filter_takes_unique_prefixes,
+);

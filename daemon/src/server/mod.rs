@@ -30,6 +30,7 @@ pub mod device;
 pub mod dump;
 pub mod error;
 pub mod events;
+pub mod fleet;
 pub mod jobs;
 pub mod migrate;
 pub mod origin;
@@ -77,6 +78,15 @@ pub struct ServeArgs {
     /// Store folder (default: the user's data dir, e.g. ~/.local/share/ddimd).
     #[arg(long, env = "DDIMD_DATA")]
     pub data: Option<PathBuf>,
+    /// Serve the library and the queue from this PostgreSQL database
+    /// (postgres://USER:PASSWORD@HOST:PORT/DB) instead of a sled folder; daemons
+    /// on one database share them (docs/scale-out.md).
+    #[arg(long, env = "DDIMD_STORE", hide_env_values = true)]
+    pub store: Option<String>,
+    /// With --store: how long a claimed job stays this daemon's without a renewal
+    /// ("30s", "2m"); a crashed daemon's jobs run elsewhere after it.
+    #[arg(long, env = "DDIMD_LEASE", value_parser = admin::parse_duration, default_value = "30s")]
+    pub lease: Duration,
     /// Address to listen on; port 0 picks a free port (printed on stdout).
     #[arg(long, env = "DDIMD_ADDR", default_value = "127.0.0.1:7860")]
     pub addr: SocketAddr,
@@ -408,21 +418,54 @@ async fn set_health(h: &tonic_health::server::HealthReporter, s: ServingStatus) 
     h.set_service_status(SERVICE_NAME, s).await;
 }
 
+/// This daemon's name in a shared store (`lease_owner`, `ran_by`, `daemons`):
+/// host and process id.
+fn daemon_name() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "ddimd".into());
+    format!("{host}:{}", std::process::id())
+}
+
 async fn serve(args: ServeArgs) -> Result<()> {
     check_args(&args)?;
     let device = crate::engine::parse_device(&args.device)
         .map_err(|e| ServerError::Config(e.to_string()))?;
     let data = args.data.clone().unwrap_or_else(default_data_dir);
     let marker = data.join(CLEAN_MARKER);
-    let unclean = data.join("store").exists() && !marker.exists();
-    let store = {
-        let data = data.clone();
-        Arc::new(tokio::task::spawn_blocking(move || Store::open(&data)).await??)
+    let shared_store = args.store.is_some();
+    let unclean = !shared_store && data.join("store").exists() && !marker.exists();
+    let store = match args.store.clone() {
+        Some(url) => {
+            if !pg::is_url(&url) {
+                return Err(ServerError::Config(format!(
+                    "--store {}: expected postgres://USER:PASSWORD@HOST:PORT/DB",
+                    pg::redact(&url)
+                )));
+            }
+            let name = daemon_name();
+            let lease = args.lease;
+            let pg = tokio::task::spawn_blocking(move || pg::PgStore::connect(&url, name, lease))
+                .await??;
+            info!(store = %pg.shown(), daemon = %pg.daemon, "serving from PostgreSQL");
+            Arc::new(Store::postgres(pg))
+        }
+        None => {
+            let data = data.clone();
+            Arc::new(tokio::task::spawn_blocking(move || Store::open(&data)).await??)
+        }
     };
     store.set_min_free(args.min_free_mb.saturating_mul(1 << 20));
     // The inventory of the last clean stop: a store whose id counter runs behind it
     // was rolled back by sled's recovery (records silently gone).
-    let inventory = dump::Inventory::load(&data);
+    let inventory = if shared_store {
+        None
+    } else {
+        dump::Inventory::load(&data)
+    };
     if let Some(inv) = &inventory {
         let counter = store.counter().unwrap_or(0);
         if counter < inv.next_id {
@@ -447,11 +490,15 @@ async fn serve(args: ServeArgs) -> Result<()> {
             tokio::task::spawn_blocking(move || s2.ensure_next_id(n)).await??;
         }
     }
-    let lost = dump::load_lost(&data);
+    let lost = if shared_store {
+        vec![]
+    } else {
+        dump::load_lost(&data)
+    };
     for p in &lost {
         store.note_damage(p.id.clone(), p.what.clone());
     }
-    if marker.exists() {
+    if !shared_store && marker.exists() {
         if let Err(e) = std::fs::rename(&marker, data.join(dump::INVENTORY_KEPT)) {
             warn!("cannot rename {}: {e}", marker.display());
         }
@@ -485,7 +532,11 @@ async fn serve(args: ServeArgs) -> Result<()> {
     {
         let (store, sched) = (store.clone(), sched.clone());
         let attempts = args.max_attempts;
-        tokio::task::spawn_blocking(move || sweep(&store, &sched, attempts)).await??;
+        if !shared_store {
+            // On PostgreSQL the jobs are claimed from the shared queue, and the
+            // keeper sweeps expired leases (fleet.rs).
+            tokio::task::spawn_blocking(move || sweep(&store, &sched, attempts)).await??;
+        }
     }
 
     let (health, health_svc) = tonic_health::server::health_reporter();
@@ -579,6 +630,21 @@ async fn serve(args: ServeArgs) -> Result<()> {
     tokio::select! {
         r = ready_rx => match r {
             Ok(Ok(meta)) => {
+                if let Some(pg) = store.pg() {
+                    let _ = pg.fingerprint.set(meta.fingerprint.clone());
+                    let fleet = fleet::Fleet {
+                        store: store.clone(),
+                        sched: sched.clone(),
+                        hub: hub.clone(),
+                        max_batch: args.max_batch,
+                        max_attempts: args.max_attempts,
+                        address: local.to_string(),
+                        device: meta.info.device.clone(),
+                    };
+                    if let Err(e) = fleet.spawn() {
+                        load_error = Some(ServerError::Internal(format!("cannot start the claimer: {e}")));
+                    }
+                }
                 let _ = shared.meta.set(meta);
                 set_health(&health, ServingStatus::Serving).await;
                 info!("serving");
@@ -628,6 +694,13 @@ async fn serve(args: ServeArgs) -> Result<()> {
     match tokio::time::timeout(Duration::from_secs(args.shutdown_timeout_s), flushed).await {
         Ok(r) => {
             let store = r??;
+            if store.pg().is_some() {
+                info!("stopped");
+                return match load_error {
+                    Some(e) => Err(e),
+                    None => Ok(()),
+                };
+            }
             let written = dump::Inventory::of(&store, conversions::now_ms()).and_then(|inv| {
                 let tmp = marker.with_extension("tmp");
                 let json = serde_json::to_vec(&inv).expect("inventory serialises");

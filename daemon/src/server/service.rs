@@ -151,7 +151,11 @@ impl DdimService {
             self.shared.sched.lock().unreserve();
             return Err(e);
         }
-        {
+        if self.shared.store.pg().is_some() {
+            // A shared store: the job waits in the database for whichever daemon
+            // claims it first (fleet.rs).
+            self.shared.sched.lock().unreserve();
+        } else {
             let mut st = self.shared.sched.lock();
             st.unreserve();
             st.push(Queued {
@@ -254,6 +258,27 @@ impl DdimService {
                 }
                 let rec = self.get_job_record(id, "id").await?;
                 self.job_message(rec, false).await
+            }
+            Found::Elsewhere if self.shared.store.pg().is_some() => {
+                let store = self.store();
+                if let Some(rec) =
+                    blocking(move || super::fleet::cancel_elsewhere(&store, id)).await?
+                {
+                    if rec.state == JobState::Cancelled {
+                        self.shared.hub.job(JobUpdate::Finished { job: id });
+                        return self.job_message(rec, false).await;
+                    }
+                }
+                // Running on another daemon: it sees the request at its next lease
+                // renewal.
+                let deadline = tokio::time::Instant::now() + CANCEL_WAIT;
+                loop {
+                    let rec = self.get_job_record(id, "id").await?;
+                    if rec.state.is_terminal() || tokio::time::Instant::now() >= deadline {
+                        return self.job_message(rec, false).await;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
             }
             Found::Elsewhere => {
                 let rec = self.get_job_record(id, "id").await?;
@@ -432,13 +457,16 @@ impl Ddim for DdimService {
             origin,
             parent,
         };
-        let store = &self.shared.store;
-        let page = store.list_latents(&f, order, &cursor, size);
+        let store = self.store();
+        let page = {
+            let store = store.clone();
+            blocking(move || store.try_list_latents(&f, order, &cursor, size)).await?
+        };
         Ok(Response::new(pb::ListLatentsResponse {
             latents: page
                 .latents
                 .iter()
-                .map(|r| with_lineage(store, r))
+                .map(|r| with_lineage(&store, r))
                 .collect(),
             next_page_token: page.next.map(|k| k.token(order)).unwrap_or_default(),
             total: page.total,

@@ -40,6 +40,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use super::error::{Result, ServerError};
+use super::pg::PgStore;
 
 /// Version of the record formats written by this build.
 pub const RECORD_VERSION: u32 = 1;
@@ -801,6 +802,10 @@ pub struct Store {
     /// Called after a reopen.
     #[allow(clippy::type_complexity)]
     on_reopen: Mutex<Option<Box<dyn Fn() + Send + Sync>>>,
+    /// Serving from PostgreSQL (`ddimd serve --store postgres://…`): every
+    /// operation goes to the database; no sled tree is open and the catalogue
+    /// stays empty (docs/architecture.md, Storage backends).
+    pg: Option<Arc<PgStore>>,
 }
 
 const NEXT_ID: &[u8] = b"next_id";
@@ -908,9 +913,31 @@ impl Store {
             min_free: AtomicU64::new(0),
             check: Mutex::new(""),
             on_reopen: Mutex::new(None),
+            pg: None,
         };
         s.load(trees)?;
         Ok(s)
+    }
+
+    /// A store served from PostgreSQL (see [`PgStore`]).
+    pub fn postgres(pg: PgStore) -> Store {
+        Store {
+            dir: None,
+            trees: RwLock::new(None),
+            catalog: RwLock::new(Catalog::default()),
+            write: Mutex::new(()),
+            damage: Mutex::new(Damage::new()),
+            poisoned: AtomicBool::new(false),
+            min_free: AtomicU64::new(0),
+            check: Mutex::new(""),
+            on_reopen: Mutex::new(None),
+            pg: Some(Arc::new(pg)),
+        }
+    }
+
+    /// The PostgreSQL backend, when the store is one.
+    pub fn pg(&self) -> Option<&Arc<PgStore>> {
+        self.pg.as_ref()
     }
 
     /// Loads the catalogue from `trees` (skipping damaged latents, which are noted)
@@ -949,6 +976,12 @@ impl Store {
 
     /// The open trees.
     pub(crate) fn t(&self) -> Result<Arc<Trees>> {
+        if let Some(pg) = &self.pg {
+            return Err(ServerError::FailedPrecondition(format!(
+                "the store is the PostgreSQL database {}: this works on a sled folder only",
+                pg.shown()
+            )));
+        }
         self.trees
             .read()
             .expect("trees lock")
@@ -1048,6 +1081,9 @@ impl Store {
     /// Refuses a write that adds data when the disk is below `--min-free-mb`, and
     /// reopens sled after a full disk once there is room again.
     pub fn check_space(&self) -> Result<()> {
+        if self.pg.is_some() {
+            return Ok(());
+        }
         let Some(dir) = self.dir.as_deref() else {
             return Ok(());
         };
@@ -1145,6 +1181,9 @@ impl Store {
 
     /// A fresh id (latents and jobs share the counter).
     pub fn next_id(&self) -> Result<u64> {
+        if let Some(pg) = &self.pg {
+            return pg.next_id();
+        }
         let bump = |old: Option<&[u8]>| {
             let n = old.and_then(|v| u64_of(v).ok()).unwrap_or(0);
             Some((n + 1).to_be_bytes().to_vec())
@@ -1162,12 +1201,19 @@ impl Store {
 
     /// Makes every write so far durable (fsync). Blocking.
     pub fn flush(&self) -> Result<()> {
+        if self.pg.is_some() {
+            // Every statement committed before it answered.
+            return Ok(());
+        }
         let _w = self.lock();
         self.t()?.db.flush().map_err(|e| self.write_err(e))?;
         Ok(())
     }
 
     pub fn is_empty(&self) -> bool {
+        if let Some(pg) = &self.pg {
+            return pg.is_empty().unwrap_or(false);
+        }
         self.t()
             .map(|t| t.latents.is_empty() && t.jobs.is_empty())
             .unwrap_or(false)
@@ -1188,10 +1234,25 @@ impl Store {
     // ------------------------------------------------------------ latents --
 
     pub fn latent_count(&self) -> u64 {
+        if let Some(pg) = &self.pg {
+            return pg.latent_count().unwrap_or_else(|e| {
+                tracing::warn!("count latents: {e}");
+                0
+            });
+        }
         self.catalog.read().expect("catalog lock").by_id.len() as u64
     }
 
     pub fn get_latent(&self, id: u64) -> Option<Arc<LatentRecord>> {
+        if let Some(pg) = &self.pg {
+            return match pg.get_latent(id) {
+                Ok(r) => r.map(Arc::new),
+                Err(e) => {
+                    tracing::warn!("read lat-{id}: {e}");
+                    None
+                }
+            };
+        }
         self.catalog
             .read()
             .expect("catalog lock")
@@ -1227,11 +1288,14 @@ impl Store {
     /// x_T of a latent as f32 values [C·H·W].
     pub fn latent_xt(&self, id: u64) -> Result<Vec<f32>> {
         let name = format!("lat-{id}");
-        let b = self
-            .t()?
-            .latent_xt
-            .get(key(id))
-            .map_err(|e| self.read_err(name.clone(), "x_T", e))?;
+        let b = match &self.pg {
+            Some(pg) => pg.latent_xt(id)?.map(sled::IVec::from),
+            None => self
+                .t()?
+                .latent_xt
+                .get(key(id))
+                .map_err(|e| self.read_err(name.clone(), "x_T", e))?,
+        };
         let Some(b) = b else {
             if self.get_latent(id).is_some() {
                 return Err(self.corrupt(name, "x_T is missing".into()));
@@ -1247,6 +1311,19 @@ impl Store {
     }
 
     pub fn latent_png(&self, id: u64, which: LatentPng) -> Result<Option<Vec<u8>>> {
+        if let Some(pg) = &self.pg {
+            let name = format!("lat-{id}");
+            return match pg.latent_png(id, which)? {
+                None => Ok(None),
+                Some(Some(png)) => Ok(Some(png)),
+                Some(None) => match pg.get_latent(id)? {
+                    Some(r) if super::pg::png_expected(&r, which) => {
+                        Err(self.corrupt(name, "a PNG is missing".into()))
+                    }
+                    _ => Ok(None),
+                },
+            };
+        }
         let t = self.t()?;
         let (tree, what) = match which {
             LatentPng::Preview => (&t.latent_preview, "preview PNG"),
@@ -1288,8 +1365,26 @@ impl Store {
             .page(f, order, cursor, size)
     }
 
+    /// [`Store::list_latents`] on either backend: on PostgreSQL a query (which
+    /// can fail), on sled the catalogue.
+    pub fn try_list_latents(
+        &self,
+        f: &LatentFilter,
+        order: LatentOrder,
+        cursor: &Cursor,
+        size: usize,
+    ) -> Result<LatentPage> {
+        match &self.pg {
+            Some(pg) => pg.list_latents(f, order, cursor, size),
+            None => Ok(self.list_latents(f, order, cursor, size)),
+        }
+    }
+
     /// Every latent id in the catalogue, ascending.
     pub fn latent_ids(&self) -> Vec<u64> {
+        if let Some(pg) = &self.pg {
+            return pg.latent_ids().unwrap_or_default();
+        }
         self.catalog
             .read()
             .expect("catalog lock")
@@ -1314,6 +1409,9 @@ impl Store {
 
     /// The id counter as stored.
     pub fn counter(&self) -> Option<u64> {
+        if let Some(pg) = &self.pg {
+            return pg.counter().ok();
+        }
         self.t().ok().and_then(|t| t.counter())
     }
 
@@ -1335,6 +1433,10 @@ impl Store {
         let _w = self.lock();
         let mut r = (*self.latent(id, "id")?).clone();
         change(&mut r);
+        if let Some(pg) = &self.pg {
+            pg.put_latent(&r)?;
+            return Ok(r);
+        }
         self.t()?
             .latents
             .insert(key(id), to_json(&r))
@@ -1360,6 +1462,9 @@ impl Store {
     /// keys) that belong only to it. Refuses while a queued or running job
     /// reads it. Returns the number of jobs deleted.
     pub fn delete_latent(&self, id: u64) -> Result<u32> {
+        if let Some(pg) = &self.pg {
+            return pg.delete_latent(id);
+        }
         if self.poisoned.load(AtomicOrdering::SeqCst) {
             self.check_space()?;
         }
@@ -1437,6 +1542,9 @@ impl Store {
     // --------------------------------------------------------------- jobs --
 
     pub fn get_job(&self, id: u64) -> Result<Option<JobRecord>> {
+        if let Some(pg) = &self.pg {
+            return pg.get_job(id);
+        }
         let name = format!("job-{id}");
         match self
             .t()?
@@ -1453,6 +1561,9 @@ impl Store {
     }
 
     pub fn job_by_key(&self, k: &str) -> Result<Option<JobRecord>> {
+        if let Some(pg) = &self.pg {
+            return pg.job_by_key(k);
+        }
         let v = self
             .t()?
             .idempotency
@@ -1465,6 +1576,9 @@ impl Store {
     }
 
     pub fn job_spec(&self, id: u64) -> Result<Option<Vec<u8>>> {
+        if let Some(pg) = &self.pg {
+            return pg.job_spec(id);
+        }
         Ok(self
             .t()?
             .job_specs
@@ -1474,6 +1588,9 @@ impl Store {
     }
 
     pub fn job_result(&self, id: u64) -> Result<Option<Vec<u8>>> {
+        if let Some(pg) = &self.pg {
+            return pg.job_result(id);
+        }
         Ok(self
             .t()?
             .job_results
@@ -1490,6 +1607,9 @@ impl Store {
         let _w = self.lock();
         for &l in &job.reads {
             self.latent(l, "spec")?;
+        }
+        if let Some(pg) = &self.pg {
+            return pg.insert_job(job, spec);
         }
         let t = self.t()?;
         let r = (&t.jobs, &t.job_specs, &t.idempotency, &t.job_latents)
@@ -1518,6 +1638,9 @@ impl Store {
     /// Writes a job record whose state moved (queued → running, → cancelled,
     /// → failed, running → queued). Fails if the stored state is not `from`.
     pub fn move_job(&self, job: &JobRecord, from: JobState) -> Result<()> {
+        if let Some(pg) = &self.pg {
+            return pg.move_job(job, from);
+        }
         let _w = self.lock();
         self.t()?
             .jobs
@@ -1539,6 +1662,9 @@ impl Store {
     /// Commits a finished job: its record (state DONE), its result and the
     /// latents it made, in one transaction.
     pub fn finish_job(&self, job: &JobRecord, result: &[u8], latents: &[NewLatent]) -> Result<()> {
+        if let Some(pg) = &self.pg {
+            return pg.finish_job(job, result, latents);
+        }
         if !latents.is_empty() {
             self.check_space()?;
         }
@@ -1604,6 +1730,9 @@ impl Store {
         latent: Option<u64>,
         limit: usize,
     ) -> Result<(Vec<JobRecord>, u32)> {
+        if let Some(pg) = &self.pg {
+            return Ok((pg.list_jobs(states, latent, limit)?, 0));
+        }
         let keep = |j: &JobRecord| states.is_empty() || states.contains(&j.state);
         let mut out = vec![];
         let mut skipped = 0u32;
@@ -1662,6 +1791,9 @@ impl Store {
 
     /// Every job, oldest first (start-up sweep); damaged ones are noted and skipped.
     pub fn all_jobs(&self) -> Result<Vec<JobRecord>> {
+        if let Some(pg) = &self.pg {
+            return pg.all_jobs();
+        }
         let t = self.t()?;
         let (good, bad) = scan_tree(&t.jobs, t.counter().unwrap_or(0));
         for (id, why) in bad {
@@ -1680,6 +1812,9 @@ impl Store {
 
     /// Writes a record as is (start-up sweep).
     pub fn put_job(&self, job: &JobRecord) -> Result<()> {
+        if let Some(pg) = &self.pg {
+            return pg.put_job(job);
+        }
         let _w = self.lock();
         self.t()?
             .jobs

@@ -6,6 +6,8 @@
 //!                    connections, the schema applied at connect; one-line errors
 //! pg/schema.rs       the embedded migrations (migrations/NNNN_name.sql) and their runner
 //! pg/records.rs      read a whole store into a Dump, load a Dump into an empty one
+//! pg/serve.rs        PgStore: the Store operations on a shared database (serve
+//!                    --store), claims under leases, the lease sweep, heartbeats
 //! migrations/*.sql   the schema, one file per version
 //! ```
 //!
@@ -21,9 +23,12 @@ use super::error::{Result, ServerError};
 
 mod records;
 mod schema;
+mod serve;
 
 pub use records::{load, read, Counts};
 pub use schema::{migrate, Migration, MIGRATIONS};
+pub(crate) use serve::png_expected;
+pub use serve::{Claimed, Note, PgStore, JOBS_CHANNEL, LIBRARY_CHANNEL};
 
 /// Whether `s` names a PostgreSQL database rather than a folder.
 pub fn is_url(s: &str) -> bool {
@@ -97,6 +102,8 @@ pub enum Schema {
 #[derive(Clone)]
 pub struct Pg {
     pool: Pool,
+    /// The connection settings (for a dedicated LISTEN connection).
+    cfg: std::sync::Arc<tokio_postgres::Config>,
     /// The URL without its password.
     shown: String,
 }
@@ -145,7 +152,7 @@ impl Pg {
             cfg.application_name("ddimd");
         }
         let mgr = Manager::from_config(
-            cfg,
+            cfg.clone(),
             NoTls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
@@ -157,6 +164,7 @@ impl Pg {
             .map_err(|e| ServerError::Internal(format!("connection pool: {e}")))?;
         let pg = Pg {
             pool,
+            cfg: std::sync::Arc::new(cfg),
             shown: shown.clone(),
         };
         let mut c = pg.client().await.map_err(|e| match e {
@@ -189,6 +197,11 @@ impl Pg {
             };
             ServerError::Unavailable(format!("{}: cannot connect: {why}", self.shown))
         })
+    }
+
+    /// The connection settings of the pool.
+    pub fn config(&self) -> &tokio_postgres::Config {
+        &self.cfg
     }
 
     /// The URL, password hidden.

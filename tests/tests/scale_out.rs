@@ -1,0 +1,419 @@
+//! Two daemons on one PostgreSQL store (`ddimd serve --store`, docs/scale-out.md):
+//! one queue (every job runs exactly once, on one of them), one library (the same
+//! from both), the same bytes as on sled, and a daemon killed mid-job whose job
+//! finishes on the other once its lease runs out.
+//!
+//! The daemons serve one tiny random model folder, made once, so both have the same
+//! fingerprint and either may run every job.
+//!
+//! Needs the binaries: `cargo build --workspace --bins`.
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use ddim_proto::v1 as pb;
+use ddim_tests::pg::PgServer;
+use ddim_tests::*;
+
+/// Polls `GetJob` until the job ends: a job may run on the other daemon, whose
+/// events this daemon's `WatchJob` does not see (no LISTEN/NOTIFY yet).
+async fn poll_job(c: &mut Client, id: &str) -> pb::Job {
+    let until = Instant::now() + TIMEOUT;
+    loop {
+        let j = c
+            .get_job(pb::GetJobRequest { id: id.into() })
+            .await
+            .unwrap_or_else(|e| panic!("get {id}: {e}"))
+            .into_inner();
+        if matches!(
+            j.state(),
+            pb::JobState::Done | pb::JobState::Failed | pb::JobState::Cancelled
+        ) {
+            return j;
+        }
+        assert!(Instant::now() < until, "{id} did not finish in {TIMEOUT:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn db(pg: &PgServer) -> tokio_postgres::Client {
+    let (c, conn) = tokio_postgres::connect(&pg.url(), tokio_postgres::NoTls)
+        .await
+        .expect("connect to the test database");
+    tokio::spawn(conn);
+    c
+}
+
+fn job_num(id: &str) -> i64 {
+    id.trim_start_matches("job-").parse().expect("job id")
+}
+
+/// Two daemons on one database: `--lease` short so that a killed daemon's job
+/// moves on quickly.
+async fn two(pg: &PgServer, model: &std::path::Path, lease: &str) -> (Daemon, Daemon) {
+    let url = pg.url();
+    let b = |_: ()| {
+        Daemon::builder()
+            .model(model)
+            .store(&url)
+            .args(&["--lease", lease])
+            .start()
+    };
+    let (a, bb) = tokio::join!(b(()), b(()));
+    (a, bb)
+}
+
+async fn all_latents(c: &mut Client) -> Vec<(String, String)> {
+    let r = c
+        .list_latents(pb::ListLatentsRequest {
+            page_size: 1000,
+            ..Default::default()
+        })
+        .await
+        .expect("list")
+        .into_inner();
+    r.latents.into_iter().map(|l| (l.id, l.name)).collect()
+}
+
+/// 200 small jobs submitted across two daemons run exactly once each (one attempt,
+/// one latent each, `ran_by` naming one of the two), both daemons do some, and the
+/// library reads the same from both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_daemons_share_one_queue_and_one_library() {
+    let pg = tokio::task::spawn_blocking(PgServer::start).await.unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let model = init_model(&root.path().join("model"), "test", 1, 32, 0);
+    let (a, b) = two(&pg, &model, "10s").await;
+    let (mut ca, mut cb) = (a.client().await, b.client().await);
+    let t0 = Instant::now();
+    let mut ids = vec![];
+    for i in 0..200u64 {
+        let c = if i % 2 == 0 { &mut ca } else { &mut cb };
+        let j = c
+            .submit_job(submit(sample_spec(1, 1000 + i, 2)))
+            .await
+            .expect("submit")
+            .into_inner();
+        ids.push(j.id);
+    }
+    let submitted = t0.elapsed();
+    let mut latents = BTreeSet::new();
+    for (i, id) in ids.iter().enumerate() {
+        let c = if i % 3 == 0 { &mut ca } else { &mut cb };
+        let j = poll_job(c, id).await;
+        assert_eq!(j.state(), pb::JobState::Done, "{id}: {}", j.error);
+        assert_eq!(j.attempts, 1, "{id} ran more than once");
+        let made = j.result.expect("result").latent_ids;
+        assert_eq!(made.len(), 1, "{id} made {made:?}");
+        assert!(latents.insert(made[0].clone()), "{} made twice", made[0]);
+    }
+    let all = t0.elapsed();
+    // Who ran what, from the database.
+    let c = db(&pg).await;
+    let nums: Vec<i64> = ids.iter().map(|i| job_num(i)).collect();
+    let rows = c
+        .query(
+            "SELECT ran_by, count(*), max(attempts) FROM jobs WHERE id = ANY($1) GROUP BY ran_by",
+            &[&nums],
+        )
+        .await
+        .unwrap();
+    let per: BTreeMap<String, i64> = rows
+        .iter()
+        .map(|r| (r.get::<_, Option<String>>(0).expect("ran_by set"), r.get(1)))
+        .collect();
+    assert!(rows.iter().all(|r| r.get::<_, i32>(2) == 1));
+    assert_eq!(per.values().sum::<i64>(), 200);
+    assert_eq!(per.len(), 2, "both daemons ran jobs: {per:?}");
+    let names: BTreeSet<String> = per.keys().cloned().collect();
+    let pids: BTreeSet<String> = [a.pid(), b.pid()].iter().map(|p| format!(":{p}")).collect();
+    for n in &names {
+        assert!(pids.iter().any(|p| n.ends_with(p)), "{n} is neither daemon");
+    }
+    eprintln!(
+        "200 jobs (S=2): submitted in {:.2}s, all done in {:.2}s; per daemon {per:?}",
+        submitted.as_secs_f64(),
+        all.as_secs_f64()
+    );
+    // One library, the same from both daemons.
+    let (la, lb) = (all_latents(&mut ca).await, all_latents(&mut cb).await);
+    assert_eq!(la.len(), 200);
+    assert_eq!(la, lb);
+    assert_eq!(
+        la.iter().map(|l| l.0.clone()).collect::<BTreeSet<_>>(),
+        latents
+    );
+    // A rename on one is seen by the other.
+    let first = la[0].0.clone();
+    ca.rename_latent(pb::RenameLatentRequest {
+        id: first.clone(),
+        name: "renamed on a".into(),
+    })
+    .await
+    .expect("rename");
+    let seen = cb
+        .get_latent(pb::GetLatentRequest { id: first })
+        .await
+        .expect("get")
+        .into_inner();
+    assert_eq!(seen.name, "renamed on a");
+}
+
+/// A sample with a given seed gives the same x_T and preview bytes on a PostgreSQL
+/// store as on sled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seeded_sample_is_the_same_bytes_as_on_sled() {
+    let root = tempfile::tempdir().unwrap();
+    let model = init_model(&root.path().join("model"), "test", 1, 32, 0);
+    let sled = Daemon::builder().model(&model).start().await;
+    let pg = Daemon::builder()
+        .model(&model)
+        .backend(Backend::Postgres)
+        .start()
+        .await;
+    let mut out = vec![];
+    for d in [&sled, &pg] {
+        let mut c = d.client().await;
+        let j = run_job(&mut c, sample_spec(2, 42, 6)).await;
+        let mut bytes = vec![];
+        for id in j.result.unwrap().latent_ids {
+            let npy = c
+                .export_latent(pb::ExportLatentRequest { id: id.clone() })
+                .await
+                .unwrap()
+                .into_inner()
+                .npy;
+            let png = c
+                .get_latent_image(pb::GetLatentImageRequest {
+                    id,
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .png;
+            bytes.push((npy, png));
+        }
+        out.push(bytes);
+    }
+    assert_eq!(out[0].len(), 2);
+    assert_eq!(out[0], out[1]);
+}
+
+/// kill -9 of the daemon running a job: its lease runs out, the other daemon's sweep
+/// puts the job back in the queue and it runs there (a second attempt); nothing is
+/// lost and nothing is written twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_daemon_killed_mid_job_leaves_it_to_the_other() {
+    let pg = tokio::task::spawn_blocking(PgServer::start).await.unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let model = init_model(&root.path().join("model"), "test", 1, 32, 0);
+    let (mut a, mut b) = two(&pg, &model, "2s").await;
+    let mut ca = a.client().await;
+    // Long enough to be caught running (S=400 on the test model: a few seconds).
+    let job = ca
+        .submit_job(submit(sample_spec(1, 9, 400)))
+        .await
+        .expect("submit")
+        .into_inner();
+    let c = db(&pg).await;
+    let num = job_num(&job.id);
+    let until = Instant::now() + TIMEOUT;
+    let runner = loop {
+        let r = c
+            .query_one("SELECT state, ran_by FROM jobs WHERE id = $1", &[&num])
+            .await
+            .unwrap();
+        let (state, by): (String, Option<String>) = (r.get(0), r.get(1));
+        if state == "running" {
+            break by.expect("ran_by of a running job");
+        }
+        assert!(Instant::now() < until, "{} never ran", job.id);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let (killed, survivor) = if runner.ends_with(&format!(":{}", a.pid())) {
+        (&mut a, &mut b)
+    } else {
+        (&mut b, &mut a)
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let t_kill = Instant::now();
+    killed.kill9();
+    let mut cs = survivor.client().await;
+    let done = poll_job(&mut cs, &job.id).await;
+    eprintln!(
+        "killed {runner} mid-job; done on the other {:.2}s later",
+        t_kill.elapsed().as_secs_f64()
+    );
+    assert_eq!(done.state(), pb::JobState::Done, "{}", done.error);
+    assert_eq!(done.attempts, 2);
+    let r = c
+        .query_one("SELECT ran_by FROM jobs WHERE id = $1", &[&num])
+        .await
+        .unwrap();
+    let by: String = r.get(0);
+    assert!(by.ends_with(&format!(":{}", survivor.pid())), "ran by {by}");
+    let made = done.result.unwrap().latent_ids;
+    assert_eq!(made.len(), 1);
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM latents WHERE job_id = $1", &[&num])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1, "one latent, written once");
+}
+
+/// Figures for docs/scale-out.md (run by hand: `cargo test -p ddim-tests --test
+/// scale_out -- --ignored --nocapture`): the claim latency of a job submitted to
+/// idle daemons, a 16-job load on one daemon (sled, PostgreSQL) and on two, and a
+/// 50-step job on sled against PostgreSQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "measurement, prints figures"]
+async fn measure() {
+    let pg = tokio::task::spawn_blocking(PgServer::start).await.unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let model = init_model(&root.path().join("model"), "test", 1, 32, 0);
+    let db = db(&pg).await;
+    // created → started of one job at a time, on two idle daemons.
+    {
+        let (a, _b) = two(&pg, &model, "30s").await;
+        let mut c = a.client().await;
+        let mut waits = vec![];
+        for i in 0..30 {
+            let j = run_job_polled(&mut c, sample_spec(1, i, 2)).await;
+            waits.push((j.started_unix_ms - j.created_unix_ms) as f64);
+        }
+        waits.sort_by(f64::total_cmp);
+        eprintln!(
+            "claim latency (submit → running, idle daemons, 30 jobs): median {} ms, max {} ms",
+            waits[15], waits[29]
+        );
+    }
+    db.batch_execute("TRUNCATE jobs, latents, job_latents, daemons")
+        .await
+        .unwrap();
+    // A 50-step job alone: sled against PostgreSQL (median of 5).
+    let sled = Daemon::builder().model(&model).start().await;
+    let one_pg = Daemon::builder()
+        .model(&model)
+        .store(&pg.url())
+        .start()
+        .await;
+    for (name, d) in [("sled", &sled), ("postgres", &one_pg)] {
+        let mut c = d.client().await;
+        let mut t = vec![];
+        for i in 0..5 {
+            let t0 = Instant::now();
+            run_job_polled(&mut c, sample_spec(1, i, 50)).await;
+            t.push(t0.elapsed().as_secs_f64() * 1000.0);
+        }
+        t.sort_by(f64::total_cmp);
+        eprintln!(
+            "50-step sample, submit → done, {name}: median {:.0} ms",
+            t[2]
+        );
+    }
+    // 16 jobs (S=50), --max-batch 4 so that two daemons can share them.
+    let load = |c: Vec<Client>| async move {
+        let t0 = Instant::now();
+        let mut ids = vec![];
+        for i in 0..16u64 {
+            let mut cc = c[i as usize % c.len()].clone();
+            ids.push(
+                cc.submit_job(submit(sample_spec(1, 500 + i, 50)))
+                    .await
+                    .unwrap()
+                    .into_inner()
+                    .id,
+            );
+        }
+        for id in &ids {
+            let mut cc = c[0].clone();
+            assert_eq!(poll_job(&mut cc, id).await.state(), pb::JobState::Done);
+        }
+        t0.elapsed().as_secs_f64()
+    };
+    let args = ["--max-batch", "4", "--lease", "30s"];
+    let s1 = Daemon::builder().model(&model).args(&args).start().await;
+    let t_sled = load(vec![s1.client().await]).await;
+    drop(s1);
+    let p1 = Daemon::builder()
+        .model(&model)
+        .store(&pg.url())
+        .args(&args)
+        .start()
+        .await;
+    let t_pg1 = load(vec![p1.client().await]).await;
+    let p2 = Daemon::builder()
+        .model(&model)
+        .store(&pg.url())
+        .args(&args)
+        .start()
+        .await;
+    let t_pg2 = load(vec![p1.client().await, p2.client().await]).await;
+    eprintln!(
+        "16 jobs S=50 (--max-batch 4): one daemon on sled {t_sled:.2}s, one on PostgreSQL {t_pg1:.2}s, two on PostgreSQL {t_pg2:.2}s"
+    );
+}
+
+async fn run_job_polled(c: &mut Client, spec: pb::JobSpec) -> pb::Job {
+    let j = c.submit_job(submit(spec)).await.unwrap().into_inner();
+    let j = poll_job(c, &j.id).await;
+    assert_eq!(j.state(), pb::JobState::Done, "{}", j.error);
+    j
+}
+
+/// A daemon runs only the jobs of its model: with two models on one store, a job
+/// submitted to A runs on A, never on B; a watch on B still follows it to the end
+/// (LISTEN/NOTIFY), and B's `WatchLibrary` sees the latent it made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_watch_on_one_daemon_follows_a_job_on_the_other() {
+    let pg = tokio::task::spawn_blocking(PgServer::start).await.unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let model_a = init_model(&root.path().join("a"), "test", 1, 32, 0);
+    let model_b = init_model(&root.path().join("b"), "test", 1, 32, 1);
+    let a = Daemon::builder()
+        .model(&model_a)
+        .store(&pg.url())
+        .start()
+        .await;
+    let b = Daemon::builder()
+        .model(&model_b)
+        .store(&pg.url())
+        .start()
+        .await;
+    let (mut ca, mut cb) = (a.client().await, b.client().await);
+    let mut lib = cb
+        .watch_library(pb::WatchLibraryRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    for i in 0..3 {
+        let j = ca
+            .submit_job(submit(sample_spec(1, i, 20)))
+            .await
+            .unwrap()
+            .into_inner();
+        let done = wait_job(&mut cb, &j.id).await;
+        assert_eq!(done.state(), pb::JobState::Done, "{}", done.error);
+        let made = done.result.unwrap().latent_ids;
+        let ev = tokio::time::timeout(TIMEOUT, lib.message())
+            .await
+            .expect("a library event on b")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (ev.kind(), &ev.id),
+            (pb::library_event::Kind::Added, &made[0])
+        );
+    }
+    let c = db(&pg).await;
+    let by: Vec<String> = c
+        .query("SELECT DISTINCT ran_by FROM jobs", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(by, vec![format!("{}", by[0])]);
+    assert!(by[0].ends_with(&format!(":{}", a.pid())), "ran on {by:?}");
+}
