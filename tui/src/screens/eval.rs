@@ -452,7 +452,13 @@ fn save_grid(app: &mut App) {
 }
 
 pub fn render(app: &App, frame: &mut Frame, area: Rect) {
-    let [form, rest] = Layout::vertical([Constraint::Length(4), Constraint::Min(0)]).areas(area);
+    let form_h = if form_lines(app, area.width.saturating_sub(2)).len() > 2 {
+        5
+    } else {
+        4
+    };
+    let [form, rest] =
+        Layout::vertical([Constraint::Length(form_h), Constraint::Min(0)]).areas(area);
     render_form(app, frame, form);
     let list_w = LIST_W.min(rest.width / 3);
     let [list, right] =
@@ -509,7 +515,8 @@ pub fn render(app: &App, frame: &mut Frame, area: Rect) {
     }
 }
 
-fn render_form(app: &App, frame: &mut Frame, area: Rect) {
+/// The form's fields on one line when `width` allows, else on two; then what they make.
+fn form_lines(app: &App, width: u16) -> Vec<Line<'static>> {
     let e = &app.eval;
     let field = |name: &str, value: String, key: &str| -> Vec<Span<'static>> {
         vec![
@@ -526,11 +533,12 @@ fn render_form(app: &App, frame: &mut Frame, area: Rect) {
         if e.sigma_hat { "on" } else { "off" }.into(),
         "t",
     ));
-    first.extend(field("spacing", format::spacing_name(e.spacing), "p"));
-    first.extend(field("N", e.samples.to_string(), "n"));
-    first.extend(field("seed", e.seed.to_string(), "r"));
+    let mut second = vec![];
+    second.extend(field("spacing", format::spacing_name(e.spacing), "p"));
+    second.extend(field("N", e.samples.to_string(), "n"));
+    second.extend(field("seed", e.seed.to_string(), "r"));
     let cells = e.cell_count();
-    let second = Line::styled(
+    let total = Line::styled(
         format!(
             "{cells} cells × {} samples = {} samples · Enter queues the job",
             e.samples,
@@ -538,8 +546,22 @@ fn render_form(app: &App, frame: &mut Frame, area: Rect) {
         ),
         DIM,
     );
+    let one: Line = first
+        .iter()
+        .chain(&second)
+        .cloned()
+        .collect::<Vec<_>>()
+        .into();
+    if one.width() <= width as usize {
+        vec![one, total]
+    } else {
+        vec![first.into(), second.into(), total]
+    }
+}
+
+fn render_form(app: &App, frame: &mut Frame, area: Rect) {
     frame.render_widget(
-        Paragraph::new(vec![Line::from(first), second])
+        Paragraph::new(form_lines(app, area.width.saturating_sub(2)))
             .block(Block::bordered().title(" new eval (the paper's Table 1) ")),
         area,
     );
@@ -678,19 +700,16 @@ fn render_detail(r: &pb::EvalResult, c: &pb::EvalCell, frame: &mut Frame, area: 
             ),
             Span::styled("  95% bootstrap", DIM),
         ]),
-        Line::raw(format!(
-            "n {} · confidence {:.3} · {}",
-            c.n,
-            c.confidence,
-            format::duration(c.seconds)
-        )),
+        Line::raw(format!("n {} · confidence {:.3}", c.n, c.confidence)),
     ];
-    if let Some(f) = r.floor.as_ref().filter(|f| f.fd > 0.0) {
-        lines.push(Line::styled(
-            format!("{:.1}× the real-vs-real floor", c.fd / f.fd),
-            DIM,
-        ));
-    }
+    let took = format!("took {}", format::duration(c.seconds));
+    lines.push(Line::styled(
+        match r.floor.as_ref().filter(|f| f.fd > 0.0) {
+            Some(f) => format!("{:.1}× the floor · {took}", c.fd / f.fd),
+            None => took,
+        },
+        DIM,
+    ));
     lines.push(Line::styled("classes (the judge's argmax)", DIM));
     let max = c.class_histogram.iter().copied().max().unwrap_or(0);
     let name_w = r

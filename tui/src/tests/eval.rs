@@ -225,7 +225,7 @@ fn eval_detail_pane_shows_interval_n_confidence_classes_and_samples() {
         "S=50 η=1 · uniform",
         "FD 25.00 [22.10, 28.40]",
         "n 100 · confidence 0.870",
-        "20.0× the real-vs-real floor",
+        "20.0× the floor · took 13s",
         "Trouser",
         "Ankle boot",
         "samples S=50 η=1",
@@ -357,4 +357,22 @@ fn eval_job_opens_from_the_jobs_screen() {
     let screen = screen_text(&draw(&app));
     assert!(screen.contains("Eval keys"), "{screen}");
     assert!(screen.contains("move the cell cursor"), "{screen}");
+}
+
+#[test]
+fn eval_screen_keeps_the_table_and_interval_at_80x24() {
+    let mut app = app_on_eval();
+    app.handle_event(Event::Resize(80, 24));
+    press(&mut app, 'l', 2);
+    let screen = screen_text(&draw(&app));
+    for want in [
+        "η=0",
+        "σ̂",
+        "140.00",
+        "FD 140.00 [123.76, 159.04]",
+        "n 100 · confidence 0.870",
+        "seed 0 (r)",
+    ] {
+        assert!(screen.contains(want), "`{want}` missing:\n{screen}");
+    }
 }
