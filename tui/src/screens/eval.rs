@@ -466,9 +466,15 @@ pub fn render(app: &App, frame: &mut Frame, area: Rect) {
     render_list(app, frame, list);
     let Some(job) = selected_job(app) else {
         frame.render_widget(
-            Paragraph::new("no eval jobs yet: Enter queues one with the form above")
-                .style(DIM)
-                .block(Block::bordered().title(" FD per S × η ")),
+            Paragraph::new(match &app.jobs.loading {
+                super::Loading::Loaded => {
+                    "no eval jobs yet: Enter queues one with the form above".to_string()
+                }
+                super::Loading::Error(e) => format!("the job list did not come: {e}"),
+                _ => "loading the job list…".to_string(),
+            })
+            .style(DIM)
+            .block(Block::bordered().title(" FD per S × η ")),
             right,
         );
         return;

@@ -298,6 +298,7 @@ fn eval_list_shows_progress_and_fetches_each_finished_result_once() {
     let (mut app, _) = app_with_library(3);
     let reqs = app.handle_event(key(KeyCode::Char('7')));
     assert!(reqs.contains(&Request::ListJobs));
+    assert!(screen_text(&draw(&app)).contains("loading the job list"));
     // The newest (running) is shown first: nothing to fetch yet.
     let reqs = app.handle_event(Event::Update(Update::Jobs(vec![
         eval_running(),
