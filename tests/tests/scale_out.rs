@@ -14,8 +14,8 @@ use ddim_proto::v1 as pb;
 use ddim_tests::pg::PgServer;
 use ddim_tests::*;
 
-/// Polls `GetJob` until the job ends: a job may run on the other daemon, whose
-/// events this daemon's `WatchJob` does not see (no LISTEN/NOTIFY yet).
+/// Polls `GetJob` until the job ends, whichever daemon runs it (the database's
+/// view, independent of notifications).
 async fn poll_job(c: &mut Client, id: &str) -> pb::Job {
     let until = Instant::now() + TIMEOUT;
     loop {
@@ -416,4 +416,79 @@ async fn a_watch_on_one_daemon_follows_a_job_on_the_other() {
         .collect();
     assert_eq!(by, vec![format!("{}", by[0])]);
     assert!(by[0].ends_with(&format!(":{}", a.pid())), "ran on {by:?}");
+}
+
+/// A network partition, as a paused process (SIGSTOP): the daemon running a job
+/// stops renewing its lease, the other daemon runs the job again and finishes it;
+/// when the first comes back (SIGCONT) its late result is refused: the job stays
+/// done by the other, with one latent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_late_result_after_the_lease_ran_out_is_refused() {
+    let pg = tokio::task::spawn_blocking(PgServer::start).await.unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let model = init_model(&root.path().join("model"), "test", 1, 32, 0);
+    let (a, b) = two(&pg, &model, "2s").await;
+    let mut ca = a.client().await;
+    let job = ca
+        .submit_job(submit(sample_spec(1, 3, 300)))
+        .await
+        .expect("submit")
+        .into_inner();
+    let c = db(&pg).await;
+    let num = job_num(&job.id);
+    let until = Instant::now() + TIMEOUT;
+    let runner = loop {
+        let r = c
+            .query_one("SELECT state, ran_by FROM jobs WHERE id = $1", &[&num])
+            .await
+            .unwrap();
+        let (state, by): (String, Option<String>) = (r.get(0), r.get(1));
+        if state == "running" {
+            break by.expect("ran_by");
+        }
+        assert!(Instant::now() < until, "{} never ran", job.id);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let (cut, other) = if runner.ends_with(&format!(":{}", a.pid())) {
+        (&a, &b)
+    } else {
+        (&b, &a)
+    };
+    let signal = |sig: &str, pid: u32| {
+        let ok = std::process::Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    };
+    signal("-STOP", cut.pid());
+    let mut co = other.client().await;
+    let done = poll_job(&mut co, &job.id).await;
+    signal("-CONT", cut.pid());
+    assert_eq!(done.state(), pb::JobState::Done, "{}", done.error);
+    assert_eq!(done.attempts, 2);
+    // Give the resumed daemon time to try to settle (or to see its lease lost).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let r = c
+        .query_one(
+            "SELECT state, ran_by, attempts FROM jobs WHERE id = $1",
+            &[&num],
+        )
+        .await
+        .unwrap();
+    let (state, by, attempts): (String, String, i32) = (r.get(0), r.get(1), r.get(2));
+    assert_eq!(state, "done");
+    assert!(by.ends_with(&format!(":{}", other.pid())), "ran by {by}");
+    assert_eq!(attempts, 2);
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM latents WHERE job_id = $1", &[&num])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1, "the late result was not written");
+    let log = cut.log_text();
+    assert!(
+        log.contains("lease lost") || log.contains("under this daemon's lease"),
+        "the cut-off daemon's log says nothing of its lease:\n{log}"
+    );
 }

@@ -6,7 +6,7 @@
 //!   claims runnable jobs ([`PgStore::claim`]: `FOR UPDATE SKIP LOCKED`, priority
 //!   then id, this model's fingerprint) and pushes them into the local
 //!   [`Scheduler`], which batches and runs them as on sled. It polls every
-//!   [`CLAIM_POLL`] (no LISTEN/NOTIFY yet).
+//!   [`CLAIM_POLL`] (a new job is not announced by NOTIFY yet).
 //! - the keeper, every third of `--lease`: renews the leases of the running jobs
 //!   (a job whose lease was lost, or whose cancel another daemon asked for, gets
 //!   its cancel flag set), sweeps expired leases of any daemon back into the
