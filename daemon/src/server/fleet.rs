@@ -140,6 +140,13 @@ impl Fleet {
         let running: Vec<u64> = self.sched.lock().running.keys().copied().collect();
         if !running.is_empty() {
             let (held, cancel) = pg.renew(running.clone())?;
+            // Database reads before the scheduler's lock, which the worker takes.
+            let lost: Vec<u64> = running
+                .iter()
+                .copied()
+                .filter(|id| !held.contains(id) && !cancel.contains(id))
+                .filter(|id| self.started(pg, *id))
+                .collect();
             let st = self.sched.lock();
             for id in &running {
                 let Some(r) = st.running.get(id) else {
@@ -148,7 +155,7 @@ impl Fleet {
                 if cancel.contains(id) {
                     info!(job = id, "cancel requested through the store");
                     r.cancel.store(true, Ordering::SeqCst);
-                } else if !held.contains(id) && self.started(pg, *id) {
+                } else if lost.contains(id) {
                     warn!(
                         job = id,
                         "lease lost (another daemon may run it): stopping; its result will not be written"

@@ -327,6 +327,8 @@ impl DdimService {
 
     fn stats(&self) -> pb::Stats {
         let damage = self.shared.store.damage();
+        // Before the scheduler's lock: on PostgreSQL this is a query.
+        let latents = self.shared.store.latent_count();
         let mut st = self.shared.sched.lock();
         let queued = st.len() as u32;
         let running = st.running.len() as u32;
@@ -348,7 +350,7 @@ impl DdimService {
                 c.wait_ms_sum / c.wait_n as f64
             },
             device_memory_bytes: 0,
-            latents: self.shared.store.latent_count(),
+            latents,
             max_queue: self.shared.max_queue,
             max_batch: self.shared.max_batch,
             store_degraded: !damage.is_empty(),
