@@ -303,6 +303,18 @@ async fn damaged_records_are_found_salvaged_around_and_answer_data_loss() {
     for id in &lost {
         assert!(named.contains(id), "{id} lost but not found by verify");
     }
+    let identical = before
+        .iter()
+        .filter(|(id, e)| after.get(*id) == Some(*e))
+        .count();
+    println!(
+        "damaged values: 3 of {} latents; verify named {}; salvage kept {} ({identical} \
+         byte-identical), lost {}",
+        before.len(),
+        named.len(),
+        after.len(),
+        lost.len()
+    );
     // Ids run on: a new job gets an id above every old one.
     let job = run_job(&mut c, sample_spec(1, 99, 2)).await;
     let n: u64 = job.id.trim_start_matches("job-").parse().unwrap();
