@@ -127,9 +127,5 @@ impl JobKindSpec for pb::EncodeJob {
 /// The field of image `i`, with its file name when the client sent one, so
 /// that an error names the file the user gave.
 fn image_field(i: usize, name: &str) -> String {
-    if name.is_empty() {
-        format!("encode.images[{i}].data")
-    } else {
-        format!("encode.images[{i}].data ({name})")
-    }
+    super::lineage::named_field(&format!("encode.images[{i}].data"), name)
 }

@@ -213,10 +213,16 @@ pub fn source_image(
 
 /// The field of an edit's image, with the file name when the client sent one.
 pub fn image_field(op: &str, image_name: &str) -> String {
-    if image_name.is_empty() {
-        format!("{op}.image")
+    named_field(&format!("{op}.image"), image_name)
+}
+
+/// A request field as errors name it, with the file name the client gave, if any
+/// (`encode.images[2].data (boot.png)`).
+pub fn named_field(field: &str, name: &str) -> String {
+    if name.is_empty() {
+        field.to_string()
     } else {
-        format!("{op}.image ({image_name})")
+        format!("{field} ({name})")
     }
 }
 
