@@ -134,6 +134,18 @@ async fn two_daemons_share_one_queue_and_one_library() {
         submitted.as_secs_f64(),
         all.as_secs_f64()
     );
+    // Both daemons list each other in GetStats.
+    let stats = ca
+        .get_stats(pb::GetStatsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let listed: BTreeSet<String> = stats.daemons.iter().map(|d| d.id.clone()).collect();
+    assert_eq!(listed, names, "GetStats.daemons: {:?}", stats.daemons);
+    assert!(stats
+        .daemons
+        .iter()
+        .all(|d| d.device == "cpu" && !d.fingerprint.is_empty() && d.heartbeat_unix_ms > 0));
     // One library, the same from both daemons.
     let (la, lb) = (all_latents(&mut ca).await, all_latents(&mut cb).await);
     assert_eq!(la.len(), 200);

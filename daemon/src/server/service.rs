@@ -327,8 +327,14 @@ impl DdimService {
 
     fn stats(&self) -> pb::Stats {
         let damage = self.shared.store.damage();
-        // Before the scheduler's lock: on PostgreSQL this is a query.
+        // Before the scheduler's lock: on PostgreSQL these are queries.
         let latents = self.shared.store.latent_count();
+        let daemons = self.shared.store.pg().map_or_else(Vec::new, |pg| {
+            pg.daemons().unwrap_or_else(|e| {
+                tracing::warn!("{e}");
+                vec![]
+            })
+        });
         let mut st = self.shared.sched.lock();
         let queued = st.len() as u32;
         let running = st.running.len() as u32;
@@ -351,6 +357,7 @@ impl DdimService {
             },
             device_memory_bytes: 0,
             latents,
+            daemons,
             max_queue: self.shared.max_queue,
             max_batch: self.shared.max_batch,
             store_degraded: !damage.is_empty(),

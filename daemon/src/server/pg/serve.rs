@@ -906,6 +906,41 @@ impl PgStore {
         })
     }
 
+    /// The daemons sharing the store whose heartbeat is within three leases (of
+    /// this daemon's), by id.
+    pub fn daemons(&self) -> Result<Vec<ddim_proto::v1::StoreDaemon>> {
+        let lease = self.lease_ms() * 3.0;
+        self.run(move |pg| {
+            Box::pin(async move {
+                let c = pg.client().await?;
+                let rows = c
+                    .query(
+                        "SELECT id, address, device, fingerprint, running_job, \
+                         (extract(epoch FROM heartbeat) * 1000)::bigint, \
+                         (extract(epoch FROM started) * 1000)::bigint FROM daemons \
+                         WHERE heartbeat > now() - $1 * interval '1 millisecond' ORDER BY id",
+                        &[&lease],
+                    )
+                    .await
+                    .map_err(db_err("list daemons"))?;
+                Ok(rows
+                    .iter()
+                    .map(|r| ddim_proto::v1::StoreDaemon {
+                        id: r.get(0),
+                        address: r.get(1),
+                        device: r.get(2),
+                        fingerprint: r.get(3),
+                        running_job_id: r
+                            .get::<_, Option<i64>>(4)
+                            .map_or(String::new(), |j| format!("job-{j}")),
+                        heartbeat_unix_ms: r.get(5),
+                        started_unix_ms: r.get(6),
+                    })
+                    .collect())
+            })
+        })
+    }
+
     /// Upserts this daemon's row in `daemons` and beats its heartbeat.
     pub fn heartbeat(&self, address: &str, device: &str, running: Option<u64>) -> Result<()> {
         let (me, address, device) = (self.daemon.clone(), address.to_string(), device.to_string());
