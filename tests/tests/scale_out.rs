@@ -504,3 +504,50 @@ async fn a_late_result_after_the_lease_ran_out_is_refused() {
         "the cut-off daemon's log says nothing of its lease:\n{log}"
     );
 }
+
+/// With the database away, a read answers UNAVAILABLE (retry), not NOT_FOUND (which
+/// would tell a client the latent is gone); once it is back, the same read works.
+#[tokio::test(flavor = "multi_thread")]
+async fn reads_while_the_database_is_down_are_unavailable_not_not_found() {
+    let mut pg = PgServer::start();
+    let d = Daemon::builder().store(&pg.url()).start().await;
+    let mut c = d.client().await;
+    let job = run_job(&mut c, sample_spec(1, 5, 2)).await;
+    let id = job.result.expect("result").latent_ids[0].clone();
+    let before = c
+        .export_latent(pb::ExportLatentRequest { id: id.clone() })
+        .await
+        .expect("export")
+        .into_inner();
+
+    pg.stop();
+    for _ in 0..2 {
+        let e = c
+            .export_latent(pb::ExportLatentRequest { id: id.clone() })
+            .await
+            .expect_err("the database is stopped");
+        assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");
+        let e = c
+            .get_latent(pb::GetLatentRequest { id: id.clone() })
+            .await
+            .expect_err("the database is stopped");
+        assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");
+    }
+
+    pg.restart();
+    let until = Instant::now() + TIMEOUT;
+    let after = loop {
+        match c
+            .export_latent(pb::ExportLatentRequest { id: id.clone() })
+            .await
+        {
+            Ok(r) => break r.into_inner(),
+            Err(e) => {
+                assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");
+                assert!(Instant::now() < until, "never readable again: {e:?}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    assert_eq!(after.npy, before.npy);
+}

@@ -339,7 +339,7 @@ pub fn usable_latent(
 ) -> Result<Arc<LatentRecord>> {
     let n = parse_latent_id(id, field)?;
     let r = store
-        .get_latent(n)
+        .find_latent(n)?
         .ok_or_else(|| store.missing_latent(n, field, id))?;
     let want = meta.shape.map(|d| d as u32);
     if r.shape != want {

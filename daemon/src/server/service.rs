@@ -303,7 +303,7 @@ impl DdimService {
         let n = parse_latent_id(id, field)?;
         let store = &self.shared.store;
         store
-            .get_latent(n)
+            .find_latent(n)?
             .ok_or_else(|| store.missing_latent(n, field, id))
     }
 

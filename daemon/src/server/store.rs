@@ -1263,8 +1263,17 @@ impl Store {
 
     /// A latent's metadata, or NOT_FOUND naming `field`, or DATA_LOSS when the id
     /// names a latent known to be damaged.
+    /// [`Store::get_latent`] for answering a request: on PostgreSQL a failed read is
+    /// the database's error (UNAVAILABLE while it is away), not "no such latent".
+    pub fn find_latent(&self, id: u64) -> Result<Option<Arc<LatentRecord>>> {
+        match &self.pg {
+            Some(pg) => Ok(pg.get_latent(id)?.map(Arc::new)),
+            None => Ok(self.get_latent(id)),
+        }
+    }
+
     pub fn latent(&self, id: u64, field: &str) -> Result<Arc<LatentRecord>> {
-        if let Some(r) = self.get_latent(id) {
+        if let Some(r) = self.find_latent(id)? {
             return Ok(r);
         }
         let name = format!("lat-{id}");

@@ -84,7 +84,17 @@ fn one_line(s: &str) -> String {
 
 /// A failed statement: [`ServerError::Database`] naming what was being done.
 pub(crate) fn db_err(what: &str) -> impl Fn(tokio_postgres::Error) -> ServerError + '_ {
-    move |e| ServerError::Database(format!("{what}: {}", error_text(&e)))
+    move |e| {
+        // A connection that closed or broke under the statement: the database is
+        // away (UNAVAILABLE, retry), not a fault of the request or the data.
+        let io = std::iter::successors(std::error::Error::source(&e), |c| c.source())
+            .any(|c| c.is::<std::io::Error>());
+        if e.is_closed() || io {
+            ServerError::Unavailable(format!("{what}: the database: {}", error_text(&e)))
+        } else {
+            ServerError::Database(format!("{what}: {}", error_text(&e)))
+        }
+    }
 }
 
 /// What [`Pg::connect`] does about the schema.
