@@ -17,6 +17,13 @@ async fn scripting_round_trip() {
     d.wait_ready(None);
     let ls = d.json(&["ls"]);
     assert_eq!(ls["total"], 0);
+    // On the embedded store there is no fleet: an empty list, and a line saying so.
+    let fleet = d.json(&["daemons"]);
+    assert_eq!(
+        (&fleet["shared"], &fleet["daemons"]),
+        (&false.into(), &serde_json::json!([]))
+    );
+    assert!(d.text(&["daemons"]).contains("sled"));
 
     // sample → two latents
     let job = d.json(&[

@@ -146,6 +146,16 @@ async fn two_daemons_share_one_queue_and_one_library() {
         .daemons
         .iter()
         .all(|d| d.device == "cpu" && !d.fingerprint.is_empty() && d.heartbeat_unix_ms > 0));
+    // `ddim daemons` on the other daemon prints the same fleet.
+    let v = ddim_tests::cli::Ddim { d: &b }.json(&["daemons"]);
+    assert_eq!(v["shared"], true, "{v}");
+    let listed: BTreeSet<String> = v["daemons"]
+        .as_array()
+        .expect("daemons")
+        .iter()
+        .map(|d| ddim_tests::cli::s(&d["id"]).to_string())
+        .collect();
+    assert_eq!(listed, names, "ddim daemons: {v}");
     // One library, the same from both daemons.
     let (la, lb) = (all_latents(&mut ca).await, all_latents(&mut cb).await);
     assert_eq!(la.len(), 200);

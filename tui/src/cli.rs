@@ -271,6 +271,9 @@ pub enum Command {
         #[arg(long, default_value_t = 100, allow_negative_numbers = true, value_parser = whole::<u32>)]
         limit: u32,
     },
+    /// List the daemons sharing this daemon's store (`ddimd serve --store postgres://…`):
+    /// id, address, device, model, the job each runs, last heartbeat.
+    Daemons,
     /// Follow a job until it ends.
     Watch { job: String },
     /// Cancel a job.

@@ -476,6 +476,11 @@ impl Client {
         r.map(|r| r.into_inner().jobs).map_err(|s| self.err(s))
     }
 
+    pub async fn stats(&self) -> Result<pb::Stats, ClientError> {
+        let r = self.inner.clone().get_stats(pb::GetStatsRequest {}).await;
+        r.map(|r| r.into_inner()).map_err(|s| self.err(s))
+    }
+
     pub async fn cancel(&self, id: &str) -> Result<pb::Job, ClientError> {
         let req = pb::CancelJobRequest { id: id.into() };
         let r = self.inner.clone().cancel_job(req).await;

@@ -260,6 +260,25 @@ async fn execute(c: &Client, command: Command, as_json: bool) -> Result<Output, 
                 json: json!({ "jobs": jobs.iter().map(json::job).collect::<Vec<_>>() }),
             })
         }
+        Command::Daemons => {
+            let st = c.stats().await?;
+            let now = format::now_ms();
+            Ok(Output {
+                human: daemons_table(&st.daemons, now),
+                json: json!({
+                    "shared": !st.daemons.is_empty(),
+                    "daemons": st.daemons.iter().map(|d| json!({
+                        "id": d.id,
+                        "address": d.address,
+                        "device": d.device,
+                        "fingerprint": d.fingerprint,
+                        "running_job_id": (!d.running_job_id.is_empty()).then_some(&d.running_job_id),
+                        "heartbeat_unix_ms": d.heartbeat_unix_ms,
+                        "started_unix_ms": d.started_unix_ms,
+                    })).collect::<Vec<_>>(),
+                }),
+            })
+        }
         Command::Watch { job } => {
             let j = c.get_job(&job).await?;
             let j = wait_for(c, j, show_progress).await?;
@@ -663,6 +682,37 @@ fn latent_fields(l: &pb::Latent, shape: &str) -> String {
 }
 
 /// A table of jobs for people.
+/// The fleet sharing a PostgreSQL store; on an embedded store, a line saying so.
+pub fn daemons_table(daemons: &[pb::StoreDaemon], now: i64) -> String {
+    if daemons.is_empty() {
+        return "this daemon serves an embedded (sled) store: no other daemon shares it \
+                (see docs/scale-out.md for ddimd serve --store)\n"
+            .to_string();
+    }
+    let mut s = format!(
+        "{:<28}  {:<22} {:<10} {:<16} {:<12} {}\n",
+        "ID", "ADDRESS", "DEVICE", "MODEL", "RUNNING", "HEARTBEAT"
+    );
+    for d in daemons {
+        let age = (now - d.heartbeat_unix_ms).max(0) as f64 / 1000.0;
+        let running = if d.running_job_id.is_empty() {
+            "idle"
+        } else {
+            d.running_job_id.as_str()
+        };
+        s.push_str(&format!(
+            "{:<28}  {:<22} {:<10} {:<16} {:<12} {} ago\n",
+            format::fit(&d.id, 28),
+            format::fit(&d.address, 22),
+            format::fit(&d.device, 10),
+            format::fit(&d.fingerprint, 16),
+            format::fit(running, 12),
+            format::duration(age)
+        ));
+    }
+    s
+}
+
 pub fn jobs_table(jobs: &[pb::Job], now: i64) -> String {
     let mut s = format!(
         "{:<36}  {:<12} {:<10} {:>11}  {:>8}  {}\n",
@@ -894,6 +944,41 @@ pub async fn wait_for(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn daemons_table_lists_the_fleet_or_says_it_is_alone() {
+        let d = |id: &str, running: &str, beat: i64| pb::StoreDaemon {
+            id: id.into(),
+            address: "10.0.0.2:7860".into(),
+            device: "cuda:0".into(),
+            fingerprint: "cc4546dcfac296d4".into(),
+            running_job_id: running.into(),
+            heartbeat_unix_ms: beat,
+            started_unix_ms: 0,
+        };
+        let t = daemons_table(
+            &[d("gpu1:41", "job-7", 9_000), d("gpu2:42", "", 7_500)],
+            10_000,
+        );
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines.len(), 3, "{t}");
+        assert!(
+            lines[0].starts_with("ID") && lines[0].contains("HEARTBEAT"),
+            "{t}"
+        );
+        assert!(
+            lines[1].contains("gpu1:41") && lines[1].contains("job-7"),
+            "{t}"
+        );
+        assert!(lines[1].ends_with("1.0s ago"), "{t}");
+        assert!(
+            lines[2].contains("idle") && lines[2].ends_with("2.5s ago"),
+            "{t}"
+        );
+        let alone = daemons_table(&[], 0);
+        assert_eq!(alone.lines().count(), 1);
+        assert!(alone.contains("sled"), "{alone}");
+    }
 
     #[test]
     fn summary_lists_mse_per_step() {
