@@ -9,39 +9,15 @@
 //!
 //! Needs the binaries: `cargo build --workspace --bins`.
 use ddim_proto::v1 as pb;
+use ddim_tests::cli::{ddimd, one_line_error, stderr, stdout};
 use ddim_tests::*;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-fn ddimd(args: &[&str]) -> Output {
-    Command::new(bin("ddimd"))
-        .args(args)
-        .output()
-        .expect("run ddimd")
-}
-
 fn s(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-/// No panic, at most one line, and that line is `error: …`.
-fn one_line_error(o: &Output) -> String {
-    let e = stderr(o);
-    assert!(!e.contains("panicked at"), "a panic: {e}");
-    let lines: Vec<&str> = e.lines().collect();
-    assert_eq!(lines.len(), 1, "one line: {e}");
-    assert!(lines[0].starts_with("error: "), "{e}");
-    lines[0].to_string()
 }
 
 /// Everything a client can read about each latent: x_T export and both PNGs.

@@ -11,37 +11,17 @@
 //! Needs the binaries (`cargo build --workspace --bins`) and PostgreSQL's server
 //! programs (installed by the fixture through apt when missing and root).
 use ddim_proto::v1 as pb;
+use ddim_tests::cli::{ddimd, one_line_error, stderr};
 use ddim_tests::pg::PgServer;
 use ddim_tests::*;
 use prost::Message;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{Duration, Instant};
-
-fn ddimd(args: &[&str]) -> Output {
-    Command::new(bin("ddimd"))
-        .args(args)
-        .output()
-        .expect("run ddimd")
-}
 
 fn s(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// No panic, exactly one line, and that line is `error: …`.
-fn one_line_error(o: &Output) -> String {
-    let e = stderr(o);
-    assert!(!e.contains("panicked at"), "a panic: {e}");
-    let lines: Vec<&str> = e.lines().collect();
-    assert_eq!(lines.len(), 1, "one line: {e}");
-    assert!(lines[0].starts_with("error: "), "{e}");
-    lines[0].to_string()
 }
 
 /// `ddimd migrate --from FROM --to TO --json`: its report and how long it took.
