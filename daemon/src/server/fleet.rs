@@ -98,13 +98,7 @@ impl Fleet {
                     let mut st = self.sched.lock();
                     for c in jobs {
                         let r = c.record;
-                        st.push(Queued {
-                            id: r.id,
-                            priority: r.priority,
-                            batch: r.batch,
-                            rows: r.rows,
-                            created_ms: r.created_ms,
-                        });
+                        st.push(Queued::of(&r));
                     }
                     drop(st);
                     self.sched.notify();

@@ -334,13 +334,7 @@ fn sweep(store: &Store, sched: &Scheduler, max_attempts: u32) -> Result<()> {
                     j.started_ms = 0;
                     store.put_job(&j)?;
                 }
-                st.push(Queued {
-                    id: j.id,
-                    priority: j.priority,
-                    batch: j.batch,
-                    rows: j.rows,
-                    created_ms: j.created_ms,
-                });
+                st.push(Queued::of(&j));
             }
             JobState::Done => st.counters.done += 1,
             JobState::Failed => st.counters.failed += 1,
@@ -367,13 +361,7 @@ fn requeue_after_reopen(store: &Store, sched: &Scheduler) -> Result<()> {
                     j.started_ms = 0;
                     store.put_job(&j)?;
                 }
-                st.push(Queued {
-                    id: j.id,
-                    priority: j.priority,
-                    batch: j.batch,
-                    rows: j.rows,
-                    created_ms: j.created_ms,
-                });
+                st.push(Queued::of(&j));
                 again += 1;
             }
             _ => {}

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 use super::error::{Result, ServerError};
-use super::store::{BatchKey, LatentRecord, Priority};
+use super::store::{BatchKey, JobRecord, LatentRecord, Priority};
 
 /// A queued job as the queue sees it.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -25,6 +25,19 @@ pub struct Queued {
     pub rows: u32,
     /// When it was submitted (for the mean queue wait).
     pub created_ms: i64,
+}
+
+impl Queued {
+    /// The queue entry of a stored job.
+    pub fn of(rec: &JobRecord) -> Queued {
+        Queued {
+            id: rec.id,
+            priority: rec.priority,
+            batch: rec.batch,
+            rows: rec.rows,
+            created_ms: rec.created_ms,
+        }
+    }
 }
 
 #[derive(Debug)]

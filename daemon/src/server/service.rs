@@ -158,13 +158,7 @@ impl DdimService {
         } else {
             let mut st = self.shared.sched.lock();
             st.unreserve();
-            st.push(Queued {
-                id: rec.id,
-                priority: rec.priority,
-                batch: rec.batch,
-                rows: rec.rows,
-                created_ms: rec.created_ms,
-            });
+            st.push(Queued::of(&rec));
         }
         self.shared.sched.notify();
         self.shared.hub.job(JobUpdate::Queue);

@@ -549,13 +549,7 @@ impl Worker {
                 rec.started_ms = 0;
                 info!(job = id, "interrupted by shutdown, back in the queue");
                 let w = self.store.move_job(&rec, JobState::Running);
-                self.sched.lock().push(Queued {
-                    id,
-                    priority: rec.priority,
-                    batch: rec.batch,
-                    rows: rec.rows,
-                    created_ms: rec.created_ms,
-                });
+                self.sched.lock().push(Queued::of(&rec));
                 w
             }
             Err(e) => {
