@@ -355,6 +355,7 @@ fn library(n: u64) {
                 rows: 1,
                 images: 1,
                 stopped_at: 0,
+                ran_by: String::new(),
             };
             store.insert_job(&job, b"").expect("insert");
             let mut run = job.clone();

@@ -545,6 +545,7 @@ pub fn job_to_pb(
         rows: _,
         images: _,
         stopped_at,
+        ran_by,
     } = r;
     let step = match state {
         JobState::Done => *total_steps,
@@ -570,6 +571,7 @@ pub fn job_to_pb(
         total_steps: *total_steps,
         result,
         latent_ids: reads.iter().map(|l| latent_id(*l)).collect(),
+        ran_by: ran_by.clone(),
     }
 }
 
@@ -691,5 +693,22 @@ mod tests {
         for s in Solver::ALL {
             assert_eq!(solver_from_pb(solver_to_pb(s) as i32, "f").unwrap(), s);
         }
+    }
+
+    /// A job record written before `ran_by` existed (an older store, sled or
+    /// PostgreSQL) reads with it empty; a record that has it carries it to the
+    /// `Job` message.
+    #[test]
+    fn ran_by_reads_from_old_records_and_reaches_the_message() {
+        let old = r#"{"v":1,"id":5,"kind":"sample","state":"done","priority":"batch",
+            "created_ms":1,"started_ms":2,"finished_ms":3,"attempts":1,"error":"",
+            "total_steps":10,"reads":[],"produced":[6],"idempotency_key":"",
+            "batch":null,"rows":1,"images":1}"#;
+        let mut r: JobRecord = serde_json::from_str(old).expect("an old record reads");
+        assert_eq!(r.ran_by, "");
+        assert_eq!(job_to_pb(&r, None, None, None).ran_by, "");
+        r.ran_by = "gpu3:4242".into();
+        let back: JobRecord = serde_json::from_slice(&serde_json::to_vec(&r).unwrap()).unwrap();
+        assert_eq!(job_to_pb(&back, None, None, None).ran_by, "gpu3:4242");
     }
 }

@@ -715,6 +715,7 @@ pub(crate) mod tests_support {
             rows: 2,
             images: 2,
             stopped_at: 0,
+            ran_by: String::new(),
         };
         s.insert_job(&j, &pb::JobSpec::default().encode_to_vec())
             .unwrap();

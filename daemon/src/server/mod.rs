@@ -607,6 +607,10 @@ async fn serve(args: ServeArgs) -> Result<()> {
         max_batch: args.max_batch,
         max_wait: Duration::from_millis(args.max_wait_ms),
         compiled: args.compiled.clone(),
+        name: match store.pg() {
+            Some(pg) => pg.daemon.clone(),
+            None => local.to_string(),
+        },
     };
     let worker = worker::spawn(cfg, store.clone(), sched.clone(), hub.clone(), ready_tx)
         .map_err(|e| ServerError::Internal(format!("cannot start the worker thread: {e}")))?;

@@ -125,6 +125,7 @@ impl DdimService {
                 rows: info.rows,
                 images: info.images,
                 stopped_at: 0,
+                ran_by: String::new(),
             };
             let r = store.insert_job(&rec, &spec.encode_to_vec())?;
             Ok((r, spec))

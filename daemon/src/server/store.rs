@@ -152,6 +152,11 @@ pub struct JobRecord {
     /// shows as "stopped at step N".
     #[serde(default)]
     pub stopped_at: u32,
+    /// The daemon that ran it (last attempt), set when it starts: on a
+    /// PostgreSQL store its `HOST:PID` (`daemons.id`), on sled the listen
+    /// address. Empty for a job never started (and in stores older than it).
+    #[serde(default)]
+    pub ran_by: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -1874,6 +1879,7 @@ mod tests {
             rows: 1,
             images: 1,
             stopped_at: 0,
+            ran_by: String::new(),
         }
     }
 

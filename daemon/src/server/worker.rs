@@ -41,6 +41,9 @@ pub struct WorkerConfig {
     pub max_wait: Duration,
     /// `--compiled`: AOTInductor packages for the UNet.
     pub compiled: crate::compile::CompiledArgs,
+    /// This daemon's name in a job's `ran_by`: `HOST:PID` on a PostgreSQL
+    /// store (as `daemons.id`), the listen address on sled.
+    pub name: String,
 }
 
 /// Starts the worker thread: it loads the model, reports its metadata (or the
@@ -251,6 +254,7 @@ impl Worker {
                 rec.state = JobState::Running;
                 rec.attempts += 1;
                 rec.started_ms = now_ms();
+                rec.ran_by = self.cfg.name.clone();
                 self.store.move_job(&rec, JobState::Queued)?;
                 Ok(Some((rec, spec)))
             })();

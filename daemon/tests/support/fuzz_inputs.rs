@@ -171,6 +171,7 @@ pub fn fixture() -> Fixture {
         rows: 1,
         images: 1,
         stopped_at: 0,
+        ran_by: String::new(),
     };
     store.insert_job(&job, b"spec").expect("insert job");
     let mut running = job.clone();
