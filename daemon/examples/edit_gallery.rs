@@ -25,7 +25,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use ddimd::engine::edit::{self, Rect};
+use ddimd::engine::edit::{self, Radius, Rect};
 use ddimd::engine::imageio;
 use ddimd::engine::noise::seeds;
 use ddimd::engine::{sampler, Model, SamplerOptions, Spacing};
@@ -56,6 +56,8 @@ struct Args {
     out: PathBuf,
     model: PathBuf,
     threads: i32,
+    /// The parts to make (`--only mix,direction`); empty: all.
+    only: Vec<String>,
 }
 
 fn args() -> Args {
@@ -63,6 +65,7 @@ fn args() -> Args {
         out: PathBuf::from("docs/img"),
         model: PathBuf::from("models/fashion-mnist"),
         threads: 1,
+        only: vec![],
     };
     let v: Vec<String> = std::env::args().skip(1).collect();
     for w in v.chunks(2) {
@@ -71,7 +74,8 @@ fn args() -> Args {
             "--out" => a.out = PathBuf::from(val),
             "--model" => a.model = PathBuf::from(val),
             "--threads" => a.threads = val.parse().expect("--threads N"),
-            f => panic!("unknown flag {f} (--out DIR, --model DIR, --threads N)"),
+            "--only" => a.only = val.split(',').map(str::to_string).collect(),
+            f => panic!("unknown flag {f} (--out DIR, --model DIR, --threads N, --only mix,direction,…)"),
         }
     }
     a
@@ -202,13 +206,15 @@ fn mix(cx: &Ctx, out: &std::path::Path) {
     let xt = cx.encode(&cx.pick(&idx), S);
     let (a, b, c) = (xt.narrow(0, 0, 1), xt.narrow(0, 1, 1), xt.narrow(0, 2, 1));
     let raw1 = &a + (&b - &c) * 0.8;
-    let res1 = edit::combine(&[a.copy(), b.copy(), c.copy()], &[1.0, 0.8, -0.8]).expect("combine");
+    let mix = |xs: &[&Tensor], ws: &[f64], r: Radius| {
+        let xs: Vec<Tensor> = xs.iter().map(|x| x.copy()).collect();
+        edit::combine(&xs, ws, r).expect("combine")
+    };
+    let res1 = mix(&[&a, &b, &c], &[1.0, 0.8, -0.8], Radius::SqrtD);
+    let own1 = mix(&[&a, &b, &c], &[1.0, 0.8, -0.8], Radius::Parents);
     let raw2 = (&a + &b) * 0.5;
-    let res2 = edit::combine(&[a.copy(), b.copy()], &[0.5, 0.5]).expect("combine");
-    // For comparison (not what the engine does): rescaled to the parents' mean norm.
-    let parents = |xs: &[&Tensor]| xs.iter().map(|x| cx.norms(x)[0]).sum::<f64>() / xs.len() as f64;
-    let own1 = &res1 * parents(&[&a, &b, &c]);
-    let own2 = &res2 * parents(&[&a, &b]);
+    let res2 = mix(&[&a, &b], &[0.5, 0.5], Radius::SqrtD);
+    let own2 = mix(&[&a, &b], &[0.5, 0.5], Radius::Parents);
     let all = Tensor::cat(&[&a, &b, &c, &raw1, &res1, &own1, &raw2, &res2, &own2], 0);
     let dec = cx.decode(&all, S);
     let names = [
@@ -216,11 +222,11 @@ fn mix(cx: &Ctx, out: &std::path::Path) {
         "b (pullover)",
         "c (shirt)",
         "a + 0.8(b - c), not rescaled",
-        "a + 0.8(b - c), rescaled to √d (the engine)",
-        "a + 0.8(b - c), rescaled to the parents' mean norm",
+        "a + 0.8(b - c), --radius sqrt-d",
+        "a + 0.8(b - c), --radius parents (the default)",
         "(a + b)/2, not rescaled",
-        "(a + b)/2, rescaled to √d (the engine)",
-        "(a + b)/2, rescaled to the parents' mean norm",
+        "(a + b)/2, --radius sqrt-d",
+        "(a + b)/2, --radius parents (the default)",
     ];
     println!("| latent | ‖x‖/√d |");
     println!("|---|---|");
@@ -285,7 +291,10 @@ fn direction(cx: &Ctx, out: &std::path::Path) {
     let mut lat = vec![];
     for r in 0..3 {
         for &w in &weights {
-            lat.push(edit::apply_direction(&xt.narrow(0, r, 1), &dir, w).expect("apply"));
+            lat.push(
+                edit::apply_direction(&xt.narrow(0, r, 1), &dir, w, Radius::Parents)
+                    .expect("apply"),
+            );
         }
     }
     let dec = cx.decode(&Tensor::cat(&lat, 0), S);
@@ -418,11 +427,18 @@ fn main() {
         a.threads
     );
     let _guard = tch::no_grad_guard();
-    timed("variation", || variation(&cx, &a.out));
-    timed("mix", || mix(&cx, &a.out));
-    timed("direction", || direction(&cx, &a.out));
-    timed("renoise", || renoise(&cx, &a.out));
-    timed("inpaint", || inpaint(&cx, &a.out));
-    timed("grid", || grid(&cx, &a.out));
+    let parts: [(&str, fn(&Ctx, &std::path::Path)); 6] = [
+        ("variation", variation),
+        ("mix", mix),
+        ("direction", direction),
+        ("renoise", renoise),
+        ("inpaint", inpaint),
+        ("grid", grid),
+    ];
+    for (name, part) in parts {
+        if a.only.is_empty() || a.only.iter().any(|o| o == name) {
+            timed(name, || part(&cx, &a.out));
+        }
+    }
     println!("total {:.1} s", t0.elapsed().as_secs_f64());
 }

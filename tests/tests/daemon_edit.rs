@@ -52,8 +52,13 @@ fn norm(v: &[f32]) -> f64 {
 
 /// v rescaled to norm √d, in f64.
 fn on_sphere(v: &[f64]) -> Vec<f64> {
+    to_norm(v, (D as f64).sqrt())
+}
+
+/// `v` rescaled to norm `rho`.
+fn to_norm(v: &[f64], rho: f64) -> Vec<f64> {
     let n = v.iter().map(|x| x * x).sum::<f64>().sqrt();
-    v.iter().map(|x| x * (D as f64).sqrt() / n).collect()
+    v.iter().map(|x| x * rho / n).collect()
 }
 
 fn max_diff(a: &[f32], b: &[f64]) -> f64 {
@@ -161,45 +166,54 @@ async fn variation_mix_and_grid_follow_their_closed_forms_with_lineage() {
     );
     assert_eq!(l.preview_steps, 3);
 
-    // Mix: a + 0.8·(b − c) rescaled to norm √d.
+    // Mix: a + 0.8·(b − c), rescaled to the parents' |w|-weighted mean norm (the
+    // default) or to √d.
     let (xb, xc) = (xt(&mut c, b).await, xt(&mut c, cc).await);
-    let m = run_job(
-        &mut c,
-        spec(pb::job_spec::Kind::Mix(pb::MixJob {
-            terms: vec![
-                pb::MixTerm {
-                    latent_id: a.clone(),
-                    weight: 1.0,
-                },
-                pb::MixTerm {
-                    latent_id: b.clone(),
-                    weight: 0.8,
-                },
-                pb::MixTerm {
-                    latent_id: cc.clone(),
-                    weight: -0.8,
-                },
-            ],
-            expression: format!("{a} + 0.8*({b} - {cc})"),
-            out: out(3),
-        })),
-    )
-    .await
-    .result
-    .unwrap()
-    .latent_ids;
     let want: Vec<f64> = (0..D)
         .map(|i| xa[i] as f64 + 0.8 * (xb[i] as f64 - xc[i] as f64))
         .collect();
-    let xm = xt(&mut c, &m[0]).await;
-    assert!(
-        (norm(&xm) - (D as f64).sqrt()).abs() < 1e-3,
-        "{}",
-        norm(&xm)
-    );
-    assert!(max_diff(&xm, &on_sphere(&want)) < 1e-4);
-    let e = edited(&latent(&mut c, &m[0]).await);
-    assert_eq!(e.parent_ids, vec![a.clone(), b.clone(), cc.clone()]);
+    let rho = (norm(&xa) + 0.8 * norm(&xb) + 0.8 * norm(&xc)) / 2.6;
+    let mut mixes = vec![];
+    for (radius, rho, name) in [
+        (pb::Radius::Unspecified, rho, "parents"),
+        (pb::Radius::SqrtD, (D as f64).sqrt(), "sqrt-d"),
+    ] {
+        let m = run_job(
+            &mut c,
+            spec(pb::job_spec::Kind::Mix(pb::MixJob {
+                terms: vec![
+                    pb::MixTerm {
+                        latent_id: a.clone(),
+                        weight: 1.0,
+                    },
+                    pb::MixTerm {
+                        latent_id: b.clone(),
+                        weight: 0.8,
+                    },
+                    pb::MixTerm {
+                        latent_id: cc.clone(),
+                        weight: -0.8,
+                    },
+                ],
+                expression: format!("{a} + 0.8*({b} - {cc})"),
+                out: out(3),
+                radius: radius as i32,
+            })),
+        )
+        .await
+        .result
+        .unwrap()
+        .latent_ids;
+        let xm = xt(&mut c, &m[0]).await;
+        assert!((norm(&xm) - rho).abs() < 1e-3, "{name}: {} vs {rho}", norm(&xm));
+        assert!(max_diff(&xm, &to_norm(&want, rho)) < 1e-4, "{name}");
+        let e = edited(&latent(&mut c, &m[0]).await);
+        assert_eq!(e.parent_ids, vec![a.clone(), b.clone(), cc.clone()]);
+        let p: serde_json::Value = serde_json::from_str(&e.params_json).unwrap();
+        assert_eq!(p["radius"], name);
+        mixes.push((m, xm));
+    }
+    let (m, xm) = mixes[0].clone();
 
     // Grid: the four corner cells are the corners exactly.
     let g = run_job(
@@ -232,13 +246,13 @@ async fn variation_mix_and_grid_follow_their_closed_forms_with_lineage() {
         .iter()
         .chain(&v1)
         .chain(&half)
-        .chain(&m)
+        .chain(mixes.iter().flat_map(|(m, _)| m))
         .chain(&saved)
         .cloned()
         .collect();
     want_children.sort();
     assert_eq!(children(&mut c, a).await, want_children);
-    assert_eq!(children(&mut c, cc).await.len(), 1 + 5);
+    assert_eq!(children(&mut c, cc).await.len(), 2 + 5);
 
     // Deleting a parent keeps the child and marks the parent deleted.
     c.delete_latent(pb::DeleteLatentRequest { id: cc.clone() })
@@ -294,6 +308,7 @@ async fn direction_moves_along_the_tag_means() {
             to_tag: "ankle-boot".into(),
             weights: vec![0.0, 1.5],
             out: out(3),
+            radius: pb::Radius::SqrtD as i32,
         })),
     )
     .await
@@ -307,6 +322,30 @@ async fn direction_moves_along_the_tag_means() {
             .collect();
         let got = xt(&mut c, id).await;
         assert!(max_diff(&got, &on_sphere(&want)) < 1e-4, "weight {w}");
+    }
+    // The default radius is the latent's own: weight 0 gives it back.
+    let own = run_job(
+        &mut c,
+        spec(pb::job_spec::Kind::Direction(pb::DirectionJob {
+            latent_id: ids[0].clone(),
+            from_tag: "sneaker".into(),
+            to_tag: "ankle-boot".into(),
+            weights: vec![0.0, 1.5],
+            out: out(3),
+            radius: 0,
+        })),
+    )
+    .await
+    .result
+    .unwrap()
+    .latent_ids;
+    let n0 = norm(&xs[0]);
+    for (id, w) in own.iter().zip([0.0, 1.5]) {
+        let want: Vec<f64> = (0..D)
+            .map(|i| xs[0][i] as f64 + w * (to[i] - from[i]))
+            .collect();
+        let got = xt(&mut c, id).await;
+        assert!(max_diff(&got, &to_norm(&want, n0)) < 1e-4, "weight {w}");
     }
     let e = edited(&latent(&mut c, &r[1]).await);
     assert_eq!(
@@ -529,6 +568,18 @@ async fn bad_edits_name_the_field_and_store_nothing() {
             K::Mix(pb::MixJob::default()),
             Code::InvalidArgument,
             "mix.terms",
+        ),
+        (
+            K::Mix(pb::MixJob {
+                terms: vec![pb::MixTerm {
+                    latent_id: a.clone(),
+                    weight: 1.0,
+                }],
+                radius: 9,
+                ..Default::default()
+            }),
+            Code::InvalidArgument,
+            "mix.radius",
         ),
         (
             K::Direction(pb::DirectionJob {

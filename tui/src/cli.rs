@@ -325,11 +325,14 @@ pub enum EditOp {
         edit: EditArgs,
     },
     /// Latent arithmetic: an expression over latent ids such as
-    /// "lat-1 + 0.8*(lat-2 - lat-3)", rescaled to the norm of x_T.
+    /// "lat-1 + 0.8*(lat-2 - lat-3)", rescaled to the parents' norm (or √d).
     Mix {
         /// The expression (quote it); `*`, `/` by numbers, `+`, `-`, parentheses.
         #[arg(value_parser = parse_mix_expr, allow_hyphen_values = true)]
         expr: MixExpr,
+        /// The result's norm: the parents' (|weight|-weighted mean) or √d.
+        #[arg(long, value_enum, default_value_t = RadiusArg::Parents)]
+        radius: RadiusArg,
         #[command(flatten)]
         edit: EditArgs,
     },
@@ -346,6 +349,9 @@ pub enum EditOp {
         /// Comma-separated weights, one latent each (e.g. 0.5,1,1.5).
         #[arg(long, default_value = "1", value_parser = parse_weights, allow_hyphen_values = true)]
         weight: WeightList,
+        /// The result's norm: the latent's own or √d.
+        #[arg(long, value_enum, default_value_t = RadiusArg::Parents)]
+        radius: RadiusArg,
         #[command(flatten)]
         edit: EditArgs,
     },
@@ -577,6 +583,36 @@ impl SolverArg {
     }
 }
 
+/// The radius `mix` and `direction` rescale their result to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum RadiusArg {
+    /// The parents' norm (a mix: the |weight|-weighted mean of its terms' norms; a
+    /// direction: the latent's own). Keeps the grey levels of real images' codes.
+    #[default]
+    Parents,
+    /// √d, the norm of N(0, I) noise (decodes of real images' codes come out harder).
+    #[value(name = "sqrt-d")]
+    SqrtD,
+}
+
+impl RadiusArg {
+    /// The name on the command line (and in lineage).
+    pub fn name(self) -> &'static str {
+        match self {
+            RadiusArg::Parents => "parents",
+            RadiusArg::SqrtD => "sqrt-d",
+        }
+    }
+
+    pub fn pb(self) -> i32 {
+        use ddim_proto::v1::Radius as R;
+        (match self {
+            RadiusArg::Parents => R::Parents,
+            RadiusArg::SqrtD => R::SqrtD,
+        }) as i32
+    }
+}
+
 /// A parsed comma-separated list of η values.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EtaList(pub Vec<f32>);
@@ -650,11 +686,12 @@ mod tests {
         ])
         .unwrap();
         let Some(Command::Edit {
-            op: EditOp::Mix { expr, edit },
+            op: EditOp::Mix { expr, radius, edit },
         }) = cli.command
         else {
             panic!("not a mix");
         };
+        assert_eq!(radius, RadiusArg::Parents);
         assert_eq!(
             expr.terms,
             vec![
@@ -669,6 +706,18 @@ mod tests {
         assert!(e.to_string().contains("column 9"), "{e}");
         // An expression starting with a minus is not a flag.
         assert!(Cli::try_parse_from(["ddim", "edit", "mix", "-lat-1"]).is_ok());
+        let m = Cli::try_parse_from(["ddim", "edit", "mix", "lat-1", "--radius", "sqrt-d"]);
+        assert!(matches!(
+            m.unwrap().command,
+            Some(Command::Edit {
+                op: EditOp::Mix {
+                    radius: RadiusArg::SqrtD,
+                    ..
+                }
+            })
+        ));
+        let e = Cli::try_parse_from(["ddim", "edit", "mix", "lat-1", "--radius", "unit"]);
+        assert!(e.unwrap_err().to_string().contains("--radius"));
 
         assert_eq!(
             parse_rect("1, 2,3,4").unwrap(),

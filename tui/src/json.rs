@@ -187,13 +187,13 @@ pub fn spec(s: &pb::JobSpec) -> Value {
         Some(Kind::Mix(m)) => json!({
             "mix": {
                 "terms": m.terms.iter().map(|t| json!({"latent_id": t.latent_id, "weight": t.weight})).collect::<Vec<_>>(),
-                "expression": m.expression, "out": edit_out(&m.out),
+                "expression": m.expression, "radius": radius_name(m.radius), "out": edit_out(&m.out),
             }
         }),
         Some(Kind::Direction(d)) => json!({
             "direction": {
                 "latent_id": d.latent_id, "from_tag": d.from_tag, "to_tag": d.to_tag,
-                "weights": d.weights, "out": edit_out(&d.out),
+                "weights": d.weights, "radius": radius_name(d.radius), "out": edit_out(&d.out),
             }
         }),
         Some(Kind::Renoise(r)) => json!({
@@ -230,6 +230,15 @@ pub fn spec(s: &pb::JobSpec) -> Value {
             }
         }),
         None => Value::Null,
+    }
+}
+
+/// A mix's or direction's radius by name (unspecified: the daemon's default, parents).
+fn radius_name(v: i32) -> &'static str {
+    match pb::Radius::try_from(v) {
+        Ok(pb::Radius::SqrtD) => "sqrt-d",
+        Ok(pb::Radius::Parents | pb::Radius::Unspecified) => "parents",
+        Err(_) => "unknown",
     }
 }
 

@@ -1,17 +1,21 @@
 //! Editing on the DDIM latent: the math of `ddim edit …`.
 //!
 //! Every latent here is an x_T of shape [N, C, H, W] (float32, model space, N rows
-//! edited independently); d = C·H·W. Real images' x_T lie near the sphere ‖x‖ = √d, and
-//! a DDIM decode of a latent far off it washes out or saturates, so every operation
-//! that builds a latent linearly rescales it back onto that sphere.
+//! edited independently); d = C·H·W. Gaussian noise lies near the sphere ‖x‖ = √d, and
+//! a DDIM decode of a latent far off its parents' radius washes out (too short) or
+//! saturates (too long), so every operation that builds a latent linearly rescales it
+//! back onto a sphere: by default the parents' radius ([`Radius::Parents`]), because the
+//! η = 0 codes of real images of a trained model sit inside √d (0.7–0.9·√d for the
+//! shipped model; docs/editing.md), and pushed out to √d their decodes saturate;
+//! [`Radius::SqrtD`] is the noise sphere.
 //!
 //! | operation | formula |
 //! |---|---|
 //! | [`variation`] | x'_i = slerp(x, z_i, s), z_i = seed i's initial noise (stream 0, exactly as sampling draws x_T) |
-//! | [`rescale_to_sphere`] | R(x) = x · √d / ‖x‖ per row |
-//! | [`combine`] | x' = R(Σ_j w_j·x_j), 1 ≤ J ≤ 16 |
+//! | [`rescale_to_sphere`] | R(x) = x · √d / ‖x‖ per row; R_ρ(x) = x · ρ / ‖x‖ |
+//! | [`combine`] | x' = R_ρ(Σ_j w_j·x_j), 1 ≤ J ≤ 16, ρ = Σ_j \|w_j\|·‖x_j‖ / Σ_j \|w_j\| (parents) or √d |
 //! | [`direction`] | dir = mean_p(pos_p) − mean_q(neg_q) |
-//! | [`apply_direction`] | x' = R(x + w·dir) |
+//! | [`apply_direction`] | x' = R_ρ(x + w·dir), ρ = ‖x‖ (parents) or √d |
 //! | [`grid`] | cell(i, j) = slerp(slerp(a, b, u_j), slerp(c, d, u_j), v_i), u_j = j/(n−1), v_i = i/(n−1) |
 //! | [`renoise`] | x̂0 = D_{k→0}(P(I_{0→k}(x0))), k = ⌈s·S⌉ |
 //! | [`inpaint`] | reverse run with x_{τ_{i−1}} ← m ⊙ known_{i−1} + (1 − m) ⊙ step(x_{τ_i}) |
@@ -203,14 +207,45 @@ pub fn variation(x: &Tensor, strength: f64, seeds: &[SampleSeed]) -> Result<Tens
 
 // -------------------------------------------------------- linear algebra --
 
-/// Rows of a [n, d] double tensor scaled to norm √d; a zero (or non-finite) row is an
-/// error naming it.
-fn to_sphere(flat: &Tensor, what: &str) -> Result<Tensor, EngineError> {
-    let d = flat.size()[1] as f64;
-    let norms = flat
-        .square()
+/// The radius a linear edit ([`combine`], [`apply_direction`]) is rescaled to.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Radius {
+    /// The parents' radius: ‖x‖ of the latent a direction moves; for a combination the
+    /// |w|-weighted mean of the terms' norms, Σ_j |w_j|·‖x_j‖ / Σ_j |w_j| (so the mean
+    /// of two latents keeps their mean norm). Per row. The default.
+    #[default]
+    Parents,
+    /// √d, the radius of N(0, I) noise (what sampling starts from).
+    SqrtD,
+}
+
+impl Radius {
+    /// The name used in lineage, JSON and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Radius::Parents => "parents",
+            Radius::SqrtD => "sqrt-d",
+        }
+    }
+}
+
+/// Per-row norms ([n, 1], f64) of a [n, d] double tensor.
+fn row_norms(flat: &Tensor) -> Tensor {
+    flat.square()
         .sum_dim_intlist([1i64].as_slice(), true, Kind::Double)
-        .sqrt();
+        .sqrt()
+}
+
+/// Per-row norms ([n, 1], f64) of [N, C, H, W] latents.
+fn latent_norms(x: &Tensor) -> Tensor {
+    row_norms(&x.to_kind(Kind::Double).reshape([x.size()[0], -1]))
+}
+
+/// Rows of a [n, d] double tensor scaled to norm `target` ([n, 1]; `None`: √d); a zero
+/// (or non-finite) row is an error naming it.
+fn to_sphere(flat: &Tensor, target: Option<&Tensor>, what: &str) -> Result<Tensor, EngineError> {
+    let d = flat.size()[1] as f64;
+    let norms = row_norms(flat);
     let v = Vec::<f64>::try_from(norms.reshape([-1]).to_device(tch::Device::Cpu))?;
     if let Some(i) = v.iter().position(|n| !(n.is_finite() && *n > 0.0)) {
         return Err(invalid(format!(
@@ -218,12 +253,20 @@ fn to_sphere(flat: &Tensor, what: &str) -> Result<Tensor, EngineError> {
             v[i]
         )));
     }
-    Ok(flat * (norms.reciprocal() * d.sqrt()))
+    Ok(match target {
+        None => flat * (norms.reciprocal() * d.sqrt()),
+        Some(t) => flat * (norms.reciprocal() * t),
+    })
 }
 
-fn rescale_double(x: &Tensor, size: &[i64], what: &str) -> Result<Tensor, EngineError> {
+fn rescale_double(
+    x: &Tensor,
+    size: &[i64],
+    target: Option<&Tensor>,
+    what: &str,
+) -> Result<Tensor, EngineError> {
     let n = size[0];
-    let out = to_sphere(&x.reshape([n, -1]), what)?;
+    let out = to_sphere(&x.reshape([n, -1]), target, what)?;
     Ok(out.reshape(size).to_kind(Kind::Float))
 }
 
@@ -231,14 +274,14 @@ fn rescale_double(x: &Tensor, size: &[i64], what: &str) -> Result<Tensor, Engine
 /// An all-zero row is an error.
 pub fn rescale_to_sphere(x: &Tensor) -> Result<Tensor, EngineError> {
     check_latents(x, "x")?;
-    rescale_double(&x.to_kind(Kind::Double), &x.size(), "rescale")
+    rescale_double(&x.to_kind(Kind::Double), &x.size(), None, "rescale")
 }
 
-/// Σ_j `weights[j]`·`latents[j]`, rescaled to the sphere ([`rescale_to_sphere`]).
-/// 1..=[`MAX_COMBINE`] latents of one shape [N, C, H, W] (row r of the result combines
-/// the rows r), one finite weight each. Errors name the offending latent or weight
-/// (0-based), or say that the terms cancel.
-pub fn combine(latents: &[Tensor], weights: &[f64]) -> Result<Tensor, EngineError> {
+/// Σ_j `weights[j]`·`latents[j]`, rescaled to `radius` (per row: the |w|-weighted mean
+/// norm of the terms' rows, or √d). 1..=[`MAX_COMBINE`] latents of one shape
+/// [N, C, H, W] (row r of the result combines the rows r), one finite weight each.
+/// Errors name the offending latent or weight (0-based), or say that the terms cancel.
+pub fn combine(latents: &[Tensor], weights: &[f64], radius: Radius) -> Result<Tensor, EngineError> {
     if latents.is_empty() || latents.len() > MAX_COMBINE {
         return Err(invalid(format!(
             "a combination takes 1 to {MAX_COMBINE} latents, got {}",
@@ -272,9 +315,21 @@ pub fn combine(latents: &[Tensor], weights: &[f64]) -> Result<Tensor, EngineErro
     for (x, w) in latents.iter().zip(weights).skip(1) {
         sum += x.to_kind(Kind::Double) * *w;
     }
+    let target = match radius {
+        Radius::SqrtD => None,
+        Radius::Parents => {
+            let total: f64 = weights.iter().map(|w| w.abs()).sum();
+            let mut t = latent_norms(&latents[0]) * (weights[0].abs() / total);
+            for (x, w) in latents.iter().zip(weights).skip(1) {
+                t += latent_norms(x) * (w.abs() / total);
+            }
+            Some(t)
+        }
+    };
     rescale_double(
         &sum,
         &latents[0].size(),
+        target.as_ref(),
         "the combination (do the terms cancel?)",
     )
 }
@@ -290,9 +345,15 @@ pub fn direction(pos: &Tensor, neg: &Tensor) -> Result<Tensor, EngineError> {
     Ok((mean(pos) - mean(neg)).to_kind(Kind::Float))
 }
 
-/// x + weight·dir rescaled to the sphere, per row of `x` ([N, C, H, W]; `dir` is
-/// [1, C, H, W] from [`direction`]). weight = 0 gives R(x), x projected onto the sphere.
-pub fn apply_direction(x: &Tensor, dir: &Tensor, weight: f64) -> Result<Tensor, EngineError> {
+/// x + weight·dir rescaled to `radius` (‖x‖ or √d), per row of `x` ([N, C, H, W]; `dir`
+/// is [1, C, H, W] from [`direction`]). weight = 0 gives x itself (parents' radius) or
+/// R(x), x projected onto the √d sphere.
+pub fn apply_direction(
+    x: &Tensor,
+    dir: &Tensor,
+    weight: f64,
+    radius: Radius,
+) -> Result<Tensor, EngineError> {
     check_latents(x, "x")?;
     check_latents(dir, "dir")?;
     check_same_sample_shape(x, dir, "apply_direction")?;
@@ -308,7 +369,11 @@ pub fn apply_direction(x: &Tensor, dir: &Tensor, weight: f64) -> Result<Tensor, 
         )));
     }
     let moved = x.to_kind(Kind::Double) + dir.to_kind(Kind::Double) * weight;
-    rescale_double(&moved, &x.size(), "x + weight·dir")
+    let target = match radius {
+        Radius::SqrtD => None,
+        Radius::Parents => Some(latent_norms(x)),
+    };
+    rescale_double(&moved, &x.size(), target.as_ref(), "x + weight·dir")
 }
 
 // ----------------------------------------------------------------- grid --
@@ -759,44 +824,72 @@ mod tests {
     }
 
     #[test]
-    fn combine_is_the_rescaled_weighted_sum() {
+    fn combine_is_the_weighted_sum_rescaled_to_the_chosen_radius() {
         let l: Vec<Tensor> = (0..3).map(|i| randn(&[1, 1, 6, 6], 10 + i)).collect();
         let w = [1.0, 0.8, -0.8];
-        let got = combine(&l, &w).unwrap();
         let sum = &l[0] + &l[1] * 0.8 - &l[2] * 0.8;
+        // √d: the noise sphere, d = 36.
+        let got = combine(&l, &w, Radius::SqrtD).unwrap();
         let want = &sum * (6.0 / row_norm(&sum, 0));
         assert!(max_diff(&got, &want) < 1e-5);
         assert!((row_norm(&got, 0) - 6.0).abs() < 1e-4);
-        // One latent: its rescale. Scaling all weights changes nothing.
+        // Parents: the |w|-weighted mean of the terms' norms, same direction.
+        let rho = (row_norm(&l[0], 0) + 0.8 * row_norm(&l[1], 0) + 0.8 * row_norm(&l[2], 0)) / 2.6;
+        let got = combine(&l, &w, Radius::Parents).unwrap();
+        assert!(max_diff(&got, &(&sum * (rho / row_norm(&sum, 0)))) < 1e-5);
+        assert!((row_norm(&got, 0) - rho).abs() < 1e-4);
+        assert!((rho - 6.0).abs() > 0.05, "the test needs ρ ≠ √d: {rho}");
+        // The mean of a latent with itself scaled down keeps the mean norm, not √d.
+        let half = &l[0] * 0.5;
+        let mid = combine(&[l[0].copy(), half.copy()], &[0.5, 0.5], Radius::Parents).unwrap();
+        assert!((row_norm(&mid, 0) - 0.75 * row_norm(&l[0], 0)).abs() < 1e-4);
+        // Per row: each row keeps its own parents' radius.
+        let two: Vec<Tensor> = (0..2)
+            .map(|i| {
+                randn(&[2, 1, 6, 6], 30 + i) * Tensor::from_slice(&[0.5f32, 2.0]).reshape([2, 1, 1, 1])
+            })
+            .collect();
+        let g = combine(&two, &[1.0, 1.0], Radius::Parents).unwrap();
+        for r in 0..2 {
+            let want = (row_norm(&two[0], r) + row_norm(&two[1], r)) / 2.0;
+            assert!((row_norm(&g, r) - want).abs() < 1e-4, "row {r}");
+        }
+        // One latent: its rescale (√d) or itself (parents). Scaling all weights changes nothing.
         assert!(
             max_diff(
-                &combine(&l[..1], &[3.0]).unwrap(),
+                &combine(&l[..1], &[3.0], Radius::SqrtD).unwrap(),
                 &rescale_to_sphere(&l[0]).unwrap()
             ) < 1e-6
         );
-        assert!(max_diff(&combine(&l, &[2.0, 1.6, -1.6]).unwrap(), &got) < 1e-6);
+        assert!(max_diff(&combine(&l[..1], &[3.0], Radius::Parents).unwrap(), &l[0]) < 1e-5);
+        assert!(
+            max_diff(
+                &combine(&l, &[2.0, 1.6, -1.6], Radius::Parents).unwrap(),
+                &got
+            ) < 1e-6
+        );
     }
 
     #[test]
     fn combine_validates_naming_the_problem() {
         let a = randn(&[1, 1, 4, 4], 0);
         let b = randn(&[1, 1, 4, 8], 1);
-        assert!(err_text(combine(&[], &[])).contains("1 to 16 latents, got 0"));
+        assert!(err_text(combine(&[], &[], Radius::Parents)).contains("1 to 16 latents, got 0"));
         let many: Vec<Tensor> = (0..17).map(|_| a.copy()).collect();
-        assert!(err_text(combine(&many, &[1.0; 17])).contains("got 17"));
+        assert!(err_text(combine(&many, &[1.0; 17], Radius::Parents)).contains("got 17"));
         assert!(
-            err_text(combine(&[a.copy(), a.copy()], &[1.0])).contains("2 latents but 1 weights")
+            err_text(combine(&[a.copy(), a.copy()], &[1.0], Radius::Parents)).contains("2 latents but 1 weights")
         );
-        assert!(err_text(combine(&[a.copy(), a.copy()], &[1.0, f64::NAN]))
+        assert!(err_text(combine(&[a.copy(), a.copy()], &[1.0, f64::NAN], Radius::Parents))
             .contains("weights[1] is NaN"));
         assert!(
-            err_text(combine(&[a.copy(), a.copy()], &[f64::INFINITY, 1.0]))
+            err_text(combine(&[a.copy(), a.copy()], &[f64::INFINITY, 1.0], Radius::Parents))
                 .contains("weights[0] is inf")
         );
         assert!(
-            err_text(combine(&[a.copy(), a.copy(), b], &[1.0; 3])).contains("latents[2] has shape")
+            err_text(combine(&[a.copy(), a.copy(), b], &[1.0; 3], Radius::Parents)).contains("latents[2] has shape")
         );
-        assert!(err_text(combine(&[a.copy(), a.copy()], &[1.0, -1.0])).contains("cancel"));
+        assert!(err_text(combine(&[a.copy(), a.copy()], &[1.0, -1.0], Radius::Parents)).contains("cancel"));
     }
 
     #[test]
@@ -808,16 +901,25 @@ mod tests {
         assert_eq!(flat(&dir), vec![1.0, 2.5]);
         assert_eq!(dir.size(), vec![1, 1, 1, 2]);
         let x = Tensor::from_slice(&[3.0f32, 0.0, 0.0, -1.0]).reshape([2, 1, 1, 2]);
-        let got = flat(&apply_direction(&x, &dir, 2.0).unwrap());
+        let got = flat(&apply_direction(&x, &dir, 2.0, Radius::SqrtD).unwrap());
         // x + 2·dir = (5, 5) and (2, 4); rescaled to norm √2.
         let want = [1.0, 1.0, 2.0 / 10f64.sqrt(), 4.0 / 10f64.sqrt()];
         for (g, w) in got.iter().zip(want) {
             assert!((g - w).abs() < 1e-6, "{got:?}");
         }
-        assert!(err_text(apply_direction(&x, &dir, f64::NAN)).contains("weight"));
+        // Parents: to ‖x‖ = 3 and 1.
+        let got = flat(&apply_direction(&x, &dir, 2.0, Radius::Parents).unwrap());
+        let s = 3.0 / 50f64.sqrt();
+        let want = [5.0 * s, 5.0 * s, 2.0 / 20f64.sqrt(), 4.0 / 20f64.sqrt()];
+        for (g, w) in got.iter().zip(want) {
+            assert!((g - w).abs() < 1e-6, "{got:?}");
+        }
+        // Weight 0 with the parents' radius is x itself.
+        assert!(max_diff(&apply_direction(&x, &dir, 0.0, Radius::Parents).unwrap(), &x) < 1e-6);
+        assert!(err_text(apply_direction(&x, &dir, f64::NAN, Radius::Parents)).contains("weight"));
         let other = Tensor::zeros([1, 1, 2, 2], (Kind::Float, Device::Cpu));
         assert!(err_text(direction(&pos, &other)).contains("do not match"));
-        assert!(err_text(apply_direction(&x, &pos, 1.0)).contains("one direction"));
+        assert!(err_text(apply_direction(&x, &pos, 1.0, Radius::Parents)).contains("one direction"));
         let empty = Tensor::zeros([0, 1, 1, 2], (Kind::Float, Device::Cpu));
         assert!(err_text(direction(&empty, &neg)).contains("N ≥ 1"));
     }

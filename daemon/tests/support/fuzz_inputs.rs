@@ -292,6 +292,7 @@ pub fn spec_seeds(f: &Fixture) -> Vec<Vec<u8>> {
             ],
             expression: "a - b".into(),
             out: out.clone(),
+            radius: 0,
         }),
         K::Direction(pb::DirectionJob {
             latent_id: enc.clone(),
@@ -299,6 +300,7 @@ pub fn spec_seeds(f: &Fixture) -> Vec<Vec<u8>> {
             to_tag: "ankle-boot".into(),
             weights: vec![0.5, 1.0],
             out: out.clone(),
+            radius: pb::Radius::SqrtD as i32,
         }),
         K::Renoise(pb::RenoiseJob {
             input: Some(pb::renoise_job::Input::LatentId(enc.clone())),

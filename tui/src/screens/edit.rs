@@ -73,8 +73,14 @@ impl Op {
     pub fn params(self) -> &'static [Param] {
         match self {
             Op::Variation => &[Param::Strength, Param::Seed, Param::Steps],
-            Op::Mix => &[Param::Weight, Param::Expression, Param::Steps],
-            Op::Direction => &[Param::FromTag, Param::ToTag, Param::Weight, Param::Steps],
+            Op::Mix => &[Param::Weight, Param::Expression, Param::Radius, Param::Steps],
+            Op::Direction => &[
+                Param::FromTag,
+                Param::ToTag,
+                Param::Weight,
+                Param::Radius,
+                Param::Steps,
+            ],
             Op::Renoise => &[Param::Strength, Param::Eta, Param::Seed, Param::Steps],
             Op::Inpaint => &[Param::Eta, Param::Seed, Param::Steps],
             Op::Grid => &[Param::Size, Param::Cell, Param::Steps],
@@ -93,6 +99,8 @@ pub enum Param {
     ToTag,
     Size,
     Cell,
+    /// The radius a mix or direction is rescaled to (parents' or √d).
+    Radius,
     Steps,
 }
 
@@ -108,6 +116,7 @@ impl Param {
             Param::ToTag => "to tag",
             Param::Size => "grid N",
             Param::Cell => "save cell",
+            Param::Radius => "radius",
             Param::Steps => "commit S",
         }
     }
@@ -145,6 +154,8 @@ pub struct EditState {
     pub from_tag: String,
     pub to_tag: String,
     pub dir_weight: f32,
+    /// Mix and direction rescale to √d instead of the parents' norm.
+    pub sqrt_d: bool,
     pub size: u32,
     pub cell: u32,
     pub rect: PxRect,
@@ -177,6 +188,7 @@ impl Default for EditState {
             eta: 1.0,
             seed: 0,
             mix_weight: 0.8,
+            sqrt_d: false,
             expression: None,
             from_tag: String::new(),
             to_tag: String::new(),
@@ -267,7 +279,16 @@ impl EditState {
                     self.cell % self.size
                 )
             }
+            Param::Radius => self.radius().name().to_string(),
             Param::Steps => self.steps.to_string(),
+        }
+    }
+
+    fn radius(&self) -> crate::cli::RadiusArg {
+        if self.sqrt_d {
+            crate::cli::RadiusArg::SqrtD
+        } else {
+            crate::cli::RadiusArg::Parents
         }
     }
 
@@ -317,6 +338,7 @@ impl EditState {
                     (self.cell + n - 1) % n
                 };
             }
+            Param::Radius => self.sqrt_d = !self.sqrt_d,
             Param::Steps => {
                 let i = STEP_LADDER
                     .iter()
@@ -390,6 +412,11 @@ impl EditState {
                         self.size * self.size - 1
                     ))
                 }
+            },
+            Param::Radius => match text {
+                "parents" => self.sqrt_d = false,
+                "sqrt-d" | "√d" => self.sqrt_d = true,
+                _ => return Err(format!("radius is parents or sqrt-d, got `{text}`")),
             },
             Param::Steps => match text.parse::<u32>() {
                 Ok(s) if s > 0 => self.steps = s,
@@ -468,6 +495,7 @@ impl EditState {
                         .collect(),
                     expression: expr,
                     out: self.out(steps, ""),
+                    radius: self.radius().pb(),
                 })
             }
             Op::Direction => {
@@ -480,6 +508,7 @@ impl EditState {
                     to_tag: self.to_tag.clone(),
                     weights: vec![self.dir_weight],
                     out: self.out(steps, ""),
+                    radius: self.radius().pb(),
                 })
             }
             Op::Renoise => Kind::Renoise(pb::RenoiseJob {
@@ -1073,6 +1102,19 @@ mod tests {
         };
         let w: Vec<f64> = m.terms.iter().map(|t| t.weight).collect();
         assert_eq!(w, [1.0, 0.8, -0.8]);
+        assert_eq!(m.radius, pb::Radius::Parents as i32);
+        // The radius is a parameter of mix and direction: ←→ toggles it, typed by name.
+        assert!(Op::Mix.params().contains(&Param::Radius));
+        assert!(Op::Direction.params().contains(&Param::Radius));
+        assert!(e.nudge(Param::Radius, true));
+        assert_eq!(e.value(Param::Radius), "sqrt-d");
+        let Kind::Mix(m) = e.spec(10).unwrap() else {
+            panic!()
+        };
+        assert_eq!(m.radius, pb::Radius::SqrtD as i32);
+        assert!(e.set(Param::Radius, "parents").is_ok());
+        assert_eq!(e.value(Param::Radius), "parents");
+        assert!(e.set(Param::Radius, "unit").unwrap_err().contains("radius"));
         assert_eq!(
             (e.from_tag.as_str(), e.to_tag.as_str()),
             ("sneaker", "ankle-boot")

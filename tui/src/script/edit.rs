@@ -92,7 +92,7 @@ fn spec(op: EditOp) -> Result<Kind, ClientError> {
             count,
             out: Some(out(&edit)),
         }),
-        EditOp::Mix { expr, edit } => Kind::Mix(pb::MixJob {
+        EditOp::Mix { expr, radius, edit } => Kind::Mix(pb::MixJob {
             terms: expr
                 .terms
                 .iter()
@@ -103,12 +103,14 @@ fn spec(op: EditOp) -> Result<Kind, ClientError> {
                 .collect(),
             expression: expr.text,
             out: Some(out(&edit)),
+            radius: radius.pb(),
         }),
         EditOp::Direction {
             id,
             from_tag,
             to_tag,
             weight,
+            radius,
             edit,
         } => Kind::Direction(pb::DirectionJob {
             latent_id: id,
@@ -116,6 +118,7 @@ fn spec(op: EditOp) -> Result<Kind, ClientError> {
             to_tag,
             weights: weight.0,
             out: Some(out(&edit)),
+            radius: radius.pb(),
         }),
         EditOp::Renoise {
             input,

@@ -1,11 +1,11 @@
 //! `direction`: an attribute direction from tags, dir = mean(x_T tagged
-//! `to_tag`) − mean(x_T tagged `from_tag`); x' = rescale(x + w·dir), one
-//! result per weight (`sneaker → ankle-boot`).
+//! `to_tag`) − mean(x_T tagged `from_tag`); x' = rescale(x + w·dir) to ‖x‖ or √d
+//! (`radius`), one result per weight (`sneaker → ankle-boot`).
 use ddim_proto::v1 as pb;
 use serde_json::json;
 use tch::Tensor;
 
-use super::lineage::{check_count, commit_rows, EditOut, Lineage};
+use super::lineage::{check_count, commit_rows, radius_from_pb, EditOut, Lineage};
 use super::{Check, JobKindSpec, Outcome, Rows, SpecInfo};
 use crate::engine::{edit, noise::SampleSeed};
 use crate::server::conversions::{batch_key, latent_id, usable_latent, ModelMeta};
@@ -71,8 +71,10 @@ impl JobKindSpec for pb::DirectionJob {
             to_tag,
             weights: ws,
             out,
+            radius,
         } = self;
         let r = usable_latent(cx.store, cx.meta, latent_id, "direction.latent_id")?;
+        radius_from_pb(*radius, "direction.radius")?;
         check_tag(cx.store, cx.meta, from_tag, "direction.from_tag")?;
         check_tag(cx.store, cx.meta, to_tag, "direction.to_tag")?;
         if from_tag == to_tag {
@@ -118,9 +120,10 @@ impl JobKindSpec for pb::DirectionJob {
             &set(&self.from_tag, "direction.from_tag")?,
         )?;
         let ws = weights(&self.weights);
+        let radius = radius_from_pb(self.radius, "direction.radius")?;
         let rows = ws
             .iter()
-            .map(|v| edit::apply_direction(&x, &dir, *v as f64))
+            .map(|v| edit::apply_direction(&x, &dir, *v as f64, radius))
             .collect::<std::result::Result<Vec<_>, _>>()?;
         let out = EditOut::from_pb(self.out.as_ref(), w.meta.t, "direction.out")?;
         Ok(Rows {
@@ -138,6 +141,7 @@ impl JobKindSpec for pb::DirectionJob {
         let ws = weights(&self.weights);
         let from_n = tagged(&w.store, &w.meta, &self.from_tag).len();
         let to_n = tagged(&w.store, &w.meta, &self.to_tag).len();
+        let radius = radius_from_pb(self.radius, "direction.radius")?;
         commit_rows(w, rec, &out, &rows.x, x, |i| {
             (
                 out.name("direction", &latent_id(parent), i, ws.len()),
@@ -145,7 +149,7 @@ impl JobKindSpec for pb::DirectionJob {
                     op: "direction",
                     params: json!({
                         "from_tag": self.from_tag, "to_tag": self.to_tag, "weight": ws[i],
-                        "from_count": from_n, "to_count": to_n,
+                        "from_count": from_n, "to_count": to_n, "radius": radius.name(),
                     }),
                     parents: vec![parent],
                     summary: format!(

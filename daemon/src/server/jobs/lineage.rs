@@ -102,6 +102,20 @@ pub fn check_unit(v: f32, field: &str) -> Result<f64> {
 }
 
 /// Checks a result count (0 is taken as 1).
+/// The radius of a linear edit (`mix.radius`, `direction.radius`); unspecified is the
+/// parents' radius.
+pub fn radius_from_pb(v: i32, field: &str) -> Result<crate::engine::edit::Radius> {
+    use crate::engine::edit::Radius;
+    match pb::Radius::try_from(v) {
+        Ok(pb::Radius::Unspecified | pb::Radius::Parents) => Ok(Radius::Parents),
+        Ok(pb::Radius::SqrtD) => Ok(Radius::SqrtD),
+        Err(_) => Err(ServerError::invalid(
+            field,
+            format!("unknown radius {v} (expected RADIUS_PARENTS or RADIUS_SQRT_D)"),
+        )),
+    }
+}
+
 pub fn check_count(count: u32, field: &str) -> Result<usize> {
     let n = count.max(1) as usize;
     if n > MAX_EDIT_RESULTS {

@@ -1,11 +1,12 @@
-//! `mix`: latent arithmetic, x' = rescale(Σ wᵢ·xᵢ) to norm √d, e.g.
+//! `mix`: latent arithmetic, x' = rescale(Σ wᵢ·xᵢ) to the parents' radius
+//! (Σ|wᵢ|·‖xᵢ‖/Σ|wᵢ|) or √d (`radius`), e.g.
 //! `lat-1 + 0.8*(lat-2 - lat-3)` (the expression is parsed by the client
 //! with `ddim_proto::mix::parse_mix`; the daemon gets the terms).
 use ddim_proto::v1 as pb;
 use serde_json::json;
 use tch::Tensor;
 
-use super::lineage::{commit_rows, EditOut, Lineage};
+use super::lineage::{commit_rows, radius_from_pb, EditOut, Lineage};
 use super::{Check, JobKindSpec, Outcome, Rows, SpecInfo};
 use crate::engine::{edit, noise::SampleSeed};
 use crate::server::conversions::{batch_key, latent_id, usable_latent};
@@ -30,7 +31,9 @@ impl JobKindSpec for pb::MixJob {
             terms,
             expression,
             out,
+            radius,
         } = self;
+        radius_from_pb(*radius, "mix.radius")?;
         if terms.is_empty() || terms.len() > MAX_TERMS {
             return Err(ServerError::invalid(
                 "mix.terms",
@@ -87,7 +90,7 @@ impl JobKindSpec for pb::MixJob {
         let out = EditOut::from_pb(self.out.as_ref(), w.meta.t, "mix.out")?;
         Ok(Rows {
             opts: out.preview_opts(),
-            x: edit::combine(&xs, &ws)?,
+            x: edit::combine(&xs, &ws, radius_from_pb(self.radius, "mix.radius")?)?,
             seeds: vec![SampleSeed::new(0, 0)],
         })
     }
@@ -107,6 +110,7 @@ impl JobKindSpec for pb::MixJob {
             .map(|(p, t)| (latent_id(*p), t.weight))
             .collect();
         let formula = ddim_proto::mix::format_mix(&terms);
+        let radius = radius_from_pb(self.radius, "mix.radius")?;
         commit_rows(w, rec, &out, &rows.x, x, |i| {
             (
                 out.name("mix", &latent_id(parents[0]), i, 1),
@@ -115,6 +119,7 @@ impl JobKindSpec for pb::MixJob {
                     params: json!({
                         "terms": terms.iter().map(|(id, wt)| json!({"latent_id": id, "weight": wt})).collect::<Vec<_>>(),
                         "expression": self.expression,
+                        "radius": radius.name(),
                     }),
                     parents: parents.clone(),
                     summary: format!("mix {formula}"),
