@@ -113,8 +113,16 @@ pub struct App {
     pub now_ms: i64,
     /// A job whose details should open its screen when they arrive.
     pub open_job: Option<String>,
+    /// The daemons sharing the daemon's PostgreSQL store (`GetStats.daemons`);
+    /// empty on sled.
+    pub fleet: Vec<pb::StoreDaemon>,
+    /// When the fleet was last asked for.
+    pub fleet_asked_ms: i64,
     pub quit: bool,
 }
+
+/// How often the status line's fleet is asked for.
+const FLEET_REFRESH_MS: i64 = 10_000;
 
 impl App {
     pub fn new(addr: impl Into<String>, graphics: Graphics, size: (u16, u16), now_ms: i64) -> Self {
@@ -137,6 +145,8 @@ impl App {
             size,
             now_ms,
             open_job: None,
+            fleet: Vec::new(),
+            fleet_asked_ms: now_ms,
             quit: false,
         }
     }
@@ -146,6 +156,7 @@ impl App {
         let mut out = self.library.reload();
         out.extend(screens::library::ensure_pages(self));
         out.push(Request::ListJobs);
+        out.push(Request::Stats);
         out
     }
 
@@ -231,6 +242,10 @@ impl App {
             self.status = None;
         }
         let mut out = screens::library::tick(self);
+        if now - self.fleet_asked_ms >= FLEET_REFRESH_MS {
+            self.fleet_asked_ms = now;
+            out.push(Request::Stats);
+        }
         out.extend(screens::jobs::tick(self));
         out.extend(screens::eval::tick(self));
         out
@@ -338,6 +353,7 @@ impl App {
                     let mut out = self.library.reload();
                     out.extend(screens::library::ensure_pages(self));
                     out.push(Request::ListJobs);
+                    out.push(Request::Stats);
                     return out;
                 }
                 vec![]
@@ -377,6 +393,10 @@ impl App {
                     out.extend(screens::eval::fetch_selected(self));
                 }
                 out
+            }
+            Update::Stats(st) => {
+                self.fleet = st.daemons;
+                vec![]
             }
             Update::JobEvent(ev) => self.job_event(ev),
             Update::Job(job) => self.job_arrived(job),
@@ -755,7 +775,21 @@ impl App {
         rest
     }
 
+    /// The status line: a message, else the screen's keys; on the right, on a
+    /// PostgreSQL store, how many daemons share it (`fleet 2`).
     fn render_status(&self, frame: &mut Frame, area: Rect) {
+        let area = if self.fleet.is_empty() {
+            area
+        } else {
+            let fleet = format!(" fleet {} ", self.fleet.len());
+            let [rest, right] = Layout::horizontal([
+                Constraint::Min(0),
+                Constraint::Length(fleet.chars().count() as u16),
+            ])
+            .areas(area);
+            frame.render_widget(Line::styled(fleet, Style::new().fg(ACCENT)), right);
+            rest
+        };
         let line = match &self.status {
             Some(s) if s.error => Line::from(vec![
                 " ✗ ".fg(ERROR).bold(),

@@ -274,6 +274,9 @@ pub enum Command {
     /// List the daemons sharing this daemon's store (`ddimd serve --store postgres://…`):
     /// id, address, device, model, the job each runs, last heartbeat.
     Daemons,
+    /// Show one job: state, step, attempts, the daemon that ran it, its error or
+    /// results (it does not wait; see `watch`).
+    Job { job: String },
     /// Follow a job until it ends.
     Watch { job: String },
     /// Cancel a job.

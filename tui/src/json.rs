@@ -100,6 +100,7 @@ pub fn job(j: &pb::Job) -> Value {
         "started_unix_ms": j.started_unix_ms,
         "finished_unix_ms": j.finished_unix_ms,
         "attempts": j.attempts,
+        "ran_by": (!j.ran_by.is_empty()).then_some(&j.ran_by),
         "error": j.error,
         "step": j.step,
         "total_steps": j.total_steps,

@@ -279,6 +279,13 @@ async fn execute(c: &Client, command: Command, as_json: bool) -> Result<Output, 
                 }),
             })
         }
+        Command::Job { job } => {
+            let j = c.get_job(&job).await?;
+            Ok(Output {
+                human: job_detail(&j),
+                json: json::job(&j),
+            })
+        }
         Command::Watch { job } => {
             let j = c.get_job(&job).await?;
             let j = wait_for(c, j, show_progress).await?;
@@ -715,17 +722,19 @@ pub fn daemons_table(daemons: &[pb::StoreDaemon], now: i64) -> String {
 
 pub fn jobs_table(jobs: &[pb::Job], now: i64) -> String {
     let mut s = format!(
-        "{:<36}  {:<12} {:<10} {:>11}  {:>8}  {}\n",
-        "ID", "KIND", "STATE", "STEP", "WAIT", "ERROR"
+        "{:<36}  {:<12} {:<10} {:>11}  {:>8}  {:<22} {}\n",
+        "ID", "KIND", "STATE", "STEP", "WAIT", "RAN BY", "ERROR"
     );
     for j in jobs {
+        let by = if j.ran_by.is_empty() { "-" } else { &j.ran_by };
         s.push_str(&format!(
-            "{:<36}  {:<12} {:<10} {:>11}  {:>8}  {}\n",
+            "{:<36}  {:<12} {:<10} {:>11}  {:>8}  {:<22} {}\n",
             j.id,
             j.kind,
             format::state_name(j.state),
             format!("{}/{}", j.step, j.total_steps),
             format::duration(format::wait_secs(j, now)),
+            format::fit(by, 22),
             j.error
         ));
     }
@@ -802,6 +811,31 @@ pub fn eval_summary(e: &pb::EvalResult) -> String {
 }
 
 /// What a finished job produced, for people.
+/// `ddim job`: where a job stands, who ran it, and its results once done.
+pub fn job_detail(j: &pb::Job) -> String {
+    let mut s = format!(
+        "job {} ({}) {}\nstep {}/{}, attempt {}\n",
+        j.id,
+        j.kind,
+        format::state_name(j.state),
+        j.step,
+        j.total_steps,
+        j.attempts
+    );
+    if !j.ran_by.is_empty() {
+        s.push_str(&format!("ran by {}\n", j.ran_by));
+    }
+    if !j.error.is_empty() {
+        s.push_str(&format!("error: {}\n", j.error));
+    }
+    if j.state == pb::JobState::Done as i32 {
+        // The summary without its first line (`job … done`, said above).
+        let sum = result_summary(j);
+        s.push_str(sum.split_once('\n').map_or("", |(_, rest)| rest));
+    }
+    s
+}
+
 pub fn result_summary(job: &pb::Job) -> String {
     let mut s = format!("job {} ({}) done\n", job.id, job.kind);
     let Some(r) = &job.result else { return s };
@@ -978,6 +1012,44 @@ mod tests {
         let alone = daemons_table(&[], 0);
         assert_eq!(alone.lines().count(), 1);
         assert!(alone.contains("sled"), "{alone}");
+    }
+
+    /// `ddim jobs` and `ddim job` say which daemon ran a job (a dash, and nothing,
+    /// for one no daemon started).
+    #[test]
+    fn jobs_say_which_daemon_ran_them() {
+        let ran = pb::Job {
+            id: "job-7".into(),
+            kind: "sample".into(),
+            state: pb::JobState::Done as i32,
+            step: 50,
+            total_steps: 50,
+            attempts: 2,
+            ran_by: "gpu2:4242".into(),
+            ..Default::default()
+        };
+        let queued = pb::Job {
+            id: "job-8".into(),
+            kind: "sample".into(),
+            state: pb::JobState::Queued as i32,
+            total_steps: 50,
+            ..Default::default()
+        };
+        let t = jobs_table(&[ran.clone(), queued.clone()], 0);
+        let lines: Vec<&str> = t.lines().collect();
+        assert!(lines[0].contains("RAN BY"), "{t}");
+        let col = lines[0].find("RAN BY").unwrap();
+        assert!(lines[1][col..].starts_with("gpu2:4242 "), "{t}");
+        assert!(lines[2][col..].starts_with("- "), "{t}");
+        let d = job_detail(&ran);
+        assert!(d.starts_with("job job-7 (sample) done\n"), "{d}");
+        assert!(
+            d.contains("step 50/50, attempt 2\nran by gpu2:4242\n"),
+            "{d}"
+        );
+        assert!(!job_detail(&queued).contains("ran by"));
+        assert_eq!(json::job(&ran)["ran_by"], "gpu2:4242");
+        assert!(json::job(&queued)["ran_by"].is_null());
     }
 
     #[test]

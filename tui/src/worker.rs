@@ -57,6 +57,8 @@ pub enum Request {
         id: String,
     },
     ListJobs,
+    /// `GetStats`: the daemons sharing a PostgreSQL store (the status line's fleet).
+    Stats,
     /// Follow a job's events; `preview_every` > 0 also brings x̂0 previews.
     WatchJob {
         id: String,
@@ -146,6 +148,7 @@ pub enum Update {
         jobs: Vec<pb::Job>,
     },
     Jobs(Vec<pb::Job>),
+    Stats(pb::Stats),
     JobEvent(pb::JobEvent),
     Job(pb::Job),
     Submitted {
@@ -339,6 +342,11 @@ async fn handle(c: &Client, req: Request, tx: &UnboundedSender<Update>) -> Resul
             Err(e) => tracing::debug!(id, error = %e, "no name for latent"),
         },
         Request::ListJobs => send(Update::Jobs(c.list_jobs(200, "").await?)),
+        // The fleet is a hint: a failure (the link says why) leaves it as it was.
+        Request::Stats => match c.stats().await {
+            Ok(st) => send(Update::Stats(st)),
+            Err(e) => tracing::debug!(error = %e.message, "no stats"),
+        },
         Request::WatchJob { .. } => {}
         Request::GetJob { id } => send(Update::Job(c.get_job(&id).await?)),
         Request::Submit { spec, purpose } => {

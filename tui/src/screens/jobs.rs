@@ -477,6 +477,25 @@ fn state_text(app: &App, job: &pb::Job) -> String {
     }
 }
 
+/// The daemon that ran `job` (its last attempt), with its address when it is one of
+/// the fleet sharing a PostgreSQL store (there `ran_by` is its `HOST:PID`; on sled
+/// it is the daemon's address).
+pub fn ran_by(app: &App, job: &pb::Job) -> Option<String> {
+    if job.ran_by.is_empty() {
+        return None;
+    }
+    Some(
+        match app
+            .fleet
+            .iter()
+            .find(|d| d.id == job.ran_by && !d.address.is_empty())
+        {
+            Some(d) => format!("{} ({})", job.ran_by, d.address),
+            None => job.ran_by.clone(),
+        },
+    )
+}
+
 /// The selected job: its latest x̂0 while it runs, its first result image once done,
 /// otherwise where it stands (queue position, error).
 fn render_panel(app: &App, frame: &mut Frame, area: Rect, job: &pb::Job) {
@@ -538,6 +557,9 @@ fn render_panel(app: &App, frame: &mut Frame, area: Rect, job: &pb::Job) {
         "created {}",
         format::timestamp(job.created_unix_ms)
     )));
+    if let Some(by) = ran_by(app, job) {
+        lines.push(dim(format!("ran by {by}")));
+    }
     let info_h = lines.len() as u16 + 2;
     let info = Paragraph::new(lines)
         .wrap(Wrap { trim: true })

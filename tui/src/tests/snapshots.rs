@@ -5,7 +5,7 @@ use ddim_proto::v1 as pb;
 
 use super::fixtures::*;
 use crate::app::{Event, Screen};
-use crate::worker::{Link, Update};
+use crate::worker::{Link, Request, Update};
 
 fn key(c: KeyCode) -> Event {
     Event::Key(KeyEvent::new(c, KeyModifiers::NONE))
@@ -76,6 +76,84 @@ fn jobs_screen_with_live_progress() {
         event: Some(pb::job_event::Event::QueuedPosition(0)),
     })));
     insta::assert_snapshot!(draw(&app).backend());
+}
+
+/// On a PostgreSQL store: the status line counts the daemons sharing it, and the
+/// selected job says which of them ran it (with its address from the fleet).
+#[test]
+fn jobs_screen_on_a_fleet_says_who_ran_each_job() {
+    let (mut app, reqs) = app_with_library(3);
+    assert!(
+        reqs.contains(&Request::Stats),
+        "the fleet is asked at start"
+    );
+    app.handle_event(key(KeyCode::Char('2')));
+    let daemon = |id: &str, addr: &str, running: &str| pb::StoreDaemon {
+        id: id.into(),
+        address: addr.into(),
+        device: "cuda:0".into(),
+        fingerprint: "cc4546dcfac296d4".into(),
+        running_job_id: running.into(),
+        heartbeat_unix_ms: NOW - 1_000,
+        started_unix_ms: NOW - 600_000,
+    };
+    app.handle_event(Event::Update(Update::Stats(pb::Stats {
+        daemons: vec![
+            daemon("gpu1:41", "10.0.0.1:7860", ""),
+            daemon("gpu2:42", "10.0.0.2:7860", "a0000000-run"),
+        ],
+        ..Default::default()
+    })));
+    let mut run = job("a0000000-run", "sample", pb::JobState::Running, 10, 50);
+    run.ran_by = "gpu2:42".into();
+    let mut done = job("c0000000-done", "decode", pb::JobState::Done, 180, 180);
+    done.ran_by = "gpu1:41".into();
+    app.handle_event(Event::Update(Update::Jobs(vec![run, done])));
+    let s = screen_text(&draw(&app));
+    assert!(
+        s.lines().last().unwrap().trim_end().ends_with("fleet 2"),
+        "{s}"
+    );
+    assert!(s.contains("ran by gpu2:42 (10.0.0.2:7860)"), "{s}");
+    // The other job, by a daemon that left the fleet since: its name alone.
+    app.handle_event(key(KeyCode::Down));
+    app.handle_event(Event::Update(Update::Stats(pb::Stats {
+        daemons: vec![daemon("gpu2:42", "10.0.0.2:7860", "")],
+        ..Default::default()
+    })));
+    let s = screen_text(&draw(&app));
+    assert!(s.contains("ran by gpu1:41"), "{s}");
+    assert!(!s.contains("(10.0.0.1:7860)"), "{s}");
+    assert!(
+        s.lines().last().unwrap().trim_end().ends_with("fleet 1"),
+        "{s}"
+    );
+    app.handle_event(key(KeyCode::Up));
+    app.handle_event(Event::Update(Update::Stats(pb::Stats {
+        daemons: vec![
+            daemon("gpu1:41", "10.0.0.1:7860", ""),
+            daemon("gpu2:42", "10.0.0.2:7860", "a0000000-run"),
+        ],
+        ..Default::default()
+    })));
+    // Its x̂0 preview, relayed by the daemon this TUI talks to from the one running it.
+    app.handle_event(Event::Update(Update::JobEvent(pb::JobEvent {
+        job_id: "a0000000-run".into(),
+        event: Some(pb::job_event::Event::Progress(pb::Progress {
+            step: 25,
+            total: 50,
+            eta_seconds: 4.5,
+            preview: Some(pb_image()),
+        })),
+    })));
+    insta::assert_snapshot!(draw(&app).backend());
+    // Asked again every ten seconds, not at every tick.
+    assert!(tick(&mut app, 10_000).contains(&Request::Stats));
+    assert!(!tick(&mut app, 1_000).contains(&Request::Stats));
+    // On sled (no daemons listed): no fleet in the status line.
+    app.handle_event(Event::Update(Update::Stats(pb::Stats::default())));
+    let s = screen_text(&draw(&app));
+    assert!(!s.contains("fleet"), "{s}");
 }
 
 #[test]
