@@ -4,11 +4,16 @@ Run by `ddimd compile` with the Python of the venv whose libtorch ddimd links (t
 package must be loaded by the same torch version). Not a user entry point, but it
 runs by hand too:
 
-    python aoti_compile.py UNET_DIR DEVICE TORCH_VERSION B:OUT.pt2 [B:OUT.pt2 ...]
+    python aoti_compile.py UNET_DIR DEVICE TORCH_VERSION THREADS B:OUT.pt2 [B:OUT.pt2 ...]
 
 UNET_DIR is the folder with config.json + diffusion_pytorch_model.safetensors (a
 pipeline's `unet/`); TORCH_VERSION is the libtorch version ddimd links (`unknown`: no
-check): a package only loads into the torch that compiled it. The exported signature is the engine's forward(x, t):
+check): a package only loads into the torch that compiled it. THREADS (CPU): the
+thread count the package's kernels run with. Inductor writes it into every parallel
+loop (`#pragma omp parallel num_threads(N)`, from torch.get_num_threads() at compile
+time), and the package uses it whatever the loading process's torch threads are, so it
+must be the `--torch-threads` the package will run under (0: torch's default).
+The exported signature is the engine's forward(x, t):
     (sample f32 [B, C, H, W], timestep int64 [B]) -> eps f32 [B, C_out, H, W]
 exactly as `Model::forward` calls its own UNet (`Tensor::full([B], t, Int64)`).
 Each finished package prints one JSON line on stdout; progress goes to stderr.
@@ -20,15 +25,19 @@ import time
 
 
 def main():
-    unet_dir, device, expected = sys.argv[1], sys.argv[2], sys.argv[3]
+    unet_dir, device, expected, threads = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
     jobs = []
-    for spec in sys.argv[4:]:
+    for spec in sys.argv[5:]:
         b, out = spec.split(":", 1)
         jobs.append((int(b), out))
     import torch
     if expected != "unknown" and torch.__version__ != expected:
         raise SystemExit(f"this Python has torch {torch.__version__}, ddimd links {expected}: "
                          "run ddimd compile with the venv ddimd was built against (DDIM_VENV)")
+    if threads > 0:
+        torch.set_num_threads(threads)
+        import torch._inductor.config
+        torch._inductor.config.cpp.threads = threads
     from diffusers import UNet2DModel
 
     torch.manual_seed(0)

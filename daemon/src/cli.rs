@@ -603,6 +603,10 @@ pub struct BenchArgs {
     /// Skip a sampling measurement predicted to take longer than this.
     #[arg(long, default_value = "120")]
     pub max_seconds: f64,
+    /// Solvers of the sampling runs, comma-separated (ddim, dpmpp-2m): one run each per
+    /// batch size and S.
+    #[arg(long, value_delimiter = ',', default_value = "ddim")]
+    pub solver: Vec<Solver>,
 }
 
 fn sync(device: Device) {
@@ -616,10 +620,11 @@ fn sync(device: Device) {
 pub fn bench(a: &BenchArgs) -> Result<(), EngineError> {
     let model = a.model.load()?;
     let _g = tch::no_grad_guard();
-    let implementation = if model.compiled.is_some() {
-        "ddimd-compiled"
-    } else {
-        "ddimd"
+    list_once("--solver", &a.solver)?;
+    let implementation = match (model.compiled.is_some(), model.dtype) {
+        (true, _) => "ddimd-compiled".to_string(),
+        (false, crate::engine::model::UNetDtype::Fp32) => "ddimd".to_string(),
+        (false, d) => format!("ddimd-{d}"),
     };
     for &b in &a.batch {
         let seeds = noise::seeds(0, b.max(1));
@@ -641,22 +646,26 @@ pub fn bench(a: &BenchArgs) -> Result<(), EngineError> {
             serde_json::json!({"impl": implementation, "batch": b, "ms_per_eval": ms})
         );
         for &s in &a.steps {
-            let opts = SamplerOptions {
-                steps: s,
-                ..Default::default()
-            };
-            let ips = if s as f64 * ms / 1e3 > a.max_seconds {
-                None
-            } else {
-                let t0 = std::time::Instant::now();
-                let _ = sampler::sample(&model, &x, &opts, &seeds, &mut |_| true)?;
-                sync(model.device);
-                Some(b as f64 / t0.elapsed().as_secs_f64())
-            };
-            println!(
-                "{}",
-                serde_json::json!({"impl": implementation, "batch": b, "steps": s, "images_per_s": ips})
-            );
+            for &solver in &a.solver {
+                let opts = SamplerOptions {
+                    steps: s,
+                    solver,
+                    ..Default::default()
+                };
+                let ips = if s as f64 * ms / 1e3 > a.max_seconds {
+                    None
+                } else {
+                    let t0 = std::time::Instant::now();
+                    let _ = sampler::sample(&model, &x, &opts, &seeds, &mut |_| true)?;
+                    sync(model.device);
+                    Some(b as f64 / t0.elapsed().as_secs_f64())
+                };
+                println!(
+                    "{}",
+                    serde_json::json!({"impl": implementation, "batch": b, "steps": s,
+                        "solver": solver.as_str(), "images_per_s": ips})
+                );
+            }
         }
     }
     Ok(())

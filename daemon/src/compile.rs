@@ -4,6 +4,7 @@ use clap::Args;
 use std::path::PathBuf;
 
 use crate::engine::compiled::{self, CompiledMode};
+use crate::engine::model::UNetDtype;
 use crate::engine::{parse_device, EngineError, Model};
 
 /// `--compiled auto|off|require` and where the packages are.
@@ -16,11 +17,16 @@ pub struct CompiledArgs {
     /// The package cache [default: $XDG_CACHE_HOME/ddimd/compiled].
     #[arg(long, env = "DDIMD_COMPILED_CACHE")]
     pub compiled_cache: Option<PathBuf>,
+    /// The UNet's floating-point type: fp32, bf16 or fp16 (half precision for the model
+    /// calls only; the sampler's updates stay fp32). Half precision runs the eager UNet.
+    #[arg(long, env = "DDIMD_DTYPE", value_enum, default_value = "fp32")]
+    pub dtype: UNetDtype,
 }
 
 impl CompiledArgs {
-    /// Loads (or not) the model's packages as the flags say.
+    /// Sets the model's dtype and loads (or not) its packages as the flags say.
     pub fn apply(&self, model: &mut Model) -> Result<(), EngineError> {
+        model.set_dtype(self.dtype)?;
         model.use_compiled(self.compiled, self.compiled_cache.as_deref())
     }
 }
@@ -47,6 +53,11 @@ pub struct CompileArgs {
     /// Recompile packages that exist.
     #[arg(long)]
     pub force: bool,
+    /// The libtorch CPU threads the packages will run with (0: libtorch's default, one
+    /// per core): a CPU package's kernels are built for one thread count, and the
+    /// commands that load it look for the packages of their own `--torch-threads`.
+    #[arg(long, env = "DDIMD_TORCH_THREADS", default_value_t = 0)]
+    pub torch_threads: i32,
 }
 
 /// `ddimd compile`.
@@ -55,6 +66,14 @@ pub fn run(a: &CompileArgs) -> Result<(), EngineError> {
         return Err(EngineError::InvalidInput(
             "--batch: give batch sizes ≥ 1, e.g. 1,8,64".into(),
         ));
+    }
+    if a.torch_threads < 0 {
+        return Err(EngineError::InvalidInput(
+            "--torch-threads: give a thread count ≥ 1, or 0 for libtorch's default".into(),
+        ));
+    }
+    if a.torch_threads > 0 {
+        tch::set_num_threads(a.torch_threads);
     }
     let device = parse_device(&a.device)?;
     // Loading checks the folder and gives the fingerprint the packages are keyed by.
@@ -69,7 +88,10 @@ pub fn run(a: &CompileArgs) -> Result<(), EngineError> {
         "compiling {} (fingerprint {}) for {} with torch {}, batch {:?} → {}",
         a.model.display(),
         model.fingerprint,
-        compiled::device_key(device),
+        match device {
+            tch::Device::Cuda(_) => "cuda".to_string(),
+            _ => format!("cpu, {} thread(s)", compiled::cpu_threads()),
+        },
         compiled::torch_version(),
         batches,
         dir.display()
@@ -107,6 +129,7 @@ pub fn run(a: &CompileArgs) -> Result<(), EngineError> {
             "fingerprint": model.fingerprint,
             "torch": compiled::torch_version(),
             "device": compiled::device_key(device),
+            "threads": compiled::cpu_threads(),
             "batches": c.map(|c| c.batches()).unwrap_or_default(),
         })
     );

@@ -7,8 +7,16 @@
 //! live in a cache outside the model folder (so a read-only model works):
 //!
 //! ```text
-//! <cache>/<model fingerprint>/torch-<libtorch version>/<cpu|cuda>/b<B>.pt2 (+ b<B>.json)
+//! <cache>/<model fingerprint>/torch-<libtorch version>/<cpu-t<N>|cuda>/b<B>.pt2 (+ b<B>.json)
 //! ```
+//!
+//! N is the libtorch CPU thread count ([`cpu_threads`]) the packages were compiled for:
+//! Inductor writes it into every parallel loop of a CPU package
+//! (`#pragma omp parallel num_threads(N)`), whatever thread count the loading process
+//! runs with. A package compiled on 2 threads and run beside a one-thread libtorch on a
+//! busy 2-core machine spin-waited in OpenMP barriers and ran 10–100× slower than eager
+//! (docs/benchmarks.md), so the thread count is part of the key: a process loads only
+//! packages made for its own `--torch-threads`.
 //!
 //! `<cache>` is `--cache`/`--compiled-cache`, else `$XDG_CACHE_HOME/ddimd/compiled`
 //! (`~/.cache/ddimd/compiled`). A batch of n runs on the smallest package with B ≥ n,
@@ -84,12 +92,51 @@ pub fn device_key(d: Device) -> &'static str {
     }
 }
 
-/// The folder holding a model's packages for this libtorch and device.
+/// The libtorch CPU threads of this process (`--torch-threads`, else libtorch's
+/// default): what a CPU package is compiled for and looked up by.
+pub fn cpu_threads() -> i32 {
+    tch::get_num_threads().max(1)
+}
+
+/// The last component of the package folder: `cuda`, or `cpu-t<N>` for this process's
+/// [`cpu_threads`].
+pub fn device_folder(d: Device) -> String {
+    match d {
+        Device::Cuda(_) => "cuda".to_string(),
+        _ => format!("cpu-t{}", cpu_threads()),
+    }
+}
+
+/// The folder holding a model's packages for this libtorch, device and (CPU) thread count.
 pub fn package_dir(cache: &Path, fingerprint: &str, device: Device) -> PathBuf {
     cache
         .join(fingerprint)
         .join(format!("torch-{}", torch_version()))
-        .join(device_key(device))
+        .join(device_folder(device))
+}
+
+/// Thread counts with CPU packages beside `dir` (other `cpu-t<N>` folders holding a
+/// package), ascending: to say why none loaded.
+pub fn other_thread_counts(dir: &Path) -> Vec<i32> {
+    let Some(parent) = dir.parent() else {
+        return vec![];
+    };
+    let mut v: Vec<i32> = std::fs::read_dir(parent)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path() != dir && !available_batches(&e.path()).is_empty())
+        .filter_map(|e| {
+            e.file_name()
+                .into_string()
+                .ok()?
+                .strip_prefix("cpu-t")?
+                .parse()
+                .ok()
+        })
+        .collect();
+    v.sort_unstable();
+    v
 }
 
 /// `b<B>.pt2` in a package folder.
@@ -317,7 +364,14 @@ pub fn compile(
         .arg(COMPILE_SCRIPT)
         .arg(unet_dir(model_dir))
         .arg(&dev)
-        .arg(torch_version());
+        .arg(torch_version())
+        .arg(
+            match device {
+                Device::Cuda(_) => 0,
+                _ => cpu_threads(),
+            }
+            .to_string(),
+        );
     for b in &todo {
         cmd.arg(format!("{b}:{}", package_path(&dir, *b).display()));
     }

@@ -27,6 +27,82 @@ pub struct Model {
     pub path: PathBuf,
     /// AOTInductor packages of this UNet ([`Model::use_compiled`]); `None`: eager only.
     pub compiled: Option<CompiledUNet>,
+    /// The UNet's floating-point type ([`Model::set_dtype`]); the sampler's arithmetic
+    /// stays fp32 whatever this is.
+    pub dtype: UNetDtype,
+}
+
+/// `--dtype`: the type the UNet computes in. The network's input is cast to it and its
+/// output back to fp32, so the DDIM / DPM-Solver updates, the noise and every stored
+/// tensor stay fp32; only the model calls are half precision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum UNetDtype {
+    /// fp32, the weights as stored (the default; the eager path unchanged).
+    #[default]
+    Fp32,
+    /// bfloat16: fp32's range, 8 bits of mantissa (GPUs; slower than fp32 on most CPUs).
+    Bf16,
+    /// float16: 11 bits of mantissa, a narrow range (GPUs).
+    Fp16,
+}
+
+impl UNetDtype {
+    pub fn kind(self) -> Kind {
+        match self {
+            UNetDtype::Fp32 => Kind::Float,
+            UNetDtype::Bf16 => Kind::BFloat16,
+            UNetDtype::Fp16 => Kind::Half,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UNetDtype::Fp32 => "fp32",
+            UNetDtype::Bf16 => "bf16",
+            UNetDtype::Fp16 => "fp16",
+        }
+    }
+}
+
+impl std::fmt::Display for UNetDtype {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Whether libtorch runs the UNet's kinds of op (convolution, group norm, matmul,
+/// attention, upsampling) in `kind` on `device`: the first error's first line if not.
+fn probe_kind(kind: Kind, device: Device) -> Result<(), String> {
+    let _g = tch::no_grad_guard();
+    let x = Tensor::f_ones([1, 4, 4, 4], (kind, device)).map_err(|e| e.to_string())?;
+    let w = Tensor::f_ones([4, 4, 3, 3], (kind, device)).map_err(|e| e.to_string())?;
+    let run = || -> Result<Tensor, tch::TchError> {
+        let h = x.f_conv2d(&w, None::<Tensor>, [1, 1], [1, 1], [1, 1], 1)?;
+        let h = h.f_group_norm(2, None::<Tensor>, None::<Tensor>, 1e-5, false)?;
+        let h = h.f_silu()?.f_upsample_nearest2d([8, 8], None, None)?;
+        let q = h.f_reshape([1, 1, 4, 64])?.f_transpose(2, 3)?;
+        let a = Tensor::f_scaled_dot_product_attention(
+            &q,
+            &q,
+            &q,
+            None::<Tensor>,
+            0.0,
+            false,
+            None,
+            false,
+        )?;
+        a.f_matmul(&a.f_transpose(2, 3)?)?.f_to_kind(Kind::Float)
+    };
+    let out = run().map_err(|e| first_line(&e.to_string()))?;
+    let finite = out
+        .f_isfinite()
+        .and_then(|f| f.f_all())
+        .map(|t| t.int64_value(&[]) == 1)
+        .unwrap_or(false);
+    if !finite {
+        return Err("a probe gave non-finite values".into());
+    }
+    Ok(())
 }
 
 /// `cpu`, `cuda`, `cuda:N` or `auto` (CUDA when available).
@@ -132,7 +208,44 @@ impl Model {
             fingerprint: "random".into(),
             path: PathBuf::new(),
             compiled: None,
+            dtype: UNetDtype::Fp32,
         })
+    }
+
+    /// Runs the UNet in `dtype` from now on (its weights are converted in place; from
+    /// fp32 only, once). Compiled packages loaded before are dropped: load the ones for
+    /// this dtype after ([`Model::use_compiled`]). fp16/bf16 that libtorch cannot run on
+    /// this device is refused with one line naming `--dtype`.
+    pub fn set_dtype(&mut self, dtype: UNetDtype) -> Result<(), EngineError> {
+        if dtype == self.dtype {
+            return Ok(());
+        }
+        if self.dtype != UNetDtype::Fp32 {
+            return Err(EngineError::InvalidInput(format!(
+                "--dtype {dtype}: the model already runs in {}; load it again for another dtype",
+                self.dtype
+            )));
+        }
+        probe_kind(dtype.kind(), self.device).map_err(|e| {
+            EngineError::InvalidInput(format!(
+                "--dtype {dtype}: libtorch cannot run the UNet in {dtype} on {}: {e}",
+                device_name(self.device)
+            ))
+        })?;
+        self.vs.set_kind(dtype.kind());
+        self.dtype = dtype;
+        self.compiled = None;
+        Ok(())
+    }
+
+    /// The eager UNet in [`Model::dtype`], its output as fp32.
+    fn unet_forward(&self, x: &Tensor, ts: &Tensor) -> Tensor {
+        if self.dtype == UNetDtype::Fp32 {
+            return self.unet.forward_t(x, ts, false);
+        }
+        self.unet
+            .forward_t(&x.to_kind(self.dtype.kind()), ts, false)
+            .to_kind(Kind::Float)
     }
 
     /// Writes a diffusers pipeline folder that `DDIMPipeline.from_pretrained`
@@ -168,14 +281,14 @@ impl Model {
         if let Some(out) = self.compiled.as_ref().and_then(|c| c.forward(x, &ts)) {
             return out;
         }
-        self.unet.forward_t(x, &ts, false)
+        self.unet_forward(x, &ts)
     }
 
     /// The eager UNet's output, whatever is compiled (parity tests, benchmarks).
     pub fn forward_eager(&self, x: &Tensor, t: i64) -> Tensor {
         let b = x.size()[0];
         let ts = Tensor::full([b], t, (Kind::Int64, x.device()));
-        self.unet.forward_t(x, &ts, false)
+        self.unet_forward(x, &ts)
     }
 
     /// Loads this model's compiled packages from `cache` (default
@@ -189,6 +302,16 @@ impl Model {
     ) -> Result<(), EngineError> {
         self.compiled = None;
         if mode == CompiledMode::Off {
+            return Ok(());
+        }
+        if self.dtype != UNetDtype::Fp32 {
+            // Packages are fp32 graphs; half precision runs the eager UNet.
+            if mode == CompiledMode::Require {
+                return Err(EngineError::InvalidInput(format!(
+                    "--compiled require: compiled packages are fp32; --dtype {} runs the eager UNet (use --compiled auto or off)",
+                    self.dtype
+                )));
+            }
             return Ok(());
         }
         let cache = cache
@@ -212,18 +335,44 @@ impl Model {
                 self.compiled = Some(c);
                 Ok(())
             }
-            (Ok(None), CompiledMode::Require) => Err(EngineError::Config(format!(
-                "--compiled require: no compiled package in {} (run `ddimd compile --model {} --device {}`)",
-                dir.display(),
-                self.path.display(),
-                compiled::device_key(self.device)
-            ))),
+            (Ok(None), mode) => {
+                let others = compiled::other_thread_counts(&dir);
+                let threads = match self.device {
+                    Device::Cuda(_) => String::new(),
+                    _ => format!(" --torch-threads {}", compiled::cpu_threads()),
+                };
+                let why = if others.is_empty() {
+                    format!("no compiled package in {}", dir.display())
+                } else {
+                    format!(
+                        "the compiled packages in {} are for {:?} libtorch threads, this process runs {} (--torch-threads)",
+                        dir.parent().unwrap_or(&dir).display(),
+                        others,
+                        compiled::cpu_threads()
+                    )
+                };
+                let fix = format!(
+                    "ddimd compile --model {} --device {}{threads}",
+                    self.path.display(),
+                    compiled::device_key(self.device)
+                );
+                if mode == CompiledMode::Require {
+                    return Err(EngineError::Config(format!(
+                        "--compiled require: {why} (run `{fix}`)"
+                    )));
+                }
+                if !others.is_empty() {
+                    compiled::note(&format!(
+                        "compiled UNet: {why}; running the eager UNet (`{fix}` compiles for it)"
+                    ));
+                }
+                Ok(())
+            }
             (Err(e), CompiledMode::Require) => Err(e),
             (Err(e), _) => {
                 compiled::note(&format!("{e}; running the eager UNet"));
                 Ok(())
             }
-            (Ok(None), _) => Ok(()),
         }
     }
 
