@@ -107,6 +107,8 @@ pub struct QueueState {
     interactive: VecDeque<Queued>,
     batch: VecDeque<Queued>,
     reserved: usize,
+    /// Submits in progress (validating or persisting), see [`Scheduler::arrive`].
+    arriving: usize,
     pub max_queue: usize,
     pub running: HashMap<u64, Running>,
     decodes: VecDeque<DecodeNow>,
@@ -216,6 +218,18 @@ impl QueueState {
     }
 }
 
+/// A submit in progress ([`Scheduler::arrive`]); dropping it ends the arrival.
+pub struct Arrival<'a>(&'a Scheduler);
+
+impl Drop for Arrival<'_> {
+    fn drop(&mut self) {
+        let mut st = self.0.lock();
+        st.arriving = st.arriving.saturating_sub(1);
+        drop(st);
+        self.0.notify();
+    }
+}
+
 pub struct Scheduler {
     state: Mutex<QueueState>,
     cv: Condvar,
@@ -245,6 +259,15 @@ impl Scheduler {
     pub fn push(&self, q: Queued) {
         self.lock().push(q);
         self.notify();
+    }
+
+    /// Marks a submit in progress until the guard drops (drop it right after the job
+    /// is queued). A batchable job waits up to `max_wait` for companions only while
+    /// submits are arriving: a lone job starts at once, and a burst of concurrent
+    /// submits still shares its model calls.
+    pub fn arrive(&self) -> Arrival<'_> {
+        self.lock().arriving += 1;
+        Arrival(self)
     }
 
     /// Queues a preview; a waiting preview of the same client is answered
@@ -297,7 +320,8 @@ impl Scheduler {
 
     /// Blocks until there is work: a synchronous decode, or the next job with
     /// the queued jobs that can share its model calls (waiting up to
-    /// `max_wait` for more while the batch has fewer than `max_batch` rows).
+    /// `max_wait` for more while the batch has fewer than `max_batch` rows and
+    /// submits are arriving, [`Scheduler::arrive`]).
     pub fn next_work(&self, max_batch: u32, max_wait: Duration) -> Work {
         let mut st = self.lock();
         let first = loop {
@@ -326,7 +350,8 @@ impl Scheduler {
                     jobs.push(t);
                 }
                 let now = Instant::now();
-                if rows >= max_batch || st.shutting_down || now >= deadline {
+                if rows >= max_batch || st.shutting_down || now >= deadline || st.arriving == 0
+                {
                     break;
                 }
                 st = self
@@ -420,5 +445,42 @@ mod tests {
         assert!(s.lock().running.contains_key(&2));
         s.shutdown();
         assert!(matches!(s.next_work(4, Duration::ZERO), Work::Shutdown));
+    }
+
+    fn ids(w: Work) -> Vec<u64> {
+        match w {
+            Work::Jobs(j) => j.iter().map(|t| t.job.id).collect(),
+            _ => panic!("expected jobs"),
+        }
+    }
+
+    #[test]
+    fn a_lone_job_starts_at_once_and_arriving_submits_join_its_batch() {
+        let s = Scheduler::new(10);
+        // Nothing arriving: the job starts without waiting out max_wait (an hour here).
+        s.push(q(1, Priority::Interactive, Some(key(10)), 1));
+        assert_eq!(ids(s.next_work(4, Duration::from_secs(3600))), vec![1]);
+        // A submit in progress: the worker waits for it, and its job joins.
+        s.push(q(2, Priority::Interactive, Some(key(10)), 1));
+        std::thread::scope(|sc| {
+            let arriving = s.arrive();
+            let s = &s;
+            sc.spawn(move || {
+                std::thread::sleep(Duration::from_millis(30));
+                s.push(q(3, Priority::Interactive, Some(key(10)), 1));
+                drop(arriving);
+            });
+            assert_eq!(ids(s.next_work(4, Duration::from_secs(3600))), vec![2, 3]);
+        });
+        // A submit that ends without queueing (refused) ends the wait too.
+        s.push(q(4, Priority::Interactive, Some(key(10)), 1));
+        std::thread::scope(|sc| {
+            let arriving = s.arrive();
+            sc.spawn(move || {
+                std::thread::sleep(Duration::from_millis(30));
+                drop(arriving);
+            });
+            assert_eq!(ids(s.next_work(4, Duration::from_secs(3600))), vec![4]);
+        });
     }
 }

@@ -71,6 +71,9 @@ impl DdimService {
 
     /// Validates, persists and queues a job; returns it once it is on disk.
     pub async fn submit(&self, req: pb::SubmitJobRequest) -> Result<pb::Job> {
+        // While this submit runs, a batchable job the worker has just taken waits
+        // (up to --max-wait-ms) for it to join; ended as soon as the job is queued.
+        let arriving = self.shared.sched.arrive();
         {
             // A full disk (or one below --min-free-mb) refuses before anything is
             // written; once there is room again after sled hit ENOSPC, it is reopened.
@@ -161,6 +164,7 @@ impl DdimService {
             st.unreserve();
             st.push(Queued::of(&rec));
         }
+        drop(arriving);
         self.shared.sched.notify();
         self.shared.hub.job(JobUpdate::Queue);
         flushed?;

@@ -292,8 +292,22 @@ impl Worker {
                 }
             }
         }
-        if let Err(e) = self.store.flush() {
-            error!("flush: {e}");
+        // The running state (and the attempt it counts) is made durable beside the
+        // model calls instead of before them: nothing is acknowledged on it, it is on
+        // disk within one fsync of the start (so a job that kills the daemon still
+        // uses up its attempts), and the result's own flush covers it in any case.
+        let store = self.store.clone();
+        let flushed = std::thread::Builder::new()
+            .name("ddimd-start-flush".into())
+            .spawn(move || {
+                if let Err(e) = store.flush() {
+                    error!("flush: {e}");
+                }
+            });
+        if flushed.is_err() {
+            if let Err(e) = self.store.flush() {
+                error!("flush: {e}");
+            }
         }
         self.hub.job(JobUpdate::Queue);
         out
