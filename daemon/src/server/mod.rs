@@ -99,7 +99,8 @@ pub struct ServeArgs {
     /// Most samples in one batched model call.
     #[arg(long, env = "DDIMD_MAX_BATCH", default_value_t = 16)]
     pub max_batch: u32,
-    /// How long a batchable job waits for companions before it runs.
+    /// How long a batchable job waits for companions before it runs (only while
+    /// other submits are arriving; a lone job starts at once).
     #[arg(long, env = "DDIMD_MAX_WAIT_MS", default_value_t = 10)]
     pub max_wait_ms: u64,
     /// Most queued jobs; more are refused with RESOURCE_EXHAUSTED.
