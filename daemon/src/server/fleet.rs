@@ -5,8 +5,10 @@
 //! - the claimer: whenever this daemon has nothing queued and nothing running, it
 //!   claims runnable jobs ([`PgStore::claim`]: `FOR UPDATE SKIP LOCKED`, priority
 //!   then id, this model's fingerprint) and pushes them into the local
-//!   [`Scheduler`], which batches and runs them as on sled. It polls every
-//!   [`CLAIM_POLL`] (a new job is not announced by NOTIFY yet).
+//!   [`Scheduler`], which batches and runs them as on sled. A submit (on any
+//!   daemon) `NOTIFY`s [`super::pg::QUEUE_CHANNEL`], which wakes it; it also looks
+//!   every [`CLAIM_POLL`] in case a notification was missed (the LISTEN connection
+//!   was down). Whether it is idle is a local check, every [`IDLE_POLL`].
 //! - the keeper, every third of `--lease`: renews the leases of the running jobs
 //!   (a job whose lease was lost, or whose cancel another daemon asked for, gets
 //!   its cancel flag set), sweeps expired leases of any daemon back into the
@@ -17,8 +19,22 @@
 //!   daemon's [`Hub`], so `WatchJob` and `WatchLibrary` here follow work done
 //!   there (without progress steps or previews yet).
 //!
-//! Both are plain threads: the store's PostgreSQL calls block (see
+//! They are plain threads: the store's PostgreSQL calls block (see
 //! [`super::pg::PgStore`]).
+//!
+//! A database restart: every statement that cannot reach the server marks the
+//! store's [`super::pg::Reach`] away (one log line, health `NOT_SERVING`) and
+//! one prober reconnects with a capped exponential backoff. Meanwhile the claimer
+//! and the keeper wait for it ([`super::pg::Reach::wait_up`]) instead of logging
+//! each failure, and the worker holds what it could not write: a job's start, and
+//! its end (result and latents in memory), are retried by [`until_answered`] until
+//! the database answers. The answer decides: the end of a job is written only if
+//! the job is still `running` under this daemon's name (its lease renewed by the
+//! keeper once the database is back, or not yet swept by anyone), else it is refused
+//! and the job runs again on whichever daemon claims it. A job is never written
+//! twice, and an acknowledged job is never lost: it is a committed row, either
+//! settled by the daemon that ran it or put back in the queue by the sweep once its
+//! lease has run out.
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,14 +44,18 @@ use tracing::{info, warn};
 use ddim_proto::v1 as pb;
 
 use super::conversions::{latent_id, latent_to_pb, now_ms};
-use super::error::Result;
+use super::error::{Result, ServerError};
 use super::events::{Hub, JobUpdate};
-use super::pg::{Note, PgStore, JOBS_CHANNEL};
+use super::pg::{Backoff, Note, PgStore, JOBS_CHANNEL};
 use super::queue::{Queued, Scheduler};
 use super::store::{JobRecord, JobState, Store};
 
-/// How often an idle daemon looks for queued jobs.
-pub const CLAIM_POLL: Duration = Duration::from_millis(20);
+/// How often an idle daemon looks for queued jobs without being woken by a
+/// `NOTIFY` (a fallback for notifications missed while not listening).
+pub const CLAIM_POLL: Duration = Duration::from_secs(1);
+
+/// How often the claimer checks whether this daemon is idle (a local check).
+pub const IDLE_POLL: Duration = Duration::from_millis(20);
 
 /// What the fleet threads need.
 pub struct Fleet {
@@ -82,19 +102,27 @@ impl Fleet {
     fn claimer(&self) {
         let pg = self.pg().clone();
         let mut failing = false;
+        let mut backoff = Backoff::default();
         while !self.sched.is_shutting_down() {
             let idle = {
                 let st = self.sched.lock();
                 st.is_empty() && st.running.is_empty()
             };
             if !idle || pg.fingerprint.get().is_none() {
-                std::thread::sleep(CLAIM_POLL);
+                std::thread::sleep(IDLE_POLL);
                 continue;
             }
+            // Before the claim: a NOTIFY that comes during it is kept for the wait.
+            pg.wake.clear();
             match pg.claim(self.max_batch) {
-                Ok(jobs) if jobs.is_empty() => std::thread::sleep(CLAIM_POLL),
+                Ok(jobs) if jobs.is_empty() => {
+                    failing = false;
+                    backoff.reset();
+                    pg.wake.wait(CLAIM_POLL);
+                }
                 Ok(jobs) => {
                     failing = false;
+                    backoff.reset();
                     let mut st = self.sched.lock();
                     for c in jobs {
                         let r = c.record;
@@ -103,12 +131,16 @@ impl Fleet {
                     drop(st);
                     self.sched.notify();
                 }
+                Err(ServerError::Unavailable(_)) => {
+                    // The store logged the outage once and reconnects; wait for it.
+                    pg.reach.wait_up(backoff.pause());
+                }
                 Err(e) => {
                     if !failing {
                         warn!("claiming jobs: {e}");
                     }
                     failing = true;
-                    std::thread::sleep(Duration::from_millis(500));
+                    std::thread::sleep(backoff.pause());
                 }
             }
         }
@@ -124,8 +156,15 @@ impl Fleet {
                 continue;
             }
             next = Instant::now() + every;
-            if let Err(e) = self.keep(&pg) {
-                warn!("renewing leases: {e}");
+            match self.keep(&pg) {
+                // Logged once per outage by the store; renewed once it is back.
+                Err(ServerError::Unavailable(_)) => {
+                    if pg.reach.wait_up(every) {
+                        next = Instant::now();
+                    }
+                }
+                Err(e) => warn!("renewing leases: {e}"),
+                Ok(()) => {}
             }
         }
     }
@@ -210,6 +249,41 @@ impl Fleet {
         match pg.get_job(id) {
             Ok(Some(j)) => !(j.state == JobState::Queued && j.attempts == 0),
             _ => true,
+        }
+    }
+}
+
+/// Runs `op` (a write the worker must not drop: a job's start or end) until the
+/// database answers: while it is unreachable, waits for the reconnect (capped
+/// exponential backoff) and tries again, until `stop()` (the daemon stops). Any
+/// answer ends it, an error too (`FAILED_PRECONDITION`: the lease is no longer
+/// this daemon's). On sled, `op` once. `what` names the write in the one line
+/// logged when it has to wait ("the end of job-7").
+pub fn until_answered<T>(
+    store: &Store,
+    what: &dyn Fn() -> String,
+    stop: &dyn Fn() -> bool,
+    mut op: impl FnMut() -> Result<T>,
+) -> Result<T> {
+    let Some(pg) = store.pg() else {
+        return op();
+    };
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
+    let mut held = false;
+    loop {
+        match op() {
+            Err(ServerError::Unavailable(_)) if !stop() => {
+                if !held {
+                    info!("{}: held until the database answers", what());
+                    held = true;
+                }
+                let pause = backoff.pause();
+                if pg.reach.wait_up(pause) {
+                    // Reachable as far as the store knows; do not spin on a flap.
+                    std::thread::sleep(pause.min(Duration::from_millis(100)));
+                }
+            }
+            r => return r,
         }
     }
 }

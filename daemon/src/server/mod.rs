@@ -407,6 +407,31 @@ async fn set_health(h: &tonic_health::server::HealthReporter, s: ServingStatus) 
     h.set_service_status(SERVICE_NAME, s).await;
 }
 
+/// On a PostgreSQL store: health `NOT_SERVING` while the database cannot be
+/// reached, `SERVING` again once it answers (see [`pg::Reach`]). Aborted at
+/// shutdown.
+fn health_follows_the_database(
+    health: &tonic_health::server::HealthReporter,
+    pg: &pg::PgStore,
+) -> tokio::task::JoinHandle<()> {
+    let mut up = pg.reach.subscribe();
+    let health = health.clone();
+    tokio::spawn(async move {
+        loop {
+            let now = *up.borrow_and_update();
+            let s = if now {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            };
+            set_health(&health, s).await;
+            if up.changed().await.is_err() {
+                return;
+            }
+        }
+    })
+}
+
 /// This daemon's name in a shared store (`lease_owner`, `ran_by`, `daemons`):
 /// host and process id.
 fn daemon_name() -> String {
@@ -620,6 +645,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
     tokio::pin!(signal);
     let mut load_error = None;
     let mut stopped_early = false;
+    let mut follow_store = None;
     tokio::select! {
         r = ready_rx => match r {
             Ok(Ok(meta)) => {
@@ -640,6 +666,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
                 }
                 let _ = shared.meta.set(meta);
                 set_health(&health, ServingStatus::Serving).await;
+                follow_store = store.pg().map(|pg| health_follows_the_database(&health, pg));
                 info!("serving");
             }
             Ok(Err(e)) => load_error = Some(e),
@@ -666,6 +693,9 @@ async fn serve(args: ServeArgs) -> Result<()> {
     }
 
     info!("shutting down");
+    if let Some(t) = follow_store {
+        t.abort();
+    }
     set_health(&health, ServingStatus::NotServing).await;
     sched.shutdown();
     hub.shutdown();

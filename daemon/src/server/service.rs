@@ -326,14 +326,22 @@ impl DdimService {
 
     fn stats(&self) -> pb::Stats {
         let damage = self.shared.store.damage();
+        // On PostgreSQL: whether the database answers (no query while it does not,
+        // the store reconnects by itself).
+        let away = self.shared.store.pg().and_then(|pg| pg.reach.away());
         // Before the scheduler's lock: on PostgreSQL these are queries.
-        let latents = self.shared.store.latent_count();
-        let daemons = self.shared.store.pg().map_or_else(Vec::new, |pg| {
-            pg.daemons().unwrap_or_else(|e| {
+        let latents = if away.is_some() {
+            0
+        } else {
+            self.shared.store.latent_count()
+        };
+        let daemons = match self.shared.store.pg() {
+            Some(pg) if away.is_none() => pg.daemons().unwrap_or_else(|e| {
                 tracing::warn!("{e}");
                 vec![]
-            })
-        });
+            }),
+            _ => vec![],
+        };
         let mut st = self.shared.sched.lock();
         let queued = st.len() as u32;
         let running = st.running.len() as u32;
@@ -369,6 +377,9 @@ impl DdimService {
                 .dir()
                 .and_then(super::store::free_bytes)
                 .unwrap_or(0),
+            store_unreachable: away.is_some(),
+            store_unreachable_since_unix_ms: away.as_ref().map_or(0, |a| a.1),
+            store_error: away.map(|a| a.0).unwrap_or_default(),
         }
     }
 }

@@ -231,33 +231,39 @@ impl Worker {
         let mut out = vec![];
         for t in taken {
             let id = t.job.id;
-            let started = (|| -> Result<Option<(JobRecord, pb::JobSpec)>> {
-                let Some(mut rec) = self.store.get_job(id)? else {
-                    return Ok(None);
-                };
-                if rec.state != JobState::Queued {
-                    return Ok(None);
-                }
-                let spec_bytes = self
-                    .store
-                    .job_spec(id)?
-                    .ok_or_else(|| ServerError::Corrupt(format!("job {id}: no spec")))?;
-                let spec = pb::JobSpec::decode(spec_bytes.as_slice())
-                    .map_err(|e| ServerError::Corrupt(format!("job {id} spec: {e}")))?;
-                if t.cancel.load(Ordering::SeqCst) {
-                    rec.state = JobState::Cancelled;
-                    rec.finished_ms = now_ms();
+            // On PostgreSQL, a database restart does not drop a claimed job: its
+            // start is tried again once the database answers.
+            let started = self.until_answered(
+                "the start",
+                id,
+                || -> Result<Option<(JobRecord, pb::JobSpec)>> {
+                    let Some(mut rec) = self.store.get_job(id)? else {
+                        return Ok(None);
+                    };
+                    if rec.state != JobState::Queued {
+                        return Ok(None);
+                    }
+                    let spec_bytes = self
+                        .store
+                        .job_spec(id)?
+                        .ok_or_else(|| ServerError::Corrupt(format!("job {id}: no spec")))?;
+                    let spec = pb::JobSpec::decode(spec_bytes.as_slice())
+                        .map_err(|e| ServerError::Corrupt(format!("job {id} spec: {e}")))?;
+                    if t.cancel.load(Ordering::SeqCst) {
+                        rec.state = JobState::Cancelled;
+                        rec.finished_ms = now_ms();
+                        self.store.move_job(&rec, JobState::Queued)?;
+                        self.sched.lock().counters.cancelled += 1;
+                        return Ok(None);
+                    }
+                    rec.state = JobState::Running;
+                    rec.attempts += 1;
+                    rec.started_ms = now_ms();
+                    rec.ran_by = self.cfg.name.clone();
                     self.store.move_job(&rec, JobState::Queued)?;
-                    self.sched.lock().counters.cancelled += 1;
-                    return Ok(None);
-                }
-                rec.state = JobState::Running;
-                rec.attempts += 1;
-                rec.started_ms = now_ms();
-                rec.ran_by = self.cfg.name.clone();
-                self.store.move_job(&rec, JobState::Queued)?;
-                Ok(Some((rec, spec)))
-            })();
+                    Ok(Some((rec, spec)))
+                },
+            );
             match started {
                 Ok(Some((rec, spec))) => {
                     {
@@ -534,7 +540,10 @@ impl Worker {
                 rec.error.clear();
                 rec.produced = out.latents.iter().map(|l| l.record.id).collect();
                 let bytes = out.result.encode_to_vec();
-                match self.store.finish_job(&rec, &bytes, &out.latents) {
+                // Held in memory while the database is away (docs/scale-out.md).
+                match self.until_answered("the end", id, || {
+                    self.store.finish_job(&rec, &bytes, &out.latents)
+                }) {
                     Ok(()) => {
                         info!(job = id, latents = out.latents.len(), "done");
                         for l in &out.latents {
@@ -549,6 +558,12 @@ impl Worker {
                         st.counters.recent.push_back((Instant::now(), images));
                         Ok(())
                     }
+                    Err(e @ ServerError::Unavailable(_)) => {
+                        // Only when stopping with the database away: the job stays
+                        // running under its lease, which runs out; then it runs again.
+                        warn!(job = id, "the result is not written (the daemon stops while the database is away): the job runs again once its lease runs out");
+                        Err(e)
+                    }
                     Err(e) => self.fail(rec, format!("cannot store the result: {e}")),
                 }
             }
@@ -556,7 +571,9 @@ impl Worker {
                 rec.state = JobState::Cancelled;
                 rec.finished_ms = now_ms();
                 info!(job = id, "cancelled");
-                let w = self.store.move_job(&rec, JobState::Running);
+                let w = self.until_answered("the end", id, || {
+                    self.store.move_job(&rec, JobState::Running)
+                });
                 self.sched.lock().counters.cancelled += 1;
                 w
             }
@@ -569,6 +586,20 @@ impl Worker {
                 let w = self.store.move_job(&rec, JobState::Running);
                 self.sched.lock().push(Queued::of(&rec));
                 w
+            }
+            Err(ServerError::Unavailable(e)) if self.store.pg().is_some() => {
+                // The database went away under the job (it read a latent): back in
+                // the queue once it answers, without using up an attempt.
+                rec.state = JobState::Queued;
+                rec.attempts = rec.attempts.saturating_sub(1);
+                rec.started_ms = 0;
+                warn!(
+                    job = id,
+                    "stopped, the database is away ({e}): back in the queue once it answers"
+                );
+                self.until_answered("the requeue", id, || {
+                    self.store.move_job(&rec, JobState::Running)
+                })
             }
             Err(e) => {
                 warn!(job = id, "failed: {e}");
@@ -587,6 +618,21 @@ impl Worker {
         rec.finished_ms = now_ms();
         rec.error = reason;
         self.sched.lock().counters.failed += 1;
-        self.store.move_job(&rec, JobState::Running)
+        let id = rec.id;
+        self.until_answered("the end", id, || {
+            self.store.move_job(&rec, JobState::Running)
+        })
+    }
+
+    /// A write of a job's start or end: on PostgreSQL, tried again while the
+    /// database is away, until it answers or the daemon stops
+    /// ([`super::fleet::until_answered`]).
+    fn until_answered<T>(&self, what: &str, job: u64, op: impl FnMut() -> Result<T>) -> Result<T> {
+        super::fleet::until_answered(
+            &self.store,
+            &|| format!("{what} of {}", super::conversions::job_id(job)),
+            &|| self.sched.is_shutting_down(),
+            op,
+        )
     }
 }

@@ -21,14 +21,16 @@ use tokio_postgres::NoTls;
 
 use super::error::{Result, ServerError};
 
+mod reach;
 mod records;
 mod schema;
 mod serve;
 
+pub use reach::{Backoff, Reach, Wake};
 pub use records::{load, read, Counts};
 pub use schema::{migrate, Migration, MIGRATIONS};
 pub(crate) use serve::png_expected;
-pub use serve::{Claimed, Note, PgStore, JOBS_CHANNEL, LIBRARY_CHANNEL};
+pub use serve::{Claimed, Note, PgStore, JOBS_CHANNEL, LIBRARY_CHANNEL, QUEUE_CHANNEL};
 
 /// Whether `s` names a PostgreSQL database rather than a folder.
 pub fn is_url(s: &str) -> bool {
@@ -89,12 +91,23 @@ pub(crate) fn db_err(what: &str) -> impl Fn(tokio_postgres::Error) -> ServerErro
         // away (UNAVAILABLE, retry), not a fault of the request or the data.
         let io = std::iter::successors(std::error::Error::source(&e), |c| c.source())
             .any(|c| c.is::<std::io::Error>());
-        if e.is_closed() || io {
+        if e.is_closed() || io || server_going_away(&e) {
             ServerError::Unavailable(format!("{what}: the database: {}", error_text(&e)))
         } else {
             ServerError::Database(format!("{what}: {}", error_text(&e)))
         }
     }
+}
+
+/// The server ending the session because it stops, restarts or is not accepting
+/// connections yet (`57P01` admin shutdown, `57P02` crash shutdown, `57P03` cannot
+/// connect now), or a connection exception (class `08`): the database is away, as
+/// for a closed socket.
+fn server_going_away(e: &tokio_postgres::Error) -> bool {
+    e.code().is_some_and(|c| {
+        let c = c.code();
+        ["57P01", "57P02", "57P03"].contains(&c) || c.starts_with("08")
+    })
 }
 
 /// What [`Pg::connect`] does about the schema.

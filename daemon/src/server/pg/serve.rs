@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use tokio_postgres::types::Json;
 
-use super::{db_err, Pg};
+use super::{db_err, Backoff, Pg, Reach, Wake};
 use crate::server::error::{Result, ServerError};
 use crate::server::store::{
     Cursor, Inserted, JobRecord, JobState, LatentFilter, LatentOrder, LatentPage, LatentPng,
@@ -42,6 +42,10 @@ pub struct PgStore {
     /// The model's fingerprint, once loaded (new jobs are pinned to it).
     pub fingerprint: OnceLock<String>,
     pub lease: Duration,
+    /// Whether the database answers (health, `GetStats`, the fleet's waits).
+    pub reach: Arc<Reach>,
+    /// Wakes the claimer: a job was queued (here, or `NOTIFY`d by another daemon).
+    pub wake: Arc<Wake>,
 }
 
 impl Drop for PgStore {
@@ -96,6 +100,10 @@ const SET_JOB: &str = "record = $2, state = $3, attempts = $4";
 /// ([`Note`]).
 pub const JOBS_CHANNEL: &str = "ddimd_jobs";
 pub const LIBRARY_CHANNEL: &str = "ddimd_library";
+/// A job became runnable (submitted, or put back in the queue): wakes the
+/// claimers. The payload is the model fingerprint the job is pinned to ("" for
+/// any), so daemons of another model stay asleep.
+pub const QUEUE_CHANNEL: &str = "ddimd_queue";
 
 /// A notification between daemons.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -148,6 +156,8 @@ impl PgStore {
             daemon,
             fingerprint: OnceLock::new(),
             lease,
+            reach: Arc::new(Reach::new()),
+            wake: Arc::new(Wake::default()),
         })
     }
 
@@ -160,7 +170,55 @@ impl PgStore {
         f: impl FnOnce(Pg) -> std::pin::Pin<Box<dyn Future<Output = Result<T>> + Send>>,
     ) -> Result<T> {
         let rt = self.rt.as_ref().expect("runtime until drop");
-        wait(rt.handle(), f(self.pg.clone()))
+        match wait(rt.handle(), f(self.pg.clone())) {
+            Err(ServerError::Unavailable(m)) => {
+                if self.reach.failed(&m) {
+                    self.probe();
+                }
+                Err(ServerError::Unavailable(if m.contains("database") {
+                    m
+                } else {
+                    format!("the database is unreachable: {m}")
+                }))
+            }
+            r => {
+                self.reach.answered();
+                r
+            }
+        }
+    }
+
+    /// At the start of an outage: reconnects with a capped exponential backoff until
+    /// the database answers `SELECT 1` (or another statement got through first).
+    fn probe(&self) {
+        let (pg, reach) = (self.pg.clone(), self.reach.clone());
+        let rt = self.rt.as_ref().expect("runtime until drop");
+        rt.spawn(async move {
+            let mut backoff = Backoff::default();
+            loop {
+                tokio::time::sleep(backoff.pause()).await;
+                if reach.is_up() {
+                    return;
+                }
+                let r = async {
+                    let c = pg.client().await?;
+                    c.simple_query("SELECT 1")
+                        .await
+                        .map_err(db_err("reconnect"))?;
+                    Ok::<_, ServerError>(())
+                }
+                .await;
+                match r {
+                    Err(ServerError::Unavailable(m)) => {
+                        reach.failed(&m);
+                    }
+                    _ => {
+                        reach.answered();
+                        return;
+                    }
+                }
+            }
+        });
     }
 
     fn lease_ms(&self) -> f64 {
@@ -571,9 +629,18 @@ impl PgStore {
                     }
                     return Err(db_err("link a job")(e));
                 }
+                let pinned = fp.clone().unwrap_or_default();
+                tx.execute("SELECT pg_notify($1, $2)", &[&QUEUE_CHANNEL, &pinned])
+                    .await
+                    .map_err(db_err("notify"))?;
                 tx.commit().await.map_err(db_err("commit"))?;
                 Ok(Inserted::New(job))
             })
+        })
+        .inspect(|i| {
+            if matches!(i, Inserted::New(_)) {
+                self.wake.set();
+            }
         })
     }
 
@@ -636,6 +703,12 @@ impl PgStore {
                 c.execute("SELECT pg_notify($1, $2)", &[&JOBS_CHANNEL, &msg])
                     .await
                     .map_err(db_err("notify"))?;
+                if from != JobState::Queued && job.state == JobState::Queued {
+                    // Back in the queue (a graceful stop): any daemon may take it.
+                    c.execute("SELECT pg_notify($1, '')", &[&QUEUE_CHANNEL])
+                        .await
+                        .map_err(db_err("notify"))?;
+                }
                 Ok(())
             })
         })
@@ -898,6 +971,11 @@ impl PgStore {
                     )
                     .await
                     .map_err(db_err("sweep leases"))?;
+                if !again.is_empty() {
+                    c.execute("SELECT pg_notify($1, '')", &[&QUEUE_CHANNEL])
+                        .await
+                        .map_err(db_err("notify"))?;
+                }
                 let ids = |v: Vec<tokio_postgres::Row>| {
                     v.iter().map(|r| r.get::<_, i64>(0) as u64).collect()
                 };
@@ -966,19 +1044,45 @@ impl PgStore {
 impl PgStore {
     /// Listens on [`JOBS_CHANNEL`] and [`LIBRARY_CHANNEL`] on a connection of its
     /// own and sends every notification of another daemon to `tx` as (channel,
-    /// note); reconnects after a second when the connection drops. Stops when `tx`
-    /// is closed.
+    /// note); a [`QUEUE_CHANNEL`] notification of this daemon's model (or of any)
+    /// wakes the claimer ([`PgStore::wake`]). When the connection drops (a database
+    /// restart) it reconnects with a capped exponential backoff, logging once per
+    /// outage, LISTENs again, and catches up on what other daemons did meanwhile
+    /// (notifications sent while nobody listened are lost): the jobs they started
+    /// or ended since the connection dropped go to `tx` as notes. Stops when `tx` is
+    /// closed.
     pub fn listen(&self, tx: std::sync::mpsc::Sender<(String, Note)>) {
-        let cfg = self.pg.config().clone();
-        let me = self.daemon.clone();
+        let l = Listener {
+            cfg: self.pg.config().clone(),
+            me: self.daemon.clone(),
+            fingerprint: self.fingerprint.get().cloned().unwrap_or_default(),
+            wake: self.wake.clone(),
+            tx,
+        };
         let rt = self.rt.as_ref().expect("runtime until drop");
         rt.spawn(async move {
+            let mut backoff = Backoff::default();
+            // Since when (Unix ms) the connection is down, while it is.
+            let mut lost: Option<i64> = None;
             loop {
-                match listen_once(&cfg, &me, &tx).await {
+                let mut connected = false;
+                let r = l.once(lost, &mut connected).await;
+                if connected {
+                    backoff.reset();
+                    lost = None;
+                }
+                match r {
                     Ok(()) => return,
                     Err(e) => {
-                        tracing::warn!("listening for other daemons: {e}; again in 1 s");
-                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        if lost.is_none() {
+                            tracing::warn!(
+                                "listening for other daemons: {e}; reconnecting with backoff"
+                            );
+                            lost = Some(crate::server::conversions::now_ms());
+                        }
+                        // The claimer polls meanwhile; nothing waits on a wake-up.
+                        l.wake.set();
+                        tokio::time::sleep(backoff.pause()).await;
                     }
                 }
             }
@@ -986,11 +1090,85 @@ impl PgStore {
     }
 }
 
+/// The LISTEN side of a daemon (see [`PgStore::listen`]).
+struct Listener {
+    cfg: tokio_postgres::Config,
+    me: String,
+    fingerprint: String,
+    wake: Arc<Wake>,
+    tx: std::sync::mpsc::Sender<(String, Note)>,
+}
+
+impl Listener {
+    /// One LISTEN connection until it fails (`Err`) or `tx` is closed (`Ok`);
+    /// `connected` once it listens. `lost`: since when the previous connection
+    /// was down (then it catches up first).
+    async fn once(
+        &self,
+        lost: Option<i64>,
+        connected: &mut bool,
+    ) -> std::result::Result<(), String> {
+        let own = |channel: &str, payload: &str| {
+            if channel == QUEUE_CHANNEL {
+                if payload.is_empty() || payload == self.fingerprint {
+                    self.wake.set();
+                }
+                true
+            } else {
+                false
+            }
+        };
+        listen_once(&self.cfg, &self.me, &self.tx, own, lost, connected).await
+    }
+}
+
+/// What other daemons did while this one was not listening: a note for each job
+/// (not run by `me`) that started or ended since `since` (Unix ms, less a second
+/// for clocks), as its notification would have said. Returns how many.
+async fn catch_up(
+    client: &tokio_postgres::Client,
+    me: &str,
+    since: i64,
+    tx: &std::sync::mpsc::Sender<(String, Note)>,
+) -> std::result::Result<usize, String> {
+    let rows = client
+        .query(
+            "SELECT record FROM jobs WHERE ran_by IS DISTINCT FROM $1 AND \
+             ((state IN ('done', 'failed', 'cancelled') AND (record->>'finished_ms')::bigint >= $2) \
+             OR (state = 'running' AND (record->>'started_ms')::bigint >= $2)) ORDER BY id",
+            &[&me, &(since - 1000)],
+        )
+        .await
+        .map_err(|e| super::error_text(&e))?;
+    let mut n = 0;
+    for row in &rows {
+        let Ok(j) = job_of(row) else { continue };
+        let note = Note {
+            d: String::new(),
+            id: j.id,
+            state: state_name(j.state).to_string(),
+            attempt: j.attempts,
+            latents: j.produced.clone(),
+        };
+        if tx.send((JOBS_CHANNEL.to_string(), note)).is_err() {
+            break;
+        }
+        n += 1;
+    }
+    Ok(n)
+}
+
 /// One LISTEN connection until it fails (`Err`) or `tx` is closed (`Ok`).
+/// `own(channel, payload)` takes the notifications it handles itself (true);
+/// `connected` is set once the LISTEN is in place, after catching up on what
+/// happened since `lost` (see [`catch_up`]).
 async fn listen_once(
     cfg: &tokio_postgres::Config,
     me: &str,
     tx: &std::sync::mpsc::Sender<(String, Note)>,
+    own: impl Fn(&str, &str) -> bool,
+    lost: Option<i64>,
+    connected: &mut bool,
 ) -> std::result::Result<(), String> {
     use futures::StreamExt;
     let (client, mut conn) = cfg
@@ -1014,10 +1192,20 @@ async fn listen_once(
         Err("the connection closed".to_string())
     });
     client
-        .batch_execute(&format!("LISTEN {JOBS_CHANNEL}; LISTEN {LIBRARY_CHANNEL}"))
+        .batch_execute(&format!(
+            "LISTEN {JOBS_CHANNEL}; LISTEN {LIBRARY_CHANNEL}; LISTEN {QUEUE_CHANNEL}"
+        ))
         .await
         .map_err(|e| super::error_text(&e))?;
+    if let Some(since) = lost {
+        let n = catch_up(&client, me, since, tx).await?;
+        tracing::info!(missed = n, "listening for other daemons again");
+    }
+    *connected = true;
     while let Some(n) = nrx.recv().await {
+        if own(n.channel(), n.payload()) {
+            continue;
+        }
         let Ok(note) = serde_json::from_str::<Note>(n.payload()) else {
             continue;
         };
