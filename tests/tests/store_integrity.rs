@@ -297,6 +297,169 @@ async fn damaged_records_are_found_salvaged_around_and_answer_data_loss() {
     assert!(n >= 33, "{}", job.id);
 }
 
+/// Latent ids in the order they were made (`lat-9` before `lat-10`).
+fn by_number(ids: impl IntoIterator<Item = String>) -> Vec<String> {
+    let mut v: Vec<String> = ids.into_iter().collect();
+    v.sort_by_key(|i| i.rsplit('-').next().unwrap().parse::<u64>().unwrap());
+    v
+}
+
+/// sled's recovery stops at the first damaged message and rolls back everything
+/// after it; salvage reads the log past it (docs/reliability.md, A damaged disk).
+#[tokio::test(flavor = "multi_thread")]
+async fn salvage_reads_past_damage_early_in_the_log() {
+    let root = tempfile::tempdir().unwrap();
+    let (model, data, before) = make_store(root.path()).await;
+    let (code, v) = verify_json(&data, &model);
+    assert_eq!(code, 0, "{v}");
+    let jobs_before = v["jobs"].as_u64().unwrap();
+
+    // The first latent made (its x_T is among the first values in the log), its
+    // neighbour's preview, and a later latent's x_T: every stored copy flipped.
+    let order = by_number(before.keys().cloned());
+    let (a, p, b) = (&order[0], &order[1], &order[20]);
+    let raw = |id: &str| -> Vec<u8> {
+        ddim_tests::npy_values(&before[id].0)
+            .1
+            .iter()
+            .flat_map(|f| f.to_le_bytes())
+            .collect()
+    };
+    let bad = root.path().join("bad");
+    copy_dir(&data, &bad);
+    let db = bad.join("store").join("db");
+    assert!(damage_value(&db, &raw(a)) >= 1);
+    assert!(damage_value(&db, before[p].1.as_ref().unwrap()) >= 1);
+    assert!(damage_value(&db, &raw(b)) >= 1);
+
+    // What sled's own recovery gives (verify reads a copy through sled).
+    let (code, v) = verify_json(&bad, &model);
+    assert_eq!(code, 1, "{v}");
+    let sled_latents = v["latents"].as_u64().unwrap();
+
+    let new = root.path().join("new");
+    let o = ddimd(&[
+        "store",
+        "salvage",
+        "--data",
+        s(&bad),
+        "--to",
+        s(&new),
+        "--json",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("panicked at"), "{}", stderr(&o));
+    let r: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(r["carved"], true, "{r}");
+    assert_eq!(r["complete"], true, "{r}");
+    // The damaged bytes are every stored copy of those values: a latent whose x_T
+    // is the same bytes as a or b lost it too, one whose preview is p's lost that.
+    let xt_hit: Vec<String> = by_number(
+        before
+            .keys()
+            .filter(|i| raw(i) == raw(a) || raw(i) == raw(b))
+            .cloned(),
+    );
+    let png_hit: Vec<&String> = before
+        .keys()
+        .filter(|i| !xt_hit.contains(i) && before[*i].1 == before[p].1)
+        .collect();
+    assert!(png_hit.contains(&p));
+    // Lost: the latents whose x_T has no intact copy left, and those whose only
+    // copy sat in a damaged page frame beside them (a consolidated sled node holds
+    // several records; its checksum covers them all): each named, with why.
+    let lost = ids(&r, "lost_ids");
+    let problems = r["problems"].as_array().unwrap();
+    for id in &xt_hit {
+        assert!(lost.contains(id), "{id} not reported lost: {r}");
+    }
+    let beside: Vec<&String> = lost.iter().filter(|i| !xt_hit.contains(i)).collect();
+    for id in &beside {
+        assert!(
+            problems.iter().any(|q| q["id"] == id.as_str()
+                && q["what"]
+                    .as_str()
+                    .unwrap()
+                    .contains("newest write is damaged")),
+            "{id} lost without the damaged frame named: {r}"
+        );
+    }
+    assert!(
+        beside.len() <= 2,
+        "{} records lost beside the damaged ones: {r}",
+        beside.len()
+    );
+    assert_eq!(r["jobs"].as_u64(), Some(jobs_before), "every job kept: {r}");
+    assert_eq!(
+        r["latents"].as_u64(),
+        Some((before.len() - lost.len()) as u64),
+        "{r}"
+    );
+
+    // The salvaged store serves every undamaged latent byte for byte; a latent kept
+    // without a part (its preview damaged, or sitting in a damaged frame beside a
+    // damaged one) has its x_T and the report names what it lost.
+    let d = Daemon::builder().model(&model).data(&new).start().await;
+    let mut c = d.client().await;
+    let after = exports(&mut c).await;
+    let named = |id: &str| {
+        problems.iter().any(|q| {
+            q["id"] == id && q["lost"] == false && q["what"].as_str().unwrap().contains("preview")
+        })
+    };
+    let mut partial = 0;
+    for (id, e) in &before {
+        if lost.contains(id) {
+            assert!(!after.contains_key(id), "{id} kept from a damaged x_T");
+            continue;
+        }
+        let got = after.get(id).unwrap_or_else(|| panic!("{id} dropped"));
+        assert_eq!(
+            (&got.0, &got.2),
+            (&e.0, &e.2),
+            "{id}: x_T and source as they were"
+        );
+        if png_hit.contains(&id) || got != e {
+            assert!(
+                got.1.is_none() && named(id),
+                "{id}: a changed preview not reported: {r}"
+            );
+            partial += 1;
+        }
+    }
+    assert!(png_hit
+        .iter()
+        .all(|i| lost.contains(i) || after[*i].1.is_none()));
+    let jobs = c
+        .list_jobs(pb::ListJobsRequest {
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(jobs.jobs.len() as u64, jobs_before);
+    assert!(jobs.jobs.iter().all(|j| j.state() == pb::JobState::Done));
+    // Ids run on.
+    let job = run_job(&mut c, sample_spec(1, 99, 2)).await;
+    let n: u64 = job.id.trim_start_matches("job-").parse().unwrap();
+    assert!(n >= 33, "{}", job.id);
+    println!(
+        "damage early in the log: 3 values of {} latents and {jobs_before} jobs ({} x_T and {} \
+         previews share their bytes); sled's recovery kept {sled_latents} latents; salvage \
+         kept {} latents ({partial} without their preview) and {} jobs, lost {} ({}; {} only in a \
+         damaged frame beside them)",
+        before.len(),
+        xt_hit.len(),
+        png_hit.len(),
+        r["latents"],
+        r["jobs"],
+        lost.len(),
+        lost.join(", "),
+        beside.len()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_store_sled_cannot_open_is_one_line_and_exit_3() {
     let root = tempfile::tempdir().unwrap();

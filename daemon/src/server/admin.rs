@@ -13,6 +13,10 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use super::dump::{self, Checks, Dump};
+
+/// Reading sled's log past damage (salvage); its own file beside this one.
+#[path = "carve.rs"]
+pub mod carve;
 use super::error::{Result, ServerError};
 use super::store::Store;
 
@@ -336,18 +340,66 @@ fn verify(a: &VerifyArgs) -> Result<u8> {
 fn salvage(a: &SalvageArgs) -> Result<u8> {
     let t0 = Instant::now();
     check_empty(&a.to, "--to")?;
-    let (d, how) = match open_copy(&a.data) {
-        Ok((_copy, store)) => (store.frozen(|t| dump::read(t, &salvage_checks()))?, None),
-        Err(ServerError::Unopenable(why)) => match salvage_unopenable(&a.data)? {
+    must_exist(&a.data, "--data")?;
+    // sled's own read of a copy, and the carve of the log (which reads past damage).
+    let carved = carve::carve(&a.data.join("store"));
+    let by_sled = match open_copy(&a.data) {
+        Ok((_copy, store)) => Ok(store.frozen(|t| dump::read(t, &salvage_checks()))?),
+        Err(e) => Err(e),
+    };
+    let size = |d: &Dump| d.latents.len() + d.jobs.len();
+    let mut carved_used: Option<carve::Carved> = None;
+    let (d, how) = match (carved, by_sled) {
+        // A log without a damaged message: sled's own read is the store.
+        (Ok(c), Ok(d)) if c.damaged == 0 => (d, None),
+        (Ok(c), by_sled) if c.damaged > 0 || matches!(by_sled, Err(ServerError::Unopenable(_))) => {
+            let cd = carved_dump(&a.data, &c)?;
+            match by_sled {
+                // Never fewer records than sled's own recovery gives.
+                Ok(sd) if size(&sd) > size(&cd) => (sd, None),
+                Ok(sd) => {
+                    let how = format!(
+                        "read sled's log directly past {} damaged messages ({} messages in {} segments); \
+                         sled's own recovery stops at the first and read {} latents and {} jobs",
+                        c.damaged, c.messages, c.segments, sd.latents.len(), sd.jobs.len()
+                    );
+                    carved_used = Some(c);
+                    (cd, Some(how))
+                }
+                Err(_) if c.damaged == 0 => match salvage_unopenable(&a.data)? {
+                    Some((d, how)) => (d, Some(how)),
+                    None => {
+                        carved_used = Some(c);
+                        (
+                            cd,
+                            Some("sled could not open it; read its log directly".to_string()),
+                        )
+                    }
+                },
+                Err(_) => {
+                    let how = format!(
+                        "sled could not open it; read its log directly past {} damaged messages ({} messages in {} segments)",
+                        c.damaged, c.messages, c.segments
+                    );
+                    carved_used = Some(c);
+                    (cd, Some(how))
+                }
+            }
+        }
+        (_, Ok(d)) => (d, None),
+        (_, Err(ServerError::Unopenable(why))) => match salvage_unopenable(&a.data)? {
             Some((d, how)) => (d, Some(how)),
             None => return Err(ServerError::Unopenable(why)),
         },
-        Err(e) => return Err(e),
+        (_, Err(e)) => return Err(e),
     };
     let mut d = d;
     let inventory = dump::Inventory::load(&a.data);
     if let Some(inv) = &inventory {
         inv.apply(&mut d);
+        if let Some(c) = &carved_used {
+            vanished(inv, c, &mut d);
+        }
     }
     for p in dump::load_lost(&a.data) {
         if !d.problems.contains(&p) {
@@ -360,14 +412,22 @@ fn salvage(a: &SalvageArgs) -> Result<u8> {
     drop(target);
     let lost = d.lost_ids();
     let partial: Vec<&dump::Problem> = d.problems.iter().filter(|p| !p.lost).collect();
+    // Whether every lost record is named: sled's read of a healthy log, a carve
+    // whose damage is tied to keys, or any read checked against the inventory.
+    let complete = inventory.is_some()
+        || match &carved_used {
+            Some(c) => c.unnamed.is_empty(),
+            None => how.is_none(),
+        };
     if a.json {
         println!(
             "{}",
             json!({
                 "from": a.data,
                 "to": a.to,
-                "complete": how.is_none() || inventory.is_some(),
+                "complete": complete,
                 "how": how.as_deref().unwrap_or("read"),
+                "carved": carved_used.is_some(),
                 "latents": d.latents.len(),
                 "jobs": d.jobs.len(),
                 "next_id": d.counter,
@@ -386,12 +446,10 @@ fn salvage(a: &SalvageArgs) -> Result<u8> {
             d.counter,
             how.as_deref().unwrap_or("every record read")
         );
-        if how.is_some() && inventory.is_some() && lost.is_empty() {
-            println!("lost: nothing (every record of the store's last clean stop is here)");
-        } else if how.is_some() {
+        if !complete {
             println!(
-                "lost: unknown — sled's recovery stopped at the damage; records it could not reach are gone{}",
-                if lost.is_empty() { String::new() } else { format!(" (and {})", lost.join(", ")) }
+                "lost: not all countable — damage the salvage could not tie to records (no clean-stop inventory to check against){}",
+                if lost.is_empty() { String::new() } else { format!("; named: {} ({})", lost.len(), lost.join(", ")) }
             );
         } else if lost.is_empty() {
             println!("lost: nothing");
@@ -404,6 +462,112 @@ fn salvage(a: &SalvageArgs) -> Result<u8> {
         println!("serve it with `ddimd serve --data {}`", a.to.display());
     }
     Ok(0)
+}
+
+/// The record a carved key belongs to (`lat-N`, `job-N`); `None` for the indexes,
+/// which a load rebuilds.
+fn record_id(tree: &str, key: &[u8]) -> Option<String> {
+    let id = u64::from_be_bytes(key.try_into().ok()?);
+    match tree {
+        "latents" | "latent_xt" | "latent_source" | "latent_preview" => Some(format!("lat-{id}")),
+        "jobs" | "job_specs" | "job_results" => Some(format!("job-{id}")),
+        _ => None,
+    }
+}
+
+/// The carve's trees written into a scratch sled store and read back through
+/// [`dump::read`] (every check `verify` makes), with the carve's own findings.
+fn carved_dump(dir: &Path, c: &carve::Carved) -> Result<Dump> {
+    let tmp = scratch(dir)?;
+    let store = Store::open(tmp.path())?;
+    {
+        let t = store.t()?;
+        for (name, kv) in &c.trees {
+            let tree = match name.as_str() {
+                "latents" => &t.latents,
+                "latent_xt" => &t.latent_xt,
+                "latent_source" => &t.latent_source,
+                "latent_preview" => &t.latent_preview,
+                "jobs" => &t.jobs,
+                "job_specs" => &t.job_specs,
+                "job_results" => &t.job_results,
+                "idempotency" => &t.idempotency,
+                "job_latents" => &t.job_latents,
+                "meta" => &t.meta,
+                _ => continue,
+            };
+            for (k, v) in kv {
+                tree.insert(k.as_slice(), v.as_slice())?;
+            }
+        }
+    }
+    let mut d = store.frozen(|t| dump::read(t, &salvage_checks()))?;
+    drop(store);
+    for n in &c.lost {
+        if let Some(id) = record_id(&n.tree, &n.key) {
+            // A lost part (x_T, a PNG, a spec, a result): `dump::read` has already
+            // said whether the record survives without it.
+            d.problems.push(dump::Problem {
+                id,
+                what: format!("{}: {}", n.tree, n.what),
+                lost: matches!(n.tree.as_str(), "latents" | "jobs"),
+            });
+        }
+    }
+    for n in &c.older {
+        if let Some(id) = record_id(&n.tree, &n.key) {
+            d.problems.push(dump::Problem {
+                id,
+                what: format!("{}: {}", n.tree, n.what),
+                lost: false,
+            });
+        }
+    }
+    for u in &c.unnamed {
+        d.problems.push(dump::Problem {
+            id: "store".into(),
+            what: u.clone(),
+            lost: false,
+        });
+    }
+    d.problems.dedup();
+    Ok(d)
+}
+
+/// A carved store checked against the last clean stop's inventory: every id it
+/// held that the carve neither found nor saw deleted is lost.
+fn vanished(inv: &dump::Inventory, c: &carve::Carved, d: &mut Dump) {
+    let have_l: std::collections::BTreeSet<u64> = d.latents.iter().map(|l| l.record.id).collect();
+    let have_j: std::collections::BTreeSet<u64> = d.jobs.iter().map(|j| j.record.id).collect();
+    let deleted = |tree: &str, id: u64| {
+        c.deleted
+            .get(tree)
+            .is_some_and(|s| s.contains(id.to_be_bytes().as_slice()))
+    };
+    let mut add = |id: String| {
+        let p = dump::Problem {
+            id,
+            what: "vanished: it was in the store at its last clean stop and no intact copy of it is left".into(),
+            lost: true,
+        };
+        if !d.problems.iter().any(|q| q.id == p.id && q.lost) {
+            d.problems.push(p);
+        }
+    };
+    for [lo, hi] in &inv.latent_ids {
+        for l in *lo..=*hi {
+            if !have_l.contains(&l) && !deleted("latents", l) {
+                add(format!("lat-{l}"));
+            }
+        }
+    }
+    for [lo, hi] in &inv.job_ids {
+        for j in *lo..=*hi {
+            if !have_j.contains(&j) && !deleted("jobs", j) {
+                add(format!("job-{j}"));
+            }
+        }
+    }
 }
 
 fn salvage_checks() -> Checks {
