@@ -142,8 +142,15 @@ daemon_row() {  # MAX_BATCH → prints "seconds for 16 jobs" or fails
   done
   if [ -z "$addr" ]; then echo "serve did not listen: $(tail -n 1 "$d/err")" >&2; kill $sp 2>/dev/null; return 1; fi
   export DDIM_ADDR="http://$addr"
-  # Warm-up (model load, CUDA context, first kernels), then 16 at once.
-  "$C" sample --wait --count 1 --steps "$S" --seed 999 > /dev/null 2>> "$d/client.err" || { kill $sp; return 1; }
+  # Warm-up (the model loads after the daemon listens: retried while it answers
+  # UNAVAILABLE; CUDA context, first kernels), then 16 at once.
+  local warm=0
+  for i in $(seq 1 240); do
+    if "$C" sample --wait --count 1 --steps "$S" --seed 999 > /dev/null 2> "$d/client.err"; then warm=1; break; fi
+    grep -q "still loading" "$d/client.err" || break
+    sleep 0.5
+  done
+  [ $warm = 1 ] || { echo "the warm-up job failed: $(tail -n 1 "$d/client.err")" >&2; kill $sp; return 1; }
   local t0 t1 k ok=1 cps=()
   t0=$(date +%s.%N)
   for k in $(seq 1 16); do "$C" sample --wait --count 1 --steps "$S" --seed "$k" > /dev/null 2>> "$d/client.err" & cps+=($!); done
