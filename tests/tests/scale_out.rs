@@ -474,6 +474,121 @@ async fn a_watch_on_one_daemon_follows_a_job_on_the_other() {
     assert!(by[0].ends_with(&format!(":{}", a.pid())), "ran on {by:?}");
 }
 
+/// Progress across daemons: a watch on A of a job that B runs gets B's progress
+/// steps with x̂0 previews (relayed by NOTIFY, throttled by B) before the end, and
+/// the finished job names B as the daemon that ran it. The two daemons serve two
+/// models, so the job (pinned to B's model) can only run on B; B is kept busy with
+/// a long job while the watch on A is set up, then that job is cancelled and B
+/// takes the watched one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_watch_on_one_daemon_sees_progress_and_previews_of_a_job_on_the_other() {
+    use pb::job_event::Event;
+    let pg = tokio::task::spawn_blocking(PgServer::start).await.unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let model_a = init_model(&root.path().join("a"), "test", 1, 32, 0);
+    let model_b = init_model(&root.path().join("b"), "test", 1, 32, 1);
+    let (a, b) = tokio::join!(
+        Daemon::builder().model(&model_a).store(&pg.url()).start(),
+        Daemon::builder().model(&model_b).store(&pg.url()).start()
+    );
+    let (mut ca, mut cb) = (a.client().await, b.client().await);
+    // B busy: a long job, running before the watched one is submitted.
+    let long = cb
+        .submit_job(submit(sample_spec(1, 1, 1000)))
+        .await
+        .unwrap()
+        .into_inner();
+    let until = Instant::now() + TIMEOUT;
+    loop {
+        let j = cb
+            .get_job(pb::GetJobRequest {
+                id: long.id.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        if j.state() == pb::JobState::Running {
+            break;
+        }
+        assert_eq!(j.state(), pb::JobState::Queued, "{}", j.error);
+        assert!(Instant::now() < until, "{} never ran", long.id);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let job = cb
+        .submit_job(submit(sample_spec(1, 2, 40)))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut watch = ca
+        .watch_job(pb::WatchJobRequest {
+            id: job.id.clone(),
+            preview_every: 1,
+        })
+        .await
+        .expect("watch on a")
+        .into_inner();
+    // The watch is in place (A answered it): let B go on to the watched job.
+    let cancelled = cb
+        .cancel_job(pb::CancelJobRequest {
+            id: long.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(cancelled.state(), pb::JobState::Cancelled);
+    let mut steps = vec![];
+    let mut previews = 0;
+    let finished = loop {
+        let ev = tokio::time::timeout(TIMEOUT, watch.message())
+            .await
+            .expect("an event within the timeout")
+            .expect("the watch stream")
+            .expect("the watch ends with the finished job");
+        match ev.event {
+            Some(Event::Progress(p)) => {
+                assert_eq!(p.total, 40);
+                assert!((1..=40).contains(&p.step), "step {}", p.step);
+                steps.push(p.step);
+                if let Some(img) = p.preview {
+                    let png = image::load_from_memory(&img.png).expect("a PNG preview");
+                    assert_eq!((png.width(), png.height()), (img.width, img.height));
+                    assert!(img.width > 0 && img.width <= 64, "{}", img.width);
+                    previews += 1;
+                }
+            }
+            Some(Event::Finished(j)) => break j,
+            _ => {}
+        }
+    };
+    assert_eq!(finished.state(), pb::JobState::Done, "{}", finished.error);
+    assert!(
+        steps.iter().any(|s| *s < 40),
+        "no progress before the end on a: {steps:?}"
+    );
+    assert!(previews > 0, "no x̂0 preview on a ({steps:?})");
+    assert!(
+        steps.windows(2).all(|w| w[0] < w[1]),
+        "steps out of order: {steps:?}"
+    );
+    // Ran on B, and A says so, with B's id as the fleet lists it.
+    assert!(
+        finished.ran_by.ends_with(&format!(":{}", b.pid())),
+        "ran by {:?}",
+        finished.ran_by
+    );
+    let stats = ca
+        .get_stats(pb::GetStatsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let d = stats
+        .daemons
+        .iter()
+        .find(|d| d.id == finished.ran_by)
+        .unwrap_or_else(|| panic!("{} not in the fleet {:?}", finished.ran_by, stats.daemons));
+    assert_eq!(d.address, b.addr);
+}
+
 /// A network partition, as a paused process (SIGSTOP): the daemon running a job
 /// stops renewing its lease, the other daemon runs the job again and finishes it;
 /// when the first comes back (SIGCONT) its late result is refused: the job stays

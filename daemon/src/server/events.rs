@@ -1,7 +1,8 @@
 //! Broadcasts from the worker and the service to the watch streams.
 use ddim_proto::v1 as pb;
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, watch};
 
 /// What happened to a job (watchers filter by id).
@@ -19,6 +20,9 @@ pub enum JobUpdate {
         total: u32,
         eta_seconds: f64,
         preview: Option<Arc<pb::Image>>,
+        /// From the daemon running the job on a shared store (throttled there):
+        /// a watcher that wants previews takes its preview whatever the step.
+        relayed: bool,
     },
     /// Reached a final state (or went back to the queue at shutdown); read the store.
     Finished {
@@ -32,6 +36,8 @@ pub struct Hub {
     shutdown: watch::Sender<bool>,
     /// job id → the `preview_every` of each watcher that wants previews.
     previews: Mutex<HashMap<u64, Vec<u32>>>,
+    /// On a shared store: progress notes for the other daemons.
+    pub shared: Outbox,
 }
 
 impl Default for Hub {
@@ -47,6 +53,7 @@ impl Hub {
             library: broadcast::channel(4096).0,
             shutdown: watch::channel(false).0,
             previews: Mutex::new(HashMap::new()),
+            shared: Outbox::default(),
         }
     }
 
@@ -103,6 +110,92 @@ impl Hub {
     }
 }
 
+/// Progress notes of the jobs this daemon runs, waiting to go to the daemons
+/// sharing its PostgreSQL store (`super::fleet`'s sender thread `NOTIFY`s them):
+/// the latest per job, so a slow database drops steps, never the newest. The
+/// worker never waits on the database for progress; it waits only, briefly, at
+/// the end of a job ([`Outbox::flush`]) so that the other daemons hear of its
+/// last steps before its end.
+#[derive(Default)]
+pub struct Outbox {
+    st: Mutex<OutboxState>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct OutboxState {
+    /// A sender runs (on sled nothing is kept).
+    open: bool,
+    pending: BTreeMap<u64, String>,
+    /// The sender is sending what it took.
+    busy: bool,
+}
+
+impl Outbox {
+    fn state(&self) -> std::sync::MutexGuard<'_, OutboxState> {
+        self.st.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A sender runs from now on.
+    pub fn open(&self) {
+        self.state().open = true;
+    }
+
+    /// Whether a sender runs (progress notes are worth making).
+    pub fn is_open(&self) -> bool {
+        self.state().open
+    }
+
+    /// Job `job`'s latest note (it replaces one not sent yet).
+    pub fn put(&self, job: u64, note: String) {
+        let mut s = self.state();
+        if s.open {
+            s.pending.insert(job, note);
+            self.changed.notify_all();
+        }
+    }
+
+    /// For the sender: the notes waiting, after waiting up to `wait` for one.
+    /// They are in flight until [`Outbox::sent`].
+    pub fn take(&self, wait: Duration) -> Vec<String> {
+        let mut s = self.state();
+        if s.pending.is_empty() {
+            s = self
+                .changed
+                .wait_timeout(s, wait)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        let notes: Vec<String> = std::mem::take(&mut s.pending).into_values().collect();
+        s.busy = !notes.is_empty();
+        notes
+    }
+
+    /// For the sender: what it took is sent (or given up).
+    pub fn sent(&self) {
+        self.state().busy = false;
+        self.changed.notify_all();
+    }
+
+    /// Waits, at most `within`, until every note put so far is sent; true if so.
+    pub fn flush(&self, within: Duration) -> bool {
+        let until = Instant::now() + within;
+        let mut s = self.state();
+        while s.busy || !s.pending.is_empty() {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            s = self
+                .changed
+                .wait_timeout(s, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        true
+    }
+}
+
 pub struct PreviewGuard {
     hub: Arc<Hub>,
     job: u64,
@@ -123,5 +216,37 @@ impl Drop for PreviewGuard {
                 p.remove(&self.job);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_outbox_keeps_the_latest_note_per_job_and_flush_waits_for_the_sender() {
+        let ob = Arc::new(Outbox::default());
+        // No sender (sled): nothing is kept, nothing to wait for.
+        ob.put(1, "a".into());
+        assert!(ob.take(Duration::ZERO).is_empty());
+        assert!(ob.flush(Duration::ZERO));
+        ob.open();
+        ob.put(1, "1@3".into());
+        ob.put(2, "2@1".into());
+        ob.put(1, "1@4".into());
+        assert!(!ob.flush(Duration::from_millis(10)), "two notes wait");
+        let sender = {
+            let ob = ob.clone();
+            std::thread::spawn(move || {
+                let notes = ob.take(Duration::from_secs(5));
+                std::thread::sleep(Duration::from_millis(50));
+                ob.sent();
+                notes
+            })
+        };
+        assert!(ob.flush(Duration::from_secs(10)), "flushed once sent");
+        let sent = sender.join().unwrap();
+        assert_eq!(sent, ["1@4", "2@1"], "the latest per job");
+        assert!(ob.take(Duration::from_millis(1)).is_empty());
     }
 }

@@ -14,10 +14,16 @@
 //!   its cancel flag set), sweeps expired leases of any daemon back into the
 //!   queue (or to FAILED `interrupted` after `--max-attempts`), and beats this
 //!   daemon's row in `daemons`.
-//! - the listener: what other daemons `NOTIFY` (a job started or ended, latents
-//!   made, renamed, tagged or deleted; see [`super::pg::Note`]) goes to this
-//!   daemon's [`Hub`], so `WatchJob` and `WatchLibrary` here follow work done
-//!   there (without progress steps or previews yet).
+//! - the listener: what other daemons `NOTIFY` (a job started, stepped or ended,
+//!   latents made, renamed, tagged or deleted; see [`super::pg::Note`]) goes to
+//!   this daemon's [`Hub`], so `WatchJob` and `WatchLibrary` here follow work
+//!   done there, progress steps and x̂0 previews included.
+//! - the progress sender: the worker leaves a note in the hub's outbox at most
+//!   every [`super::worker::SHARE_EVERY`] per running job (step, total, ETA and
+//!   the x̂0 preview, shrunk until the note fits a `NOTIFY`); this thread
+//!   `NOTIFY`s them on the jobs channel, so the worker never waits on the
+//!   database for progress. The worker flushes the outbox before it settles a
+//!   job, so the other daemons hear its last steps before its end.
 //!
 //! They are plain threads: the store's PostgreSQL calls block (see
 //! [`super::pg::PgStore`]).
@@ -46,7 +52,7 @@ use ddim_proto::v1 as pb;
 use super::conversions::{latent_id, latent_to_pb, now_ms};
 use super::error::{Result, ServerError};
 use super::events::{Hub, JobUpdate};
-use super::pg::{Backoff, Note, PgStore, JOBS_CHANNEL};
+use super::pg::{Backoff, Note, PgStore, JOBS_CHANNEL, PROGRESS};
 use super::queue::{Queued, Scheduler};
 use super::store::{JobRecord, JobState, Store};
 
@@ -84,6 +90,11 @@ impl Fleet {
         std::thread::Builder::new()
             .name("ddimd-keeper".into())
             .spawn(move || m.keeper())?;
+        me.hub.shared.open();
+        let m = me.clone();
+        std::thread::Builder::new()
+            .name("ddimd-progress".into())
+            .spawn(move || m.sender())?;
         let (tx, rx) = std::sync::mpsc::channel();
         me.pg().listen(tx);
         std::thread::Builder::new()
@@ -210,8 +221,52 @@ impl Fleet {
         pg.heartbeat(&self.address, &self.device, running)
     }
 
+    /// The progress sender: `NOTIFY`s the progress notes the worker leaves in the
+    /// hub's outbox (at most one per job every [`super::worker::SHARE_EVERY`]),
+    /// off the worker's thread, so a slow or absent database never slows a job.
+    fn sender(&self) {
+        let pg = self.pg().clone();
+        let mut failing = false;
+        while !self.sched.is_shutting_down() {
+            let notes = self.hub.shared.take(Duration::from_millis(200));
+            if notes.is_empty() {
+                continue;
+            }
+            match pg.notify(JOBS_CHANNEL, notes) {
+                Ok(()) => failing = false,
+                // Progress is worth nothing later: dropped, logged once.
+                Err(e) => {
+                    if !failing {
+                        warn!("sending progress to the other daemons: {e}");
+                    }
+                    failing = true;
+                }
+            }
+            self.hub.shared.sent();
+        }
+    }
+
+    /// Another daemon's progress note for a job it runs, to this daemon's watchers.
+    fn relay(&self, n: Note) {
+        let Some(p) = n.progress else {
+            return;
+        };
+        self.hub.job(JobUpdate::Progress {
+            job: n.id,
+            step: p.step,
+            total: p.total,
+            eta_seconds: p.eta,
+            preview: p.preview.and_then(|i| i.image()).map(Arc::new),
+            relayed: true,
+        });
+    }
+
     /// Tells this daemon's watchers what another daemon did.
     fn told(&self, channel: &str, n: Note) {
+        if channel == JOBS_CHANNEL && n.state == PROGRESS {
+            self.relay(n);
+            return;
+        }
         let added = |id: u64, kind: pb::library_event::Kind| {
             if let Some(r) = self.store.get_latent(id) {
                 self.hub

@@ -887,12 +887,15 @@ impl Ddim for DdimService {
                         total,
                         eta_seconds,
                         preview,
+                        relayed,
                     }) if job == n => Event::Progress(pb::Progress {
                         step,
                         total,
                         eta_seconds,
                         preview: preview
-                            .filter(|_| preview_every > 0 && step.is_multiple_of(preview_every))
+                            .filter(|_| {
+                                preview_every > 0 && (relayed || step.is_multiple_of(preview_every))
+                            })
                             .map(|p| (*p).clone()),
                     }),
                     Ok(JobUpdate::Finished { job }) if job == n => {

@@ -106,9 +106,14 @@ pub fn image_pb(t: &Tensor) -> pb::Image {
 
 /// A preview: at most 64 px wide.
 fn preview_pb(t: &Tensor) -> pb::Image {
+    preview_at_most(t, 64)
+}
+
+/// A preview at most `side` px wide and high.
+fn preview_at_most(t: &Tensor, side: u32) -> pb::Image {
     let img = imageio::tensor_to_image(t);
-    let img = if img.width() > 64 {
-        img.thumbnail(64, 64)
+    let img = if img.width() > side || img.height() > side {
+        img.thumbnail(side, side)
     } else {
         img
     };
@@ -137,6 +142,34 @@ pub struct Track {
     step: u32,
     total: u32,
     t0: Instant,
+    attempt: u32,
+    /// When its progress last went to the daemons sharing the store.
+    shared_at: Option<Instant>,
+}
+
+/// How often a job's progress goes to the daemons sharing a PostgreSQL store
+/// (at most), with an x̂0 preview each time.
+pub const SHARE_EVERY: Duration = Duration::from_millis(250);
+
+/// A job's progress note for the other daemons: with its x̂0 preview (`local`,
+/// the one made for this daemon's watchers, else one made now) at 64 px, else at
+/// 40 px (a 40×40 RGB PNG always fits a `NOTIFY`), else without.
+fn shared_note(me: &str, tr: &Track, eta: f64, x0: &Tensor, local: Option<&pb::Image>) -> String {
+    use super::pg::{progress_note, PreviewNote, ProgressNote};
+    let note = |preview: Option<&pb::Image>| {
+        let p = ProgressNote {
+            step: tr.step,
+            total: tr.total,
+            eta: if eta.is_finite() { eta } else { 0.0 },
+            preview: preview.map(PreviewNote::of),
+        };
+        progress_note(me, tr.id, tr.attempt, p)
+    };
+    let first = local.cloned().unwrap_or_else(|| preview_pb(&x0.get(0)));
+    note(Some(&first))
+        .or_else(|| note(Some(&preview_at_most(&x0.get(0), 40))))
+        .or_else(|| note(None))
+        .expect("a note without a preview fits")
 }
 
 /// Why a job stopped early.
@@ -284,6 +317,8 @@ impl Worker {
                         step: 0,
                         total: rec.total_steps,
                         t0: Instant::now(),
+                        attempt: rec.attempts,
+                        shared_at: None,
                     };
                     out.push((rec, spec, track));
                 }
@@ -350,12 +385,21 @@ impl Worker {
             .hub
             .preview_due(tr.id, tr.step)
             .then(|| Arc::new(preview_pb(&x0.get(0))));
+        if let Some(pg) = self.store.pg() {
+            if self.hub.shared.is_open() && tr.shared_at.is_none_or(|t| t.elapsed() >= SHARE_EVERY)
+            {
+                tr.shared_at = Some(Instant::now());
+                let note = shared_note(&pg.daemon, tr, eta, x0, preview.as_deref());
+                self.hub.shared.put(tr.id, note);
+            }
+        }
         self.hub.job(JobUpdate::Progress {
             job: tr.id,
             step: tr.step,
             total: tr.total,
             eta_seconds: eta,
             preview,
+            relayed: false,
         });
         if tr.cancel.load(Ordering::SeqCst) {
             Err(Stop::Cancelled)
@@ -531,6 +575,8 @@ impl Worker {
     /// that was cancelled or failed ("stopped at step 60/400").
     fn settle(&self, mut rec: JobRecord, step: u32, r: Result<Outcome>) {
         let id = rec.id;
+        // The other daemons' watchers hear of the last steps before the end.
+        self.hub.shared.flush(Duration::from_secs(2));
         rec.stopped_at = step;
         let images = rec.images;
         let written = match r {
@@ -634,5 +680,53 @@ impl Worker {
             &|| self.sched.is_shutting_down(),
             op,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::pg::{Note, NOTIFY_MAX, PROGRESS};
+
+    fn track(step: u32) -> Track {
+        Track {
+            id: 9,
+            cancel: Arc::new(AtomicBool::new(false)),
+            step,
+            total: 50,
+            t0: Instant::now(),
+            attempt: 2,
+            shared_at: None,
+        }
+    }
+
+    /// A progress note for the other daemons always fits a NOTIFY: a small model's
+    /// preview as the watchers here get it, a 64-px RGB one of noise (a PNG that
+    /// does not compress) shrunk to 40 px.
+    #[test]
+    fn progress_notes_fit_a_notify_with_a_preview() {
+        let read = |s: &str| -> Note { serde_json::from_str(s).expect("a note") };
+        let small = Tensor::rand([1, 1, 32, 32], (Kind::Float, Device::Cpu)) * 2.0 - 1.0;
+        let n = read(&shared_note("h:1", &track(3), 1.5, &small, None));
+        assert_eq!((n.id, n.state.as_str(), n.attempt), (9, PROGRESS, 2));
+        let p = n.progress.expect("progress");
+        assert_eq!((p.step, p.total, p.eta), (3, 50, 1.5));
+        let img = p.preview.expect("a preview").image().expect("base64");
+        assert_eq!((img.width, img.height), (32, 32));
+        let png = image::load_from_memory(&img.png).expect("a PNG");
+        assert_eq!(png.width(), 32);
+
+        let big = Tensor::rand([1, 3, 64, 64], (Kind::Float, Device::Cpu)) * 2.0 - 1.0;
+        assert!(
+            preview_pb(&big.get(0)).png.len() * 4 / 3 > NOTIFY_MAX,
+            "noise does not fit at 64 px"
+        );
+        let s = shared_note("h:1", &track(4), f64::INFINITY, &big, None);
+        assert!(s.len() <= NOTIFY_MAX, "{}", s.len());
+        let p = read(&s).progress.expect("progress");
+        assert_eq!(p.eta, 0.0, "an unknown ETA is 0");
+        let img = p.preview.expect("a preview at 40 px").image().unwrap();
+        assert_eq!((img.width, img.height), (40, 40));
+        assert!(image::load_from_memory(&img.png).is_ok());
     }
 }

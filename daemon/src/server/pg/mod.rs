@@ -31,6 +31,7 @@ pub use records::{load, read, Counts};
 pub use schema::{migrate, Migration, MIGRATIONS};
 pub(crate) use serve::png_expected;
 pub use serve::{Claimed, Note, PgStore, JOBS_CHANNEL, LIBRARY_CHANNEL, QUEUE_CHANNEL};
+pub use serve::{progress_note, PreviewNote, ProgressNote, NOTIFY_MAX, PROGRESS};
 
 /// Whether `s` names a PostgreSQL database rather than a folder.
 pub fn is_url(s: &str) -> bool {
@@ -140,6 +141,11 @@ impl std::fmt::Debug for Pg {
 /// How long a connection attempt waits for the server.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Unless the URL says otherwise (`tcp_user_timeout`, `keepalives_idle`): how long
+/// sent data may go unacknowledged before the connection is given up, and how long
+/// an idle connection stays silent before TCP keepalive probes it.
+pub const TCP_TIMEOUT: Duration = Duration::from_secs(30);
+
 impl Pg {
     /// Connects to `url` (`postgres://USER:PASSWORD@HOST:PORT/DB`, or any form
     /// libpq accepts as a URL) with a pool of at most `pool_size` connections, and
@@ -168,8 +174,25 @@ impl Pg {
                 cfg.password(p);
             }
         }
+        if cfg.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
+            return Err(ServerError::Config(format!(
+                "{flag} {shown}: sslmode=require, but ddimd connects without TLS (no TLS \
+                 library is built in); use sslmode=disable or prefer over a trusted network \
+                 or an SSH tunnel (docs/scale-out.md)"
+            )));
+        }
         if cfg.get_connect_timeout().is_none() {
             cfg.connect_timeout(CONNECT_TIMEOUT);
+        }
+        // A cut network: a statement waiting on a peer that went silent fails after
+        // TCP_TIMEOUT (not the kernel's ~15 min of retransmissions), and an idle
+        // connection (the LISTEN one) is probed after TCP_TIMEOUT of silence; then
+        // the daemon sees the database as away and reconnects (docs/scale-out.md).
+        if cfg.get_tcp_user_timeout().is_none() {
+            cfg.tcp_user_timeout(TCP_TIMEOUT);
+        }
+        if cfg.get_keepalives_idle() > TCP_TIMEOUT {
+            cfg.keepalives_idle(TCP_TIMEOUT);
         }
         if cfg.get_application_name().is_none() {
             cfg.application_name("ddimd");

@@ -119,6 +119,9 @@ pub struct Note {
     /// Latents a finished job made.
     #[serde(default)]
     pub latents: Vec<u64>,
+    /// A running job's progress (state [`PROGRESS`], on the jobs channel).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<ProgressNote>,
 }
 
 fn note(me: &str, id: u64, state: &str, attempt: u32, latents: Vec<u64>) -> String {
@@ -128,8 +131,74 @@ fn note(me: &str, id: u64, state: &str, attempt: u32, latents: Vec<u64>) -> Stri
         state: state.to_string(),
         attempt,
         latents,
+        progress: None,
     })
     .expect("a note serialises")
+}
+
+/// The state of a progress note: not a job state (the job is running).
+pub const PROGRESS: &str = "progress";
+
+/// The most a `NOTIFY` payload may hold: PostgreSQL refuses 8000 bytes or more.
+pub const NOTIFY_MAX: usize = 7999;
+
+/// A running job's progress as the daemon running it tells the others (at most
+/// a few a second per job, docs/scale-out.md): the step, and the x̂0 preview its
+/// own watchers get, when it fits the payload.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ProgressNote {
+    pub step: u32,
+    pub total: u32,
+    pub eta: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preview: Option<PreviewNote>,
+}
+
+/// A small PNG in a note: base64, with its size.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct PreviewNote {
+    pub w: u32,
+    pub h: u32,
+    pub png: String,
+}
+
+impl PreviewNote {
+    pub fn of(img: &ddim_proto::v1::Image) -> PreviewNote {
+        use base64::Engine;
+        PreviewNote {
+            w: img.width,
+            h: img.height,
+            png: base64::engine::general_purpose::STANDARD.encode(&img.png),
+        }
+    }
+
+    /// The image back; `None` for a payload that is not base64.
+    pub fn image(&self) -> Option<ddim_proto::v1::Image> {
+        use base64::Engine;
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(&self.png)
+            .ok()?;
+        Some(ddim_proto::v1::Image {
+            width: self.w,
+            height: self.h,
+            png,
+        })
+    }
+}
+
+/// The payload of job `id`'s progress note from daemon `me`, or `None` when it
+/// would not fit a `NOTIFY` ([`NOTIFY_MAX`]; only a preview makes it that big).
+pub fn progress_note(me: &str, id: u64, attempt: u32, p: ProgressNote) -> Option<String> {
+    let s = serde_json::to_string(&Note {
+        d: me.to_string(),
+        id,
+        state: PROGRESS.to_string(),
+        attempt,
+        latents: vec![],
+        progress: Some(p),
+    })
+    .expect("a note serialises");
+    (s.len() <= NOTIFY_MAX).then_some(s)
 }
 
 /// A claimed job as the scheduler needs it.
@@ -1149,6 +1218,7 @@ async fn catch_up(
             state: state_name(j.state).to_string(),
             attempt: j.attempts,
             latents: j.produced.clone(),
+            progress: None,
         };
         if tx.send((JOBS_CHANNEL.to_string(), note)).is_err() {
             break;
@@ -1257,5 +1327,24 @@ fn wait<T: Send + 'static>(
             tokio::task::block_in_place(recv)
         }
         _ => recv(),
+    }
+}
+
+impl PgStore {
+    /// Sends `payloads` on `channel` in one statement (progress notes, which
+    /// belong to no transaction).
+    pub fn notify(&self, channel: &'static str, payloads: Vec<String>) -> Result<()> {
+        self.run(move |pg| {
+            Box::pin(async move {
+                let c = pg.client().await?;
+                c.execute(
+                    "SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p",
+                    &[&channel, &payloads],
+                )
+                .await
+                .map_err(db_err("notify"))?;
+                Ok(())
+            })
+        })
     }
 }
