@@ -30,8 +30,8 @@ pub use reach::{Backoff, Reach, Wake};
 pub use records::{load, read, Counts};
 pub use schema::{migrate, Migration, MIGRATIONS};
 pub(crate) use serve::png_expected;
-pub use serve::{Claimed, Note, PgStore, JOBS_CHANNEL, LIBRARY_CHANNEL, QUEUE_CHANNEL};
 pub use serve::{progress_note, PreviewNote, ProgressNote, NOTIFY_MAX, PROGRESS};
+pub use serve::{Claimed, Note, PgStore, JOBS_CHANNEL, LIBRARY_CHANNEL, QUEUE_CHANNEL};
 
 /// Whether `s` names a PostgreSQL database rather than a folder.
 pub fn is_url(s: &str) -> bool {
@@ -141,9 +141,9 @@ impl std::fmt::Debug for Pg {
 /// How long a connection attempt waits for the server.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Unless the URL says otherwise (`tcp_user_timeout`, `keepalives_idle`): how long
-/// sent data may go unacknowledged before the connection is given up, and how long
-/// an idle connection stays silent before TCP keepalive probes it.
+/// How long sent data may go unacknowledged before the connection is given up
+/// (unless the URL sets `tcp_user_timeout`), and the longest an idle connection
+/// stays silent before TCP keepalive probes it (`keepalives_idle` is capped at it).
 pub const TCP_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Pg {
@@ -299,5 +299,25 @@ mod tests {
         );
         assert_eq!(redact("postgres://ddim@h:1/x"), "postgres://ddim@h:1/x");
         assert_eq!(redact("postgres://h/x?user=a"), "postgres://h/x?user=a");
+    }
+
+    #[test]
+    fn sslmode_require_is_refused_before_connecting() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        // Port 1: nothing listens; the refusal must come before any connection.
+        let url = "postgres://ddim:secret@127.0.0.1:1/ddim?sslmode=require";
+        let e = rt
+            .block_on(Pg::connect(url, "--store", 1, Schema::Migrate))
+            .expect_err("no TLS");
+        let m = e.to_string();
+        assert!(matches!(e, ServerError::Config(_)), "{e:?}");
+        assert!(
+            m.contains("--store") && m.contains("sslmode=require"),
+            "{m}"
+        );
+        assert!(m.contains("without TLS") && !m.contains("secret"), "{m}");
     }
 }
