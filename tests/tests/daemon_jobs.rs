@@ -304,6 +304,29 @@ async fn sample_decode_interpolate_reconstruct(b: Backend) {
     let mut c = d.client().await;
     // sample
     let s = run_job(&mut c, sample_spec(3, 42, 5)).await;
+    // The job names the daemon that ran it: on sled its address; on PostgreSQL
+    // its id (HOST:PID) as GetStats lists it. GetJob and ListJobs say so too.
+    let me = match b {
+        Backend::Sled => d.addr.clone(),
+        Backend::Postgres => {
+            let st = c
+                .get_stats(pb::GetStatsRequest {})
+                .await
+                .unwrap()
+                .into_inner();
+            assert_eq!(st.daemons.len(), 1, "{:?}", st.daemons);
+            assert!(st.daemons[0].id.ends_with(&format!(":{}", d.pid())));
+            st.daemons[0].id.clone()
+        }
+    };
+    assert_eq!(s.ran_by, me);
+    let listed = c
+        .list_jobs(pb::ListJobsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let l = listed.jobs.iter().find(|j| j.id == s.id).expect("listed");
+    assert_eq!(l.ran_by, me);
     let sr = s.result.unwrap();
     assert_eq!((sr.latent_ids.len(), sr.images.len()), (3, 3));
     let l = c
