@@ -38,7 +38,14 @@ pub struct Hub {
     previews: Mutex<HashMap<u64, Vec<u32>>>,
     /// On a shared store: progress notes for the other daemons.
     pub shared: Outbox,
+    /// On a shared store: the last step of each job running on another daemon
+    /// (from its progress notes; gone when it ends), for `GetJob`/`ListJobs` here.
+    remote: Mutex<HashMap<u64, u32>>,
 }
+
+/// At most this many jobs' remote steps are kept (a job whose end was never
+/// heard of would otherwise stay).
+const REMOTE_STEPS_MAX: usize = 4096;
 
 impl Default for Hub {
     fn default() -> Self {
@@ -54,11 +61,37 @@ impl Hub {
             shutdown: watch::channel(false).0,
             previews: Mutex::new(HashMap::new()),
             shared: Outbox::default(),
+            remote: Mutex::new(HashMap::new()),
         }
     }
 
     pub fn job(&self, u: JobUpdate) {
+        match &u {
+            JobUpdate::Progress {
+                job,
+                step,
+                relayed: true,
+                ..
+            } => {
+                let mut r = self.remote.lock().unwrap_or_else(|e| e.into_inner());
+                if r.len() >= REMOTE_STEPS_MAX && !r.contains_key(job) {
+                    r.clear();
+                }
+                r.insert(*job, *step);
+            }
+            JobUpdate::Finished { job } | JobUpdate::Started { job, .. } => {
+                let mut r = self.remote.lock().unwrap_or_else(|e| e.into_inner());
+                r.remove(job);
+            }
+            _ => {}
+        }
         let _ = self.jobs.send(u);
+    }
+
+    /// The last step another daemon reported for `job`, while it runs there.
+    pub fn remote_step(&self, job: u64) -> Option<u32> {
+        let r = self.remote.lock().unwrap_or_else(|e| e.into_inner());
+        r.get(&job).copied()
     }
 
     pub fn library(&self, kind: pb::library_event::Kind, id: String, latent: Option<pb::Latent>) {
@@ -248,5 +281,30 @@ mod tests {
         let sent = sender.join().unwrap();
         assert_eq!(sent, ["1@4", "2@1"], "the latest per job");
         assert!(ob.take(Duration::from_millis(1)).is_empty());
+    }
+
+    /// Steps relayed from another daemon are kept for GetJob/ListJobs while the job
+    /// runs there; a local job's steps are not (the scheduler has them), and a
+    /// start (a new attempt) or the end forgets them.
+    #[test]
+    fn remote_steps_last_while_the_job_runs_elsewhere() {
+        let hub = Hub::new();
+        let progress = |job, step, relayed| JobUpdate::Progress {
+            job,
+            step,
+            total: 50,
+            eta_seconds: 1.0,
+            preview: None,
+            relayed,
+        };
+        hub.job(progress(7, 3, true));
+        hub.job(progress(7, 9, true));
+        hub.job(progress(8, 5, false));
+        assert_eq!((hub.remote_step(7), hub.remote_step(8)), (Some(9), None));
+        hub.job(JobUpdate::Started { job: 7, attempt: 2 });
+        assert_eq!(hub.remote_step(7), None);
+        hub.job(progress(7, 1, true));
+        hub.job(JobUpdate::Finished { job: 7 });
+        assert_eq!(hub.remote_step(7), None);
     }
 }

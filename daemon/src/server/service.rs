@@ -193,6 +193,7 @@ impl DdimService {
         .await?;
         let spec = spec.map(|s| if full { s } else { strip_images(s) });
         let progress = self.shared.sched.lock().running.get(&id).map(|r| r.step);
+        let progress = progress.or_else(|| self.shared.hub.remote_step(id));
         Ok(job_to_pb(&rec, spec, result, progress))
     }
 
@@ -750,6 +751,7 @@ impl Ddim for DdimService {
             .into_iter()
             .map(|(r, spec)| {
                 let p = st.running.get(&r.id).map(|x| x.step);
+                let p = p.or_else(|| self.shared.hub.remote_step(r.id));
                 job_to_pb(&r, spec, None, p)
             })
             .collect();
