@@ -208,8 +208,8 @@ fn latent_row(l: &LatentDump) -> Result<LatentRow<'_>> {
     })
 }
 
-const JOB_COLUMNS: &str =
-    "id, record, kind, state, priority, created_ms, attempts, fingerprint, spec, result, idempotency_key";
+const JOB_COLUMNS: &str = "id, record, kind, state, priority, created_ms, attempts, fingerprint, \
+     spec, result, idempotency_key, ran_by";
 const JOB_TYPES: &[Type] = &[
     Type::INT8,
     Type::JSONB,
@@ -221,6 +221,7 @@ const JOB_TYPES: &[Type] = &[
     Type::TEXT,
     Type::BYTEA,
     Type::BYTEA,
+    Type::TEXT,
     Type::TEXT,
 ];
 
@@ -345,7 +346,9 @@ pub async fn load(c: &mut Client, dump: &Dump) -> Result<()> {
         }
         let key: Option<&str> = (key_owner.get(r.idempotency_key.as_str()) == Some(&r.id))
             .then_some(r.idempotency_key.as_str());
-        let values: [&(dyn ToSql + Sync); 11] = [
+        // The daemon that ran it, as the record says (NULL: never started).
+        let ran_by: Option<&str> = (!r.ran_by.is_empty()).then_some(r.ran_by.as_str());
+        let values: [&(dyn ToSql + Sync); 12] = [
             &row.id,
             &row.record,
             &row.kind,
@@ -357,6 +360,7 @@ pub async fn load(c: &mut Client, dump: &Dump) -> Result<()> {
             &j.spec,
             &j.result,
             &key,
+            &ran_by,
         ];
         w.as_mut()
             .write(&values)
@@ -406,7 +410,9 @@ mod tests {
     fn a_store_goes_into_postgres_and_comes_back_identical() {
         let server = PgServer::start();
         let sled = filled();
-        let d = sled.frozen(|t| dump::read(t, &Checks::default())).unwrap();
+        let mut d = sled.frozen(|t| dump::read(t, &Checks::default())).unwrap();
+        // A job that ran on a sled daemon: its record names it, and so does the column.
+        d.jobs[0].record.ran_by = "127.0.0.1:7860".into();
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -427,7 +433,7 @@ mod tests {
             let c = pg.client().await.unwrap();
             let r = c
                 .query_one(
-                    "SELECT fingerprint, idempotency_key, state, priority FROM jobs",
+                    "SELECT fingerprint, idempotency_key, state, priority, ran_by FROM jobs",
                     &[],
                 )
                 .await
@@ -436,6 +442,7 @@ mod tests {
             assert_eq!(r.get::<_, Option<&str>>(1), Some("key"));
             assert_eq!(r.get::<_, &str>(2), "done");
             assert_eq!(r.get::<_, i16>(3), 1);
+            assert_eq!(r.get::<_, Option<&str>>(4), Some("127.0.0.1:7860"));
             let links: i64 = c
                 .query_one("SELECT count(*) FROM job_latents", &[])
                 .await
