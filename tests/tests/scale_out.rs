@@ -895,3 +895,80 @@ async fn a_database_restart_mid_load_loses_no_acknowledged_job() {
         assert!(!log.contains("panicked"), "{log}");
     }
 }
+
+/// A daemon stopped (SIGTERM) while the database is away does not hang on the
+/// writes it holds: it exits, its running job stays `running` under its lease, and
+/// once the database is back and the lease has run out the other daemon's sweep
+/// puts the job back in the queue and runs it (a second attempt, one latent).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_daemon_stopped_while_the_database_is_away_leaves_its_job_to_the_other() {
+    let mut pg = tokio::task::spawn_blocking(PgServer::start).await.unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let model = init_model(&root.path().join("model"), "test", 1, 32, 0);
+    let (mut a, mut b) = two(&pg, &model, "3s").await;
+    let mut ca = a.client().await;
+    let job = ca
+        .submit_job(submit(sample_spec(1, 11, 400)))
+        .await
+        .expect("submit")
+        .into_inner();
+    let num = job_num(&job.id);
+    let runner = {
+        let c = db(&pg).await;
+        let until = Instant::now() + TIMEOUT;
+        loop {
+            let r = c
+                .query_one("SELECT state, ran_by FROM jobs WHERE id = $1", &[&num])
+                .await
+                .unwrap();
+            let (state, by): (String, Option<String>) = (r.get(0), r.get(1));
+            if state == "running" {
+                break by.expect("ran_by of a running job");
+            }
+            assert!(Instant::now() < until, "{} never ran", job.id);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let (stopped, other) = if runner.ends_with(&format!(":{}", a.pid())) {
+        (&mut a, &mut b)
+    } else {
+        (&mut b, &mut a)
+    };
+    tokio::task::block_in_place(|| pg.stop());
+    let status = tokio::task::block_in_place(|| stopped.terminate(TIMEOUT));
+    assert!(status.success(), "{status:?}; log:\n{}", stopped.log_text());
+    tokio::task::block_in_place(|| pg.restart());
+    let mut co = other.client().await;
+    let until = Instant::now() + TIMEOUT;
+    let done = loop {
+        // UNAVAILABLE until the other daemon has reconnected.
+        match co.get_job(pb::GetJobRequest { id: job.id.clone() }).await {
+            Ok(j) if j.get_ref().state() == pb::JobState::Done => break j.into_inner(),
+            Ok(j) => assert!(
+                !matches!(
+                    j.get_ref().state(),
+                    pb::JobState::Failed | pb::JobState::Cancelled
+                ),
+                "{:?}",
+                j.get_ref()
+            ),
+            Err(e) => assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}"),
+        }
+        assert!(Instant::now() < until, "{} never finished", job.id);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(done.attempts, 2, "the stopped daemon's attempt counts");
+    assert!(
+        done.ran_by.ends_with(&format!(":{}", other.pid())),
+        "{}",
+        done.ran_by
+    );
+    assert_eq!(done.result.expect("result").latent_ids.len(), 1);
+    let c = db(&pg).await;
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM latents WHERE job_id = $1", &[&num])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1);
+}
