@@ -262,8 +262,12 @@ pub fn default_data_dir() -> PathBuf {
 }
 
 fn init_logging(format: LogFormat) {
+    // deadpool.postgres warns once per pooled connection a database restart closes;
+    // the store logs the outage itself, once (pg/reach.rs).
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new("info,h2=warn,tower=warn,hyper=warn")
+        tracing_subscriber::EnvFilter::new(
+            "info,h2=warn,tower=warn,hyper=warn,deadpool.postgres=error",
+        )
     });
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let b = tracing_subscriber::fmt()
