@@ -560,7 +560,7 @@ pub fn carve(store: &Path) -> Result<Carved, String> {
     msgs.sort_by_key(|m| m.lsn);
     // The same lsn twice (a segment copied over an older one): keep the intact one.
     msgs.dedup_by(|b, a| a.lsn == b.lsn && (a.intact || !b.intact));
-    Ok(resolve(msgs, segments))
+    Ok(resolve(msgs, segments, seg as i64))
 }
 
 /// A page's incarnation: pids are reused after a `Free`.
@@ -572,7 +572,7 @@ type Base = (i64, Vec<u8>, Vec<u8>, Vec<u8>);
 /// A leaf version: lsn, lo, hi, the keys it held.
 type Cover = (i64, Vec<u8>, Vec<u8>, BTreeSet<Vec<u8>>);
 
-fn resolve(mut msgs: Vec<Msg>, segments: usize) -> Carved {
+fn resolve(mut msgs: Vec<Msg>, segments: usize, seg: i64) -> Carved {
     let mut out = Carved {
         segments,
         messages: msgs.len(),
@@ -707,9 +707,14 @@ fn resolve(mut msgs: Vec<Msg>, segments: usize) -> Carved {
     for v in bases.values_mut() {
         v.sort_by_key(|b| b.0);
     }
-    // A link is superseded by a newer intact node of its page (a consolidation or a
-    // relocation holds its effect): only links after a page's last intact node are
-    // read, their keys against the node before them (its prefix).
+    // A link's key is stored without the prefix of its page's node before it; it is
+    // read against that node when no segment between the two is missing (a cleaned
+    // segment may have held a newer node with another prefix) and the key falls in
+    // the node's range. A link that cannot be read so is superseded when a newer
+    // intact node of its page exists (a consolidation or relocation holds its
+    // effect) or the page was later merged away and freed.
+    let present: BTreeSet<i64> = msgs.iter().map(|m| m.lsn / seg).collect();
+    let unbroken = |a: i64, b: i64| (a / seg..=b / seg).all(|s| present.contains(&s));
     let mut last_intact: HashMap<Page, i64> = HashMap::new();
     for fr in &frames {
         if matches!(fr.body, Body::Node { .. }) {
@@ -721,6 +726,7 @@ fn resolve(mut msgs: Vec<Msg>, segments: usize) -> Carved {
         bases
             .get(page)
             .and_then(|v| v.iter().rev().find(|b| b.0 < lsn))
+            .filter(|b| unbroken(b.0, lsn))
     };
     // A page merged away and freed later: its content lives on in its left sibling.
     let superseded = |page: &Page, lsn: i64| {
@@ -771,7 +777,6 @@ fn resolve(mut msgs: Vec<Msg>, segments: usize) -> Carved {
                     held,
                 ));
             }
-            Body::Set(..) | Body::Del(..) if superseded(&fr.page, fr.lsn) => {}
             Body::Set(k, _) | Body::Del(k) => match base_at(&fr.page, fr.lsn)
                 .map(|(_, prefix, lo, hi)| (full(prefix, k), lo, hi))
                 .filter(|(k, lo, hi)| covered(k, lo, hi))
@@ -783,6 +788,7 @@ fn resolve(mut msgs: Vec<Msg>, segments: usize) -> Carved {
                     };
                     ev.entry(k).or_default().push((fr.lsn, v));
                 }
+                None if superseded(&fr.page, fr.lsn) => {}
                 None => damaged.push((
                     fr.lsn,
                     Some(fr.page),
