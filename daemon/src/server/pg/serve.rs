@@ -1149,8 +1149,8 @@ impl PgStore {
                             );
                             lost = Some(crate::server::conversions::now_ms());
                         }
-                        // The claimer polls meanwhile; nothing waits on a wake-up.
-                        l.wake.set();
+                        // Queue notifications missed meanwhile: the claimer's
+                        // fallback poll (fleet.rs CLAIM_POLL) finds those jobs.
                         tokio::time::sleep(backoff.pause()).await;
                     }
                 }
