@@ -174,6 +174,16 @@ impl Outbox {
         self.state().open = true;
     }
 
+    /// The sender stopped (the daemon stops): what waits is dropped, and nothing
+    /// more is kept or waited for.
+    pub fn close(&self) {
+        let mut s = self.state();
+        s.open = false;
+        s.busy = false;
+        s.pending.clear();
+        self.changed.notify_all();
+    }
+
     /// Whether a sender runs (progress notes are worth making).
     pub fn is_open(&self) -> bool {
         self.state().open
@@ -214,7 +224,7 @@ impl Outbox {
     pub fn flush(&self, within: Duration) -> bool {
         let until = Instant::now() + within;
         let mut s = self.state();
-        while s.busy || !s.pending.is_empty() {
+        while s.open && (s.busy || !s.pending.is_empty()) {
             let left = until.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return false;
@@ -281,6 +291,12 @@ mod tests {
         let sent = sender.join().unwrap();
         assert_eq!(sent, ["1@4", "2@1"], "the latest per job");
         assert!(ob.take(Duration::from_millis(1)).is_empty());
+        // A sender that stopped is not waited for.
+        ob.put(3, "3@1".into());
+        ob.close();
+        assert!(ob.flush(Duration::ZERO));
+        ob.put(3, "3@2".into());
+        assert!(ob.take(Duration::ZERO).is_empty(), "closed: nothing kept");
     }
 
     /// Steps relayed from another daemon are kept for GetJob/ListJobs while the job

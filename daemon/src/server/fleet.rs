@@ -244,6 +244,8 @@ impl Fleet {
             }
             self.hub.shared.sent();
         }
+        // The worker's last settles (a job back in the queue) need not wait for it.
+        self.hub.shared.close();
     }
 
     /// Another daemon's progress note for a job it runs, to this daemon's watchers.
