@@ -1180,6 +1180,49 @@ mod tests {
     }
 
     #[test]
+    fn a_damaged_later_write_keeps_the_older_version_and_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let second = b"the second version of record 4, which the disk damages".to_vec();
+        {
+            let db = sled::Config::new().path(dir.path()).open().unwrap();
+            let t = db.open_tree("beta").unwrap();
+            for i in 0..20u64 {
+                t.insert(i.to_be_bytes(), format!("first {i}").into_bytes())
+                    .unwrap();
+            }
+            db.flush().unwrap();
+            t.insert(4u64.to_be_bytes(), second.clone()).unwrap();
+            t.insert(30u64.to_be_bytes(), b"after".to_vec()).unwrap();
+            db.flush().unwrap();
+        }
+        let db = dir.path().join("db");
+        let mut f = std::fs::read(&db).unwrap();
+        let mut hits = 0;
+        for i in 0..f.len() - second.len() {
+            if f[i..i + second.len()] == second[..] {
+                f[i + 10] ^= 0x20;
+                hits += 1;
+            }
+        }
+        assert!(hits >= 1);
+        std::fs::write(&db, f).unwrap();
+        let c = carve(dir.path()).unwrap();
+        let k4 = 4u64.to_be_bytes().to_vec();
+        let beta = &c.trees["beta"];
+        // The older version is kept, and said to be older; the rest as written.
+        assert_eq!(beta[&k4], b"first 4".to_vec());
+        assert!(
+            c.older.iter().any(|n| n.tree == "beta" && n.key == k4),
+            "{:?}",
+            c.older
+        );
+        assert_eq!(beta[&30u64.to_be_bytes().to_vec()], b"after".to_vec());
+        assert_eq!(beta.len(), 21);
+        // A tree whose values never change keeps the intact copy silently.
+        assert!(write_once("latent_xt") && !write_once("latents") && !write_once("jobs"));
+    }
+
+    #[test]
     fn damage_early_in_the_log_loses_only_what_it_held() {
         let dir = tempfile::tempdir().unwrap();
         filled(dir.path(), 300, 700);
