@@ -211,6 +211,11 @@ pub fn eta_list(etas: &[f32]) -> String {
 /// Parses `0, 0.5,1` (at most 8 distinct finite values ≥ 0; an empty or repeated item
 /// is an error).
 pub fn parse_etas(text: &str) -> Result<Vec<f32>, String> {
+    parse_etas_up_to(text, 8)
+}
+
+/// [`parse_etas`] with another limit (an eval job takes 16 η values, a decode 8).
+pub fn parse_etas_up_to(text: &str, max: usize) -> Result<Vec<f32>, String> {
     let out = list_items(text, "0,0.5,1", |part| {
         let e: f32 = part
             .parse()
@@ -221,7 +226,7 @@ pub fn parse_etas(text: &str) -> Result<Vec<f32>, String> {
         Ok(e)
     })?;
     match out.len() {
-        n if n > 8 => Err(format!("at most 8 η values, got {n}")),
+        n if n > max => Err(format!("at most {max} η values, got {n}")),
         _ => Ok(out),
     }
 }
@@ -311,6 +316,9 @@ mod tests {
         assert!(parse_etas("0,").unwrap_err().contains("empty"));
         assert!(parse_etas("-1").unwrap_err().contains("≥ 0"));
         assert!(parse_etas("").is_err());
+        let nine = "0,0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8";
+        assert!(parse_etas(nine).unwrap_err().contains("at most 8"));
+        assert_eq!(parse_etas_up_to(nine, 16).unwrap().len(), 9);
     }
 
     #[test]

@@ -28,6 +28,9 @@ use crate::worker::{Purpose, Request};
 pub const DEFAULT_STEPS: [u32; 3] = [10, 20, 50];
 pub const DEFAULT_ETAS: [f32; 3] = [0.0, 0.5, 1.0];
 pub const DEFAULT_SAMPLES: u32 = 100;
+/// The daemon's limit on η values per eval job (EvalJob.etas).
+const MAX_ETAS: usize = 16;
+
 /// The daemon's limit on N per cell.
 pub const MAX_SAMPLES: u32 = 10_000;
 /// Refresh the job list this often while the screen is shown.
@@ -390,7 +393,10 @@ fn ask(app: &mut App, field: Field) {
     let e = &app.eval;
     let (title, now) = match field {
         Field::Steps => ("eval: step counts S (rows)", steps_list(&e.steps)),
-        Field::Etas => ("eval: η values (columns, at most 8)", eta_list(&e.etas)),
+        Field::Etas => (
+            "eval: η values (columns, at most 16)",
+            eta_list(&e.etas),
+        ),
         Field::Samples => ("eval: samples N per cell", e.samples.to_string()),
         Field::Seed => (
             "eval: seed (sample i starts from x_T of (seed, i))",
@@ -407,7 +413,7 @@ pub fn field_typed(app: &mut App, field: Field, text: &str) -> Vec<Request> {
             Ok(s) => app.eval.steps = s.0,
             Err(e) => app.error(format!("eval step counts: {e}")),
         },
-        Field::Etas => match format::parse_etas(text) {
+        Field::Etas => match format::parse_etas_up_to(text, MAX_ETAS) {
             Ok(e) => app.eval.etas = e,
             Err(e) => app.error(format!("eval η values: {e}")),
         },
