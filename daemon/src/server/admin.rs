@@ -515,13 +515,29 @@ fn carved_dump(dir: &Path, c: &carve::Carved) -> Result<Dump> {
         }
     }
     for n in &c.older {
-        if let Some(id) = record_id(&n.tree, &n.key) {
-            d.problems.push(dump::Problem {
-                id,
-                what: format!("{}: {}", n.tree, n.what),
-                lost: false,
-            });
+        let Some(id) = record_id(&n.tree, &n.key) else {
+            continue;
+        };
+        let mut what = format!("{}: {}", n.tree, n.what);
+        // A job whose newest state is damaged is not run again from an older,
+        // unfinished one (its latents may be committed): it is kept failed.
+        if n.tree == "jobs" {
+            if let Some(j) = d
+                .jobs
+                .iter_mut()
+                .find(|j| format!("job-{}", j.record.id) == id && !j.record.state.is_terminal())
+            {
+                j.record.state = super::store::JobState::Failed;
+                j.record.error =
+                    "salvaged: its newest state was damaged; failed rather than run again".into();
+                what.push_str("; it was unfinished there, and is kept failed");
+            }
         }
+        d.problems.push(dump::Problem {
+            id,
+            what,
+            lost: false,
+        });
     }
     for u in &c.unnamed {
         d.problems.push(dump::Problem {
