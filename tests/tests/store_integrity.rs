@@ -336,6 +336,10 @@ async fn salvage_reads_past_damage_early_in_the_log() {
     let (code, v) = verify_json(&bad, &model);
     assert_eq!(code, 1, "{v}");
     let sled_latents = v["latents"].as_u64().unwrap();
+    // verify says what a salvage would keep.
+    let would = v["salvage"]["latents"]
+        .as_u64()
+        .expect("verify reports the salvage");
 
     let new = root.path().join("new");
     let o = ddimd(&[
@@ -384,6 +388,7 @@ async fn salvage_reads_past_damage_early_in_the_log() {
             "{id} lost without the damaged frame named: {r}"
         );
     }
+    assert_eq!(r["latents"].as_u64(), Some(would), "verify's figure: {v}");
     // More than sled's own recovery (which stops at the first damaged message).
     assert!(
         r["latents"].as_u64().unwrap() > sled_latents,

@@ -280,6 +280,25 @@ fn verify(a: &VerifyArgs) -> Result<u8> {
             d.problems.push(p);
         }
     }
+    // sled's read stops at the first damaged message of its log; what a salvage,
+    // which reads past it, would keep.
+    let salvage = match carve::carve(&a.data.join("store")) {
+        Ok(c) if c.damaged > 0 => carved_dump(&a.data, &c).ok().map(|cd| {
+            notes.push(format!(
+                "sled's log holds {} damaged messages (of {}); `store salvage` reads past them and would keep {} latents and {} jobs",
+                c.damaged,
+                c.messages,
+                cd.latents.len(),
+                cd.jobs.len()
+            ));
+            json!({
+                "damaged_messages": c.damaged,
+                "latents": cd.latents.len(),
+                "jobs": cd.jobs.len(),
+            })
+        }),
+        _ => None,
+    };
     let clean = d.problems.is_empty();
     let damaged = d.damaged_ids();
     let lost = d.lost_ids();
@@ -295,6 +314,7 @@ fn verify(a: &VerifyArgs) -> Result<u8> {
             "lost_ids": lost,
             "problems": problems_json(&d),
             "notes": notes,
+            "salvage": salvage,
             "ms": ms,
         });
         println!("{v}");
