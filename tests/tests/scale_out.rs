@@ -972,3 +972,80 @@ async fn a_daemon_stopped_while_the_database_is_away_leaves_its_job_to_the_other
         .get(0);
     assert_eq!(n, 1);
 }
+
+/// A watch on daemon A of a job running on daemon B ends when the job does, even
+/// when the job's end was written while A was not listening: the database is
+/// stopped while B runs the job (B holds the end), and started again after A's
+/// listener has backed off, so B's end is usually committed before A listens
+/// again and A learns it from its catch-up read rather than a notification.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_watch_across_daemons_ends_after_a_database_restart() {
+    let mut pg = tokio::task::spawn_blocking(PgServer::start).await.unwrap();
+    let root = tempfile::tempdir().unwrap();
+    // Two models: a job submitted to B runs on B only.
+    let model_a = init_model(&root.path().join("a"), "test", 1, 32, 0);
+    let model_b = init_model(&root.path().join("b"), "test", 1, 32, 1);
+    let a = Daemon::builder()
+        .model(&model_a)
+        .store(&pg.url())
+        .start()
+        .await;
+    let b = Daemon::builder()
+        .model(&model_b)
+        .store(&pg.url())
+        .start()
+        .await;
+    let (mut ca, mut cb) = (a.client().await, b.client().await);
+    let job = cb
+        .submit_job(submit(sample_spec(1, 21, 300)))
+        .await
+        .expect("submit")
+        .into_inner();
+    let mut watch = ca
+        .watch_job(pb::WatchJobRequest {
+            id: job.id.clone(),
+            preview_every: 0,
+        })
+        .await
+        .expect("watch on a")
+        .into_inner();
+    wait_running(&mut cb, &job.id).await;
+    tokio::task::block_in_place(|| pg.stop());
+    // B ends the job while the database is away and holds the end.
+    let until = Instant::now() + TIMEOUT;
+    while !b.log_text().contains("held until the database answers") {
+        assert!(Instant::now() < until, "b never held the end of {}", job.id);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Long enough for A's listener to back off to seconds between attempts.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    tokio::task::block_in_place(|| pg.restart());
+    let finished = tokio::time::timeout(TIMEOUT, async {
+        while let Some(ev) = watch.message().await.expect("the watch on a") {
+            if let Some(pb::job_event::Event::Finished(j)) = ev.event {
+                return j;
+            }
+        }
+        panic!("the watch on a ended without a finished event")
+    })
+    .await
+    .unwrap_or_else(|_| {
+        panic!(
+            "the watch on a never saw {} end; a's log:\n{}",
+            job.id,
+            a.log_text()
+        )
+    });
+    assert_eq!(finished.state(), pb::JobState::Done, "{}", finished.error);
+    assert_eq!(finished.attempts, 1, "the held end was written");
+    assert!(
+        finished.ran_by.ends_with(&format!(":{}", b.pid())),
+        "{}",
+        finished.ran_by
+    );    // Which way A learned it (--nocapture): `caught_up=1` is the catch-up read.
+    for l in a.log_text().lines() {
+        if l.contains("listening for other daemons again") {
+            eprintln!("a: {l}");
+        }
+    }
+}

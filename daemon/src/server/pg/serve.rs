@@ -1191,9 +1191,17 @@ impl Listener {
     }
 }
 
+/// How far before the moment its connection was seen dropped the listener looks
+/// back when it catches up: a cut connection may take a minute to be noticed
+/// (`TCP_TIMEOUT` of silence, then probes for as long again), notifications are
+/// lost from the cut on, and job times are the daemons' clocks. Looking too far
+/// back only repeats events, which watchers take twice without harm (they read
+/// the job; a library reload).
+const CATCH_UP_MARGIN_MS: i64 = 3 * super::TCP_TIMEOUT.as_millis() as i64;
+
 /// What other daemons did while this one was not listening: a note for each job
-/// (not run by `me`) that started or ended since `since` (Unix ms, less a second
-/// for clocks), as its notification would have said. Returns how many.
+/// (not run by `me`) that started or ended since `since` (Unix ms, less
+/// [`CATCH_UP_MARGIN_MS`]), as its notification would have said. Returns how many.
 async fn catch_up(
     client: &tokio_postgres::Client,
     me: &str,
@@ -1205,7 +1213,7 @@ async fn catch_up(
             "SELECT record FROM jobs WHERE ran_by IS DISTINCT FROM $1 AND \
              ((state IN ('done', 'failed', 'cancelled') AND (record->>'finished_ms')::bigint >= $2) \
              OR (state = 'running' AND (record->>'started_ms')::bigint >= $2)) ORDER BY id",
-            &[&me, &(since - 1000)],
+            &[&me, &(since - CATCH_UP_MARGIN_MS)],
         )
         .await
         .map_err(|e| super::error_text(&e))?;
@@ -1269,7 +1277,7 @@ async fn listen_once(
         .map_err(|e| super::error_text(&e))?;
     if let Some(since) = lost {
         let n = catch_up(&client, me, since, tx).await?;
-        tracing::info!(missed = n, "listening for other daemons again");
+        tracing::info!(caught_up = n, "listening for other daemons again");
     }
     *connected = true;
     while let Some(n) = nrx.recv().await {
