@@ -431,7 +431,11 @@ fn salvage(a: &SalvageArgs) -> Result<u8> {
     target.flush()?;
     drop(target);
     let lost = d.lost_ids();
-    let partial: Vec<&dump::Problem> = d.problems.iter().filter(|p| !p.lost).collect();
+    let partial: Vec<&dump::Problem> = d
+        .problems
+        .iter()
+        .filter(|p| !p.lost && !lost.contains(&p.id))
+        .collect();
     // Whether every lost record is named: sled's read of a healthy log, a carve
     // whose damage is tied to keys, or any read checked against the inventory.
     let complete = inventory.is_some()
