@@ -406,16 +406,22 @@ fn walk_segment(store: &Path, buf: &[u8], seg: u64, out: &mut Vec<Msg>) {
     let stored = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) ^ 0xFFFF_FFFF;
     let lsn = i64::from_le_bytes(buf[4..12].try_into().unwrap_or([0; 8])) ^ 0x7FFF_FFFF_FFFF_FFFF;
     let seg_i = seg as i64;
-    let base = if stored == crc32(&[&buf[4..20]]) && lsn >= 0 && lsn % seg_i == 0 {
+    let base = if stored == crc32(&[&buf[4..20]])
+        && (0..i64::MAX / 2).contains(&lsn)
+        && lsn % seg_i == 0
+    {
         Some(lsn)
     } else {
         (SEG_HEADER_LEN..end.saturating_sub(MAX_MSG_HEADER_LEN)).find_map(|p| {
             let h = header(&buf[p..end.min(p + MAX_MSG_HEADER_LEN)])?;
-            let body = buf.get(p + h.size..p + h.size + h.len as usize)?;
+            let stop = (p + h.size).checked_add(usize::try_from(h.len).ok()?)?;
+            let body = buf.get(p + h.size..stop)?;
+            let lsn = i64::try_from(h.segment.checked_mul(seg)?).ok()?;
             (h.kind >= CANCELED
                 && h.kind <= BLOB_LINK
+                && lsn < i64::MAX / 2
                 && crc32(&[body, &buf[p + 4..p + h.size]]) ^ 0xFFFF_FFFF == h.crc)
-                .then(|| (h.segment * seg) as i64)
+                .then_some(lsn)
         })
     };
     let Some(base) = base else {
@@ -714,7 +720,9 @@ fn resolve(mut msgs: Vec<Msg>, segments: usize, seg: i64) -> Carved {
     // intact node of its page exists (a consolidation or relocation holds its
     // effect) or the page was later merged away and freed.
     let present: BTreeSet<i64> = msgs.iter().map(|m| m.lsn / seg).collect();
-    let unbroken = |a: i64, b: i64| (a / seg..=b / seg).all(|s| present.contains(&s));
+    let unbroken = |a: i64, b: i64| {
+        b / seg - a / seg < 1 << 20 && (a / seg..=b / seg).all(|s| present.contains(&s))
+    };
     let mut last_intact: HashMap<Page, i64> = HashMap::new();
     for fr in &frames {
         if matches!(fr.body, Body::Node { .. }) {
@@ -1026,8 +1034,23 @@ mod tests {
         assert_eq!(Rd(&[]).varint(), None);
     }
 
+    /// Opens a sled store, waiting for the previous handle's threads to let go of
+    /// the file lock.
+    fn open(dir: &Path) -> sled::Db {
+        for _ in 0..100 {
+            match sled::Config::new().path(dir).open() {
+                Ok(db) => return db,
+                Err(e) if e.to_string().contains("could not acquire lock") => {
+                    std::thread::sleep(std::time::Duration::from_millis(50))
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        panic!("{} stays locked", dir.display())
+    }
+
     fn filled(dir: &Path, n: u64, big: usize) {
-        let db = sled::Config::new().path(dir).open().unwrap();
+        let db = open(dir);
         let a = db.open_tree("alpha").unwrap();
         let b = db.open_tree("beta").unwrap();
         for i in 0..n {
@@ -1076,7 +1099,7 @@ mod tests {
 
     /// Every tree of a sled store, as sled reads it.
     fn by_sled(dir: &Path) -> BTreeMap<String, Kv> {
-        let db = sled::Config::new().path(dir).open().unwrap();
+        let db = open(dir);
         let mut out = BTreeMap::new();
         for name in db.tree_names() {
             let name = String::from_utf8(name.to_vec()).unwrap();
@@ -1101,7 +1124,7 @@ mod tests {
         // that goes on after recovery, segments cleaned and reused).
         let dir = tempfile::tempdir().unwrap();
         for round in 0..4u64 {
-            let db = sled::Config::new().path(dir.path()).open().unwrap();
+            let db = open(dir.path());
             let a = db.open_tree("alpha").unwrap();
             let b = db.open_tree("beta").unwrap();
             for i in 0..1500u64 {
@@ -1133,7 +1156,7 @@ mod tests {
     fn flipped_bytes_anywhere_never_give_a_wrong_value_silently() {
         let dir = tempfile::tempdir().unwrap();
         for round in 0..3u64 {
-            let db = sled::Config::new().path(dir.path()).open().unwrap();
+            let db = open(dir.path());
             let a = db.open_tree("alpha").unwrap();
             for i in 0..1200u64 {
                 a.insert(
@@ -1184,7 +1207,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let second = b"the second version of record 4, which the disk damages".to_vec();
         {
-            let db = sled::Config::new().path(dir.path()).open().unwrap();
+            let db = open(dir.path());
             let t = db.open_tree("beta").unwrap();
             for i in 0..20u64 {
                 t.insert(i.to_be_bytes(), format!("first {i}").into_bytes())
