@@ -150,8 +150,79 @@ fn open_existing(dir: &Path, flag: &str) -> Result<Store> {
 /// folder), with what did not read as problems: what `store backup --data` and
 /// `ddimd migrate` copy. `flag` names the folder's flag in errors.
 pub(super) fn read_stopped(dir: &Path, flag: &str) -> Result<Dump> {
+    must_exist(dir, flag)?;
+    // sled would read only what precedes the first damaged message, and discard
+    // the rest of the log on opening it: refuse, and point at salvage.
+    if let Ok((n, after)) = carve::sled_would_discard(&dir.join("store")) {
+        if after > 0 {
+            return Err(ServerError::Config(format!(
+                "{flag} {}: sled's log holds {n} damaged messages with {after} intact ones after \
+                 the first, which sled would discard on opening it; copy what survives with \
+                 `ddimd store salvage --data {} --to NEW` and use NEW",
+                dir.display(),
+                dir.display()
+            )));
+        }
+    }
     let store = open_existing(dir, flag)?;
     store.frozen(|t| dump::read(t, &Checks::default()))
+}
+
+/// Called by `serve` before sled opens `DATA/store` in place. sled's recovery
+/// stops at the first damaged message of its log and writes on from there,
+/// discarding every intact record after it that `store salvage` could still read.
+/// When the log holds such records, `DATA/store` (with the clean-stop inventory)
+/// is first copied to `DATA/damaged-<UTC stamp>/` — once: not while such a copy
+/// exists — and the line to log is returned.
+pub fn keep_damaged_log(data: &Path) -> Option<String> {
+    let store = data.join("store");
+    if !store.join("db").is_file() {
+        return None;
+    }
+    let kept = |e: &std::fs::DirEntry| e.file_name().to_string_lossy().starts_with("damaged-");
+    if std::fs::read_dir(data).ok()?.flatten().any(|e| kept(&e)) {
+        return None;
+    }
+    let (n, after) = carve::sled_would_discard(&store).ok()?;
+    if after == 0 {
+        return None;
+    }
+    let to = data.join(format!("damaged-{}", stamp(super::conversions::now_ms())));
+    let copied = copy_tree(&store, &to.join("store")).and_then(|_| {
+        for f in [dump::INVENTORY_MARKER, dump::INVENTORY_KEPT] {
+            if data.join(f).is_file() {
+                std::fs::copy(data.join(f), to.join(f))?;
+            }
+        }
+        Ok(())
+    });
+    Some(match copied {
+        Ok(()) => format!(
+            "the store's log holds {n} damaged messages with {after} intact ones after the first; \
+             sled will serve only what precedes it and write over the rest, so the store as it \
+             was is kept in {}: copy what survives with `ddimd store salvage --data {} --to NEW`",
+            to.display(),
+            to.display()
+        ),
+        Err(e) => format!(
+            "the store's log holds {n} damaged messages with {after} intact ones after the first, \
+             which sled will write over; keeping a copy in {} failed ({e})",
+            to.display()
+        ),
+    })
+}
+
+fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for e in std::fs::read_dir(from)? {
+        let e = e?;
+        if e.file_type()?.is_dir() {
+            copy_tree(&e.path(), &to.join(e.file_name()))?;
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name()))?;
+        }
+    }
+    Ok(())
 }
 
 fn must_exist(dir: &Path, flag: &str) -> Result<()> {

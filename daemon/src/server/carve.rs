@@ -396,7 +396,7 @@ fn blob(store: &Path, id: i64) -> Result<(u8, Vec<u8>), String> {
 /// Every message of one segment (`buf`, at file offset `off`). A damaged message is
 /// skipped by its length when what follows reads, else the walk resynchronises on the
 /// next message whose checksum holds.
-fn walk_segment(store: &Path, buf: &[u8], seg: u64, out: &mut Vec<Msg>) {
+fn walk_segment(store: Option<&Path>, buf: &[u8], seg: u64, out: &mut Vec<Msg>) {
     if buf.len() < SEG_HEADER_LEN {
         return;
     }
@@ -463,6 +463,19 @@ fn walk_segment(store: &Path, buf: &[u8], seg: u64, out: &mut Vec<Msg>) {
                     CANCELED => continue,
                     BLOB_META | BLOB_NODE | BLOB_LINK => {
                         let id = i64::from_le_bytes(body.try_into().unwrap_or([0; 8]));
+                        // Without `store`, a blob message counts by its own checksum.
+                        let Some(store) = store else {
+                            out.push(Msg {
+                                lsn,
+                                end: base + p as i64 - 1,
+                                kind: h.kind,
+                                pid: h.pid,
+                                body: None,
+                                intact: true,
+                                why: String::new(),
+                            });
+                            continue;
+                        };
                         let (body, intact, why) = match blob(store, id) {
                             Ok((k, b)) if k == h.kind => (Some(b), true, String::new()),
                             Ok((k, _)) => (None, false, format!("blob {id}: kind {k}")),
@@ -541,6 +554,11 @@ fn walk_segment(store: &Path, buf: &[u8], seg: u64, out: &mut Vec<Msg>) {
 /// Reads the sled store in `store` (the `DATA/store` folder) message by message and
 /// rebuilds its trees from the newest intact version of every key.
 pub fn carve(store: &Path) -> Result<Carved, String> {
+    let (msgs, segments) = read_log(store, true)?;
+    Ok(resolve(msgs, segments, segment_size(store)? as i64))
+}
+
+fn segment_size(store: &Path) -> Result<u64, String> {
     let (seg, compressed) = conf(store);
     if compressed {
         return Err("the store uses sled's compression, which the carve cannot read".into());
@@ -548,6 +566,13 @@ pub fn carve(store: &Path) -> Result<Carved, String> {
     if !(1024..=1 << 30).contains(&seg) {
         return Err(format!("store/conf: implausible segment size {seg}"));
     }
+    Ok(seg)
+}
+
+/// Every message of the log in lsn order, and how many segments held some;
+/// `blobs`: read (and check) the blob files too.
+fn read_log(store: &Path, blobs: bool) -> Result<(Vec<Msg>, usize), String> {
+    let seg = segment_size(store)?;
     let f = File::open(store.join("db")).map_err(|e| format!("store/db: {e}"))?;
     let len = f.metadata().map_err(|e| format!("store/db: {e}"))?.len();
     let mut msgs = vec![];
@@ -557,7 +582,7 @@ pub fn carve(store: &Path) -> Result<Carved, String> {
     while off < len {
         read_at(&f, &mut buf, off, seg as usize).map_err(|e| format!("store/db: {e}"))?;
         let before = msgs.len();
-        walk_segment(store, &buf, seg, &mut msgs);
+        walk_segment(blobs.then_some(store), &buf, seg, &mut msgs);
         if msgs.len() > before {
             segments += 1;
         }
@@ -566,7 +591,21 @@ pub fn carve(store: &Path) -> Result<Carved, String> {
     msgs.sort_by_key(|m| m.lsn);
     // The same lsn twice (a segment copied over an older one): keep the intact one.
     msgs.dedup_by(|b, a| a.lsn == b.lsn && (a.intact || !b.intact));
-    Ok(resolve(msgs, segments, seg as i64))
+    Ok((msgs, segments))
+}
+
+/// What sled's recovery would throw away: damaged messages that have intact ones
+/// after them in the log (sled stops at the first damaged one and writes on from
+/// there). `(damaged, intact after the first damaged)`; a torn tail alone is
+/// `(n, 0)`. Reads the log only (not the blobs).
+pub fn sled_would_discard(store: &Path) -> Result<(usize, usize), String> {
+    let (msgs, _) = read_log(store, false)?;
+    let Some(first) = msgs.iter().position(|m| !m.intact) else {
+        return Ok((0, 0));
+    };
+    let damaged = msgs.iter().filter(|m| !m.intact).count();
+    let after = msgs[first..].iter().filter(|m| m.intact).count();
+    Ok((damaged, after))
 }
 
 /// A page's incarnation: pids are reused after a `Free`.

@@ -473,7 +473,16 @@ async fn serve(args: ServeArgs) -> Result<()> {
         }
         None => {
             let data = data.clone();
-            Arc::new(tokio::task::spawn_blocking(move || Store::open(&data)).await??)
+            Arc::new(
+                tokio::task::spawn_blocking(move || {
+                    // Before sled discards a log past its damage: keep a copy.
+                    if let Some(line) = admin::keep_damaged_log(&data) {
+                        warn!("{line}");
+                    }
+                    Store::open(&data)
+                })
+                .await??,
+            )
         }
     };
     store.set_min_free(args.min_free_mb.saturating_mul(1 << 20));
