@@ -1373,6 +1373,8 @@ impl Store {
         cursor: &Cursor,
         size: usize,
     ) -> LatentPage {
+        // On PostgreSQL the catalogue is empty: callers there use try_list_latents.
+        debug_assert!(self.pg.is_none(), "list_latents reads sled's catalogue");
         self.catalog
             .read()
             .expect("catalog lock")

@@ -16,27 +16,28 @@ use crate::server::worker::Worker;
 /// Most latents averaged per tag (the newest).
 pub const MAX_TAG_SET: usize = 1000;
 
-/// The ids of the latents tagged `tag` that the loaded model can use.
-fn tagged(store: &Store, meta: &ModelMeta, tag: &str) -> Vec<u64> {
+/// The ids of the latents tagged `tag` that the loaded model can use (on either
+/// backend: on PostgreSQL a query, which can fail).
+fn tagged(store: &Store, meta: &ModelMeta, tag: &str) -> Result<Vec<u64>> {
     let f = LatentFilter {
         tag: tag.to_string(),
         ..Default::default()
     };
     let want = meta.shape.map(|d| d as u32);
-    store
-        .list_latents(&f, LatentOrder::Newest, &Cursor::Offset(0), MAX_TAG_SET)
+    Ok(store
+        .try_list_latents(&f, LatentOrder::Newest, &Cursor::Offset(0), MAX_TAG_SET)?
         .latents
         .iter()
         .filter(|r| r.shape == want && r.fingerprint == meta.fingerprint)
         .map(|r| r.id)
-        .collect()
+        .collect())
 }
 
 fn check_tag(store: &Store, meta: &ModelMeta, tag: &str, field: &str) -> Result<Vec<u64>> {
     if tag.trim().is_empty() {
         return Err(ServerError::invalid(field, "a tag is required"));
     }
-    let ids = tagged(store, meta, tag);
+    let ids = tagged(store, meta, tag)?;
     if ids.is_empty() {
         return Err(ServerError::invalid(
             field,
@@ -139,8 +140,8 @@ impl JobKindSpec for pb::DirectionJob {
         let out = EditOut::from_pb(self.out.as_ref(), w.meta.t, "direction.out")?;
         let parent = w.latent(&self.latent_id, "direction.latent_id")?.id;
         let ws = weights(&self.weights);
-        let from_n = tagged(&w.store, &w.meta, &self.from_tag).len();
-        let to_n = tagged(&w.store, &w.meta, &self.to_tag).len();
+        let from_n = tagged(&w.store, &w.meta, &self.from_tag)?.len();
+        let to_n = tagged(&w.store, &w.meta, &self.to_tag)?.len();
         let radius = radius_from_pb(self.radius, "direction.radius")?;
         commit_rows(w, rec, &out, &rows.x, x, |i| {
             (
