@@ -295,6 +295,48 @@ async fn damaged_records_are_found_salvaged_around_and_answer_data_loss() {
     let job = run_job(&mut c, sample_spec(1, 99, 2)).await;
     let n: u64 = job.id.trim_start_matches("job-").parse().unwrap();
     assert!(n >= 33, "{}", job.id);
+
+    // But serve kept the store as it was before sled wrote over its log: salvage
+    // of that copy reads past the damage.
+    let kept = std::fs::read_dir(&bad)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("damaged-")
+        })
+        .expect("serve kept a copy of the damaged store");
+    let new = root.path().join("from-kept");
+    let o = ddimd(&[
+        "store",
+        "salvage",
+        "--data",
+        s(&kept),
+        "--to",
+        s(&new),
+        "--json",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let r: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let lost_kept = ids(&r, "lost_ids");
+    let d = Daemon::builder().model(&model).data(&new).start().await;
+    let mut c = d.client().await;
+    let after = exports(&mut c).await;
+    for (id, e) in &before {
+        match after.get(id) {
+            Some(got) => assert_eq!(got.0, e.0, "{id}: x_T"),
+            None => assert!(lost_kept.contains(id), "{id} dropped, not reported: {r}"),
+        }
+    }
+    assert!(lost_kept.contains(a) && lost_kept.contains(b), "{r}");
+    println!(
+        "salvage of the copy serve kept: {} latents, lost {}",
+        after.len(),
+        lost_kept.len()
+    );
 }
 
 /// Latent ids in the order they were made (`lat-9` before `lat-10`).
@@ -340,6 +382,21 @@ async fn salvage_reads_past_damage_early_in_the_log() {
     let would = v["salvage"]["latents"]
         .as_u64()
         .expect("verify reports the salvage");
+
+    // A backup would open it with sled, which discards the log past the damage:
+    // refused, pointing at salvage, the files untouched.
+    let damaged_bytes = std::fs::read(&db).unwrap();
+    let o = ddimd(&[
+        "store",
+        "backup",
+        "--data",
+        s(&bad),
+        "--to",
+        s(&root.path().join("b.tar")),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(one_line_error(&o).contains("ddimd store salvage --data"));
+    assert_eq!(std::fs::read(&db).unwrap(), damaged_bytes);
 
     let new = root.path().join("new");
     let o = ddimd(&[
