@@ -947,15 +947,19 @@ impl PgStore {
         self.run(move |pg| {
             Box::pin(async move {
                 let c = pg.client().await?;
+                // RETURNING comes in no particular order: the claimed jobs are sorted
+                // again (priority, then id), so a batch runs and settles its jobs in
+                // queue order, as on sled.
                 let claim = |extra: &str, limit: i64| {
                     format!(
-                        "UPDATE jobs SET lease_owner = $1, ran_by = $1, \
+                        "WITH claimed AS (UPDATE jobs SET lease_owner = $1, ran_by = $1, \
                          lease_until = now() + $3 * interval '1 millisecond' \
                          WHERE id IN (SELECT id FROM jobs WHERE state = 'queued' \
                          AND (fingerprint IS NULL OR fingerprint = $2) \
                          AND (lease_owner IS NULL OR lease_until IS NULL OR lease_until < now()){extra} \
                          ORDER BY priority, id FOR UPDATE SKIP LOCKED LIMIT {limit}) \
-                         RETURNING record"
+                         RETURNING record, priority, id) \
+                         SELECT record FROM claimed ORDER BY priority, id"
                     )
                 };
                 let first = c
