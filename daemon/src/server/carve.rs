@@ -332,6 +332,8 @@ pub struct Carved {
     pub segments: usize,
     pub messages: usize,
     pub damaged: usize,
+    /// Damaged messages at the very end of the log (a torn write), ignored.
+    pub torn: usize,
 }
 
 /// Trees whose values never change once written (a later damaged frame holding the
@@ -618,10 +620,16 @@ type Base = (i64, Vec<u8>, Vec<u8>, Vec<u8>);
 type Cover = (i64, Vec<u8>, Vec<u8>, BTreeSet<Vec<u8>>);
 
 fn resolve(mut msgs: Vec<Msg>, segments: usize, seg: i64) -> Carved {
+    // Damaged messages after the last intact one are a torn tail (a write cut short
+    // by a crash, never acknowledged): ignored, as sled's recovery ignores them.
+    let keep = msgs.iter().rposition(|m| m.intact).map_or(0, |i| i + 1);
+    let torn = msgs.len() - keep;
+    msgs.truncate(keep);
     let mut out = Carved {
         segments,
         messages: msgs.len(),
         damaged: msgs.iter().filter(|m| !m.intact).count(),
+        torn,
         ..Default::default()
     };
     // Torn batches at the end of the log are not part of it (iterator.rs).
