@@ -204,7 +204,7 @@ PY
   [ -s "$res" ] || echo "(no row produced a figure)"
   echo
   if [ -n "$d16" ] && [ -n "$d1" ]; then
-    echo "Daemon, 16 concurrent one-image S = $S jobs (\`ddim sample --count 1\`): --max-batch 16 took $d16 s ($(awk "BEGIN{printf \"%.1f\", 16/$d16}") images/s), --max-batch 1 took $d1 s ($(awk "BEGIN{printf \"%.1f\", 16/$d1}") images/s): batching ratio **$(awk "BEGIN{printf \"%.2f\", $d1/$d16}")×**."
+    echo "Daemon, 16 concurrent one-image S = $S jobs (\`ddim sample --wait --count 1\`): --max-batch 16 took $d16 s ($(awk "BEGIN{printf \"%.1f\", 16/$d16}") images/s), --max-batch 1 took $d1 s ($(awk "BEGIN{printf \"%.1f\", 16/$d1}") images/s): batching ratio **$(awk "BEGIN{printf \"%.2f\", $d1/$d16}")×**."
   else
     echo "Daemon batching ratio: not measured (see the notes)."
   fi

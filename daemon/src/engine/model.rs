@@ -40,7 +40,8 @@ pub enum UNetDtype {
     /// fp32, the weights as stored (the default; the eager path unchanged).
     #[default]
     Fp32,
-    /// bfloat16: fp32's range, 8 bits of mantissa (GPUs; slower than fp32 on most CPUs).
+    /// bfloat16: fp32's range, 8 bits of mantissa (GPUs; CPUs with AMX or AVX512-BF16,
+    /// elsewhere slower than fp32).
     Bf16,
     /// float16: 11 bits of mantissa, a narrow range (GPUs).
     Fp16,
