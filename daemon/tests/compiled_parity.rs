@@ -120,6 +120,36 @@ fn random_attention_model_compiled_matches_eager() {
     let cache = dir.join("cache");
 
     compile(&model, &[4], &cache);
+    // CPU packages are keyed by the thread count they were compiled for (Inductor writes
+    // it into every parallel loop): this process's.
+    let n = compiled::cpu_threads();
+    let pkg_dir = compiled::package_dir(&cache, &model.fingerprint, Device::Cpu);
+    assert!(
+        pkg_dir.ends_with(format!("cpu-t{n}")),
+        "{}",
+        pkg_dir.display()
+    );
+    // Packages for another thread count only: auto stays eager, require names the flag.
+    let other = dir.join("other-threads");
+    let other_dir = compiled::package_dir(&other, &model.fingerprint, Device::Cpu)
+        .with_file_name(format!("cpu-t{}", n + 7));
+    std::fs::create_dir_all(&other_dir).unwrap();
+    std::fs::copy(pkg_dir.join("b4.pt2"), other_dir.join("b4.pt2")).unwrap();
+    let err = model
+        .use_compiled(CompiledMode::Require, Some(&other))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("--torch-threads")
+            && err.contains(&format!("[{}]", n + 7))
+            && !err.contains('\n'),
+        "{err}"
+    );
+    model
+        .use_compiled(CompiledMode::Auto, Some(&other))
+        .unwrap();
+    assert!(model.compiled.is_none());
+
     model
         .use_compiled(CompiledMode::Require, Some(&cache))
         .unwrap();
