@@ -380,6 +380,7 @@ fn library(n: u64) {
                             fingerprint: "bench".into(),
                             encode_steps: [0, 20, 50, 100][k as usize % 4],
                             encode_spacing: String::new(),
+                            encode_solver: String::new(),
                             origin: OriginRecord::Sampled { seed: k, index: 0 },
                             preview_steps: 20,
                             job_id: job.id,

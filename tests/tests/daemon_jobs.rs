@@ -244,7 +244,20 @@ async fn encode_keeps_source_preview_and_exports_npy() {
         ("shirt", &[1, 32, 32][..], 4, 4)
     );
     assert_eq!(l.encode_spacing(), pb::Spacing::Uniform);
+    assert_eq!(l.encode_solver(), pb::Solver::Ddim);
     assert_eq!(l.job_id, job.id);
+    // The inversion's solver is recorded with the latent.
+    let mut dpm = encode_spec(vec![("shirt".into(), garment(1))], 4);
+    if let Some(pb::job_spec::Kind::Encode(e)) = dpm.kind.as_mut() {
+        e.solver = pb::Solver::Dpmpp2m as i32;
+    }
+    let dpm = run_job(&mut c, dpm).await.result.unwrap().latent_ids;
+    let by_dpm = c
+        .get_latent(pb::GetLatentRequest { id: dpm[0].clone() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(by_dpm.encode_solver(), pb::Solver::Dpmpp2m);
     match l.origin.unwrap().kind.unwrap() {
         pb::origin::Kind::Encoded(e) => assert!(e.has_source && e.filename == "shirt"),
         o => panic!("origin {o:?}"),

@@ -74,6 +74,29 @@ pub fn spacing_name(s: i32) -> String {
     }
 }
 
+/// How a latent was encoded: `S=50 uniform ddim`, without the solver when the daemon
+/// did not record it (latents encoded before it did), `-` when not encoded.
+pub fn encoding(l: &pb::Latent) -> String {
+    if l.encode_steps == 0 {
+        return "-".into();
+    }
+    let mut s = format!("S={} {}", l.encode_steps, spacing_name(l.encode_spacing));
+    if let Some(solver) = solver_name(l.encode_solver) {
+        s.push(' ');
+        s.push_str(solver);
+    }
+    s
+}
+
+/// A recorded solver's name (`ddim`, `dpmpp-2m`); None when unspecified.
+pub fn solver_name(s: i32) -> Option<&'static str> {
+    match pb::Solver::try_from(s) {
+        Ok(pb::Solver::Ddim) => Some("ddim"),
+        Ok(pb::Solver::Dpmpp2m) => Some("dpmpp-2m"),
+        Ok(pb::Solver::Unspecified) | Err(_) => None,
+    }
+}
+
 /// A latent's shape as `1×32×32`.
 pub fn shape(dims: &[u32]) -> String {
     dims.iter()

@@ -15,6 +15,8 @@ pub fn latent(l: &pb::Latent) -> Value {
         "shape": l.shape,
         "model_fingerprint": l.model_fingerprint,
         "encode_steps": l.encode_steps,
+        "encode_spacing": (l.encode_steps > 0).then(|| format::spacing_name(l.encode_spacing)),
+        "encode_solver": format::solver_name(l.encode_solver),
         "origin": format::origin_kind(l),
         "origin_detail": format::origin_detail(l),
         "preview_steps": l.preview_steps,

@@ -674,14 +674,14 @@ fn latent_details(l: &pb::Latent) -> String {
 
 fn latent_fields(l: &pb::Latent, shape: &str) -> String {
     format!(
-        "id:       {}\nname:     {}\ntags:     {}\norigin:   {}\nshape:    {}\nmodel:    {}\nencode S: {}\npreview:  S={}\ncreated:  {}\njob:      {}\n",
+        "id:       {}\nname:     {}\ntags:     {}\norigin:   {}\nshape:    {}\nmodel:    {}\nencode:   {}\npreview:  S={}\ncreated:  {}\njob:      {}\n",
         l.id,
         l.name,
         l.tags.join(", "),
         format::origin_detail(l),
         shape,
         l.model_fingerprint,
-        l.encode_steps,
+        format::encoding(l),
         l.preview_steps,
         format::timestamp(l.created_unix_ms),
         l.job_id

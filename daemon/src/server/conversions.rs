@@ -442,6 +442,7 @@ pub fn latent_to_pb(r: &LatentRecord) -> pb::Latent {
         fingerprint,
         encode_steps,
         encode_spacing,
+        encode_solver,
         origin,
         preview_steps,
         job_id: job,
@@ -498,6 +499,10 @@ pub fn latent_to_pb(r: &LatentRecord) -> pb::Latent {
             .parse::<Spacing>()
             .map(|s| spacing_to_pb(s) as i32)
             .unwrap_or(pb::Spacing::Unspecified as i32),
+        encode_solver: encode_solver
+            .parse::<Solver>()
+            .map(|s| solver_to_pb(s) as i32)
+            .unwrap_or(pb::Solver::Unspecified as i32),
         origin: Some(pb::Origin { kind: Some(origin) }),
         preview_steps: *preview_steps,
         job_id: job_id(*job),

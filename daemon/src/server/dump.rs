@@ -738,6 +738,7 @@ pub(crate) mod tests_support {
                     fingerprint: "f".into(),
                     encode_steps: 0,
                     encode_spacing: String::new(),
+                    encode_solver: String::new(),
                     origin: OriginRecord::Sampled { seed: 1, index: 0 },
                     preview_steps: 10,
                     job_id: jid,

@@ -224,6 +224,10 @@ pub struct LatentRecord {
     pub encode_steps: u32,
     /// Spacing name of the encode, empty when not encoded.
     pub encode_spacing: String,
+    /// Solver of the encode's inversion (`ddim`, `dpmpp-2m`); empty when not
+    /// encoded, and in latents made before it was recorded.
+    #[serde(default)]
+    pub encode_solver: String,
     pub origin: OriginRecord,
     pub preview_steps: u32,
     pub job_id: u64,
@@ -1855,6 +1859,7 @@ mod tests {
             fingerprint: "f".into(),
             encode_steps: 0,
             encode_spacing: String::new(),
+            encode_solver: String::new(),
             origin: OriginRecord::Sampled { seed: 1, index: 0 },
             preview_steps: 10,
             job_id: 0,

@@ -134,6 +134,31 @@ pub fn xt_values(t: &Tensor) -> Vec<f32> {
     .unwrap_or_default()
 }
 
+/// How a latent's x_T was encoded (the η = 0 inversion): S, spacing and solver;
+/// [`Encoding::NONE`] for latents not encoded from an image (sampled, mixed, …).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Encoding {
+    pub steps: u32,
+    pub spacing: Option<Spacing>,
+    pub solver: Option<crate::engine::Solver>,
+}
+
+impl Encoding {
+    pub const NONE: Encoding = Encoding {
+        steps: 0,
+        spacing: None,
+        solver: None,
+    };
+
+    pub fn of(steps: usize, spacing: Spacing, solver: crate::engine::Solver) -> Encoding {
+        Encoding {
+            steps: steps as u32,
+            spacing: Some(spacing),
+            solver: Some(solver),
+        }
+    }
+}
+
 /// Progress of one job: counts model calls, publishes events, and says
 /// whether to go on.
 pub struct Track {
@@ -434,7 +459,6 @@ impl Worker {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     pub fn latent_record(
         &self,
         id: u64,
@@ -442,8 +466,7 @@ impl Worker {
         name: String,
         tags: Vec<String>,
         origin: OriginRecord,
-        encode_steps: u32,
-        encode_spacing: &str,
+        enc: Encoding,
         preview_steps: u32,
     ) -> LatentRecord {
         LatentRecord {
@@ -454,8 +477,15 @@ impl Worker {
             created_ms: now_ms(),
             shape: self.meta.shape.map(|d| d as u32),
             fingerprint: self.meta.fingerprint.clone(),
-            encode_steps,
-            encode_spacing: encode_spacing.into(),
+            encode_steps: enc.steps,
+            encode_spacing: enc
+                .spacing
+                .map(|s| s.as_str().to_string())
+                .unwrap_or_default(),
+            encode_solver: enc
+                .solver
+                .map(|s| s.as_str().to_string())
+                .unwrap_or_default(),
             origin,
             preview_steps,
             job_id: job,

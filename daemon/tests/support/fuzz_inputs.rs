@@ -143,6 +143,7 @@ pub fn fixture() -> Fixture {
                 fingerprint: fp.to_string(),
                 encode_steps: 10,
                 encode_spacing: "uniform".into(),
+                encode_solver: "ddim".into(),
                 origin: origin.clone(),
                 preview_steps: 10,
                 job_id,

@@ -744,14 +744,7 @@ fn render_side(app: &App, frame: &mut Frame, area: Rect) {
         kv("origin", format::origin_detail(l)),
         kv("shape", shape),
         kv("model", l.model_fingerprint.clone()),
-        kv(
-            "encode",
-            if l.encode_steps > 0 {
-                format!("S={}", l.encode_steps)
-            } else {
-                "-".into()
-            },
-        ),
+        kv("encode", format::encoding(l)),
         kv("created", format::timestamp(l.created_unix_ms)),
     ];
     frame.render_widget(

@@ -68,6 +68,11 @@ pub fn latent(i: usize) -> pb::Latent {
         model_fingerprint: "5e1f0c2ab9d7e6f4".into(),
         encode_steps: if i.is_multiple_of(3) { 100 } else { 0 },
         encode_spacing: 0,
+        encode_solver: if i.is_multiple_of(3) {
+            pb::Solver::Ddim as i32
+        } else {
+            0
+        },
         origin: Some(pb::Origin { kind: Some(origin) }),
         preview_steps: 50,
         job_id: format!("job-{i}"),

@@ -12,7 +12,7 @@ use crate::server::conversions::{
 };
 use crate::server::error::{Result, ServerError};
 use crate::server::store::{JobKind, JobRecord, NewLatent, OriginRecord};
-use crate::server::worker::{image_pb, xt_values, Track, Worker};
+use crate::server::worker::{image_pb, xt_values, Encoding, Track, Worker};
 
 impl JobKindSpec for pb::EncodeJob {
     fn kind(&self) -> JobKind {
@@ -103,8 +103,7 @@ impl JobKindSpec for pb::EncodeJob {
                         filename: input.name.clone(),
                         has_source: true,
                     },
-                    steps as u32,
-                    spacing.as_str(),
+                    Encoding::of(steps, spacing, solver),
                     preview_steps as u32,
                 ),
                 xt: xt_values(&xt.get(i as i64)),

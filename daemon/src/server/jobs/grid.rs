@@ -10,7 +10,7 @@ use crate::engine::{edit, noise::SampleSeed};
 use crate::server::conversions::{batch_key, latent_id, usable_latent};
 use crate::server::error::{Result, ServerError};
 use crate::server::store::{JobKind, JobRecord, NewLatent};
-use crate::server::worker::{image_pb, xt_values, Worker};
+use crate::server::worker::{image_pb, xt_values, Encoding, Worker};
 
 /// Largest N.
 pub const MAX_GRID: u32 = 9;
@@ -151,8 +151,7 @@ impl JobKindSpec for pb::GridJob {
                         name,
                         out.tags.clone(),
                         l.origin(),
-                        0,
-                        "",
+                        Encoding::NONE,
                         out.preview_steps as u32,
                     ),
                     xt: xt_values(&rows.x.get(cell as i64)),

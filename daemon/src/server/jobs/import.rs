@@ -10,7 +10,7 @@ use crate::server::conversions::{
 };
 use crate::server::error::{Result, ServerError};
 use crate::server::store::{JobKind, JobRecord, NewLatent, OriginRecord};
-use crate::server::worker::{image_pb, Track, Worker};
+use crate::server::worker::{image_pb, Encoding, Track, Worker};
 
 impl JobKindSpec for pb::ImportJob {
     fn kind(&self) -> JobKind {
@@ -100,8 +100,7 @@ impl JobKindSpec for pb::ImportJob {
                     OriginRecord::Imported {
                         filename: input.name.clone(),
                     },
-                    0,
-                    "",
+                    Encoding::NONE,
                     preview_steps as u32,
                 ),
                 xt: values,

@@ -11,7 +11,7 @@ use crate::server::conversions::{
 };
 use crate::server::error::{Result, ServerError};
 use crate::server::store::{JobKind, JobRecord, NewLatent, OriginRecord};
-use crate::server::worker::{image_pb, xt_values, Worker};
+use crate::server::worker::{image_pb, xt_values, Encoding, Worker};
 
 impl JobKindSpec for pb::InterpolateJob {
     fn kind(&self) -> JobKind {
@@ -124,8 +124,7 @@ impl JobKindSpec for pb::InterpolateJob {
                         format!("interp-{a}-{b}-{k}"),
                         vec![],
                         origin,
-                        0,
-                        "",
+                        Encoding::NONE,
                         rows.opts.steps as u32,
                     ),
                     xt: xt_values(&rows.x.get(row as i64)),

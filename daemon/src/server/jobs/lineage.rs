@@ -10,7 +10,7 @@ use crate::engine::{noise, SamplerOptions, Spacing};
 use crate::server::conversions::{check_name, check_steps, check_tags, latent_id, spacing_from_pb};
 use crate::server::error::{Result, ServerError};
 use crate::server::store::{JobRecord, NewLatent, OriginRecord};
-use crate::server::worker::{image_pb, xt_values, Worker};
+use crate::server::worker::{image_pb, xt_values, Encoding, Worker};
 
 /// S of an edit's stored preview when `EditOutput.preview_steps` is 0.
 pub const DEFAULT_EDIT_PREVIEW_STEPS: u32 = 50;
@@ -149,8 +149,7 @@ pub fn commit_rows(
                 name,
                 out.tags.clone(),
                 l.origin(),
-                0,
-                "",
+                Encoding::NONE,
                 out.preview_steps as u32,
             ),
             xt: xt_values(&start.get(i as i64)),
@@ -300,8 +299,7 @@ pub fn encode_results(
                 name,
                 out.tags.clone(),
                 l.origin(),
-                enc.steps as u32,
-                enc.spacing.as_str(),
+                Encoding::of(enc.steps, enc.spacing, crate::engine::Solver::Ddim),
                 out.preview_steps as u32,
             ),
             xt: xt_values(&xt.get(i as i64)),

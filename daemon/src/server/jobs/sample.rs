@@ -10,7 +10,7 @@ use crate::server::conversions::{
 };
 use crate::server::error::{Result, ServerError};
 use crate::server::store::{JobKind, JobRecord, NewLatent, OriginRecord};
-use crate::server::worker::{image_pb, xt_values, Worker};
+use crate::server::worker::{image_pb, xt_values, Encoding, Worker};
 
 impl JobKindSpec for pb::SampleJob {
     fn kind(&self) -> JobKind {
@@ -69,8 +69,7 @@ impl JobKindSpec for pb::SampleJob {
                         seed: self.seed,
                         index: i,
                     },
-                    0,
-                    "",
+                    Encoding::NONE,
                     rows.opts.steps as u32,
                 ),
                 xt: xt_values(&rows.x.get(i as i64)),
