@@ -75,7 +75,9 @@ fn args() -> Args {
             "--model" => a.model = PathBuf::from(val),
             "--threads" => a.threads = val.parse().expect("--threads N"),
             "--only" => a.only = val.split(',').map(str::to_string).collect(),
-            f => panic!("unknown flag {f} (--out DIR, --model DIR, --threads N, --only mix,direction,…)"),
+            f => panic!(
+                "unknown flag {f} (--out DIR, --model DIR, --threads N, --only mix,direction,…)"
+            ),
         }
     }
     a
@@ -396,6 +398,9 @@ fn grid(cx: &Ctx, out: &std::path::Path) {
     save(out, "editing-grid.png", &[dec], 5);
 }
 
+/// One picture of the gallery.
+type Part = fn(&Ctx, &std::path::Path);
+
 fn main() {
     let a = args();
     tch::set_num_threads(a.threads);
@@ -427,7 +432,7 @@ fn main() {
         a.threads
     );
     let _guard = tch::no_grad_guard();
-    let parts: [(&str, fn(&Ctx, &std::path::Path)); 6] = [
+    let parts: [(&str, Part); 6] = [
         ("variation", variation),
         ("mix", mix),
         ("direction", direction),

@@ -846,7 +846,8 @@ mod tests {
         // Per row: each row keeps its own parents' radius.
         let two: Vec<Tensor> = (0..2)
             .map(|i| {
-                randn(&[2, 1, 6, 6], 30 + i) * Tensor::from_slice(&[0.5f32, 2.0]).reshape([2, 1, 1, 1])
+                randn(&[2, 1, 6, 6], 30 + i)
+                    * Tensor::from_slice(&[0.5f32, 2.0]).reshape([2, 1, 1, 1])
             })
             .collect();
         let g = combine(&two, &[1.0, 1.0], Radius::Parents).unwrap();
@@ -878,18 +879,33 @@ mod tests {
         let many: Vec<Tensor> = (0..17).map(|_| a.copy()).collect();
         assert!(err_text(combine(&many, &[1.0; 17], Radius::Parents)).contains("got 17"));
         assert!(
-            err_text(combine(&[a.copy(), a.copy()], &[1.0], Radius::Parents)).contains("2 latents but 1 weights")
+            err_text(combine(&[a.copy(), a.copy()], &[1.0], Radius::Parents))
+                .contains("2 latents but 1 weights")
         );
-        assert!(err_text(combine(&[a.copy(), a.copy()], &[1.0, f64::NAN], Radius::Parents))
-            .contains("weights[1] is NaN"));
-        assert!(
-            err_text(combine(&[a.copy(), a.copy()], &[f64::INFINITY, 1.0], Radius::Parents))
-                .contains("weights[0] is inf")
-        );
-        assert!(
-            err_text(combine(&[a.copy(), a.copy(), b], &[1.0; 3], Radius::Parents)).contains("latents[2] has shape")
-        );
-        assert!(err_text(combine(&[a.copy(), a.copy()], &[1.0, -1.0], Radius::Parents)).contains("cancel"));
+        assert!(err_text(combine(
+            &[a.copy(), a.copy()],
+            &[1.0, f64::NAN],
+            Radius::Parents
+        ))
+        .contains("weights[1] is NaN"));
+        assert!(err_text(combine(
+            &[a.copy(), a.copy()],
+            &[f64::INFINITY, 1.0],
+            Radius::Parents
+        ))
+        .contains("weights[0] is inf"));
+        assert!(err_text(combine(
+            &[a.copy(), a.copy(), b],
+            &[1.0; 3],
+            Radius::Parents
+        ))
+        .contains("latents[2] has shape"));
+        assert!(err_text(combine(
+            &[a.copy(), a.copy()],
+            &[1.0, -1.0],
+            Radius::Parents
+        ))
+        .contains("cancel"));
     }
 
     #[test]
@@ -915,7 +931,12 @@ mod tests {
             assert!((g - w).abs() < 1e-6, "{got:?}");
         }
         // Weight 0 with the parents' radius is x itself.
-        assert!(max_diff(&apply_direction(&x, &dir, 0.0, Radius::Parents).unwrap(), &x) < 1e-6);
+        assert!(
+            max_diff(
+                &apply_direction(&x, &dir, 0.0, Radius::Parents).unwrap(),
+                &x
+            ) < 1e-6
+        );
         assert!(err_text(apply_direction(&x, &dir, f64::NAN, Radius::Parents)).contains("weight"));
         let other = Tensor::zeros([1, 1, 2, 2], (Kind::Float, Device::Cpu));
         assert!(err_text(direction(&pos, &other)).contains("do not match"));

@@ -350,8 +350,7 @@ impl Scheduler {
                     jobs.push(t);
                 }
                 let now = Instant::now();
-                if rows >= max_batch || st.shutting_down || now >= deadline || st.arriving == 0
-                {
+                if rows >= max_batch || st.shutting_down || now >= deadline || st.arriving == 0 {
                     break;
                 }
                 st = self

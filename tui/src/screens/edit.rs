@@ -73,7 +73,12 @@ impl Op {
     pub fn params(self) -> &'static [Param] {
         match self {
             Op::Variation => &[Param::Strength, Param::Seed, Param::Steps],
-            Op::Mix => &[Param::Weight, Param::Expression, Param::Radius, Param::Steps],
+            Op::Mix => &[
+                Param::Weight,
+                Param::Expression,
+                Param::Radius,
+                Param::Steps,
+            ],
             Op::Direction => &[
                 Param::FromTag,
                 Param::ToTag,

@@ -393,10 +393,7 @@ fn ask(app: &mut App, field: Field) {
     let e = &app.eval;
     let (title, now) = match field {
         Field::Steps => ("eval: step counts S (rows)", steps_list(&e.steps)),
-        Field::Etas => (
-            "eval: η values (columns, at most 16)",
-            eta_list(&e.etas),
-        ),
+        Field::Etas => ("eval: η values (columns, at most 16)", eta_list(&e.etas)),
         Field::Samples => ("eval: samples N per cell", e.samples.to_string()),
         Field::Seed => (
             "eval: seed (sample i starts from x_T of (seed, i))",
