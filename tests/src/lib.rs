@@ -127,7 +127,7 @@ pub struct Builder {
     wait_serving: bool,
     /// `--store URL`: serve from this PostgreSQL database.
     store: Option<String>,
-    /// Start a throwaway PostgreSQL for this daemon (see [`Builder::backend`]).
+    /// Serve from a new database on the shared PostgreSQL (see [`Builder::backend`]).
     own_pg: bool,
 }
 
@@ -137,7 +137,8 @@ pub struct Builder {
 pub enum Backend {
     /// A sled folder (the default).
     Sled,
-    /// A throwaway PostgreSQL server of its own ([`pg::PgServer`]).
+    /// A database of its own on the test process's PostgreSQL server
+    /// ([`pg::shared_database`]).
     Postgres,
 }
 
@@ -189,10 +190,20 @@ impl Builder {
         self
     }
 
-    /// Serve from `b`: a fresh temporary folder, or a throwaway PostgreSQL server
-    /// started for this daemon (kept by the [`Daemon`], stopped after it).
+    /// Serve from `b`: a fresh temporary folder, or a new database on the test
+    /// process's shared PostgreSQL server ([`pg::shared_database`]; a test that
+    /// stops or restarts the server starts a [`pg::PgServer`] of its own and
+    /// passes its URL to [`Builder::store`]).
     pub fn backend(mut self, b: Backend) -> Self {
         self.own_pg = b == Backend::Postgres;
+        self
+    }
+
+    /// Serve the library and queue of `d`: its data folder and its `--store`, if
+    /// any (a second daemon, or a restart on another model, on either backend).
+    pub fn store_of(mut self, d: &Daemon) -> Self {
+        self.data = Some(d.data.clone());
+        self.store = d.opts.store.clone();
         self
     }
 
@@ -210,17 +221,13 @@ impl Builder {
         };
         let data = self.data.clone().unwrap_or_else(|| dir.path().join("data"));
         let mut opts = self;
-        let pg = if opts.own_pg && opts.store.is_none() {
-            let pg = tokio::task::spawn_blocking(pg::PgServer::start)
+        if opts.own_pg && opts.store.is_none() {
+            let url = tokio::task::spawn_blocking(pg::shared_database)
                 .await
-                .expect("start PostgreSQL");
-            opts.store = Some(pg.url());
-            Some(pg)
-        } else {
-            None
-        };
+                .expect("a database on the shared PostgreSQL");
+            opts.store = Some(url);
+        }
         let mut d = Daemon {
-            pg,
             child: None,
             addr: String::new(),
             dir,
@@ -238,8 +245,6 @@ impl Builder {
 /// A running `ddimd serve`; killed on drop.
 pub struct Daemon {
     child: Option<Child>,
-    /// The daemon's own PostgreSQL ([`Builder::backend`]); stopped after it.
-    pub pg: Option<pg::PgServer>,
     /// "127.0.0.1:PORT"
     pub addr: String,
     /// Holds the model, the store and the log unless given.
@@ -416,7 +421,6 @@ impl Daemon {
 impl Drop for Daemon {
     fn drop(&mut self) {
         self.kill9();
-        // Then the daemon's own PostgreSQL, if any (a field, dropped after this).
     }
 }
 

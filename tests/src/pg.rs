@@ -1,7 +1,9 @@
 //! A real, throwaway PostgreSQL server for tests: its own cluster (`initdb`) in a
 //! temporary folder, started with `pg_ctl` on a free loopback port, trust
-//! authentication, one database; stopped and removed on drop. Each test starts its
-//! own, so tests run in parallel without sharing a database.
+//! authentication, one database; stopped and removed on drop. A test that restarts
+//! or stops the server starts its own; one that only needs a database of its own
+//! takes one from [`shared_database`]: a fresh database on one server per test
+//! process (started at the first call, stopped when the process exits).
 //!
 //! The server binaries are found on `PATH` or in Debian's
 //! `/usr/lib/postgresql/*/bin`; when there are none and we are root, the Debian
@@ -16,6 +18,7 @@
 //! ```
 use std::ffi::OsString;
 use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
@@ -191,6 +194,15 @@ impl PgServer {
     /// Runs a server binary as the server's user.
     fn run(&self, name: &str, args: &[&str]) -> Output {
         let exe = self.bin.join(name);
+        self.command(name, args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("run {}: {e}", exe.display()))
+    }
+
+    /// A server binary's command line, run as the server's user.
+    fn command(&self, name: &str, args: &[&str]) -> Command {
+        let exe = self.bin.join(name);
         let mut cmd = match &self.runas {
             Some(u) if has_runuser() => {
                 let mut c = Command::new("runuser");
@@ -209,11 +221,68 @@ impl PgServer {
         };
         cmd.args(args)
             .current_dir(self.dir.path())
-            .env("LC_ALL", "C")
-            .stdin(Stdio::null())
-            .output()
-            .unwrap_or_else(|e| panic!("run {}: {e}", exe.display()))
+            .env("LC_ALL", "C");
+        cmd
     }
+}
+
+/// The URL of a new, empty database on this test process's shared server, for a
+/// test that needs a database of its own but never stops or restarts the server.
+/// The server starts at the first call (about as long as [`PgServer::start`]); the
+/// later ones only create a database, so a test binary pays for one `initdb`.
+///
+/// A static is never dropped, so the server is stopped by a watchdog: a shell that
+/// reads its stdin, a pipe whose only writer is this process (not inherited by
+/// children: Rust opens pipes close-on-exec); when the process exits, however it
+/// ends, the shell reads the end of the pipe, stops the server (`-m immediate`)
+/// and removes its folder.
+pub fn shared_database() -> String {
+    struct Shared {
+        server: PgServer,
+        next: std::sync::atomic::AtomicU32,
+        /// Never waited for: it outlives this process (its stdin is the pipe).
+        _watchdog: (std::process::Child, std::process::ChildStdin),
+    }
+    static SHARED: OnceLock<Shared> = OnceLock::new();
+    let s = SHARED.get_or_init(|| {
+        let server = PgServer::start();
+        let data = server.data().display().to_string();
+        let stop = server.command("pg_ctl", &["-D", &data, "stop", "-m", "immediate", "-w"]);
+        let mut watchdog = Command::new("sh");
+        watchdog
+            .args([
+                "-c",
+                "cat >/dev/null; \"$@\"; rm -rf \"$DDIM_PG_DIR\"",
+                "sh",
+            ])
+            .arg(stop.get_program())
+            .args(stop.get_args())
+            .env("DDIM_PG_DIR", server.dir.path())
+            .env("LC_ALL", "C")
+            .current_dir("/")
+            // Its own process group: a Ctrl-C of the test run ends the tests, not
+            // the watchdog, which then sees the end of the pipe and cleans up.
+            .process_group(0)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let mut child = watchdog.spawn().expect("spawn the PostgreSQL watchdog");
+        let stdin = child.stdin.take().expect("watchdog stdin");
+        Shared {
+            server,
+            next: std::sync::atomic::AtomicU32::new(0),
+            _watchdog: (child, stdin),
+        }
+    });
+    let n = s.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let db = format!("t{n}");
+    let port = s.server.port.to_string();
+    let o = s.server.run(
+        "createdb",
+        &["-h", "127.0.0.1", "-p", &port, "-U", USER, &db],
+    );
+    assert!(o.status.success(), "createdb {db} failed: {}", text(&o));
+    format!("postgres://{USER}@127.0.0.1:{port}/{db}")
 }
 
 impl Drop for PgServer {
@@ -361,5 +430,23 @@ mod tests {
         drop(pg);
         assert!(!data.exists());
         assert!(!reachable(port));
+    }
+
+    #[test]
+    fn shared_databases_are_new_databases_on_one_server() {
+        let (a, b) = (shared_database(), shared_database());
+        assert_ne!(a, b);
+        let port = |u: &str| {
+            u.rsplit_once(':')
+                .unwrap()
+                .1
+                .split('/')
+                .next()
+                .unwrap()
+                .to_string()
+        };
+        assert_eq!(port(&a), port(&b));
+        let p: u16 = port(&a).parse().unwrap();
+        assert!(std::net::TcpStream::connect(("127.0.0.1", p)).is_ok());
     }
 }

@@ -3,6 +3,11 @@
 //! across a restart), validation naming the field, and PreviewEdit (stores
 //! nothing; a newer preview of the same client supersedes a waiting one).
 //!
+//! Backends: every test here runs on sled and on PostgreSQL (`on_backends!` at the
+//! end: `NAME::sled`, `NAME::postgres`; the PostgreSQL ones each on a database of
+//! their own on one server per test binary). Left sled-only: none (the lineage
+//! test's restart comes back to the same database).
+//!
 //! Needs the binaries: `cargo build --workspace --bins`.
 use ddim_proto::v1 as pb;
 use ddim_tests::*;
@@ -86,9 +91,8 @@ async fn children(c: &mut Client, parent: &str) -> Vec<String> {
     ids
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn variation_mix_and_grid_follow_their_closed_forms_with_lineage() {
-    let mut d = Daemon::builder().start().await;
+async fn variation_mix_and_grid_follow_their_closed_forms_with_lineage(b: Backend) {
+    let mut d = Daemon::builder().backend(b).start().await;
     let mut c = d.client().await;
     let ids = run_job(&mut c, sample_spec(4, 1, 3))
         .await
@@ -205,7 +209,11 @@ async fn variation_mix_and_grid_follow_their_closed_forms_with_lineage() {
         .unwrap()
         .latent_ids;
         let xm = xt(&mut c, &m[0]).await;
-        assert!((norm(&xm) - rho).abs() < 1e-3, "{name}: {} vs {rho}", norm(&xm));
+        assert!(
+            (norm(&xm) - rho).abs() < 1e-3,
+            "{name}: {} vs {rho}",
+            norm(&xm)
+        );
         assert!(max_diff(&xm, &to_norm(&want, rho)) < 1e-4, "{name}");
         let e = edited(&latent(&mut c, &m[0]).await);
         assert_eq!(e.parent_ids, vec![a.clone(), b.clone(), cc.clone()]);
@@ -271,9 +279,8 @@ async fn variation_mix_and_grid_follow_their_closed_forms_with_lineage() {
     assert_eq!(edited(&latent(&mut c, &v0[0]).await).op, "variation");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn direction_moves_along_the_tag_means() {
-    let d = Daemon::builder().start().await;
+async fn direction_moves_along_the_tag_means(b: Backend) {
+    let d = Daemon::builder().backend(b).start().await;
     let mut c = d.client().await;
     let ids = run_job(&mut c, sample_spec(5, 3, 3))
         .await
@@ -359,9 +366,8 @@ async fn direction_moves_along_the_tag_means() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn renoise_and_inpaint_edit_images_and_reencode_them() {
-    let d = Daemon::builder().start().await;
+async fn renoise_and_inpaint_edit_images_and_reencode_them(b: Backend) {
+    let d = Daemon::builder().backend(b).start().await;
     let mut c = d.client().await;
     let img = png(32, 32, |x, y| ((x * 7 + y * 3) % 256) as u8);
     let e = run_job(
@@ -497,9 +503,8 @@ async fn renoise_and_inpaint_edit_images_and_reencode_them() {
     assert_eq!(p["rects"], serde_json::json!([[8, 8, 16, 12]]));
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn bad_edits_name_the_field_and_store_nothing() {
-    let d = Daemon::builder().start().await;
+async fn bad_edits_name_the_field_and_store_nothing(b: Backend) {
+    let d = Daemon::builder().backend(b).start().await;
     let mut c = d.client().await;
     let ids = run_job(&mut c, sample_spec(2, 1, 2))
         .await
@@ -678,9 +683,8 @@ async fn bad_edits_name_the_field_and_store_nothing() {
     assert_eq!(before, after);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn previews_store_nothing_and_a_newer_one_supersedes_a_waiting_one() {
-    let d = Daemon::builder().start().await;
+async fn previews_store_nothing_and_a_newer_one_supersedes_a_waiting_one(b: Backend) {
+    let d = Daemon::builder().backend(b).start().await;
     let mut c = d.client().await;
     let a = run_job(&mut c, sample_spec(1, 1, 2))
         .await
@@ -777,3 +781,12 @@ async fn previews_store_nothing_and_a_newer_one_supersedes_a_waiting_one() {
     assert_eq!(y1.await.unwrap().unwrap().into_inner().images.len(), 1);
     assert_eq!(x2.await.unwrap().unwrap().into_inner().images.len(), 1);
 }
+
+// The tests above on both stores: sled and PostgreSQL (`NAME::sled`, `NAME::postgres`).
+on_backends!(
+    variation_mix_and_grid_follow_their_closed_forms_with_lineage,
+    direction_moves_along_the_tag_means,
+    renoise_and_inpaint_edit_images_and_reencode_them,
+    bad_edits_name_the_field_and_store_nothing,
+    previews_store_nothing_and_a_newer_one_supersedes_a_waiting_one,
+);

@@ -3,6 +3,10 @@
 //! model without a judge is FAILED_PRECONDITION naming the judge; a small eval job
 //! completes with well-formed cells and is deterministic for a seed.
 //!
+//! Backends: every test here runs on sled and on PostgreSQL (`on_backends!` at the
+//! end: `NAME::sled`, `NAME::postgres`; the PostgreSQL ones each on a database of
+//! their own on one server per test binary). Left sled-only: none.
+//!
 //! Needs the binaries (`cargo build --workspace --bins`) and Debian's
 //! dataset-fashion-mnist (the judge's reference is the test split): skipped without it.
 use ddim_proto::v1 as pb;
@@ -77,15 +81,14 @@ fn refused(r: Result<tonic::Response<pb::Job>, tonic::Status>, code: Code, field
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn eval_jobs_validate_run_and_are_deterministic() {
+async fn eval_jobs_validate_run_and_are_deterministic(b: Backend) {
     if !have_data() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
     let model = init_model(&tmp.path().join("model"), "test", 1, 32, 0);
     tiny_judge(&model.join("judge"));
-    let d = Daemon::builder().model(&model).start().await;
+    let d = Daemon::builder().model(&model).backend(b).start().await;
     let mut c = d.client().await;
 
     for (spec, field) in [
@@ -163,9 +166,8 @@ async fn eval_jobs_validate_run_and_are_deterministic() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_model_without_a_judge_refuses_eval_naming_the_judge() {
-    let d = Daemon::builder().start().await;
+async fn a_model_without_a_judge_refuses_eval_naming_the_judge(b: Backend) {
+    let d = Daemon::builder().backend(b).start().await;
     let mut c = d.client().await;
     let r = c
         .submit_job(submit(eval_spec(&[2], &[0.0], false, 4, 0)))
@@ -177,3 +179,9 @@ async fn a_model_without_a_judge_refuses_eval_naming_the_judge() {
         .unwrap_err();
     assert!(e.message().contains("train-judge"), "{}", e.message());
 }
+
+// The tests above on both stores: sled and PostgreSQL (`NAME::sled`, `NAME::postgres`).
+on_backends!(
+    eval_jobs_validate_run_and_are_deterministic,
+    a_model_without_a_judge_refuses_eval_naming_the_judge,
+);

@@ -1,6 +1,14 @@
 //! Every job kind end to end through a real `ddimd serve`, the library RPCs,
 //! the watch streams and dynamic batching.
 //!
+//! Backends: every test here runs on sled and on PostgreSQL (`on_backends!` at the
+//! end: `NAME::sled`, `NAME::postgres`; the PostgreSQL ones each on a database of
+//! their own on one server per test binary). Left sled-only: none.
+//! `seed_images_on_first_start_only` restarts the daemon on the same store (a
+//! database keeps its library as a folder does); the watch test's `queued`
+//! position is sled's alone: a job waiting in the database has no position until
+//! a daemon claims it (docs/scale-out.md, Limits).
+//!
 //! Needs the binaries: `cargo build --workspace --bins`.
 use ddim_proto::v1 as pb;
 use ddim_tests::*;
@@ -169,9 +177,8 @@ async fn import_round_trips_an_exported_latent(b: Backend) {
 
 /// Several latents reconstruct as one batch: per-image errors equal the
 /// one-at-a-time runs, and the point carries their mean and standard error.
-#[tokio::test(flavor = "multi_thread")]
-async fn reconstruct_several_latents_in_one_batch() {
-    let d = Daemon::builder().start().await;
+async fn reconstruct_several_latents_in_one_batch(b: Backend) {
+    let d = Daemon::builder().backend(b).start().await;
     let mut c = d.client().await;
     let (_, ids) = encode_two(&mut c).await;
     let steps = [2, 5];
@@ -220,9 +227,8 @@ async fn reconstruct_several_latents_in_one_batch() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn encode_keeps_source_preview_and_exports_npy() {
-    let d = Daemon::builder().start().await;
+async fn encode_keeps_source_preview_and_exports_npy(b: Backend) {
+    let d = Daemon::builder().backend(b).start().await;
     let mut c = d.client().await;
     let (job, ids) = encode_two(&mut c).await;
     assert_eq!(job.kind, "encode");
@@ -684,9 +690,8 @@ async fn library_list_rename_tag_delete_and_watch(b: Backend) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn watch_job_reports_position_start_progress_previews_and_result() {
-    let d = Daemon::builder().start().await;
+async fn watch_job_reports_position_start_progress_previews_and_result(b: Backend) {
+    let d = Daemon::builder().backend(b).start().await;
     let mut c = d.client().await;
     // A long job keeps the worker busy so the next one waits in the queue.
     let blocker = c
@@ -709,6 +714,17 @@ async fn watch_job_reports_position_start_progress_previews_and_result() {
         .await
         .unwrap()
         .into_inner();
+    // On PostgreSQL a job waiting in the database has no queue position until a
+    // daemon claims it (docs/scale-out.md, Limits): no `queued` event, so the
+    // blocker is cancelled as soon as the watch is open (it subscribes before it
+    // answers, so no event of the job is missed).
+    if b == Backend::Postgres {
+        c.cancel_job(pb::CancelJobRequest {
+            id: blocker.id.clone(),
+        })
+        .await
+        .unwrap();
+    }
     let mut seen = vec![];
     let mut steps = vec![];
     let mut previews = vec![];
@@ -742,7 +758,15 @@ async fn watch_job_reports_position_start_progress_previews_and_result() {
             pb::job_event::Event::Finished(j) => break j,
         }
     };
-    assert_eq!(seen, vec!["queued 0".to_string(), "started 1".to_string()]);
+    match b {
+        Backend::Sled => assert_eq!(seen, ["queued 0", "started 1"]),
+        // Claimed after the cancel, the job may show its local position (0) for
+        // the moment before it starts.
+        Backend::Postgres => assert!(
+            seen == ["started 1"] || seen == ["queued 0", "started 1"],
+            "{seen:?}"
+        ),
+    }
     assert_eq!(steps, vec![1, 2, 3, 4, 5, 6]);
     assert_eq!(previews, vec![2, 4, 6]);
     assert_eq!(finished.state(), pb::JobState::Done);
@@ -779,9 +803,9 @@ async fn watch_job_reports_position_start_progress_previews_and_result() {
 
 /// Per-sample seeds: a job's latents and images do not depend on what it was
 /// batched with.
-#[tokio::test(flavor = "multi_thread")]
-async fn batching_does_not_change_results() {
+async fn batching_does_not_change_results(b: Backend) {
     let d = Daemon::builder()
+        .backend(b)
         .args(&["--max-wait-ms", "200", "--max-batch", "8"])
         .start()
         .await;
@@ -959,8 +983,7 @@ async fn concurrent_submits_all_complete(b: Backend) {
 }
 
 /// `--seed-images` fills an empty library once; `--log-format json` logs JSON.
-#[tokio::test(flavor = "multi_thread")]
-async fn seed_images_on_first_start_only() {
+async fn seed_images_on_first_start_only(b: Backend) {
     let file = "/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz";
     if !std::path::Path::new(file).exists() {
         eprintln!("{file} is missing (apt-get install dataset-fashion-mnist): skipping");
@@ -974,7 +997,7 @@ async fn seed_images_on_first_start_only() {
         "--log-format",
         "json",
     ];
-    let mut d = Daemon::builder().args(&flags).start().await;
+    let mut d = Daemon::builder().args(&flags).backend(b).start().await;
     let mut c = d.client().await;
     // The seed job is submitted right after the model loads.
     let until = std::time::Instant::now() + TIMEOUT;
@@ -1053,6 +1076,11 @@ async fn seed_images_on_first_start_only() {
 
 // The tests above on both stores: sled and PostgreSQL (`NAME::sled`, `NAME::postgres`).
 on_backends!(
+    reconstruct_several_latents_in_one_batch,
+    encode_keeps_source_preview_and_exports_npy,
+    watch_job_reports_position_start_progress_previews_and_result,
+    batching_does_not_change_results,
+    seed_images_on_first_start_only,
     import_round_trips_an_exported_latent,
     sample_decode_interpolate_reconstruct,
     library_list_rename_tag_delete_and_watch,

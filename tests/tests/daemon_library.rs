@@ -2,6 +2,10 @@
 //! token and offset paging over the same list, filters with a sort, and the
 //! validation of `order_by`.
 //!
+//! Backends: every test here runs on sled and on PostgreSQL (`on_backends!` at the
+//! end: `NAME::sled`, `NAME::postgres`; the PostgreSQL ones each on a database of
+//! their own on one server per test binary). Left sled-only: none.
+//!
 //! Needs the binaries: `cargo build --workspace --bins`.
 use ddim_proto::v1 as pb;
 use ddim_tests::*;

@@ -1,6 +1,12 @@
 //! Bad input is refused with the right code and a message naming the field,
 //! and changes nothing.
 //!
+//! Backends: every test here runs on sled and on PostgreSQL (`on_backends!` at the
+//! end: `NAME::sled`, `NAME::postgres`; the PostgreSQL ones each on a database of
+//! their own on one server per test binary). Left sled-only: none
+//! (`latents_of_another_model_are_refused` starts the daemons of the other models
+//! on the same store: `Builder::store_of`).
+//!
 //! Needs the binaries: `cargo build --workspace --bins`.
 use ddim_proto::v1 as pb;
 use ddim_tests::*;
@@ -50,9 +56,8 @@ fn with_sampler(steps: u32, eta: f32) -> pb::JobSpec {
     s
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn bad_requests_are_refused_and_change_nothing() {
-    let d = Daemon::builder().start().await;
+async fn bad_requests_are_refused_and_change_nothing(b: Backend) {
+    let d = Daemon::builder().backend(b).start().await;
     let mut c = d.client().await;
     let sampled = run_job(&mut c, sample_spec(2, 1, 2))
         .await
@@ -429,9 +434,8 @@ async fn bad_requests_are_refused_and_change_nothing() {
     assert_eq!((st.queued, st.running, st.failed), (0, 0, 0));
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_latent_in_use_cannot_be_deleted() {
-    let d = Daemon::builder().start().await;
+async fn a_latent_in_use_cannot_be_deleted(b: Backend) {
+    let d = Daemon::builder().backend(b).start().await;
     let mut c = d.client().await;
     let ids = run_job(&mut c, sample_spec(1, 1, 2))
         .await
@@ -471,9 +475,8 @@ async fn a_latent_in_use_cannot_be_deleted() {
 
 /// Latents made by another model (other weights, or another shape) are
 /// refused with FAILED_PRECONDITION.
-#[tokio::test(flavor = "multi_thread")]
-async fn latents_of_another_model_are_refused() {
-    let mut d = Daemon::builder().start().await;
+async fn latents_of_another_model_are_refused(b: Backend) {
+    let mut d = Daemon::builder().backend(b).start().await;
     let mut c = d.client().await;
     let ids = run_job(&mut c, sample_spec(2, 1, 2))
         .await
@@ -489,7 +492,7 @@ async fn latents_of_another_model_are_refused() {
     d.kill9();
     // Same shape, other weights.
     let other = init_model(&d.dir.path().join("other"), "test", 1, 32, 1);
-    let d2 = Daemon::builder().model(&other).data(&d.data).start().await;
+    let d2 = Daemon::builder().model(&other).store_of(&d).start().await;
     let mut c2 = d2.client().await;
     let fp2 = c2
         .get_model_info(pb::GetModelInfoRequest {})
@@ -531,7 +534,7 @@ async fn latents_of_another_model_are_refused() {
     drop(d2);
     // Another shape.
     let small = init_model(&d.dir.path().join("small"), "test", 1, 16, 0);
-    let d3 = Daemon::builder().model(&small).data(&d.data).start().await;
+    let d3 = Daemon::builder().model(&small).store_of(&d).start().await;
     let mut c3 = d3.client().await;
     expect(
         c3.submit_job(submit(decode_spec(&ids[0], &[2]))).await,
@@ -551,9 +554,8 @@ async fn latents_of_another_model_are_refused() {
 
 /// A repeated S (or η) in a job's list is INVALID_ARGUMENT naming the repeated item,
 /// in every job that takes a list; nothing is queued.
-#[tokio::test(flavor = "multi_thread")]
-async fn repeated_list_items_are_refused() {
-    let d = Daemon::builder().start().await;
+async fn repeated_list_items_are_refused(b: Backend) {
+    let d = Daemon::builder().backend(b).start().await;
     let mut c = d.client().await;
     let a = run_job(&mut c, sample_spec(1, 0, 2))
         .await
@@ -602,3 +604,11 @@ async fn repeated_list_items_are_refused() {
         .len();
     assert_eq!(jobs_after, jobs_before + 1);
 }
+
+// The tests above on both stores: sled and PostgreSQL (`NAME::sled`, `NAME::postgres`).
+on_backends!(
+    bad_requests_are_refused_and_change_nothing,
+    a_latent_in_use_cannot_be_deleted,
+    latents_of_another_model_are_refused,
+    repeated_list_items_are_refused,
+);

@@ -1042,7 +1042,7 @@ async fn a_watch_across_daemons_ends_after_a_database_restart() {
         finished.ran_by.ends_with(&format!(":{}", b.pid())),
         "{}",
         finished.ran_by
-    );    // Which way A learned it (--nocapture): `caught_up=1` is the catch-up read.
+    ); // Which way A learned it (--nocapture): `caught_up=1` is the catch-up read.
     for l in a.log_text().lines() {
         if l.contains("listening for other daemons again") {
             eprintln!("a: {l}");
