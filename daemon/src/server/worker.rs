@@ -459,6 +459,7 @@ impl Worker {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub fn latent_record(
         &self,
         id: u64,
