@@ -325,6 +325,37 @@ fn clip_grad_norm(vars: &BTreeMap<String, Tensor>, max: f64) -> Tensor {
     norm
 }
 
+/// Re-draws the weights of a freshly built UNet as PyTorch (and so diffusers'
+/// `UNet2DModel`) initialises them: every conv and linear weight and its bias
+/// uniform in ±1/√fan_in (`reset_parameters`: Kaiming-uniform with a = √5), the
+/// GroupNorm scales and shifts left at 1 and 0. tch's defaults differ (Kaiming-uniform
+/// with the ReLU gain, ±√(6/fan_in): √6 ≈ 2.45 times wider; conv biases 0): with them
+/// the untrained model's output has 2.6 times the standard deviation of diffusers' and
+/// training starts from a higher loss and converges more slowly (docs/reproduction.md,
+/// the trainer check). Draws in name order from tch's generator, so a seed gives the
+/// same weights.
+pub fn pytorch_init(vars: &BTreeMap<String, Tensor>) {
+    let _g = tch::no_grad_guard();
+    let fan_in = |w: &Tensor| -> Option<i64> {
+        let s = w.size();
+        (s.len() >= 2).then(|| s[1..].iter().product())
+    };
+    for (k, t) in vars {
+        let fan = if k.ends_with(".weight") {
+            fan_in(t)
+        } else if let Some(stem) = k.strip_suffix(".bias") {
+            vars.get(&format!("{stem}.weight")).and_then(fan_in)
+        } else {
+            None
+        };
+        if let Some(fan) = fan {
+            let b = 1.0 / (fan.max(1) as f64).sqrt();
+            let mut t = t.shallow_clone();
+            let _ = t.uniform_(-b, b);
+        }
+    }
+}
+
 fn zero_grad(vars: &BTreeMap<String, Tensor>) {
     for p in vars.values() {
         let mut g = p.grad();
@@ -529,6 +560,7 @@ pub fn run(a: &TrainArgs) -> Result<()> {
     let unet = UNet2DModel::new(&vs.root(), &cfg)?;
     let mut ema = nn::VarStore::new(device);
     let _ema_unet = UNet2DModel::new(&ema.root(), &cfg)?;
+    pytorch_init(&vars(&vs));
     if let Some(dir) = &a.init_from {
         let w = dir.join("unet").join(crate::engine::model::WEIGHTS);
         vs.load(&w)
@@ -684,4 +716,49 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         a.out.display()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The test-attn preset initialised as PyTorch does: conv and linear weights and
+    /// biases inside ±1/√fan_in with a uniform's spread, GroupNorm at 1 and 0.
+    #[test]
+    fn pytorch_init_matches_torch_reset_parameters() {
+        tch::manual_seed(0);
+        let cfg = UNetConfig::preset("test-attn", 1, 32).unwrap();
+        let vs = nn::VarStore::new(Device::Cpu);
+        let _unet = UNet2DModel::new(&vs.root(), &cfg).unwrap();
+        let v = vars(&vs);
+        pytorch_init(&v);
+        let mut convs = 0;
+        for (k, t) in &v {
+            let weight = v
+                .get(&k.replace(".bias", ".weight"))
+                .filter(|w| w.dim() >= 2);
+            let Some(w) = weight else {
+                // GroupNorm: scale 1, shift 0.
+                let want = if k.ends_with(".weight") { 1.0 } else { 0.0 };
+                assert_eq!(t.min().double_value(&[]), want, "{k}");
+                assert_eq!(t.max().double_value(&[]), want, "{k}");
+                continue;
+            };
+            let fan: i64 = w.size()[1..].iter().product();
+            let b = 1.0 / (fan as f64).sqrt();
+            let amax = t.abs().max().double_value(&[]);
+            assert!(
+                amax <= b + 1e-7 && amax > 0.0,
+                "{k}: max |x| {amax}, bound {b}"
+            );
+            if t.numel() >= 1000 {
+                // A uniform on ±b has standard deviation b/√3.
+                let sd = t.std(true).double_value(&[]);
+                let want = b / 3f64.sqrt();
+                assert!((sd / want - 1.0).abs() < 0.1, "{k}: sd {sd}, want {want}");
+                convs += 1;
+            }
+        }
+        assert!(convs > 5, "{convs} large weights checked");
+    }
 }
