@@ -4,6 +4,7 @@
 //! cargo build --release -p ddimd --bin ddimd --example bench_daemon
 //! target/release/examples/bench_daemon [--preset tiny] [--threads 1] [--steps 20] [--latents 100000]
 //! target/release/examples/bench_daemon --only library   # part 3 alone (no model, no ddimd)
+//! target/release/examples/bench_daemon --only overhead|batching|study   # part 2, 1 or 4 alone
 //! target/release/examples/bench_daemon --only edit [--threads 2]   # part 5, the shipped model
 //! ```
 //!
@@ -271,30 +272,12 @@ async fn batching(model: &Path, a: &Args) {
 
 async fn overhead(model_dir: &Path, a: &Args) {
     const S: u32 = 50;
+    const RUNS: u64 = 15;
     println!("## daemon overhead (one image, S = {S})");
     let dir = tempfile::tempdir().expect("tmp");
-    let mut daemon_times = vec![];
-    {
-        let d = start(model_dir, dir.path(), a.threads, &[]);
-        let mut c = client(&d.addr).await;
-        let j = c
-            .submit_job(sample(1, S))
-            .await
-            .expect("submit")
-            .into_inner();
-        wait(&mut c, &j.id).await;
-        for k in 0..5 {
-            let t0 = Instant::now();
-            let j = c
-                .submit_job(sample(10 + k, S))
-                .await
-                .expect("submit")
-                .into_inner();
-            wait(&mut c, &j.id).await;
-            daemon_times.push(t0.elapsed().as_secs_f64());
-        }
-    }
-    // The same work offline, in this process, after the daemon is gone.
+    let d = start(model_dir, dir.path(), a.threads, &[]);
+    let mut c = client(&d.addr).await;
+    // The same work offline, in this process, with the same number of torch threads.
     tch::set_num_threads(a.threads);
     let model = Model::load(model_dir, tch::Device::Cpu).expect("load");
     let opts = SamplerOptions {
@@ -310,21 +293,34 @@ async fn overhead(model_dir: &Path, a: &Args) {
         let x = sampler::sample(&model, &xt, &opts, &seeds, &mut |_| true).expect("sample");
         ddimd::engine::imageio::tensor_png(&x, 1)
     };
+    // Warm both up, then alternate a daemon job and the offline run (never at the
+    // same time), so a load that drifts during the run hits both alike; the overhead
+    // is the median of the paired differences.
+    let j = c.submit_job(sample(1, S)).await.expect("submit").into_inner();
+    wait(&mut c, &j.id).await;
     run(1);
-    let offline: Vec<f64> = (0..5)
-        .map(|k| {
-            let t0 = Instant::now();
-            run(10 + k);
-            t0.elapsed().as_secs_f64()
-        })
-        .collect();
-    let (dm, om) = (median(daemon_times), median(offline));
+    let (mut daemon_times, mut offline, mut diffs) = (vec![], vec![], vec![]);
+    for k in 0..RUNS {
+        let t0 = Instant::now();
+        let j = c
+            .submit_job(sample(10 + k, S))
+            .await
+            .expect("submit")
+            .into_inner();
+        wait(&mut c, &j.id).await;
+        let td = t0.elapsed().as_secs_f64();
+        let t0 = Instant::now();
+        run(10 + k);
+        let to = t0.elapsed().as_secs_f64();
+        daemon_times.push(td);
+        offline.push(to);
+        diffs.push(td - to);
+    }
+    let (dm, om, diff) = (median(daemon_times), median(offline), median(diffs));
     println!(
-        "daemon {:.3} s, offline engine {:.3} s (medians of 5): overhead {:.1}% ({:.1} ms per job)",
-        dm,
-        om,
-        (dm / om - 1.0) * 100.0,
-        (dm - om) * 1000.0
+        "daemon {dm:.3} s, offline engine {om:.3} s (medians of {RUNS}, alternated): overhead {:.1}% ({:.1} ms per job, median of the paired differences)",
+        diff / om * 100.0,
+        diff * 1000.0
     );
 }
 
@@ -796,6 +792,12 @@ async fn main() {
         study(&model_dir, &a).await;
     } else if a.only == "study" {
         study(&model_dir, &a).await;
+        return;
+    } else if a.only == "overhead" {
+        overhead(&model_dir, &a).await;
+        return;
+    } else if a.only == "batching" {
+        batching(&model_dir, &a).await;
         return;
     }
     library(a.latents);
