@@ -118,7 +118,9 @@ fn start(model: &Path, data: &Path, threads: i32, extra: &[&str]) -> Daemon {
         .env("OMP_NUM_THREADS", threads.to_string())
         .stdout(Stdio::piped())
         .stderr(
-            std::fs::File::create(std::env::temp_dir().join("bench_ddimd.log"))
+            std::fs::File::create(
+                std::env::temp_dir().join(format!("bench_ddimd{}.log", extra.join("_"))),
+            )
                 .map(Stdio::from)
                 .unwrap_or(Stdio::null()),
         )
