@@ -121,8 +121,8 @@ fn start(model: &Path, data: &Path, threads: i32, extra: &[&str]) -> Daemon {
             std::fs::File::create(
                 std::env::temp_dir().join(format!("bench_ddimd{}.log", extra.join("_"))),
             )
-                .map(Stdio::from)
-                .unwrap_or(Stdio::null()),
+            .map(Stdio::from)
+            .unwrap_or(Stdio::null()),
         )
         .spawn()
         .expect("spawn ddimd");
@@ -298,7 +298,11 @@ async fn overhead(model_dir: &Path, a: &Args) {
     // Warm both up, then alternate a daemon job and the offline run (never at the
     // same time), so a load that drifts during the run hits both alike; the overhead
     // is the median of the paired differences.
-    let j = c.submit_job(sample(1, S)).await.expect("submit").into_inner();
+    let j = c
+        .submit_job(sample(1, S))
+        .await
+        .expect("submit")
+        .into_inner();
     wait(&mut c, &j.id).await;
     run(1);
     let (mut daemon_times, mut offline, mut diffs) = (vec![], vec![], vec![]);
