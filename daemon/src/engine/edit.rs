@@ -825,7 +825,11 @@ mod tests {
 
     #[test]
     fn combine_is_the_weighted_sum_rescaled_to_the_chosen_radius() {
-        let l: Vec<Tensor> = (0..3).map(|i| randn(&[1, 1, 6, 6], 10 + i)).collect();
+        // Terms of norm ≈ 3, 6, 6 (randn is seeded, but tch's generator is shared by
+        // the tests running in parallel, so the values are not fixed): ρ ≈ 4.8 ≠ √d.
+        let l: Vec<Tensor> = (0..3)
+            .map(|i| randn(&[1, 1, 6, 6], 10 + i) * if i == 0 { 0.5 } else { 1.0 })
+            .collect();
         let w = [1.0, 0.8, -0.8];
         let sum = &l[0] + &l[1] * 0.8 - &l[2] * 0.8;
         // √d: the noise sphere, d = 36.
@@ -838,7 +842,7 @@ mod tests {
         let got = combine(&l, &w, Radius::Parents).unwrap();
         assert!(max_diff(&got, &(&sum * (rho / row_norm(&sum, 0)))) < 1e-5);
         assert!((row_norm(&got, 0) - rho).abs() < 1e-4);
-        assert!((rho - 6.0).abs() > 0.05, "the test needs ρ ≠ √d: {rho}");
+        assert!((rho - 6.0).abs() > 0.3, "the test needs ρ ≠ √d: {rho}");
         // The mean of a latent with itself scaled down keeps the mean norm, not √d.
         let half = &l[0] * 0.5;
         let mid = combine(&[l[0].copy(), half.copy()], &[0.5, 0.5], Radius::Parents).unwrap();
