@@ -56,10 +56,6 @@ fn norm(v: &[f32]) -> f64 {
 }
 
 /// v rescaled to norm √d, in f64.
-fn on_sphere(v: &[f64]) -> Vec<f64> {
-    to_norm(v, (D as f64).sqrt())
-}
-
 /// `v` rescaled to norm `rho`.
 fn to_norm(v: &[f64], rho: f64) -> Vec<f64> {
     let n = v.iter().map(|x| x * x).sum::<f64>().sqrt();
@@ -307,53 +303,41 @@ async fn direction_moves_along_the_tag_means(b: Backend) {
             .collect()
     };
     let (from, to) = (mean(&xs[..2]), mean(&xs[2..]));
-    let r = run_job(
-        &mut c,
-        spec(pb::job_spec::Kind::Direction(pb::DirectionJob {
-            latent_id: ids[0].clone(),
-            from_tag: "sneaker".into(),
-            to_tag: "ankle-boot".into(),
-            weights: vec![0.0, 1.5],
-            out: out(3),
-            radius: pb::Radius::SqrtD as i32,
-        })),
-    )
-    .await
-    .result
-    .unwrap()
-    .latent_ids;
-    assert_eq!(r.len(), 2);
-    for (id, w) in r.iter().zip([0.0, 1.5]) {
-        let want: Vec<f64> = (0..D)
-            .map(|i| xs[0][i] as f64 + w * (to[i] - from[i]))
-            .collect();
-        let got = xt(&mut c, id).await;
-        assert!(max_diff(&got, &on_sphere(&want)) < 1e-4, "weight {w}");
+    // √d, and the default radius, the latent's own (weight 0 gives it back).
+    let mut made = vec![];
+    for (radius, rho) in [
+        (pb::Radius::SqrtD, (D as f64).sqrt()),
+        (pb::Radius::Unspecified, norm(&xs[0])),
+    ] {
+        let r = run_job(
+            &mut c,
+            spec(pb::job_spec::Kind::Direction(pb::DirectionJob {
+                latent_id: ids[0].clone(),
+                from_tag: "sneaker".into(),
+                to_tag: "ankle-boot".into(),
+                weights: vec![0.0, 1.5],
+                out: out(3),
+                radius: radius as i32,
+            })),
+        )
+        .await
+        .result
+        .unwrap()
+        .latent_ids;
+        assert_eq!(r.len(), 2);
+        for (id, w) in r.iter().zip([0.0, 1.5]) {
+            let want: Vec<f64> = (0..D)
+                .map(|i| xs[0][i] as f64 + w * (to[i] - from[i]))
+                .collect();
+            let got = xt(&mut c, id).await;
+            assert!(
+                max_diff(&got, &to_norm(&want, rho)) < 1e-4,
+                "{radius:?}, weight {w}"
+            );
+        }
+        made.push(r);
     }
-    // The default radius is the latent's own: weight 0 gives it back.
-    let own = run_job(
-        &mut c,
-        spec(pb::job_spec::Kind::Direction(pb::DirectionJob {
-            latent_id: ids[0].clone(),
-            from_tag: "sneaker".into(),
-            to_tag: "ankle-boot".into(),
-            weights: vec![0.0, 1.5],
-            out: out(3),
-            radius: 0,
-        })),
-    )
-    .await
-    .result
-    .unwrap()
-    .latent_ids;
-    let n0 = norm(&xs[0]);
-    for (id, w) in own.iter().zip([0.0, 1.5]) {
-        let want: Vec<f64> = (0..D)
-            .map(|i| xs[0][i] as f64 + w * (to[i] - from[i]))
-            .collect();
-        let got = xt(&mut c, id).await;
-        assert!(max_diff(&got, &to_norm(&want, n0)) < 1e-4, "weight {w}");
-    }
+    let r = &made[0];
     let e = edited(&latent(&mut c, &r[1]).await);
     assert_eq!(
         (e.op.as_str(), e.parent_ids.clone()),
