@@ -694,6 +694,9 @@ pub struct EvalArgs {
     /// uniform, quad, leading, trailing or linspace.
     #[arg(long, default_value = "uniform")]
     pub spacing: Spacing,
+    /// ddim or dpmpp-2m (deterministic: with it, η must be 0 and no --sigma-hat).
+    #[arg(long, default_value = "ddim")]
+    pub solver: Solver,
     /// Sample i of every cell starts from the x_T of (seed, i).
     #[arg(long, default_value = "0")]
     pub seed: u64,
@@ -756,6 +759,18 @@ pub fn eval(a: &EvalArgs) -> Result<(), EngineError> {
         crate::engine::spacing::validate_steps(s, t)
             .map_err(|e| EngineError::InvalidInput(format!("--steps: {e}")))?;
     }
+    if a.solver == Solver::DpmPP2M {
+        if let Some(e) = a.eta.iter().find(|e| **e != 0.0) {
+            return Err(EngineError::InvalidInput(format!(
+                "--eta: dpmpp-2m is deterministic, η must be 0 (got {e})"
+            )));
+        }
+        if a.sigma_hat {
+            return Err(EngineError::InvalidInput(
+                "--sigma-hat: dpmpp-2m is deterministic, σ̂ needs --solver ddim".into(),
+            ));
+        }
+    }
     let judge = load_judge(&a.model.model, &a.judge, model.device)?;
     let started = std::time::Instant::now();
     let reference = ev::Reference::new(ev::test_split_features(&judge)?);
@@ -765,7 +780,7 @@ pub fn eval(a: &EvalArgs) -> Result<(), EngineError> {
         batch: a.batch as usize,
         bootstrap: a.bootstrap,
     };
-    let specs = ev::cells(&a.steps, &a.eta, a.sigma_hat, a.spacing);
+    let specs = ev::cells(&a.steps, &a.eta, a.sigma_hat, a.spacing, a.solver);
     let done = a
         .progress_file
         .as_deref()
@@ -808,11 +823,15 @@ pub fn eval(a: &EvalArgs) -> Result<(), EngineError> {
             },
         )?;
         if let Some(d) = &a.png_dir {
-            let name = if spec.sigma_hat {
-                format!("s{}_sigmahat.png", spec.steps)
+            let mut name = if spec.sigma_hat {
+                format!("s{}_sigmahat", spec.steps)
             } else {
-                format!("s{}_eta{}.png", spec.steps, spec.eta)
+                format!("s{}_eta{}", spec.steps, spec.eta)
             };
+            if spec.solver != Solver::Ddim {
+                name += &format!("_{}", spec.solver);
+            }
+            let name = name + ".png";
             imageio::save_png(&imageio::grid(&kept, 0, 2), &d.join(name))?;
         }
         pb.suspend(|| {
@@ -836,7 +855,10 @@ pub fn eval(a: &EvalArgs) -> Result<(), EngineError> {
     if a.json {
         let out = serde_json::json!({
             "cells": results.iter().map(|r| r.json()).collect::<Vec<_>>(),
-            "floor": {"fd": floor.fd, "fd_low": floor.fd_low, "fd_high": floor.fd_high},
+            "floor": {
+                "fd": floor.fd, "fd_low": floor.fd_low, "fd_high": floor.fd_high,
+                "fd_basic_low": floor.basic().0, "fd_basic_high": floor.basic().1,
+            },
             "judge": {
                 "path": judge.path.display().to_string(),
                 "fingerprint": judge.fingerprint,
@@ -865,9 +887,10 @@ pub fn eval(a: &EvalArgs) -> Result<(), EngineError> {
         floor.fd_high
     );
     println!(
-        "N = {} per cell, {} spacing, seed {}, judge {} ({}), {:.0} s",
+        "N = {} per cell, {} spacing, {} solver, seed {}, judge {} ({}), {:.0} s",
         settings.samples,
         a.spacing.as_str(),
+        a.solver.as_str(),
         a.seed,
         judge.path.display(),
         judge.fingerprint,

@@ -26,7 +26,7 @@ use tch::{Device, Kind, Tensor};
 
 use crate::engine::noise::{self, SampleSeed};
 use crate::engine::sampler::{self, SamplerOptions, StepEvent};
-use crate::engine::{EngineError, Model, Spacing};
+use crate::engine::{EngineError, Model, Solver, Spacing};
 use crate::judge::{Embedding, Judge};
 
 /// Mean and covariance of a feature set (float64, CPU), with the covariance's
@@ -108,6 +108,19 @@ pub struct Interval {
     pub fd: f64,
     pub fd_low: f64,
     pub fd_high: f64,
+}
+
+impl Interval {
+    /// The basic (pivotal) bootstrap interval [2·fd − high, 2·fd − low]: the
+    /// percentile interval reflected about the estimate. A resample has fewer
+    /// distinct points than the sample, so resampled FDs sit above the FD by about
+    /// the estimator's own small-N bias; reflecting removes that shift once, so this
+    /// interval is centred near the bias-corrected FD (it may reach below 0, where
+    /// the true FD is 0). It is the interval to read as "where the FD of the
+    /// sampler's distribution lies"; the percentile one shows the resampling spread.
+    pub fn basic(&self) -> (f64, f64) {
+        (2.0 * self.fd - self.fd_high, 2.0 * self.fd - self.fd_low)
+    }
 }
 
 /// The `q`-quantile (0..=1) of sorted values, linearly interpolated (numpy's default).
@@ -233,6 +246,24 @@ pub struct CellSpec {
     pub sigma_hat: bool,
     #[serde(with = "spacing_str")]
     pub spacing: Spacing,
+    /// The ODE solver (DPM-Solver++(2M) cells have η = 0 and no σ̂). Absent in
+    /// progress files written before solvers: DDIM.
+    #[serde(default, with = "solver_str")]
+    pub solver: Solver,
+}
+
+mod solver_str {
+    use crate::engine::Solver;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(s: &Solver, ser: S) -> Result<S::Ok, S::Error> {
+        ser.serialize_str(s.as_str())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(de: D) -> Result<Solver, D::Error> {
+        let s = String::deserialize(de)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
 }
 
 mod spacing_str {
@@ -256,22 +287,32 @@ impl CellSpec {
             eta: if self.sigma_hat { 0.0 } else { self.eta },
             spacing: self.spacing,
             sigma_hat: self.sigma_hat,
-            solver: Default::default(),
+            solver: self.solver,
         }
     }
 
-    /// "S=10 η=0.5" or "S=10 σ̂".
+    /// "S=10 η=0.5" or "S=10 σ̂", then the solver unless it is DDIM ("S=10 η=0 dpmpp-2m").
     pub fn label(&self) -> String {
-        if self.sigma_hat {
+        let base = if self.sigma_hat {
             format!("S={} σ̂", self.steps)
         } else {
             format!("S={} η={}", self.steps, self.eta)
+        };
+        match self.solver {
+            Solver::Ddim => base,
+            s => format!("{base} {s}"),
         }
     }
 }
 
 /// The cells of a table: for each S, each η, then σ̂ when asked.
-pub fn cells(steps: &[usize], etas: &[f64], sigma_hat: bool, spacing: Spacing) -> Vec<CellSpec> {
+pub fn cells(
+    steps: &[usize],
+    etas: &[f64],
+    sigma_hat: bool,
+    spacing: Spacing,
+    solver: Solver,
+) -> Vec<CellSpec> {
     let mut out = vec![];
     for &s in steps {
         for &eta in etas {
@@ -280,6 +321,7 @@ pub fn cells(steps: &[usize], etas: &[f64], sigma_hat: bool, spacing: Spacing) -
                 eta,
                 sigma_hat: false,
                 spacing,
+                solver,
             });
         }
         if sigma_hat {
@@ -288,6 +330,7 @@ pub fn cells(steps: &[usize], etas: &[f64], sigma_hat: bool, spacing: Spacing) -
                 eta: 0.0,
                 sigma_hat: true,
                 spacing,
+                solver,
             });
         }
     }
@@ -314,10 +357,13 @@ impl CellResult {
             "eta": if self.spec.sigma_hat { serde_json::Value::Null } else { self.spec.eta.into() },
             "sigma_hat": self.spec.sigma_hat,
             "spacing": self.spec.spacing.as_str(),
+            "solver": self.spec.solver.as_str(),
             "n": self.n,
             "fd": self.fd.fd,
             "fd_low": self.fd.fd_low,
             "fd_high": self.fd.fd_high,
+            "fd_basic_low": self.fd.basic().0,
+            "fd_basic_high": self.fd.basic().1,
             "confidence": self.confidence,
             "class_histogram": self.class_histogram,
         })
@@ -443,9 +489,18 @@ pub fn append_progress(path: &Path, key: &CellKey, cell: &CellResult) -> Result<
 mod tests {
     use super::*;
 
+    /// Standard normal [n, d] + shift from its own seeded stream (Box–Muller on
+    /// ChaCha8; not tch's generator, which the tests running in parallel share).
     fn gaussian(n: i64, d: i64, shift: f64, seed: i64) -> Tensor {
-        tch::manual_seed(seed);
-        Tensor::randn([n, d], (Kind::Double, Device::Cpu)) + shift
+        let mut rng = ChaCha8Rng::seed_from_u64(seed as u64);
+        let v: Vec<f64> = (0..n * d)
+            .map(|_| {
+                let u1: f64 = rng.random::<f64>().max(f64::MIN_POSITIVE);
+                let u2: f64 = rng.random();
+                (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos() + shift
+            })
+            .collect();
+        Tensor::from_slice(&v).view([n, d])
     }
 
     #[test]
@@ -511,6 +566,29 @@ mod tests {
     }
 
     #[test]
+    fn basic_interval_corrects_the_small_n_bias() {
+        // Samples from the reference's own distribution: the true FD is 0, but FD of
+        // 150 points in 16-d sits well above it, and resamples above that again.
+        let reference = Stats::of(&gaussian(20_000, 16, 0.0, 21)).with_sqrt();
+        let i = bootstrap(&gaussian(150, 16, 0.0, 22), &reference, 200, 5);
+        let (lo, hi) = i.basic();
+        assert!(i.fd_low > 0.0, "the percentile interval misses 0: {i:?}");
+        assert!(
+            lo < 0.0 && hi > 0.0,
+            "the basic one holds it: [{lo}, {hi}] of {i:?}"
+        );
+        assert!(
+            (hi - lo - (i.fd_high - i.fd_low)).abs() < 1e-9,
+            "same width"
+        );
+        // A real difference (true FD 16 × 0.5² = 4) stays inside the basic interval.
+        let i = bootstrap(&gaussian(150, 16, 0.5, 23), &reference, 200, 5);
+        let (lo, hi) = i.basic();
+        assert!(lo < 4.0 && 4.0 < hi, "[{lo}, {hi}] of {i:?}");
+        assert!(i.fd > 4.0, "the plug-in FD is biased upwards: {i:?}");
+    }
+
+    #[test]
     fn quantile_interpolates() {
         let v = [0.0, 1.0, 2.0, 3.0, 4.0];
         assert_eq!(quantile(&v, 0.5), 2.0);
@@ -549,10 +627,13 @@ mod tests {
 
     #[test]
     fn cells_list_eta_rows_then_sigma_hat() {
-        let c = cells(&[10, 20], &[0.0, 1.0], true, Spacing::Quad);
+        let c = cells(&[10, 20], &[0.0, 1.0], true, Spacing::Quad, Solver::Ddim);
         assert_eq!(c.len(), 6);
         assert_eq!(c[2].label(), "S=10 σ̂");
         assert_eq!(c[3].label(), "S=20 η=0");
+        let d = cells(&[10], &[0.0], false, Spacing::Uniform, Solver::DpmPP2M);
+        assert_eq!(d[0].label(), "S=10 η=0 dpmpp-2m");
+        assert_eq!(d[0].options().solver, Solver::DpmPP2M);
         assert!(c.iter().all(|c| c.spacing == Spacing::Quad));
         assert!(c[2].options().sigma_hat && c[2].options().eta == 0.0);
     }
@@ -572,6 +653,7 @@ mod tests {
             eta: 0.5,
             sigma_hat: false,
             spacing: Spacing::Uniform,
+            solver: Solver::Ddim,
         };
         let s = EvalSettings {
             samples: 6,

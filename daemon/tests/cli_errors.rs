@@ -370,7 +370,7 @@ fn value_errors_are_one_line_naming_the_flag_and_exit_1() {
     let d = tmp();
     let out = d.path().join("o.npy");
     let o = out.to_str().unwrap();
-    let cases: [(&[&str], &[&str]); 9] = [
+    let cases: [(&[&str], &[&str]); 11] = [
         (
             &["sample", "--count", "1", "--steps", "0", "--out", o],
             &["--steps", "\"0\"", "steps must be ≥ 1"],
@@ -430,6 +430,29 @@ fn value_errors_are_one_line_naming_the_flag_and_exit_1() {
                 o,
             ],
             &["--frames", "\"-2\""],
+        ),
+        (
+            &[
+                "eval",
+                "--samples",
+                "2",
+                "--solver",
+                "dpmpp-2m",
+                "--eta",
+                "0,0.5",
+            ],
+            &["--eta", "dpmpp-2m", "η must be 0", "0.5"],
+        ),
+        (
+            &[
+                "eval",
+                "--samples",
+                "2",
+                "--solver",
+                "dpmpp-2m",
+                "--sigma-hat",
+            ],
+            &["--sigma-hat", "--solver ddim"],
         ),
     ];
     for (args, wants) in cases {

@@ -233,6 +233,21 @@ async fn scripting_round_trip() {
     for k in ["sample", "encode", "reconstruct", "interpolate"] {
         assert!(kinds.contains(&k), "{k} in {kinds:?}");
     }
+    // … and --kind only those kinds.
+    let only = d.json(&["jobs", "--kind", "encode,interpolate"]);
+    let only: Vec<&str> = only["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| s(&j["kind"]))
+        .collect();
+    assert!(!only.is_empty() && only.len() < kinds.len(), "{only:?}");
+    assert!(
+        only.iter().all(|k| ["encode", "interpolate"].contains(k)),
+        "{only:?}"
+    );
+    let err = d.fails(&["jobs", "--kind", "encoder"], 1);
+    assert!(err.contains("kinds[0]") && err.contains("encoder"), "{err}");
 
     // human output too
     let out = d.cmd(&["ls"]).output().unwrap();

@@ -1,7 +1,8 @@
 //! The eval job kind over a real daemon: a tiny random model with a tiny random
 //! judge beside it (`ddimd train-judge --steps 0`); bad input names the field; a
 //! model without a judge is FAILED_PRECONDITION naming the judge; a small eval job
-//! completes with well-formed cells and is deterministic for a seed.
+//! completes with well-formed cells and is deterministic for a seed; the solver is
+//! carried into the cells; `ListJobs` by kind lists the eval jobs.
 //!
 //! Backends: every test here runs on sled and on PostgreSQL (`on_backends!` at the
 //! end: `NAME::sled`, `NAME::postgres`; the PostgreSQL ones each on a database of
@@ -67,6 +68,7 @@ fn eval_spec(steps: &[u32], etas: &[f32], sigma_hat: bool, samples: u32, seed: u
             spacing: pb::Spacing::Uniform as i32,
             samples,
             seed,
+            ..Default::default()
         })),
     }
 }
@@ -98,6 +100,11 @@ async fn eval_jobs_validate_run_and_are_deterministic(b: Backend) {
         (eval_spec(&[0], &[0.0], false, 4, 0), "eval.steps[0]"),
         (eval_spec(&[2, 1001], &[0.0], false, 4, 0), "eval.steps[1]"),
         (eval_spec(&[], &[0.0], false, 4, 0), "eval.steps"),
+        (
+            dpmpp(eval_spec(&[2], &[0.0, 0.5], false, 4, 0)),
+            "eval.etas[1]",
+        ),
+        (dpmpp(eval_spec(&[2], &[0.0], true, 4, 0)), "eval.sigma_hat"),
     ] {
         refused(
             c.submit_job(submit(spec)).await,
@@ -164,6 +171,60 @@ async fn eval_jobs_validate_run_and_are_deterministic(b: Backend) {
         assert_eq!((a.fd, a.fd_low, a.fd_high), (b.fd, b.fd_low, b.fd_high));
         assert_eq!(a.class_histogram, b.class_histogram);
     }
+
+    // The solver is carried into the cells.
+    let dp = c
+        .submit_job(submit(dpmpp(eval_spec(&[3], &[0.0], false, 6, 5))))
+        .await
+        .unwrap()
+        .into_inner();
+    let rd = wait_job(&mut c, &dp.id).await;
+    assert_eq!(rd.state, pb::JobState::Done as i32, "{}", rd.error);
+    let cells = rd.result.unwrap().eval.unwrap().cells;
+    assert_eq!(cells.len(), 1);
+    assert_eq!(cells[0].solver, pb::Solver::Dpmpp2m as i32);
+    assert_eq!(r.cells[3].solver, pb::Solver::Ddim as i32);
+
+    // Listing by kind: the three eval jobs, not the sample job that came after them.
+    let other = c
+        .submit_job(submit(sample_spec(1, 0, 2)))
+        .await
+        .unwrap()
+        .into_inner();
+    wait_job(&mut c, &other.id).await;
+    let list = |kinds: &[&str]| pb::ListJobsRequest {
+        kinds: kinds.iter().map(|k| k.to_string()).collect(),
+        ..Default::default()
+    };
+    let evals = c
+        .list_jobs(list(&["eval"]))
+        .await
+        .unwrap()
+        .into_inner()
+        .jobs;
+    let ids: Vec<&str> = evals.iter().map(|j| j.id.as_str()).collect();
+    assert_eq!(ids, [dp.id.as_str(), again.id.as_str(), job.id.as_str()]);
+    let both = c
+        .list_jobs(list(&["sample", "eval"]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(both.jobs.len(), 4);
+    assert_eq!(both.jobs[0].id, other.id);
+    let e = c.list_jobs(list(&["eval", "evil"])).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(
+        e.message().contains("kinds[1]") && e.message().contains("evil"),
+        "{}",
+        e.message()
+    );
+}
+
+fn dpmpp(mut spec: pb::JobSpec) -> pb::JobSpec {
+    if let Some(pb::job_spec::Kind::Eval(e)) = spec.kind.as_mut() {
+        e.solver = pb::Solver::Dpmpp2m as i32;
+    }
+    spec
 }
 
 async fn a_model_without_a_judge_refuses_eval_naming_the_judge(b: Backend) {

@@ -394,6 +394,14 @@ impl App {
                 }
                 out
             }
+            Update::EvalJobs(jobs) => {
+                self.eval.jobs = jobs;
+                if self.screen == Screen::Eval {
+                    screens::eval::fetch_selected(self)
+                } else {
+                    vec![]
+                }
+            }
             Update::Stats(st) => {
                 self.fleet = st.daemons;
                 vec![]

@@ -199,6 +199,9 @@ pub enum Command {
         /// Sub-sequence of the T training steps.
         #[arg(long, value_enum, default_value_t = SpacingArg::Uniform)]
         spacing: SpacingArg,
+        /// The sampler's solver; dpmpp-2m is deterministic (η 0, no σ̂).
+        #[arg(long, value_enum, default_value_t = SolverArg::Ddim)]
+        solver: SolverArg,
         /// Sample i of every cell starts from the x_T of (seed, i).
         #[arg(long, default_value_t = 0, allow_negative_numbers = true, value_parser = whole::<u64>)]
         seed: u64,
@@ -270,6 +273,9 @@ pub enum Command {
     Jobs {
         #[arg(long, default_value_t = 100, allow_negative_numbers = true, value_parser = whole::<u32>)]
         limit: u32,
+        /// Only jobs of these kinds, comma-separated (sample, encode, eval, …).
+        #[arg(long, value_delimiter = ',')]
+        kind: Vec<String>,
     },
     /// List the daemons sharing this daemon's store (`ddimd serve --store postgres://…`):
     /// id, address, device, model, the job each runs, last heartbeat.

@@ -467,10 +467,21 @@ impl Client {
         limit: u32,
         latent_id: &str,
     ) -> Result<Vec<pb::Job>, ClientError> {
+        self.list_jobs_of(limit, latent_id, &[]).await
+    }
+
+    /// Jobs newest first, only of `kinds` (Job.kind names; empty: all).
+    pub async fn list_jobs_of(
+        &self,
+        limit: u32,
+        latent_id: &str,
+        kinds: &[String],
+    ) -> Result<Vec<pb::Job>, ClientError> {
         let req = pb::ListJobsRequest {
             states: vec![],
             limit,
             latent_id: latent_id.into(),
+            kinds: kinds.to_vec(),
         };
         let r = self.inner.clone().list_jobs(req).await;
         r.map(|r| r.into_inner().jobs).map_err(|s| self.err(s))

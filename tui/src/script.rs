@@ -181,6 +181,7 @@ async fn execute(c: &Client, command: Command, as_json: bool) -> Result<Output, 
             eta,
             sigma_hat,
             spacing,
+            solver,
             seed,
             wait,
         } => {
@@ -191,6 +192,7 @@ async fn execute(c: &Client, command: Command, as_json: bool) -> Result<Output, 
                 spacing: spacing.pb(),
                 samples,
                 seed,
+                solver: solver.pb(),
             });
             submit(c, spec, wait, show_progress).await
         }
@@ -253,8 +255,8 @@ async fn execute(c: &Client, command: Command, as_json: bool) -> Result<Output, 
         }
         Command::Edit { op } => edit::edit(c, op, show_progress).await,
         Command::Lineage { id } => edit::lineage(c, &id).await,
-        Command::Jobs { limit } => {
-            let jobs = c.list_jobs(limit, "").await?;
+        Command::Jobs { limit, kind } => {
+            let jobs = c.list_jobs_of(limit, "", &kind).await?;
             Ok(Output {
                 human: jobs_table(&jobs, format::now_ms()),
                 json: json!({ "jobs": jobs.iter().map(json::job).collect::<Vec<_>>() }),

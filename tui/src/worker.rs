@@ -57,6 +57,8 @@ pub enum Request {
         id: String,
     },
     ListJobs,
+    /// The newest eval jobs, however many other jobs came after them.
+    ListEvalJobs,
     /// `GetStats`: the daemons sharing a PostgreSQL store (the status line's fleet).
     Stats,
     /// Follow a job's events; `preview_every` > 0 also brings x̂0 previews.
@@ -148,6 +150,7 @@ pub enum Update {
         jobs: Vec<pb::Job>,
     },
     Jobs(Vec<pb::Job>),
+    EvalJobs(Vec<pb::Job>),
     Stats(pb::Stats),
     JobEvent(pb::JobEvent),
     Job(pb::Job),
@@ -342,6 +345,9 @@ async fn handle(c: &Client, req: Request, tx: &UnboundedSender<Update>) -> Resul
             Err(e) => tracing::debug!(id, error = %e, "no name for latent"),
         },
         Request::ListJobs => send(Update::Jobs(c.list_jobs(200, "").await?)),
+        Request::ListEvalJobs => send(Update::EvalJobs(
+            c.list_jobs_of(100, "", &["eval".to_string()]).await?,
+        )),
         // The fleet is a hint: a failure (the link says why) leaves it as it was.
         Request::Stats => match c.stats().await {
             Ok(st) => send(Update::Stats(st)),

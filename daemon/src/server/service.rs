@@ -21,7 +21,8 @@ use super::events::{Hub, JobUpdate};
 use super::jobs::{strip_images, validate_spec, DEFAULT_PREVIEW_STEPS};
 use super::queue::{DecodeNow, PreviewNow, Queued, Scheduler};
 use super::store::{
-    Cursor, Inserted, JobRecord, JobState, LatentFilter, LatentPng, SortKey, Store, RECORD_VERSION,
+    Cursor, Inserted, JobKind, JobRecord, JobState, LatentFilter, LatentPng, SortKey, Store,
+    RECORD_VERSION,
 };
 
 /// How long `CancelJob` waits for a running job to stop.
@@ -698,11 +699,25 @@ impl Ddim for DdimService {
             states,
             limit,
             latent_id: lid,
+            kinds,
         } = req.into_inner();
         let states = states
             .iter()
             .enumerate()
             .map(|(i, s)| state_from_pb(*s, &format!("states[{i}]")))
+            .collect::<Result<Vec<_>>>()?;
+        let kinds = kinds
+            .iter()
+            .enumerate()
+            .map(|(i, k)| {
+                JobKind::parse(k).ok_or_else(|| {
+                    let known: Vec<&str> = JobKind::ALL.iter().map(|k| k.as_str()).collect();
+                    ServerError::invalid(
+                        format!("kinds[{i}]"),
+                        format!("unknown job kind {k:?} (one of {})", known.join(", ")),
+                    )
+                })
+            })
             .collect::<Result<Vec<_>>>()?;
         let limit = match limit {
             0 => 100,
@@ -720,7 +735,7 @@ impl Ddim for DdimService {
         };
         let store = self.store();
         let (recs, skipped) = blocking(move || {
-            let (recs, mut skipped) = store.list_jobs_skipping(&states, latent, limit)?;
+            let (recs, mut skipped) = store.list_jobs_skipping(&states, &kinds, latent, limit)?;
             let mut out = vec![];
             for r in recs {
                 // A job whose spec cannot be read is left out (and counted), not the page.

@@ -90,6 +90,27 @@ pub enum JobKind {
 }
 
 impl JobKind {
+    pub const ALL: [JobKind; 13] = [
+        JobKind::Encode,
+        JobKind::Sample,
+        JobKind::Decode,
+        JobKind::Reconstruct,
+        JobKind::Interpolate,
+        JobKind::Import,
+        JobKind::Variation,
+        JobKind::Mix,
+        JobKind::Direction,
+        JobKind::Renoise,
+        JobKind::Inpaint,
+        JobKind::Grid,
+        JobKind::Eval,
+    ];
+
+    /// The kind named `s` (`Job.kind`'s names).
+    pub fn parse(s: &str) -> Option<JobKind> {
+        JobKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             JobKind::Encode => "encode",
@@ -1740,20 +1761,25 @@ impl Store {
         latent: Option<u64>,
         limit: usize,
     ) -> Result<Vec<JobRecord>> {
-        Ok(self.list_jobs_skipping(states, latent, limit)?.0)
+        Ok(self.list_jobs_skipping(states, &[], latent, limit)?.0)
     }
 
-    /// [`Store::list_jobs`] that skips damaged jobs (noted) and counts them.
+    /// [`Store::list_jobs`], also filtered by kind (empty: all), that skips damaged
+    /// jobs (noted) and counts them.
     pub fn list_jobs_skipping(
         &self,
         states: &[JobState],
+        kinds: &[JobKind],
         latent: Option<u64>,
         limit: usize,
     ) -> Result<(Vec<JobRecord>, u32)> {
         if let Some(pg) = &self.pg {
-            return Ok((pg.list_jobs(states, latent, limit)?, 0));
+            return Ok((pg.list_jobs(states, kinds, latent, limit)?, 0));
         }
-        let keep = |j: &JobRecord| states.is_empty() || states.contains(&j.state);
+        let keep = |j: &JobRecord| {
+            (states.is_empty() || states.contains(&j.state))
+                && (kinds.is_empty() || kinds.contains(&j.kind))
+        };
         let mut out = vec![];
         let mut skipped = 0u32;
         let ids: Vec<u64> = match latent {

@@ -73,6 +73,9 @@ pub struct EvalState {
     pub results: HashMap<String, pb::EvalResult>,
     /// Done jobs whose result was asked for (once each).
     pub fetched: HashSet<String>,
+    /// The newest eval jobs by kind (`ListJobs` with `kinds: ["eval"]`): an eval job
+    /// stays listed however many other jobs ran after it.
+    pub jobs: Vec<pb::Job>,
 }
 
 impl Default for EvalState {
@@ -88,6 +91,7 @@ impl Default for EvalState {
             cursor: (0, 0),
             results: HashMap::new(),
             fetched: HashSet::new(),
+            jobs: vec![],
         }
     }
 }
@@ -102,6 +106,7 @@ impl EvalState {
             spacing: self.spacing,
             samples: self.samples,
             seed: self.seed,
+            ..Default::default()
         })
     }
 
@@ -245,9 +250,18 @@ pub fn grid_key(job: &str, i: usize) -> String {
     format!("job:{job}:e{i}")
 }
 
-/// The eval jobs of the daemon's list, newest first.
+/// The eval jobs, newest first: those of the Jobs list (refreshed by job events)
+/// and those listed by kind (older ones the 200 newest jobs no longer hold), once each.
 pub fn eval_jobs(app: &App) -> Vec<&pb::Job> {
-    app.jobs.jobs.iter().filter(|j| j.kind == "eval").collect()
+    let mut out: Vec<&pb::Job> = app.jobs.jobs.iter().filter(|j| j.kind == "eval").collect();
+    for j in &app.eval.jobs {
+        if !out.iter().any(|o| o.id == j.id) {
+            out.push(j);
+        }
+    }
+    let num = |j: &pb::Job| j.id.trim_start_matches("job-").parse::<u64>().unwrap_or(0);
+    out.sort_by_key(|j| std::cmp::Reverse((j.created_unix_ms, num(j))));
+    out
 }
 
 /// The job shown: the chosen one while the list has it, else the newest.
@@ -291,7 +305,7 @@ pub fn fetch_selected(app: &mut App) -> Vec<Request> {
 /// What the screen needs when it is shown: a fresh job list, the shown result.
 pub fn entered(app: &mut App) -> Vec<Request> {
     app.jobs.last_refresh_ms = app.now_ms;
-    let mut out = vec![Request::ListJobs];
+    let mut out = vec![Request::ListJobs, Request::ListEvalJobs];
     out.extend(fetch_selected(app));
     out
 }
@@ -305,6 +319,7 @@ pub fn tick(app: &mut App) -> Vec<Request> {
     if app.now_ms - app.jobs.last_refresh_ms >= REFRESH_MS {
         app.jobs.last_refresh_ms = app.now_ms;
         out.push(Request::ListJobs);
+        out.push(Request::ListEvalJobs);
     }
     out.extend(fetch_selected(app));
     out
@@ -383,7 +398,7 @@ pub fn handle_key(app: &mut App, key: KeyEvent) -> Vec<Request> {
             app.eval.spacing = SPACINGS[(at + 1) % SPACINGS.len()] as i32;
         }
         KeyCode::Char('o') => save_grid(app),
-        KeyCode::F(5) => return vec![Request::ListJobs],
+        KeyCode::F(5) => return vec![Request::ListJobs, Request::ListEvalJobs],
         _ => {}
     }
     vec![]
@@ -709,6 +724,16 @@ fn render_detail(r: &pb::EvalResult, c: &pb::EvalCell, frame: &mut Frame, area: 
             ),
             Span::styled("  95% bootstrap", DIM),
         ]),
+        // The basic bootstrap interval: the percentile one reflected about the FD,
+        // which removes the resamples' small-N upward shift (docs/reproduction.md).
+        Line::styled(
+            format!(
+                "bias-corrected [{:.2}, {:.2}]",
+                2.0 * c.fd - c.fd_high,
+                2.0 * c.fd - c.fd_low
+            ),
+            DIM,
+        ),
         Line::raw(format!("n {} · confidence {:.3}", c.n, c.confidence)),
     ];
     let took = format!("took {}", format::duration(c.seconds));

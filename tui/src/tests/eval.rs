@@ -72,6 +72,7 @@ fn eval_result() -> pb::EvalResult {
                 class_histogram: vec![10, 14, 9, 11, 8, 12, 7, 13, 10, 6],
                 seconds: 12.5,
                 grid: Some(pb_image()),
+                ..Default::default()
             })
             .collect(),
         floor: Some(pb::EvalFloor {
@@ -97,6 +98,7 @@ fn eval_spec() -> pb::JobSpec {
             spacing: pb::Spacing::Uniform as i32,
             samples: 100,
             seed: 0,
+            ..Default::default()
         })),
     }
 }
@@ -112,6 +114,38 @@ fn eval_running() -> pb::Job {
     let mut j = job("e1111111-run", "eval", pb::JobState::Running, 12, 50);
     j.spec = Some(eval_spec());
     j
+}
+
+#[test]
+fn eval_jobs_older_than_the_jobs_list_come_from_the_list_by_kind() {
+    let (mut app, _) = app_with_library(3);
+    let reqs = app.handle_event(key(KeyCode::Char('7')));
+    assert!(reqs.contains(&Request::ListEvalJobs), "{reqs:?}");
+    // The newest jobs hold no eval job (200 sample jobs came after it) …
+    app.handle_event(Event::Update(Update::Jobs(vec![job(
+        "a0000000-sample",
+        "sample",
+        pb::JobState::Done,
+        50,
+        50,
+    )])));
+    assert!(screen_text(&draw(&app)).contains("no eval jobs"));
+    // … the list by kind does: it is shown, and its result asked for.
+    let reqs = app.handle_event(Event::Update(Update::EvalJobs(vec![eval_done()])));
+    assert!(
+        reqs.contains(&Request::GetJob { id: eval_done().id }),
+        "{reqs:?}"
+    );
+    let screen = screen_text(&draw(&app));
+    assert!(screen.contains("eval jobs (1)"), "{screen}");
+    // A job in both lists is listed once; the refresh asks for both lists.
+    app.handle_event(Event::Update(Update::Jobs(vec![
+        eval_running(),
+        eval_done(),
+    ])));
+    assert!(screen_text(&draw(&app)).contains("eval jobs (2)"));
+    let reqs = tick(&mut app, 3_000);
+    assert!(reqs.contains(&Request::ListJobs) && reqs.contains(&Request::ListEvalJobs));
 }
 
 /// The Eval screen with the finished job shown and its result at hand.
@@ -224,6 +258,7 @@ fn eval_detail_pane_shows_interval_n_confidence_classes_and_samples() {
     for want in [
         "S=50 η=1 · uniform",
         "FD 25.00 [22.10, 28.40]",
+        "bias-corrected [21.60, 27.90]",
         "n 100 · confidence 0.870",
         "20.0× the floor · took 13s",
         "Trouser",
@@ -278,6 +313,7 @@ fn eval_form_submits_the_eval_job_it_shows() {
                 spacing: pb::Spacing::Quad as i32,
                 samples: 500,
                 seed: 7,
+                ..Default::default()
             }),
             purpose: Purpose::Eval,
         }]

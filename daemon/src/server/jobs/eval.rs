@@ -14,9 +14,12 @@ use std::path::{Path, PathBuf};
 
 use super::{Check, JobKindSpec, Outcome, SpecInfo};
 use crate::engine::imageio;
+use crate::engine::Solver;
 use crate::eval::{self as ev, EvalSettings, Reference};
 use crate::judge::{self, Judge};
-use crate::server::conversions::{check_eta, check_step_list, spacing_from_pb, spacing_to_pb};
+use crate::server::conversions::{
+    check_eta, check_step_list, solver_from_pb, solver_to_pb, spacing_from_pb, spacing_to_pb,
+};
 use crate::server::error::{Result, ServerError};
 use crate::server::store::{JobKind, JobRecord};
 use crate::server::worker::{Track, Worker};
@@ -78,6 +81,20 @@ fn check(job: &pb::EvalJob, t: usize) -> Result<(Vec<usize>, Vec<f64>)> {
             ));
         }
         spacing_from_pb(this.spacing, "eval.spacing")?;
+        if solver_from_pb(this.solver, "eval.solver")? == Solver::DpmPP2M {
+            if let Some(i) = etas.iter().position(|e| *e != 0.0) {
+                return Err(ServerError::invalid(
+                    format!("eval.etas[{i}]"),
+                    format!("dpmpp-2m is deterministic, η must be 0 (got {})", etas[i]),
+                ));
+            }
+            if this.sigma_hat {
+                return Err(ServerError::invalid(
+                    "eval.sigma_hat",
+                    "dpmpp-2m is deterministic, σ̂ needs SOLVER_DDIM",
+                ));
+            }
+        }
         Ok((steps, etas))
     }
 }
@@ -86,7 +103,8 @@ fn check(job: &pb::EvalJob, t: usize) -> Result<(Vec<usize>, Vec<f64>)> {
 fn cells(job: &pb::EvalJob, t: usize) -> Result<Vec<ev::CellSpec>> {
     let (steps, etas) = check(job, t)?;
     let spacing = spacing_from_pb(job.spacing, "eval.spacing")?;
-    Ok(ev::cells(&steps, &etas, job.sigma_hat, spacing))
+    let solver = solver_from_pb(job.solver, "eval.solver")?;
+    Ok(ev::cells(&steps, &etas, job.sigma_hat, spacing, solver))
 }
 
 impl JobKindSpec for pb::EvalJob {
@@ -161,6 +179,7 @@ impl JobKindSpec for pb::EvalJob {
                     eta: if spec.sigma_hat { 0.0 } else { spec.eta as f32 },
                     sigma_hat: spec.sigma_hat,
                     spacing: spacing_to_pb(spec.spacing) as i32,
+                    solver: solver_to_pb(spec.solver) as i32,
                     n: r.n as u32,
                     fd: r.fd.fd,
                     fd_low: r.fd.fd_low,

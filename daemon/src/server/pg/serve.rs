@@ -29,8 +29,8 @@ use tokio_postgres::types::Json;
 use super::{db_err, Backoff, Pg, Reach, Wake};
 use crate::server::error::{Result, ServerError};
 use crate::server::store::{
-    Cursor, Inserted, JobRecord, JobState, LatentFilter, LatentOrder, LatentPage, LatentPng,
-    LatentRecord, NewLatent, OriginRecord, Priority, SortKey,
+    Cursor, Inserted, JobKind, JobRecord, JobState, LatentFilter, LatentOrder, LatentPage,
+    LatentPng, LatentRecord, NewLatent, OriginRecord, Priority, SortKey,
 };
 
 /// A PostgreSQL store as the daemon serves it.
@@ -860,14 +860,16 @@ impl PgStore {
         })
     }
 
-    /// Jobs newest first, filtered by state and by a latent.
+    /// Jobs newest first, filtered by state, by kind (empty: all) and by a latent.
     pub fn list_jobs(
         &self,
         states: &[JobState],
+        kinds: &[JobKind],
         latent: Option<u64>,
         limit: usize,
     ) -> Result<Vec<JobRecord>> {
         let states: Vec<&'static str> = states.iter().map(|s| state_name(*s)).collect();
+        let kinds: Vec<&'static str> = kinds.iter().map(|k| k.as_str()).collect();
         let latent = latent.map(i64_of);
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.run(move |pg| {
@@ -877,8 +879,10 @@ impl PgStore {
                     .query(
                         "SELECT record FROM jobs j WHERE (cardinality($1::text[]) = 0 OR state = ANY($1)) \
                          AND ($2::bigint IS NULL OR EXISTS (SELECT 1 FROM job_latents l \
-                         WHERE l.job = j.id AND l.latent = $2)) ORDER BY id DESC LIMIT $3",
-                        &[&states, &latent, &limit],
+                         WHERE l.job = j.id AND l.latent = $2)) \
+                         AND (cardinality($4::text[]) = 0 OR kind = ANY($4)) \
+                         ORDER BY id DESC LIMIT $3",
+                        &[&states, &latent, &limit, &kinds],
                     )
                     .await
                     .map_err(db_err("list jobs"))?;
@@ -889,7 +893,7 @@ impl PgStore {
 
     /// Every job, oldest first.
     pub fn all_jobs(&self) -> Result<Vec<JobRecord>> {
-        self.list_jobs(&[], None, usize::MAX).map(|mut v| {
+        self.list_jobs(&[], &[], None, usize::MAX).map(|mut v| {
             v.reverse();
             v
         })
