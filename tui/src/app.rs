@@ -118,6 +118,9 @@ pub struct App {
     pub fleet: Vec<pb::StoreDaemon>,
     /// When the fleet was last asked for.
     pub fleet_asked_ms: i64,
+    /// The daemon's shared store is out of reach (`GetStats.store_unreachable`): its
+    /// error and since when (unix ms); the status line says so until it is back.
+    pub store_down: Option<(String, i64)>,
     pub quit: bool,
 }
 
@@ -147,6 +150,7 @@ impl App {
             open_job: None,
             fleet: Vec::new(),
             fleet_asked_ms: now_ms,
+            store_down: None,
             quit: false,
         }
     }
@@ -403,6 +407,17 @@ impl App {
                 }
             }
             Update::Stats(st) => {
+                let down = st
+                    .store_unreachable
+                    .then(|| (st.store_error.clone(), st.store_unreachable_since_unix_ms));
+                match (&self.store_down, &down) {
+                    (None, Some((e, _))) => self.error(format!(
+                        "the daemon's store is unreachable ({e}): queued jobs wait, submits fail until it is back"
+                    )),
+                    (Some(_), None) => self.info("the daemon's store is back"),
+                    _ => {}
+                }
+                self.store_down = down;
                 self.fleet = st.daemons;
                 vec![]
             }
@@ -784,19 +799,34 @@ impl App {
     }
 
     /// The status line: a message, else the screen's keys; on the right, on a
-    /// PostgreSQL store, how many daemons share it (`fleet 2`).
+    /// PostgreSQL store, how many daemons share it (`fleet 2`), or that the store is
+    /// out of reach and for how long (`store unreachable 40s`: jobs wait, submits fail).
     fn render_status(&self, frame: &mut Frame, area: Rect) {
-        let area = if self.fleet.is_empty() {
-            area
-        } else {
-            let fleet = format!(" fleet {} ", self.fleet.len());
-            let [rest, right] = Layout::horizontal([
-                Constraint::Min(0),
-                Constraint::Length(fleet.chars().count() as u16),
-            ])
-            .areas(area);
-            frame.render_widget(Line::styled(fleet, Style::new().fg(ACCENT)), right);
-            rest
+        let right = match &self.store_down {
+            Some((_, since)) => Some((
+                format!(
+                    " store unreachable {} ",
+                    format::duration(((self.now_ms - since).max(0) / 1000) as f64)
+                ),
+                Style::new().fg(ERROR).bold(),
+            )),
+            None if !self.fleet.is_empty() => Some((
+                format!(" fleet {} ", self.fleet.len()),
+                Style::new().fg(ACCENT),
+            )),
+            None => None,
+        };
+        let area = match right {
+            None => area,
+            Some((text, style)) => {
+                let [rest, right] = Layout::horizontal([
+                    Constraint::Min(0),
+                    Constraint::Length(text.chars().count() as u16),
+                ])
+                .areas(area);
+                frame.render_widget(Line::styled(text, style), right);
+                rest
+            }
         };
         let line = match &self.status {
             Some(s) if s.error => Line::from(vec![

@@ -78,6 +78,40 @@ fn jobs_screen_with_live_progress() {
     insta::assert_snapshot!(draw(&app).backend());
 }
 
+/// The daemon's PostgreSQL store out of reach: the status line says so, with how
+/// long, in place of the fleet, and says when it is back.
+#[test]
+fn status_line_says_when_the_store_is_unreachable() {
+    let (mut app, _) = app_with_library(3);
+    let stats = |down: bool| pb::Stats {
+        daemons: vec![pb::StoreDaemon {
+            id: "gpu1:41".into(),
+            ..Default::default()
+        }],
+        store_unreachable: down,
+        store_error: if down {
+            "connection refused".into()
+        } else {
+            String::new()
+        },
+        store_unreachable_since_unix_ms: if down { NOW - 42_000 } else { 0 },
+        ..Default::default()
+    };
+    app.handle_event(Event::Update(Update::Stats(stats(true))));
+    let s = screen_text(&draw(&app));
+    let last = s.lines().last().unwrap().trim_end().to_string();
+    assert!(last.ends_with("store unreachable 42s"), "{s}");
+    assert!(last.contains("connection refused"), "{last}");
+    assert!(!s.contains("fleet 1"), "{s}");
+    app.handle_event(Event::Update(Update::Stats(stats(false))));
+    let s = screen_text(&draw(&app));
+    let last = s.lines().last().unwrap().trim_end().to_string();
+    assert!(
+        last.ends_with("fleet 1") && last.contains("store is back"),
+        "{last}"
+    );
+}
+
 /// On a PostgreSQL store: the status line counts the daemons sharing it, and the
 /// selected job says which of them ran it (with its address from the fleet).
 #[test]
