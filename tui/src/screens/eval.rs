@@ -63,6 +63,8 @@ pub struct EvalState {
     pub etas: Vec<f32>,
     pub sigma_hat: bool,
     pub spacing: i32,
+    /// pb::Solver: DDIM, or DPM-Solver++(2M) (the daemon refuses it with η ≠ 0 or σ̂).
+    pub solver: i32,
     pub samples: u32,
     pub seed: u64,
     /// The eval job shown, by id (a refreshed list keeps it); None: the newest.
@@ -85,6 +87,7 @@ impl Default for EvalState {
             etas: DEFAULT_ETAS.to_vec(),
             sigma_hat: true,
             spacing: pb::Spacing::Uniform as i32,
+            solver: pb::Solver::Ddim as i32,
             samples: DEFAULT_SAMPLES,
             seed: 0,
             selected: None,
@@ -106,7 +109,7 @@ impl EvalState {
             spacing: self.spacing,
             samples: self.samples,
             seed: self.seed,
-            ..Default::default()
+            solver: self.solver,
         })
     }
 
@@ -397,6 +400,13 @@ pub fn handle_key(app: &mut App, key: KeyEvent) -> Vec<Request> {
                 .unwrap_or(0);
             app.eval.spacing = SPACINGS[(at + 1) % SPACINGS.len()] as i32;
         }
+        KeyCode::Char('v') => {
+            app.eval.solver = if app.eval.solver == pb::Solver::Dpmpp2m as i32 {
+                pb::Solver::Ddim as i32
+            } else {
+                pb::Solver::Dpmpp2m as i32
+            };
+        }
         KeyCode::Char('o') => save_grid(app),
         KeyCode::F(5) => return vec![Request::ListJobs, Request::ListEvalJobs],
         _ => {}
@@ -559,6 +569,11 @@ fn form_lines(app: &App, width: u16) -> Vec<Line<'static>> {
     ));
     let mut second = vec![];
     second.extend(field("spacing", format::spacing_name(e.spacing), "p"));
+    second.extend(field(
+        "solver",
+        format::solver_name(e.solver).unwrap_or("ddim").into(),
+        "v",
+    ));
     second.extend(field("N", e.samples.to_string(), "n"));
     second.extend(field("seed", e.seed.to_string(), "r"));
     let cells = e.cell_count();
@@ -773,7 +788,11 @@ fn render_detail(r: &pb::EvalResult, c: &pb::EvalCell, frame: &mut Frame, area: 
             Span::raw(format!(" {count}")),
         ]));
     }
-    let title = format!(" {} · {} ", cell_name(c), format::spacing_name(c.spacing));
+    let mut title = format!(" {} · {}", cell_name(c), format::spacing_name(c.spacing));
+    if c.solver == pb::Solver::Dpmpp2m as i32 {
+        title += " · dpmpp-2m";
+    }
+    title += " ";
     let style = if c.n == 0 {
         Style::new().fg(ERROR)
     } else {

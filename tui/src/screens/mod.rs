@@ -109,6 +109,7 @@ pub fn keys(screen: Screen) -> &'static [(&'static str, &'static str)] {
             ("t", "σ̂ column on / off"),
             ("n", "samples N per cell"),
             ("p", "spacing"),
+            ("v", "solver (ddim / dpmpp-2m)"),
             ("r", "seed"),
             ("o", "save the cell's samples as PNG"),
             ("F5", "reload"),

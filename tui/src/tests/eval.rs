@@ -302,6 +302,10 @@ fn eval_form_submits_the_eval_job_it_shows() {
     assert!(app.status.as_ref().unwrap().error);
     let screen = screen_text(&draw(&app));
     assert!(screen.contains("spacing quad"), "{screen}");
+    assert!(screen.contains("solver ddim"), "{screen}");
+    press(&mut app, 'v', 1);
+    assert!(screen_text(&draw(&app)).contains("solver dpmpp-2m"));
+    press(&mut app, 'v', 1);
     let reqs = app.handle_event(key(KeyCode::Enter));
     assert_eq!(
         reqs,
@@ -313,7 +317,7 @@ fn eval_form_submits_the_eval_job_it_shows() {
                 spacing: pb::Spacing::Quad as i32,
                 samples: 500,
                 seed: 7,
-                ..Default::default()
+                solver: pb::Solver::Ddim as i32,
             }),
             purpose: Purpose::Eval,
         }]
