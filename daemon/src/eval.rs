@@ -244,11 +244,11 @@ pub struct CellSpec {
     /// η (ignored by σ̂).
     pub eta: f64,
     pub sigma_hat: bool,
-    #[serde(with = "spacing_str")]
+    #[serde(with = "by_name")]
     pub spacing: Spacing,
     /// The ODE solver (DPM-Solver++(2M) cells have η = 0 and no σ̂). Absent in
     /// progress files written before solvers: DDIM.
-    #[serde(default, with = "solver_str")]
+    #[serde(default, with = "by_name")]
     pub solver: Solver,
 }
 
@@ -266,17 +266,24 @@ mod solver_str {
     }
 }
 
-mod spacing_str {
-    use crate::engine::Spacing;
+/// Serde by name (`Display` / `FromStr`): "uniform", "dpmpp-2m", … in progress files.
+mod by_name {
     use serde::{Deserialize, Deserializer, Serializer};
+    use std::fmt::Display;
+    use std::str::FromStr;
 
-    pub fn serialize<S: Serializer>(s: &Spacing, ser: S) -> Result<S::Ok, S::Error> {
-        ser.serialize_str(s.as_str())
+    pub fn serialize<T: Display, S: Serializer>(v: &T, ser: S) -> Result<S::Ok, S::Error> {
+        ser.collect_str(v)
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(de: D) -> Result<Spacing, D::Error> {
-        let s = String::deserialize(de)?;
-        s.parse().map_err(serde::de::Error::custom)
+    pub fn deserialize<'de, T, D>(de: D) -> Result<T, D::Error>
+    where
+        T: FromStr<Err: Display>,
+        D: Deserializer<'de>,
+    {
+        String::deserialize(de)?
+            .parse()
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -586,6 +593,23 @@ mod tests {
         let (lo, hi) = i.basic();
         assert!(lo < 4.0 && 4.0 < hi, "[{lo}, {hi}] of {i:?}");
         assert!(i.fd > 4.0, "the plug-in FD is biased upwards: {i:?}");
+    }
+
+    #[test]
+    fn progress_lines_written_before_solvers_read_as_ddim() {
+        let old = r#"{"key":{"model":"m","judge":"j","seed":0,"samples":2,"bootstrap":2,"spec":{"steps":10,"eta":0.5,"sigma_hat":false,"spacing":"quad"}},"cell":{"spec":{"steps":10,"eta":0.5,"sigma_hat":false,"spacing":"quad"},"n":2,"fd":{"fd":1.0,"fd_low":0.5,"fd_high":2.0},"confidence":0.9,"class_histogram":[2],"seconds":1.0}}"#;
+        let p: ProgressLine = serde_json::from_str(old).unwrap();
+        assert_eq!(
+            p.key.spec,
+            cells(&[10], &[0.5], false, Spacing::Quad, Solver::Ddim)[0]
+        );
+        // Written now: the solver by name, read back the same.
+        let mut key = p.key.clone();
+        key.spec.solver = Solver::DpmPP2M;
+        let line = serde_json::to_string(&key).unwrap();
+        assert!(line.contains(r#""solver":"dpmpp-2m""#) && line.contains(r#""spacing":"quad""#));
+        assert_eq!(serde_json::from_str::<CellKey>(&line).unwrap(), key);
+        assert_eq!(p.cell.fd.basic(), (0.0, 1.5));
     }
 
     #[test]
