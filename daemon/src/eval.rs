@@ -252,20 +252,6 @@ pub struct CellSpec {
     pub solver: Solver,
 }
 
-mod solver_str {
-    use crate::engine::Solver;
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(s: &Solver, ser: S) -> Result<S::Ok, S::Error> {
-        ser.serialize_str(s.as_str())
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(de: D) -> Result<Solver, D::Error> {
-        let s = String::deserialize(de)?;
-        s.parse().map_err(serde::de::Error::custom)
-    }
-}
-
 /// Serde by name (`Display` / `FromStr`): "uniform", "dpmpp-2m", … in progress files.
 mod by_name {
     use serde::{Deserialize, Deserializer, Serializer};
