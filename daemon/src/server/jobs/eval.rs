@@ -14,11 +14,11 @@ use std::path::{Path, PathBuf};
 
 use super::{Check, JobKindSpec, Outcome, SpecInfo};
 use crate::engine::imageio;
-use crate::engine::Solver;
 use crate::eval::{self as ev, EvalSettings, Reference};
 use crate::judge::{self, Judge};
 use crate::server::conversions::{
-    check_eta, check_step_list, solver_from_pb, solver_to_pb, spacing_from_pb, spacing_to_pb,
+    check_eta, check_solver_eta, check_step_list, solver_from_pb, solver_to_pb, spacing_from_pb,
+    spacing_to_pb,
 };
 use crate::server::error::{Result, ServerError};
 use crate::server::store::{JobKind, JobRecord};
@@ -81,20 +81,16 @@ fn check(job: &pb::EvalJob, t: usize) -> Result<(Vec<usize>, Vec<f64>)> {
             ));
         }
         spacing_from_pb(this.spacing, "eval.spacing")?;
-        if solver_from_pb(this.solver, "eval.solver")? == Solver::DpmPP2M {
-            if let Some(i) = etas.iter().position(|e| *e != 0.0) {
-                return Err(ServerError::invalid(
-                    format!("eval.etas[{i}]"),
-                    format!("dpmpp-2m is deterministic, η must be 0 (got {})", etas[i]),
-                ));
-            }
-            if this.sigma_hat {
-                return Err(ServerError::invalid(
-                    "eval.sigma_hat",
-                    "dpmpp-2m is deterministic, σ̂ needs SOLVER_DDIM",
-                ));
-            }
+        let solver = solver_from_pb(this.solver, "eval.solver")?;
+        for (i, e) in etas.iter().enumerate() {
+            check_solver_eta(solver, *e, &format!("eval.etas[{i}]"), None)?;
         }
+        check_solver_eta(
+            solver,
+            0.0,
+            "eval.etas",
+            Some((this.sigma_hat, "eval.sigma_hat")),
+        )?;
         Ok((steps, etas))
     }
 }
