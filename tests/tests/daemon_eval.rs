@@ -173,25 +173,15 @@ async fn eval_jobs_validate_run_and_are_deterministic(b: Backend) {
     }
 
     // The solver is carried into the cells.
-    let dp = c
-        .submit_job(submit(dpmpp(eval_spec(&[3], &[0.0], false, 6, 5))))
-        .await
-        .unwrap()
-        .into_inner();
-    let rd = wait_job(&mut c, &dp.id).await;
-    assert_eq!(rd.state, pb::JobState::Done as i32, "{}", rd.error);
-    let cells = rd.result.unwrap().eval.unwrap().cells;
+    // run_job asserts DONE.
+    let dp = run_job(&mut c, dpmpp(eval_spec(&[3], &[0.0], false, 6, 5))).await;
+    let cells = dp.result.clone().unwrap().eval.unwrap().cells;
     assert_eq!(cells.len(), 1);
     assert_eq!(cells[0].solver, pb::Solver::Dpmpp2m as i32);
     assert_eq!(r.cells[3].solver, pb::Solver::Ddim as i32);
 
     // Listing by kind: the three eval jobs, not the sample job that came after them.
-    let other = c
-        .submit_job(submit(sample_spec(1, 0, 2)))
-        .await
-        .unwrap()
-        .into_inner();
-    wait_job(&mut c, &other.id).await;
+    let other = run_job(&mut c, sample_spec(1, 0, 2)).await;
     let list = |kinds: &[&str]| pb::ListJobsRequest {
         kinds: kinds.iter().map(|k| k.to_string()).collect(),
         ..Default::default()
