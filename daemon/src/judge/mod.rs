@@ -431,7 +431,7 @@ pub fn train(a: &TrainJudgeArgs) -> Result<()> {
     let mut epoch = 0u64;
     let mut smooth = f64::NAN;
     'outer: while step < total {
-        tch::manual_seed(((a.seed << 32) ^ (1 << 31) ^ epoch) as i64);
+        tch::manual_seed(crate::train::step_seed(a.seed, (1 << 31) ^ epoch));
         let perm = Tensor::randperm(n, (Kind::Int64, device));
         for b in 0..per_epoch {
             if step >= total {

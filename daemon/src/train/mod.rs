@@ -6,8 +6,8 @@
 //! gradient-norm clipping; an EMA of the weights is what gets saved and sampled.
 //!
 //! Determinism and resume: all randomness of step s (batch indices, t, ε,
-//! dropout) comes from `tch::manual_seed(seed · 2^32 + s)`, so the RNG state
-//! is a function of the step and a checkpoint needs only the weights, the EMA,
+//! dropout) comes from `tch::manual_seed(step_seed(seed, s))`, so the RNG state
+//! is a function of the seed and the step and a checkpoint needs only the weights, the EMA,
 //! Adam's moments and the step. Adam is written out here (a few lines) because
 //! tch's optimizer does not expose its state for saving.
 pub mod data;
@@ -396,6 +396,21 @@ fn load_data(source: &str, shape: [i64; 3]) -> Result<Tensor> {
     }
 }
 
+/// The generator seed of training step `step` under `--seed seed` (also the judge
+/// trainer's per-epoch seed).
+///
+/// libtorch's CPU generator (mt19937) keeps only the low 32 bits of a seed, so the
+/// seed must reach those bits: `seed · 2^32 + step`, used before, made `--seed`
+/// a no-op on CPU (every seed drew the same batches, t and ε). The low half is
+/// `step` plus a multiplicative hash of the seed, the high half the seed itself
+/// (CUDA's Philox uses all 64 bits). Seed 0 gives `step`, as before, so runs and
+/// checkpoints made with the default seed draw what they drew.
+pub fn step_seed(seed: u64, step: u64) -> i64 {
+    let mix = (seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as u32;
+    let low = (step as u32).wrapping_add(mix);
+    ((seed << 32) | u64::from(low)) as i64
+}
+
 /// `checkpoint/state.json`. Version 1 recorded only step, seed, batch, lr and the
 /// model config; version 2 adds the rest of the settings a resume keeps.
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -646,7 +661,7 @@ pub fn run(a: &TrainArgs) -> Result<()> {
             );
             return Ok(());
         }
-        tch::manual_seed(((s.seed << 32) ^ step) as i64);
+        tch::manual_seed(step_seed(s.seed, step));
         let idx = Tensor::randint(n_data, [s.batch], (Kind::Int64, device));
         let x0 = data.index_select(0, &idx);
         let t = Tensor::randint(t_train, [s.batch], (Kind::Int64, device));
@@ -721,6 +736,25 @@ pub fn run(a: &TrainArgs) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// libtorch's CPU generator keeps the low 32 bits of a seed: they must differ
+    /// between seeds at the same step (and between steps), and seed 0 keeps the
+    /// step as its seed (runs made with the default seed draw what they drew).
+    #[test]
+    fn step_seed_reaches_the_bits_the_cpu_generator_keeps() {
+        let low = |seed, step| step_seed(seed, step) as u64 & 0xFFFF_FFFF;
+        for step in [0u64, 1, 7, 2849, 100_000] {
+            assert_eq!(step_seed(0, step), step as i64);
+            let lows: std::collections::BTreeSet<u64> =
+                (0..64).map(|seed| low(seed, step)).collect();
+            assert_eq!(lows.len(), 64, "seeds collide at step {step}");
+        }
+        let per_seed: std::collections::BTreeSet<u64> =
+            (0..5000).map(|step| low(3, step)).collect();
+        assert_eq!(per_seed.len(), 5000);
+        // The same seed drawn in the high half too (CUDA's Philox keeps all 64 bits).
+        assert_eq!(step_seed(5, 9) as u64 >> 32, 5);
+    }
 
     /// The test-attn preset initialised as PyTorch does: conv and linear weights and
     /// biases inside ±1/√fan_in with a uniform's spread, GroupNorm at 1 and 0.
