@@ -823,15 +823,7 @@ pub fn eval(a: &EvalArgs) -> Result<(), EngineError> {
             },
         )?;
         if let Some(d) = &a.png_dir {
-            let mut name = if spec.sigma_hat {
-                format!("s{}_sigmahat", spec.steps)
-            } else {
-                format!("s{}_eta{}", spec.steps, spec.eta)
-            };
-            if spec.solver != Solver::Ddim {
-                name += &format!("_{}", spec.solver);
-            }
-            let name = name + ".png";
+            let name = spec.file_stem() + ".png";
             imageio::save_png(&imageio::grid(&kept, 0, 2), &d.join(name))?;
         }
         pb.suspend(|| {

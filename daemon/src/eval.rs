@@ -291,10 +291,32 @@ impl CellSpec {
         } else {
             format!("S={} η={}", self.steps, self.eta)
         };
+        let base = match self.spacing {
+            Spacing::Uniform => base,
+            sp => format!("{base} {sp}"),
+        };
         match self.solver {
             Solver::Ddim => base,
             s => format!("{base} {s}"),
         }
+    }
+
+    /// The file name stem of the cell's sample grid (`ddimd eval --png-dir`):
+    /// `s50_eta0`, `s10_sigmahat`, `s10_eta0_quad`, `s10_eta0_dpmpp-2m`; distinct for
+    /// distinct cells, so cells of one folder never overwrite each other.
+    pub fn file_stem(&self) -> String {
+        let mut name = if self.sigma_hat {
+            format!("s{}_sigmahat", self.steps)
+        } else {
+            format!("s{}_eta{}", self.steps, self.eta)
+        };
+        if self.spacing != Spacing::Uniform {
+            name += &format!("_{}", self.spacing);
+        }
+        if self.solver != Solver::Ddim {
+            name += &format!("_{}", self.solver);
+        }
+        name
     }
 }
 
@@ -480,6 +502,34 @@ pub fn append_progress(path: &Path, key: &CellKey, cell: &CellResult) -> Result<
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn cells_of_one_folder_get_distinct_file_names() {
+        let spec = |steps, eta, sigma_hat, spacing, solver| CellSpec {
+            steps,
+            eta,
+            sigma_hat,
+            spacing,
+            solver,
+        };
+        let specs = [
+            spec(10, 0.0, false, Spacing::Uniform, Solver::Ddim),
+            spec(10, 0.0, false, Spacing::Quad, Solver::Ddim),
+            spec(10, 0.0, false, Spacing::Uniform, Solver::DpmPP2M),
+            spec(10, 0.0, true, Spacing::Uniform, Solver::Ddim),
+            spec(10, 0.5, false, Spacing::Uniform, Solver::Ddim),
+            spec(20, 0.0, false, Spacing::Uniform, Solver::Ddim),
+        ];
+        let names: std::collections::HashSet<String> =
+            specs.iter().map(CellSpec::file_stem).collect();
+        assert_eq!(names.len(), specs.len(), "{names:?}");
+        let labels: std::collections::HashSet<String> = specs.iter().map(CellSpec::label).collect();
+        assert_eq!(labels.len(), specs.len(), "{labels:?}");
+        // The uniform DDIM names stay what earlier runs wrote.
+        assert_eq!(specs[0].file_stem(), "s10_eta0");
+        assert_eq!(specs[1].file_stem(), "s10_eta0_quad");
+        assert_eq!(specs[3].file_stem(), "s10_sigmahat");
+    }
     use super::*;
 
     /// Standard normal [n, d] + shift from its own seeded stream (Box–Muller on
@@ -639,8 +689,8 @@ mod tests {
     fn cells_list_eta_rows_then_sigma_hat() {
         let c = cells(&[10, 20], &[0.0, 1.0], true, Spacing::Quad, Solver::Ddim);
         assert_eq!(c.len(), 6);
-        assert_eq!(c[2].label(), "S=10 σ̂");
-        assert_eq!(c[3].label(), "S=20 η=0");
+        assert_eq!(c[2].label(), "S=10 σ̂ quad");
+        assert_eq!(c[3].label(), "S=20 η=0 quad");
         let d = cells(&[10], &[0.0], false, Spacing::Uniform, Solver::DpmPP2M);
         assert_eq!(d[0].label(), "S=10 η=0 dpmpp-2m");
         assert_eq!(d[0].options().solver, Solver::DpmPP2M);
