@@ -846,7 +846,7 @@ pub fn eval(a: &EvalArgs) -> Result<(), EngineError> {
     let cfg = &judge.config;
     if a.json {
         let out = serde_json::json!({
-            "cells": results.iter().map(|r| r.json()).collect::<Vec<_>>(),
+            "cells": results.iter().zip(ev::vs_eta0(&results)).map(|(r, p)| r.json_with(p)).collect::<Vec<_>>(),
             "floor": {
                 "fd": floor.fd, "fd_low": floor.fd_low, "fd_high": floor.fd_high,
                 "fd_basic_low": floor.basic().0, "fd_basic_high": floor.basic().1,
@@ -871,6 +871,17 @@ pub fn eval(a: &EvalArgs) -> Result<(), EngineError> {
         return Ok(());
     }
     print!("{}", eval_table(&results, &a.steps));
+    for (r, p) in results.iter().zip(ev::vs_eta0(&results)) {
+        if let Some(p) = p {
+            println!(
+                "{} − η=0, paired: {:+.2} ({:+.2}, {:+.2})",
+                r.spec.label(),
+                p.diff,
+                p.low,
+                p.high
+            );
+        }
+    }
     println!(
         "floor (real vs real, {floor_n} vs {} test images): FD {:.2} [{:.2}, {:.2}]",
         reference.images() - reference.images() / 2,

@@ -136,30 +136,101 @@ fn quantile(sorted: &[f64], q: f64) -> f64 {
 /// FD of `samples` [N, D] to `reference`, and the 2.5 / 97.5 percentiles of `b`
 /// bootstrap resamples of the samples (seeded; `b = 0` gives a zero-width interval).
 pub fn bootstrap(samples: &Tensor, reference: &Stats, b: usize, seed: u64) -> Interval {
+    bootstrap_resampled(samples, reference, b, seed).0
+}
+
+/// [`bootstrap`], also returning the resampled FDs in draw order. Resample k draws
+/// the same indices for every sample set of the same N and seed, so two cells whose
+/// sample i shares its x_T can be compared resample by resample ([`paired`]).
+pub fn bootstrap_resampled(
+    samples: &Tensor,
+    reference: &Stats,
+    b: usize,
+    seed: u64,
+) -> (Interval, Vec<f64>) {
     let f = samples.to_kind(Kind::Double).to_device(Device::Cpu);
     let n = f.size()[0];
     let fd0 = frechet(reference, &Stats::of(&f));
     if b == 0 || n < 2 {
-        return Interval {
+        let i = Interval {
             fd: fd0,
             fd_low: fd0,
             fd_high: fd0,
         };
+        return (i, vec![]);
     }
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xB007_5EED_0000_0000);
-    let mut vals: Vec<f64> = (0..b)
+    let vals: Vec<f64> = (0..b)
         .map(|_| {
             let idx: Vec<i64> = (0..n).map(|_| rng.random_range(0..n)).collect();
             let r = f.index_select(0, &Tensor::from_slice(&idx));
             frechet(reference, &Stats::of(&r))
         })
         .collect();
-    vals.sort_by(f64::total_cmp);
-    Interval {
+    let mut sorted = vals.clone();
+    sorted.sort_by(f64::total_cmp);
+    let i = Interval {
         fd: fd0,
-        fd_low: quantile(&vals, 0.025),
-        fd_high: quantile(&vals, 0.975),
+        fd_low: quantile(&sorted, 0.025),
+        fd_high: quantile(&sorted, 0.975),
+    };
+    (i, vals)
+}
+
+/// A paired comparison of two cells: FD(a) − FD(b) and the basic bootstrap interval
+/// of that difference, from the differences of their resampled FDs resample by
+/// resample (the cells share x_T and resample indices, so the noise they have in
+/// common cancels; the interval is narrower than the two cells' own intervals
+/// suggest).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Paired {
+    pub diff: f64,
+    pub low: f64,
+    pub high: f64,
+}
+
+/// The paired comparison of `a` against `b`, when both kept their resampled FDs from
+/// the same bootstrap (same N and count); `None` otherwise (e.g. cells from progress
+/// files written before the resampled FDs were kept).
+pub fn paired(a: &CellResult, b: &CellResult) -> Option<Paired> {
+    if a.n != b.n || a.resampled.is_empty() || a.resampled.len() != b.resampled.len() {
+        return None;
     }
+    let diff = a.fd.fd - b.fd.fd;
+    let mut d: Vec<f64> = a
+        .resampled
+        .iter()
+        .zip(&b.resampled)
+        .map(|(x, y)| x - y)
+        .collect();
+    d.sort_by(f64::total_cmp);
+    let (lo, hi) = (quantile(&d, 0.025), quantile(&d, 0.975));
+    Some(Paired {
+        diff,
+        low: 2.0 * diff - hi,
+        high: 2.0 * diff - lo,
+    })
+}
+
+/// For each result, its paired comparison with the η = 0 cell of the same S, spacing
+/// and solver (the paper's reference row), when there is one and it is not itself.
+pub fn vs_eta0(results: &[CellResult]) -> Vec<Option<Paired>> {
+    results
+        .iter()
+        .map(|r| {
+            let base = results.iter().find(|o| {
+                !o.spec.sigma_hat
+                    && o.spec.eta == 0.0
+                    && o.spec.steps == r.spec.steps
+                    && o.spec.spacing == r.spec.spacing
+                    && o.spec.solver == r.spec.solver
+            })?;
+            if std::ptr::eq(base, r) {
+                return None;
+            }
+            paired(r, base)
+        })
+        .collect()
 }
 
 /// The judge's features of Fashion-MNIST's test split, cached per judge fingerprint
@@ -362,9 +433,23 @@ pub struct CellResult {
     pub class_histogram: Vec<u64>,
     /// Wall time of sampling and embedding.
     pub seconds: f64,
+    /// The bootstrap's resampled FDs in draw order, for [`paired`] comparisons
+    /// (absent in progress lines written before they were kept).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resampled: Vec<f64>,
 }
 
 impl CellResult {
+    /// The cell as `ddimd eval --json` prints it (σ̂ cells have `"eta": null`), with
+    /// `"vs_eta0": {"diff", "low", "high"}` when a paired comparison is given.
+    pub fn json_with(&self, vs_eta0: Option<Paired>) -> serde_json::Value {
+        let mut v = self.json();
+        if let Some(p) = vs_eta0 {
+            v["vs_eta0"] = serde_json::json!(p);
+        }
+        v
+    }
+
     /// The cell as `ddimd eval --json` prints it (σ̂ cells have `"eta": null`).
     pub fn json(&self) -> serde_json::Value {
         serde_json::json!({
@@ -440,7 +525,7 @@ pub fn evaluate_cell(
         features: Tensor::cat(&feats, 0),
         probs: Tensor::cat(&probs, 0),
     };
-    let interval = bootstrap(&e.features, reference, s.bootstrap, s.seed);
+    let (interval, resampled) = bootstrap_resampled(&e.features, reference, s.bootstrap, s.seed);
     Ok((
         CellResult {
             spec: *cell,
@@ -449,6 +534,7 @@ pub fn evaluate_cell(
             confidence: e.mean_confidence(),
             class_histogram: e.class_histogram(),
             seconds: started.elapsed().as_secs_f64(),
+            resampled,
         },
         Tensor::cat(&kept, 0),
     ))
@@ -606,6 +692,57 @@ mod tests {
             bootstrap(&s, &reference, 100, 11),
             bootstrap(&s, &reference, 100, 12)
         );
+    }
+
+    #[test]
+    fn paired_comparison_is_tighter_than_the_cells_own_intervals() {
+        // Two "cells" whose sample i shares most of its value (as two samplers from the
+        // same x_T do): b = a shifted a little in the mean, plus a little noise.
+        let reference = Stats::of(&gaussian(4000, 8, 0.0, 31)).with_sqrt();
+        let a = gaussian(300, 8, 0.3, 32);
+        let b = &a + 0.15 + gaussian(300, 8, 0.0, 33) * 0.1;
+        let cell = |f: &Tensor, eta: f64| {
+            let (fd, resampled) = bootstrap_resampled(f, &reference, 200, 7);
+            CellResult {
+                spec: CellSpec {
+                    steps: 10,
+                    eta,
+                    sigma_hat: false,
+                    spacing: Spacing::Uniform,
+                    solver: Solver::Ddim,
+                },
+                n: 300,
+                fd,
+                confidence: 0.5,
+                class_histogram: vec![],
+                seconds: 0.0,
+                resampled,
+            }
+        };
+        let (ca, cb) = (cell(&a, 0.0), cell(&b, 1.0));
+        let p = paired(&cb, &ca).expect("both kept their resamples");
+        assert!((p.diff - (cb.fd.fd - ca.fd.fd)).abs() < 1e-12);
+        assert!(p.low <= p.diff && p.diff <= p.high, "{p:?}");
+        let own = (cb.fd.fd_high - cb.fd.fd_low).min(ca.fd.fd_high - ca.fd.fd_low);
+        assert!(
+            p.high - p.low < 0.5 * own,
+            "paired width {} vs the cells' own {own}",
+            p.high - p.low
+        );
+        // The shift is resolved by the paired interval: b is further from the reference.
+        assert!(p.low > 0.0, "{p:?}");
+        // vs_eta0 pairs the η = 1 cell with the η = 0 one, not the η = 0 cell with itself.
+        let v = vs_eta0(&[ca.clone(), cb.clone()]);
+        assert_eq!(v[0], None);
+        assert_eq!(v[1], Some(p));
+        // Cells without resamples (older progress lines) give no comparison.
+        let old = CellResult {
+            resampled: vec![],
+            ..ca.clone()
+        };
+        assert_eq!(paired(&cb, &old), None);
+        // Deterministic for a seed.
+        assert_eq!(paired(&cell(&b, 1.0), &cell(&a, 0.0)), Some(p));
     }
 
     #[test]

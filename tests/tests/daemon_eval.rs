@@ -236,3 +236,85 @@ on_backends!(
     eval_jobs_validate_run_and_are_deterministic,
     a_model_without_a_judge_refuses_eval_naming_the_judge,
 );
+
+/// The offline `ddimd eval` on the same tiny model and judge: the JSON pairs each
+/// η row with the η = 0 cell of its S (`vs_eta0`: the difference and its paired
+/// basic interval), and a rerun on the progress file reuses the cells, pairing
+/// included (the resampled FDs are kept in the progress lines).
+#[test]
+fn offline_eval_pairs_eta_rows_with_eta0_and_resumes() {
+    if !have_data() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let model = init_model(&tmp.path().join("model"), "test", 1, 32, 0);
+    tiny_judge(&model.join("judge"));
+    let progress = tmp.path().join("p.jsonl");
+    let run = || {
+        let out = Command::new(bin("ddimd"))
+            .args(["eval", "--samples", "6", "--steps", "2", "--eta", "0,1"])
+            .args([
+                "--seed",
+                "5",
+                "--batch",
+                "6",
+                "--torch-threads",
+                "1",
+                "--json",
+            ])
+            .arg("--model")
+            .arg(&model)
+            .arg("--progress-file")
+            .arg(&progress)
+            .output()
+            .expect("run ddimd eval");
+        assert!(
+            out.status.success(),
+            "ddimd eval: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+        v["cells"].as_array().expect("cells").clone()
+    };
+    let cells = run();
+    assert_eq!(cells.len(), 2);
+    assert!(cells[0].get("vs_eta0").is_none(), "{}", cells[0]);
+    let p = &cells[1]["vs_eta0"];
+    let (diff, low, high) = (
+        p["diff"].as_f64().expect("diff"),
+        p["low"].as_f64().expect("low"),
+        p["high"].as_f64().expect("high"),
+    );
+    let want = cells[1]["fd"].as_f64().unwrap() - cells[0]["fd"].as_f64().unwrap();
+    assert!((diff - want).abs() < 1e-9, "{diff} vs {want}");
+    assert!(low <= diff && diff <= high, "{p}");
+    let lines = std::fs::read_to_string(&progress).unwrap();
+    assert_eq!(lines.lines().count(), 2);
+    assert!(lines.contains("\"resampled\""), "{lines}");
+    // The rerun computes nothing and prints the same cells, pairing included (equal
+    // to the last bits: serde_json's float parsing need not round-trip exactly).
+    let again = run();
+    assert!(approx_eq(&again, &cells), "{again:?} vs {cells:?}");
+    assert_eq!(std::fs::read_to_string(&progress).unwrap(), lines);
+}
+
+/// JSON equality with numbers equal to a relative 1e-12.
+fn approx_eq(a: &[serde_json::Value], b: &[serde_json::Value]) -> bool {
+    use serde_json::Value;
+    fn eq(a: &Value, b: &Value) -> bool {
+        match (a, b) {
+            (Value::Number(x), Value::Number(y)) => {
+                let (x, y) = (x.as_f64().unwrap(), y.as_f64().unwrap());
+                (x - y).abs() <= 1e-12 * x.abs().max(y.abs()).max(1.0)
+            }
+            (Value::Array(x), Value::Array(y)) => {
+                x.len() == y.len() && x.iter().zip(y).all(|(x, y)| eq(x, y))
+            }
+            (Value::Object(x), Value::Object(y)) => {
+                x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| eq(v, w)))
+            }
+            _ => a == b,
+        }
+    }
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| eq(x, y))
+}
