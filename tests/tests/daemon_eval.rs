@@ -250,29 +250,30 @@ fn offline_eval_pairs_eta_rows_with_eta0_and_resumes() {
     let model = init_model(&tmp.path().join("model"), "test", 1, 32, 0);
     tiny_judge(&model.join("judge"));
     let progress = tmp.path().join("p.jsonl");
+    let (model_arg, progress_arg) = (model.to_str().unwrap(), progress.to_str().unwrap());
     let run = || {
-        let out = Command::new(bin("ddimd"))
-            .args(["eval", "--samples", "6", "--steps", "2", "--eta", "0,1"])
-            .args([
-                "--seed",
-                "5",
-                "--batch",
-                "6",
-                "--torch-threads",
-                "1",
-                "--json",
-            ])
-            .arg("--model")
-            .arg(&model)
-            .arg("--progress-file")
-            .arg(&progress)
-            .output()
-            .expect("run ddimd eval");
-        assert!(
-            out.status.success(),
-            "ddimd eval: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let out = ddim_tests::cli::ddimd(&[
+            "eval",
+            "--samples",
+            "6",
+            "--steps",
+            "2",
+            "--eta",
+            "0,1",
+            "--seed",
+            "5",
+            "--batch",
+            "6",
+            "--torch-threads",
+            "1",
+            "--json",
+            "--model",
+            model_arg,
+            "--progress-file",
+            progress_arg,
+        ]);
+        let err = ddim_tests::cli::stderr(&out);
+        assert!(out.status.success(), "ddimd eval: {err}");
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
         v["cells"].as_array().expect("cells").clone()
     };
