@@ -1,8 +1,9 @@
 //! The eval job kind over a real daemon: a tiny random model with a tiny random
 //! judge beside it (`ddimd train-judge --steps 0`); bad input names the field; a
 //! model without a judge is FAILED_PRECONDITION naming the judge; a small eval job
-//! completes with well-formed cells and is deterministic for a seed; the solver is
-//! carried into the cells; `ListJobs` by kind lists the eval jobs.
+//! completes with well-formed cells and is deterministic for a seed; its η ≠ 0 and σ̂
+//! cells are paired with the η = 0 cell of their S (also through `ddim eval`); the
+//! solver is carried into the cells; `ListJobs` by kind lists the eval jobs.
 //!
 //! Backends: every test here runs on sled and on PostgreSQL (`on_backends!` at the
 //! end: `NAME::sled`, `NAME::postgres`; the PostgreSQL ones each on a database of
@@ -155,6 +156,20 @@ async fn eval_jobs_validate_run_and_are_deterministic(b: Backend) {
         let g = cell.grid.as_ref().expect("a grid");
         assert!(g.png.starts_with(b"\x89PNG") && g.width > 0);
     }
+    // Each η = 1 and σ̂ cell is paired with the η = 0 cell of its S (same x_T, same
+    // resamples): the difference of the FDs with an interval; the η = 0 cells are not
+    // paired with themselves.
+    for (i, cell) in r.cells.iter().enumerate() {
+        let base = &r.cells[i / 3 * 3];
+        match (&cell.vs_eta0, i % 3) {
+            (None, 0) => {}
+            (Some(p), 1 | 2) => {
+                assert!((p.diff - (cell.fd - base.fd)).abs() < 1e-9, "{p:?}");
+                assert!(p.low.is_finite() && p.low <= p.high, "{p:?}");
+            }
+            (p, _) => panic!("cell {i} ({cell:?}): vs_eta0 {p:?}"),
+        }
+    }
     let floor = r.floor.expect("a floor");
     assert_eq!(floor.n, 6);
     assert!(floor.fd_low <= floor.fd_high && floor.fd >= 0.0);
@@ -207,6 +222,39 @@ async fn eval_jobs_validate_run_and_are_deterministic(b: Backend) {
         e.message().contains("kinds[1]") && e.message().contains("evil"),
         "{}",
         e.message()
+    );
+
+    // `ddim eval` shows the pairing: in --json as `ddimd eval --json` has it, and a
+    // line per paired cell for people.
+    let cli = cli::Ddim { d: &d };
+    let args = [
+        "eval",
+        "--samples",
+        "6",
+        "--steps",
+        "2",
+        "--eta",
+        "0,1",
+        "--seed",
+        "5",
+        "--wait",
+    ];
+    let v = cli.json(&args);
+    let cells = v["result"]["eval"]["cells"]
+        .as_array()
+        .expect("cells")
+        .clone();
+    assert_eq!(cells.len(), 2, "{v}");
+    assert!(cells[0].get("vs_eta0").is_none(), "{}", cells[0]);
+    let p = &cells[1]["vs_eta0"];
+    let diff = cells[1]["fd"].as_f64().unwrap() - cells[0]["fd"].as_f64().unwrap();
+    assert!((p["diff"].as_f64().unwrap() - diff).abs() < 1e-9, "{p}");
+    // The same cells as the job above: the pairing is part of the deterministic result.
+    assert!((diff - (r.cells[1].fd - r.cells[0].fd)).abs() < 1e-9);
+    let text = cli.text(&args);
+    assert!(
+        text.contains(&format!("S=2 η=1 − η=0, paired: {:+.2} (", diff)),
+        "{text}"
     );
 }
 

@@ -71,20 +71,27 @@ pub fn result(r: &pb::JobResult) -> Value {
     })
 }
 
-/// An eval result in `ddimd eval --json`'s shape (σ̂ cells have `"eta": null`), with
-/// each cell's sample grid.
+/// An eval result in `ddimd eval --json`'s shape (σ̂ cells have `"eta": null`; η ≠ 0
+/// and σ̂ cells have `"vs_eta0": {"diff", "low", "high"}` when the job had the η = 0
+/// cell of their S), with each cell's sample grid.
 pub fn eval(e: &pb::EvalResult) -> Value {
     let floor = e.floor.unwrap_or_default();
     json!({
-        "cells": e.cells.iter().map(|c| json!({
-            "steps": c.steps,
-            "eta": if c.sigma_hat { Value::Null } else { json!(c.eta) },
-            "sigma_hat": c.sigma_hat,
-            "spacing": format::spacing_name(c.spacing),
-            "n": c.n, "fd": c.fd, "fd_low": c.fd_low, "fd_high": c.fd_high,
-            "confidence": c.confidence, "class_histogram": c.class_histogram,
-            "seconds": c.seconds, "grid": image(&c.grid),
-        })).collect::<Vec<_>>(),
+        "cells": e.cells.iter().map(|c| {
+            let mut v = json!({
+                "steps": c.steps,
+                "eta": if c.sigma_hat { Value::Null } else { json!(c.eta) },
+                "sigma_hat": c.sigma_hat,
+                "spacing": format::spacing_name(c.spacing),
+                "n": c.n, "fd": c.fd, "fd_low": c.fd_low, "fd_high": c.fd_high,
+                "confidence": c.confidence, "class_histogram": c.class_histogram,
+                "seconds": c.seconds, "grid": image(&c.grid),
+            });
+            if let Some(p) = &c.vs_eta0 {
+                v["vs_eta0"] = json!({"diff": p.diff, "low": p.low, "high": p.high});
+            }
+            v
+        }).collect::<Vec<_>>(),
         "floor": {"fd": floor.fd, "fd_low": floor.fd_low, "fd_high": floor.fd_high, "n": floor.n},
         "judge": {
             "fingerprint": e.judge_fingerprint, "test_accuracy": e.judge_accuracy,

@@ -782,7 +782,8 @@ fn finished_output(job: pb::Job) -> Result<Output, ClientError> {
 }
 
 /// An eval result for people: one line per cell (FD with its bootstrap interval,
-/// the judge's confidence), then the real-vs-real floor.
+/// the judge's confidence), each cell's paired comparison with the η = 0 cell of its
+/// S, then the real-vs-real floor.
 pub fn eval_summary(e: &pb::EvalResult) -> String {
     let mut s = format!(
         "{:>6}  {:>6}  {:>10}  {:>21}  {:>10}\n",
@@ -802,6 +803,10 @@ pub fn eval_summary(e: &pb::EvalResult) -> String {
             format!("{:.2} [{:.2}, {:.2}]", c.fd, c.fd_low, c.fd_high),
             c.confidence
         ));
+    }
+    for line in e.cells.iter().filter_map(crate::screens::eval::paired_text) {
+        s.push_str(&line);
+        s.push('\n');
     }
     if let Some(f) = &e.floor {
         s.push_str(&format!(

@@ -21,7 +21,7 @@ use super::{jobs::state_style, PromptFor};
 use crate::app::{App, Screen};
 use crate::format::{self, eta_list, short_id, steps_list};
 use crate::prompt::Prompt;
-use crate::theme::{bar, ACCENT, DIM, ERROR, SELECTED};
+use crate::theme::{bar, ACCENT, DIM, ERROR, OK, SELECTED};
 use crate::worker::{Purpose, Request};
 
 /// The form's defaults: 3 × (3 η + σ̂) cells of 100 samples.
@@ -246,6 +246,24 @@ pub fn cell_name(c: &pb::EvalCell) -> String {
 /// `FD 12.34 [11.02, 13.90]`: the FD and its bootstrap interval (as `ddim eval` prints it).
 pub fn interval_text(fd: f64, low: f64, high: f64) -> String {
     format!("FD {fd:.2} [{low:.2}, {high:.2}]")
+}
+
+/// `S=50 η=1 − η=0, paired: -14.60 (-23.40, -4.30)`: the cell's paired comparison with
+/// the η = 0 cell of its S (as `ddimd eval` prints it), when the job has one.
+pub fn paired_text(c: &pb::EvalCell) -> Option<String> {
+    let p = c.vs_eta0.as_ref()?;
+    Some(format!(
+        "{} − η=0, paired: {:+.2} ({:+.2}, {:+.2})",
+        cell_name(c),
+        p.diff,
+        p.low,
+        p.high
+    ))
+}
+
+/// Whether a paired interval leaves out 0 (the two cells' order is resolved).
+fn resolved(p: &pb::EvalPaired) -> bool {
+    p.low > 0.0 || p.high < 0.0
 }
 
 /// The image key of cell `i`'s sample grid of job `job`.
@@ -751,6 +769,23 @@ fn render_detail(r: &pb::EvalResult, c: &pb::EvalCell, frame: &mut Frame, area: 
         ),
         Line::raw(format!("n {} · confidence {:.3}", c.n, c.confidence)),
     ];
+    // Against the η = 0 cell of the same S: the difference with its paired interval,
+    // much narrower than the two cells' own intervals suggest (shared x_T and resamples).
+    if let Some(p) = &c.vs_eta0 {
+        let (verdict, style) = match (resolved(p), p.diff < 0.0) {
+            (true, true) => ("better than η=0", Style::new().fg(OK)),
+            (true, false) => ("worse than η=0", Style::new().fg(ERROR)),
+            (false, _) => ("not resolved", DIM),
+        };
+        lines.push(Line::raw(format!(
+            "vs η=0 {:+.2} [{:+.2}, {:+.2}]",
+            p.diff, p.low, p.high
+        )));
+        lines.push(Line::from(vec![
+            Span::styled("paired: ", DIM),
+            Span::styled(verdict, style),
+        ]));
+    }
     let took = format!("took {}", format::duration(c.seconds));
     lines.push(Line::styled(
         match r.floor.as_ref().filter(|f| f.fd > 0.0) {

@@ -48,6 +48,7 @@ const CLASSES: [&str; 10] = [
 /// S = 10, 50 × η = 0, 1 and σ̂, as the daemon orders them (for each S: η, then σ̂).
 /// Best FD 8 at S = 50 η = 0, worst 140 at S = 10 σ̂.
 fn eval_result() -> pb::EvalResult {
+    let base = |steps| if steps == 10 { 20.0 } else { 8.0 };
     let fds = [
         (10, 0.0, false, 20.0),
         (10, 1.0, false, 60.0),
@@ -72,6 +73,18 @@ fn eval_result() -> pb::EvalResult {
                 class_histogram: vec![10, 14, 9, 11, 8, 12, 7, 13, 10, 6],
                 seconds: 12.5,
                 grid: Some(pb_image()),
+                // Against the η = 0 cell of the S: S=50 η=1 resolved (worse), S=10 η=1
+                // not resolved, the σ̂ cells resolved.
+                vs_eta0: match (steps, eta, sigma_hat) {
+                    (_, 0.0, false) => None,
+                    (10, _, false) => Some((40.0, -3.0, 83.0)),
+                    _ => Some((
+                        fd - base(steps),
+                        fd - base(steps) - 5.0,
+                        fd - base(steps) + 5.0,
+                    )),
+                }
+                .map(|(diff, low, high)| pb::EvalPaired { diff, low, high }),
                 ..Default::default()
             })
             .collect(),
@@ -265,6 +278,8 @@ fn eval_detail_pane_shows_interval_n_confidence_classes_and_samples() {
         "Ankle boot",
         "samples S=50 η=1",
         "judge 93.1%",
+        "vs η=0 +17.00 [+12.00, +22.00]",
+        "paired: worse than η=0",
     ] {
         assert!(screen.contains(want), "`{want}` missing:\n{screen}");
     }
@@ -278,6 +293,16 @@ fn eval_detail_pane_shows_interval_n_confidence_classes_and_samples() {
     let i = cursor_cell(&app).unwrap();
     assert!(app.images.contains_key(&grid_key("e0000000-done", i)));
     insta::assert_snapshot!(draw(&app).backend());
+    // An interval that holds 0 is not a verdict.
+    press(&mut app, 'k', 1);
+    let screen = screen_text(&draw(&app));
+    assert!(
+        screen.contains("vs η=0 +40.00 [-3.00, +83.00]") && screen.contains("paired: not resolved"),
+        "{screen}"
+    );
+    // The η = 0 cell has no pairing line.
+    press(&mut app, 'h', 1);
+    assert!(!screen_text(&draw(&app)).contains("vs η=0"));
 }
 
 #[test]

@@ -1,7 +1,8 @@
 //! `eval`: the paper's Table 1 on the served model ([`crate::eval`]): for each
 //! (S, η) cell, and σ̂ per S, N seeded samples, the Fréchet distance of the judge's
 //! features to the test split's with a bootstrap interval, the class histogram and
-//! the mean confidence; and the real-vs-real floor. Runs alone, one progress tick per
+//! the mean confidence, each η ≠ 0 and σ̂ cell paired with its S's η = 0 cell
+//! ([`ev::vs_eta0`]); and the real-vs-real floor. Runs alone, one progress tick per
 //! model call.
 //!
 //! The judge is the folder `judge/` beside the model (`ddimd train-judge`). Without
@@ -159,6 +160,7 @@ impl JobKindSpec for pb::EvalJob {
                 bootstrap: BOOTSTRAP as u32,
                 ..Default::default()
             };
+            let mut results = vec![];
             for spec in &cells {
                 let (r, kept) = w.engine(tr, |cb| {
                     ev::evaluate_cell(
@@ -181,7 +183,7 @@ impl JobKindSpec for pb::EvalJob {
                     fd_low: r.fd.fd_low,
                     fd_high: r.fd.fd_high,
                     confidence: r.confidence,
-                    class_histogram: r.class_histogram,
+                    class_histogram: r.class_histogram.clone(),
                     seconds: r.seconds,
                     grid: Some({
                         let img = imageio::grid(&kept, 0, 2);
@@ -191,6 +193,15 @@ impl JobKindSpec for pb::EvalJob {
                             png: imageio::png_bytes(&img),
                         }
                     }),
+                    vs_eta0: None,
+                });
+                results.push(r);
+            }
+            for (cell, p) in result.cells.iter_mut().zip(ev::vs_eta0(&results)) {
+                cell.vs_eta0 = p.map(|p| pb::EvalPaired {
+                    diff: p.diff,
+                    low: p.low,
+                    high: p.high,
                 });
             }
             let (floor, n) = reference.floor(settings.samples, BOOTSTRAP, self.seed);
