@@ -933,7 +933,20 @@ impl Store {
 
     fn from_db(dir: Option<PathBuf>, db: sled::Db) -> Result<Self> {
         let trees = Trees::new(db)?;
-        let s = Store {
+        let s = Self::empty(dir, None);
+        s.load(trees)?;
+        Ok(s)
+    }
+
+    /// A store served from PostgreSQL (see [`PgStore`]).
+    pub fn postgres(pg: PgStore) -> Store {
+        Self::empty(None, Some(Arc::new(pg)))
+    }
+
+    /// A store with nothing loaded: sled's trees are loaded by [`Self::load`];
+    /// on PostgreSQL there is nothing to load.
+    fn empty(dir: Option<PathBuf>, pg: Option<Arc<PgStore>>) -> Store {
+        Store {
             dir,
             trees: RwLock::new(None),
             catalog: RwLock::new(Catalog::default()),
@@ -943,25 +956,7 @@ impl Store {
             min_free: AtomicU64::new(0),
             check: Mutex::new(""),
             on_reopen: Mutex::new(None),
-            pg: None,
-        };
-        s.load(trees)?;
-        Ok(s)
-    }
-
-    /// A store served from PostgreSQL (see [`PgStore`]).
-    pub fn postgres(pg: PgStore) -> Store {
-        Store {
-            dir: None,
-            trees: RwLock::new(None),
-            catalog: RwLock::new(Catalog::default()),
-            write: Mutex::new(()),
-            damage: Mutex::new(Damage::new()),
-            poisoned: AtomicBool::new(false),
-            min_free: AtomicU64::new(0),
-            check: Mutex::new(""),
-            on_reopen: Mutex::new(None),
-            pg: Some(Arc::new(pg)),
+            pg,
         }
     }
 
