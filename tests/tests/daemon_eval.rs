@@ -17,6 +17,20 @@ use std::path::Path;
 use std::process::Command;
 use tonic::Code;
 
+/// The small eval both the job's `ddim eval` and the offline `ddimd eval` run: S = 2,
+/// η = 0 and 1, N = 6, seed 5 (the same cells as the job's S = 2 row).
+const SMALL_EVAL: [&str; 9] = [
+    "eval",
+    "--samples",
+    "6",
+    "--steps",
+    "2",
+    "--eta",
+    "0,1",
+    "--seed",
+    "5",
+];
+
 fn have_data() -> bool {
     let dir = std::env::var_os("DDIM_FASHION_MNIST_DIR")
         .map(std::path::PathBuf::from)
@@ -227,18 +241,7 @@ async fn eval_jobs_validate_run_and_are_deterministic(b: Backend) {
     // `ddim eval` shows the pairing: in --json as `ddimd eval --json` has it, and a
     // line per paired cell for people.
     let cli = cli::Ddim { d: &d };
-    let args = [
-        "eval",
-        "--samples",
-        "6",
-        "--steps",
-        "2",
-        "--eta",
-        "0,1",
-        "--seed",
-        "5",
-        "--wait",
-    ];
+    let args: Vec<&str> = SMALL_EVAL.iter().copied().chain(["--wait"]).collect();
     let v = cli.json(&args);
     let cells = v["result"]["eval"]["cells"]
         .as_array()
@@ -300,16 +303,8 @@ fn offline_eval_pairs_eta_rows_with_eta0_and_resumes() {
     let progress = tmp.path().join("p.jsonl");
     let (model_arg, progress_arg) = (model.to_str().unwrap(), progress.to_str().unwrap());
     let run = || {
-        let out = ddim_tests::cli::ddimd(&[
-            "eval",
-            "--samples",
-            "6",
-            "--steps",
-            "2",
-            "--eta",
-            "0,1",
-            "--seed",
-            "5",
+        let mut args = SMALL_EVAL.to_vec();
+        args.extend([
             "--batch",
             "6",
             "--torch-threads",
@@ -320,6 +315,7 @@ fn offline_eval_pairs_eta_rows_with_eta0_and_resumes() {
             "--progress-file",
             progress_arg,
         ]);
+        let out = ddim_tests::cli::ddimd(&args);
         let err = ddim_tests::cli::stderr(&out);
         assert!(out.status.success(), "ddimd eval: {err}");
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
