@@ -285,6 +285,17 @@ pub fn eval_jobs(app: &App) -> Vec<&pb::Job> {
     out
 }
 
+/// How many cells an eval job has, from its spec (listings carry it), before its
+/// result is fetched: one per S and η (η = 0 alone when none is given), plus σ̂.
+fn spec_cells(j: &pb::Job) -> Option<usize> {
+    match j.spec.as_ref()?.kind.as_ref()? {
+        pb::job_spec::Kind::Eval(e) => {
+            Some(e.steps.len() * (e.etas.len().max(1) + usize::from(e.sigma_hat)))
+        }
+        _ => None,
+    }
+}
+
 /// The job shown: the chosen one while the list has it, else the newest.
 pub fn selected_job(app: &App) -> Option<&pb::Job> {
     let jobs = eval_jobs(app);
@@ -641,7 +652,7 @@ fn render_list(app: &App, frame: &mut Frame, area: Rect) {
             let progress = match pb::JobState::try_from(j.state) {
                 Ok(pb::JobState::Done) => match app.eval.results.get(&j.id) {
                     Some(r) => format!("{} cells", r.cells.len()),
-                    None => "done".into(),
+                    None => spec_cells(j).map_or("done".into(), |n| format!("{n} cells")),
                 },
                 Ok(pb::JobState::Running | pb::JobState::Queued) => {
                     format!(

@@ -374,6 +374,9 @@ fn eval_list_shows_progress_and_fetches_each_finished_result_once() {
     let screen = screen_text(&draw(&app));
     assert!(screen.contains("eval jobs (2)"), "{screen}");
     assert!(screen.contains("12/50"), "{screen}");
+    // The finished one is not fetched yet; its cell count comes from its spec
+    // (S = 10, 50 × η = 0, 1 and σ̂).
+    assert!(screen.contains("6 cells"), "{screen}");
     assert!(!screen.contains("a0000000"), "only eval jobs: {screen}");
     let get = |reqs: &[Request]| {
         reqs.iter()
