@@ -115,8 +115,14 @@ impl EvalState {
 
     /// How many cells the form's job has.
     pub fn cell_count(&self) -> usize {
-        self.steps.len() * (self.etas.len() + usize::from(self.sigma_hat))
+        cells(self.steps.len(), self.etas.len(), self.sigma_hat)
     }
+}
+
+/// How many cells an eval job has: one per S and η (η = 0 alone when no η is given,
+/// as the daemon reads an empty EvalJob.etas), plus a σ̂ cell per S.
+fn cells(steps: usize, etas: usize, sigma_hat: bool) -> usize {
+    steps * (etas.max(1) + usize::from(sigma_hat))
 }
 
 /// A column of the table: one η, or σ̂.
@@ -285,13 +291,11 @@ pub fn eval_jobs(app: &App) -> Vec<&pb::Job> {
     out
 }
 
-/// How many cells an eval job has, from its spec (listings carry it), before its
-/// result is fetched: one per S and η (η = 0 alone when none is given), plus σ̂.
+/// How many cells a listed eval job has, from its spec (listings carry it), before its
+/// result is fetched.
 fn spec_cells(j: &pb::Job) -> Option<usize> {
     match j.spec.as_ref()?.kind.as_ref()? {
-        pb::job_spec::Kind::Eval(e) => {
-            Some(e.steps.len() * (e.etas.len().max(1) + usize::from(e.sigma_hat)))
-        }
+        pb::job_spec::Kind::Eval(e) => Some(cells(e.steps.len(), e.etas.len(), e.sigma_hat)),
         _ => None,
     }
 }
