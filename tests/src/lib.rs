@@ -17,6 +17,7 @@
 //! ```
 pub mod cli;
 pub mod pg;
+pub mod tls;
 
 use std::io::BufRead;
 use std::path::{Path, PathBuf};

@@ -37,14 +37,39 @@ pub struct PgServer {
     runas: Option<String>,
     port: u16,
     running: bool,
+    /// Started with [`PgServer::start_tls`]: TLS on, TCP connections without it refused.
+    tls: Option<ServerTls>,
     /// How long [`PgServer::start`] took (initdb, start, createdb).
     pub startup: Duration,
+}
+
+/// The TLS side of a test server ([`PgServer::start_tls`]).
+#[derive(Clone)]
+pub struct ServerTls {
+    /// The server's certificate and key.
+    pub server: crate::tls::Issued,
+    /// A CA (PEM) whose client certificates the server accepts as the login
+    /// (`cert` authentication: the certificate's common name is the user); `None`:
+    /// any TLS connection is trusted, as the plain server trusts any connection.
+    pub client_ca: Option<String>,
 }
 
 impl PgServer {
     /// Makes a cluster and starts it on a free loopback port. Panics with what to do
     /// when PostgreSQL is not installed and cannot be.
     pub fn start() -> PgServer {
+        Self::start_with(None)
+    }
+
+    /// As [`PgServer::start`], with TLS: `ssl = on` with `tls.server`'s certificate,
+    /// and `pg_hba.conf` accepting TCP connections over TLS only (`hostssl`), so a
+    /// client that connects at all used TLS. With `tls.client_ca`, a client must
+    /// also show a certificate of that CA whose common name is the user.
+    pub fn start_tls(tls: ServerTls) -> PgServer {
+        Self::start_with(Some(tls))
+    }
+
+    fn start_with(tls: Option<ServerTls>) -> PgServer {
         let t0 = Instant::now();
         let bin = server_bin().clone();
         let runas = if is_root() {
@@ -79,6 +104,7 @@ impl PgServer {
             runas,
             port: 0,
             running: false,
+            tls,
             startup: Duration::ZERO,
         };
         // --no-sync: the cluster is thrown away, so nothing needs to reach the disk.
@@ -96,6 +122,9 @@ impl PgServer {
             ],
         );
         assert!(o.status.success(), "initdb failed: {}", text(&o));
+        if let Some(tls) = pg.tls.clone() {
+            pg.configure_tls(&tls);
+        }
         // A port picked by the kernel can be taken by another test between our probe
         // and the server's bind: try a few.
         let mut last = String::new();
@@ -103,17 +132,12 @@ impl PgServer {
             pg.port = free_port();
             match pg.try_start() {
                 Ok(()) => {
+                    // Through the Unix socket (trusted): on a TLS server, TCP wants TLS
+                    // and maybe a client certificate.
+                    let socket = pg.dir.path().display().to_string();
                     let o = pg.run(
                         "createdb",
-                        &[
-                            "-h",
-                            "127.0.0.1",
-                            "-p",
-                            &pg.port.to_string(),
-                            "-U",
-                            USER,
-                            DB,
-                        ],
+                        &["-h", &socket, "-p", &pg.port.to_string(), "-U", USER, DB],
                     );
                     assert!(o.status.success(), "createdb failed: {}", text(&o));
                     pg.startup = t0.elapsed();
@@ -128,6 +152,16 @@ impl PgServer {
     /// `postgres://ddim@127.0.0.1:PORT/ddim`
     pub fn url(&self) -> String {
         format!("postgres://{USER}@127.0.0.1:{}/{DB}", self.port)
+    }
+
+    /// libpq key/value settings for the Unix socket (trusted, no TLS): how a test
+    /// reads a TLS-only server's tables (`tokio_postgres::connect` takes it).
+    pub fn socket_conninfo(&self) -> String {
+        format!(
+            "host={} port={} user={USER} dbname={DB}",
+            self.dir.path().display(),
+            self.port
+        )
     }
 
     pub fn port(&self) -> u16 {
@@ -162,15 +196,56 @@ impl PgServer {
         }
     }
 
+    /// Writes the certificates into the cluster's folder (owned by the server's
+    /// user, the key readable by it alone, as PostgreSQL demands) and a
+    /// `pg_hba.conf` that takes TCP connections over TLS only.
+    fn configure_tls(&self, tls: &ServerTls) {
+        let data = self.data();
+        let mut files = vec![
+            ("server.crt", tls.server.cert.as_str()),
+            ("server.key", tls.server.key.as_str()),
+        ];
+        if let Some(ca) = &tls.client_ca {
+            files.push(("root.crt", ca.as_str()));
+        }
+        let auth = if tls.client_ca.is_some() {
+            "cert"
+        } else {
+            "trust"
+        };
+        let hba = format!("local all all trust\nhostssl all all 127.0.0.1/32 {auth}\n");
+        files.push(("pg_hba.conf", &hba));
+        for (name, body) in files {
+            let p = data.join(name);
+            std::fs::write(&p, body).unwrap_or_else(|e| panic!("write {}: {e}", p.display()));
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+            if let Some(u) = &self.runas {
+                let o = Command::new("chown")
+                    .arg(format!("{u}:"))
+                    .arg(&p)
+                    .output()
+                    .expect("run chown");
+                assert!(o.status.success(), "chown {}: {}", p.display(), text(&o));
+            }
+        }
+    }
+
     fn try_start(&mut self) -> Result<(), String> {
         // fsync, synchronous_commit and full_page_writes off: a test server whose data
         // is thrown away needs no durability, and starts and commits faster without.
-        let opts = format!(
+        let mut opts = format!(
             "-c listen_addresses=127.0.0.1 -p {} -k {} -c fsync=off -c synchronous_commit=off \
              -c full_page_writes=off -c max_connections=60",
             self.port,
             self.dir.path().display()
         );
+        if let Some(tls) = &self.tls {
+            opts.push_str(" -c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key");
+            if tls.client_ca.is_some() {
+                opts.push_str(" -c ssl_ca_file=root.crt");
+            }
+        }
         let log = self.dir.path().join("server.log").display().to_string();
         let o = self.pg_ctl(&["start", "-w", "-t", "60", "-l", &log, "-o", &opts]);
         if o.status.success() {
@@ -277,10 +352,10 @@ pub fn shared_database() -> String {
     let n = s.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let db = format!("t{n}");
     let port = s.server.port.to_string();
-    let o = s.server.run(
-        "createdb",
-        &["-h", "127.0.0.1", "-p", &port, "-U", USER, &db],
-    );
+    let socket = s.server.dir.path().display().to_string();
+    let o = s
+        .server
+        .run("createdb", &["-h", &socket, "-p", &port, "-U", USER, &db]);
     assert!(o.status.success(), "createdb {db} failed: {}", text(&o));
     format!("postgres://{USER}@127.0.0.1:{port}/{db}")
 }

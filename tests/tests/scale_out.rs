@@ -1049,3 +1049,127 @@ async fn a_watch_across_daemons_ends_after_a_database_restart() {
         }
     }
 }
+
+/// TLS to the database (docs/scale-out.md, TLS): two daemons on a PostgreSQL that
+/// takes TCP connections only over TLS and logs in by client certificate, with
+/// `sslmode=verify-full`. A job submitted to A (pinned to A's model) is followed to
+/// the end by a watch on B, and B's `WatchLibrary` sees its latent: the LISTEN
+/// connection works over TLS too. Every connection of both daemons is encrypted.
+/// A daemon given another CA's roots does not start: one line naming the store
+/// and why, exit 1, the key's path and no password printed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_daemons_over_tls_with_client_certificates() {
+    use ddim_tests::pg::ServerTls;
+    use ddim_tests::tls::Ca;
+    let ca = Ca::new("ddim test CA");
+    let other = Ca::new("another CA");
+    let tls = ServerTls {
+        server: ca.issue(&["localhost"], "db"),
+        client_ca: Some(ca.pem().to_string()),
+    };
+    let pg = tokio::task::spawn_blocking(move || PgServer::start_tls(tls))
+        .await
+        .unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let ca_file = ca.write(root.path(), "ca.crt");
+    let other_file = other.write(root.path(), "other.crt");
+    let (crt, key) = ca.issue(&[], "ddim").write(root.path(), "ddim");
+    let url = |roots: &std::path::Path| {
+        format!(
+            "postgres://ddim@localhost:{}/ddim?sslmode=verify-full&sslrootcert={}&sslcert={}&sslkey={}",
+            pg.port(),
+            roots.display(),
+            crt.display(),
+            key.display()
+        )
+    };
+    let model_a = init_model(&root.path().join("a"), "test", 1, 32, 0);
+    let model_b = init_model(&root.path().join("b"), "test", 1, 32, 1);
+    let a = Daemon::builder()
+        .model(&model_a)
+        .store(&url(&ca_file))
+        .start()
+        .await;
+    let b = Daemon::builder()
+        .model(&model_b)
+        .store(&url(&ca_file))
+        .start()
+        .await;
+    let (mut ca_c, mut cb) = (a.client().await, b.client().await);
+    let mut lib = cb
+        .watch_library(pb::WatchLibraryRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let j = ca_c
+        .submit_job(submit(sample_spec(1, 7, 5)))
+        .await
+        .unwrap()
+        .into_inner();
+    let done = wait_job(&mut cb, &j.id).await;
+    assert_eq!(done.state(), pb::JobState::Done, "{}", done.error);
+    let made = done.result.unwrap().latent_ids;
+    let ev = tokio::time::timeout(TIMEOUT, lib.message())
+        .await
+        .expect("a library event on b")
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (ev.kind(), &ev.id),
+        (pb::library_event::Kind::Added, &made[0])
+    );
+    // The daemons' connections, seen from the server (through its socket).
+    let (c, conn) = tokio_postgres::connect(&pg.socket_conninfo(), tokio_postgres::NoTls)
+        .await
+        .expect("connect through the socket");
+    tokio::spawn(conn);
+    let r = c
+        .query_one(
+            "SELECT count(*) FILTER (WHERE s.ssl), count(*) FILTER (WHERE NOT s.ssl), \
+             count(*) FILTER (WHERE a.query LIKE 'LISTEN%' AND s.ssl), \
+             count(DISTINCT s.client_dn) FILTER (WHERE s.ssl) \
+             FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) \
+             WHERE a.application_name = 'ddimd'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (enc, plain, listen, dns): (i64, i64, i64, i64) = (r.get(0), r.get(1), r.get(2), r.get(3));
+    assert_eq!(plain, 0, "a daemon connection without TLS");
+    assert_eq!(listen, 2, "one LISTEN connection per daemon, over TLS");
+    assert!(
+        enc >= 4,
+        "pools and LISTEN connections of two daemons: {enc}"
+    );
+    assert_eq!(dns, 1, "every connection shows the client certificate");
+    // Another CA's roots: the daemon refuses to start.
+    let o = tokio::task::spawn_blocking({
+        let (u, m) = (url(&other_file), model_a.clone());
+        let data = root.path().join("unused");
+        move || {
+            ddim_tests::cli::ddimd(&[
+                "serve",
+                "--model",
+                m.to_str().unwrap(),
+                "--data",
+                data.to_str().unwrap(),
+                "--store",
+                &u,
+                "--addr",
+                "127.0.0.1:0",
+            ])
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", ddim_tests::cli::stderr(&o));
+    let e = ddim_tests::cli::one_line_error(&o);
+    assert!(
+        e.starts_with(&format!(
+            "error: --store postgres://ddim@localhost:{}/ddim",
+            pg.port()
+        )) && e.contains("cannot connect")
+            && e.contains("invalid peer certificate: UnknownIssuer (the server's certificate is not signed by"),
+        "{e}"
+    );
+}

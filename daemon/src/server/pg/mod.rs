@@ -6,6 +6,8 @@
 //!                    connections, the schema applied at connect; one-line errors
 //! pg/schema.rs       the embedded migrations (migrations/NNNN_name.sql) and their runner
 //! pg/records.rs      read a whole store into a Dump, load a Dump into an empty one
+//! pg/tls.rs          TLS to the database: libpq's sslmode / sslrootcert / sslcert /
+//!                    sslkey over rustls
 //! pg/serve.rs        PgStore: the Store operations on a shared database (serve
 //!                    --store), claims under leases, the lease sweep, heartbeats
 //! migrations/*.sql   the schema, one file per version
@@ -17,7 +19,7 @@
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod};
-use tokio_postgres::NoTls;
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::error::{Result, ServerError};
 
@@ -25,6 +27,7 @@ mod reach;
 mod records;
 mod schema;
 mod serve;
+pub mod tls;
 
 pub use reach::{Backoff, Reach, Wake};
 pub use records::{load, read, Counts};
@@ -128,6 +131,8 @@ pub struct Pg {
     pool: Pool,
     /// The connection settings (for a dedicated LISTEN connection).
     cfg: std::sync::Arc<tokio_postgres::Config>,
+    /// The TLS side of every connection (see [`tls`]).
+    tls: MakeRustlsConnect,
     /// The URL without its password.
     shown: String,
 }
@@ -154,6 +159,9 @@ impl Pg {
     /// [`ServerError::Config`], one line naming the URL (password hidden).
     pub async fn connect(url: &str, flag: &str, pool_size: usize, schema: Schema) -> Result<Pg> {
         let shown = redact(url);
+        // libpq's TLS settings out of the URL first: tokio-postgres knows only some.
+        let (url, tls) =
+            tls::take(url).map_err(|e| ServerError::Config(format!("{flag} {shown}: {e}")))?;
         let mut cfg: tokio_postgres::Config = url.parse().map_err(|e: tokio_postgres::Error| {
             ServerError::Config(format!(
                 "{flag} {shown}: not a PostgreSQL URL ({}); expected postgres://USER:PASSWORD@HOST:PORT/DB",
@@ -174,13 +182,10 @@ impl Pg {
                 cfg.password(p);
             }
         }
-        if cfg.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
-            return Err(ServerError::Config(format!(
-                "{flag} {shown}: sslmode=require, but ddimd connects without TLS (no TLS \
-                 library is built in); use sslmode=disable or prefer over a trusted network \
-                 or an SSH tunnel (docs/scale-out.md)"
-            )));
-        }
+        cfg.ssl_mode(tls.mode.ssl_mode());
+        let connector = tls
+            .connector()
+            .map_err(|e| ServerError::Config(format!("{flag} {shown}: {e}")))?;
         if cfg.get_connect_timeout().is_none() {
             cfg.connect_timeout(CONNECT_TIMEOUT);
         }
@@ -199,7 +204,7 @@ impl Pg {
         }
         let mgr = Manager::from_config(
             cfg.clone(),
-            NoTls,
+            connector.clone(),
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -211,6 +216,7 @@ impl Pg {
         let pg = Pg {
             pool,
             cfg: std::sync::Arc::new(cfg),
+            tls: connector,
             shown: shown.clone(),
         };
         let mut c = pg.client().await.map_err(|e| match e {
@@ -237,10 +243,13 @@ impl Pg {
     /// [`ServerError::Unavailable`] naming the URL.
     pub async fn client(&self) -> Result<Object> {
         self.pool.get().await.map_err(|e| {
-            let why = match &e {
+            let mut why = match &e {
                 PoolError::Backend(b) => error_text(b),
                 e => e.to_string(),
             };
+            if why.ends_with("invalid peer certificate: UnknownIssuer") {
+                why.push_str(" (the server's certificate is not signed by the root certificates of sslrootcert)");
+            }
             ServerError::Unavailable(format!("{}: cannot connect: {why}", self.shown))
         })
     }
@@ -248,6 +257,11 @@ impl Pg {
     /// The connection settings of the pool.
     pub fn config(&self) -> &tokio_postgres::Config {
         &self.cfg
+    }
+
+    /// The TLS connector of the pool's connections, for one made outside it.
+    pub fn tls(&self) -> &MakeRustlsConnect {
+        &self.tls
     }
 
     /// The URL, password hidden.
@@ -302,22 +316,30 @@ mod tests {
     }
 
     #[test]
-    fn sslmode_require_is_refused_before_connecting() {
+    fn bad_tls_settings_are_refused_before_connecting() {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
         // Port 1: nothing listens; the refusal must come before any connection.
-        let url = "postgres://ddim:secret@127.0.0.1:1/ddim?sslmode=require";
-        let e = rt
-            .block_on(Pg::connect(url, "--store", 1, Schema::Migrate))
-            .expect_err("no TLS");
-        let m = e.to_string();
-        assert!(matches!(e, ServerError::Config(_)), "{e:?}");
-        assert!(
-            m.contains("--store") && m.contains("sslmode=require"),
-            "{m}"
-        );
-        assert!(m.contains("without TLS") && !m.contains("secret"), "{m}");
+        for (q, want) in [
+            ("sslmode=verify-full", "needs root certificates"),
+            (
+                "sslmode=verify-ca&sslrootcert=/nonexistent/ca.pem",
+                "sslrootcert /nonexistent/ca.pem: cannot read",
+            ),
+        ] {
+            let url = format!("postgres://ddim:secret@127.0.0.1:1/ddim?{q}");
+            let e = rt
+                .block_on(Pg::connect(&url, "--store", 1, Schema::Migrate))
+                .expect_err(q);
+            let m = e.to_string();
+            assert!(matches!(e, ServerError::Config(_)), "{e:?}");
+            assert!(
+                m.contains("--store postgres://ddim:***@127.0.0.1:1/ddim") && m.contains(want),
+                "{m}"
+            );
+            assert!(!m.contains("secret") && !m.contains('\n'), "{m}");
+        }
     }
 }

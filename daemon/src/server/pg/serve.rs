@@ -1131,6 +1131,7 @@ impl PgStore {
     pub fn listen(&self, tx: std::sync::mpsc::Sender<(String, Note)>) {
         let l = Listener {
             cfg: self.pg.config().clone(),
+            tls: self.pg.tls().clone(),
             me: self.daemon.clone(),
             fingerprint: self.fingerprint.get().cloned().unwrap_or_default(),
             wake: self.wake.clone(),
@@ -1170,6 +1171,7 @@ impl PgStore {
 /// The LISTEN side of a daemon (see [`PgStore::listen`]).
 struct Listener {
     cfg: tokio_postgres::Config,
+    tls: tokio_postgres_rustls::MakeRustlsConnect,
     me: String,
     fingerprint: String,
     wake: Arc<Wake>,
@@ -1195,7 +1197,10 @@ impl Listener {
                 false
             }
         };
-        listen_once(&self.cfg, &self.me, &self.tx, own, lost, connected).await
+        listen_once(
+            &self.cfg, &self.tls, &self.me, &self.tx, own, lost, connected,
+        )
+        .await
     }
 }
 
@@ -1250,6 +1255,7 @@ async fn catch_up(
 /// happened since `lost` (see [`catch_up`]).
 async fn listen_once(
     cfg: &tokio_postgres::Config,
+    tls: &tokio_postgres_rustls::MakeRustlsConnect,
     me: &str,
     tx: &std::sync::mpsc::Sender<(String, Note)>,
     own: impl Fn(&str, &str) -> bool,
@@ -1258,7 +1264,7 @@ async fn listen_once(
 ) -> std::result::Result<(), String> {
     use futures::StreamExt;
     let (client, mut conn) = cfg
-        .connect(tokio_postgres::NoTls)
+        .connect(tls.clone())
         .await
         .map_err(|e| super::error_text(&e))?;
     let (ntx, mut nrx) = tokio::sync::mpsc::unbounded_channel();
