@@ -1173,3 +1173,121 @@ async fn two_daemons_over_tls_with_client_certificates() {
         "{e}"
     );
 }
+
+/// The shared queue as one queue: a watch on B of a job waiting in the database
+/// (A will run it) starts with its place there, counting every daemon's queued
+/// jobs ahead, and follows it down to the start; B's `--max-queue` bounds the
+/// database's queue, not B's own. A runs one job and is paused (SIGSTOP) with four
+/// more queued behind it, so the places are known.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn positions_and_max_queue_count_the_shared_queue() {
+    use pb::job_event::Event;
+    let pg = tokio::task::spawn_blocking(PgServer::start).await.unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let model_a = init_model(&root.path().join("a"), "test", 1, 32, 0);
+    let model_b = init_model(&root.path().join("b"), "test", 1, 32, 1);
+    let a = Daemon::builder()
+        .model(&model_a)
+        .store(&pg.url())
+        .args(&["--max-batch", "1"])
+        .start()
+        .await;
+    let b = Daemon::builder()
+        .model(&model_b)
+        .store(&pg.url())
+        .args(&["--max-queue", "4"])
+        .start()
+        .await;
+    let (mut ca, mut cb) = (a.client().await, b.client().await);
+    let mut ids = vec![];
+    for (i, steps) in [300, 5, 5, 5, 5].into_iter().enumerate() {
+        let j = ca
+            .submit_job(submit(sample_spec(1, i as u64, steps)))
+            .await
+            .expect("submit to a")
+            .into_inner();
+        ids.push(j.id);
+    }
+    // A runs the first (pinned to A's model, so B never takes any of them).
+    let c = db(&pg).await;
+    let first = job_num(&ids[0]);
+    let until = Instant::now() + TIMEOUT;
+    while c
+        .query_one("SELECT state FROM jobs WHERE id = $1", &[&first])
+        .await
+        .unwrap()
+        .get::<_, String>(0)
+        != "running"
+    {
+        assert!(Instant::now() < until, "{} never ran", ids[0]);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let signal = |sig: &str| {
+        let ok = std::process::Command::new("kill")
+            .args([sig, &a.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    };
+    signal("-STOP");
+    let mut watch = cb
+        .watch_job(pb::WatchJobRequest {
+            id: ids[4].clone(),
+            preview_every: 0,
+        })
+        .await
+        .expect("watch on b")
+        .into_inner();
+    let e = next_event(&mut watch).await;
+    assert!(matches!(e, Event::QueuedPosition(3)), "{e:?}");
+    // B's bound counts the four jobs waiting in the database.
+    let full = cb
+        .submit_job(submit(sample_spec(1, 9, 5)))
+        .await
+        .expect_err("the shared queue is full");
+    assert_eq!(full.code(), tonic::Code::ResourceExhausted);
+    assert!(
+        full.message()
+            .contains("4 jobs queued in the shared database")
+            && full.message().contains("--max-queue 4"),
+        "{}",
+        full.message()
+    );
+    signal("-CONT");
+    let mut last = 3;
+    loop {
+        match next_event(&mut watch).await {
+            Event::QueuedPosition(p) => {
+                assert!(p < last, "the place went from {last} to {p}");
+                last = p;
+            }
+            Event::Started(_) => break,
+            e => panic!("before the start: {e:?}"),
+        }
+    }
+    let done = loop {
+        if let Event::Finished(j) = next_event(&mut watch).await {
+            break j;
+        }
+    };
+    assert_eq!(done.state(), pb::JobState::Done, "{}", done.error);
+    assert!(
+        done.ran_by.ends_with(&format!(":{}", a.pid())),
+        "{}",
+        done.ran_by
+    );
+    // With the queue drained, B takes jobs again.
+    let j = run_job_polled(&mut cb, sample_spec(1, 9, 5)).await;
+    assert!(j.ran_by.ends_with(&format!(":{}", b.pid())), "{}", j.ran_by);
+}
+
+/// The next event of a watch (within [`TIMEOUT`]).
+async fn next_event(w: &mut tonic::Streaming<pb::JobEvent>) -> pb::job_event::Event {
+    tokio::time::timeout(TIMEOUT, w.message())
+        .await
+        .expect("an event in time")
+        .expect("the stream")
+        .expect("not ended")
+        .event
+        .expect("an event")
+}

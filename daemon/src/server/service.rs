@@ -108,6 +108,26 @@ impl DdimService {
             Lookup::New(info, spec) => (info, spec.unwrap_or_default()),
         };
         self.shared.sched.lock().reserve()?;
+        if let Some(pg) = self.shared.store.pg().cloned() {
+            // A shared store: --max-queue bounds the database's queue, every
+            // daemon's jobs (two daemons submitting at once may each pass the
+            // check: the bound can be overshot by the submits in flight).
+            let max = self.shared.max_queue as u64;
+            let full = blocking(move || pg.queued_count()).await.and_then(|n| {
+                if n >= max {
+                    Err(ServerError::QueueFull(format!(
+                        "the queue is full ({n} jobs queued in the shared database, \
+                         --max-queue {max}); retry later"
+                    )))
+                } else {
+                    Ok(())
+                }
+            });
+            if let Err(e) = full {
+                self.shared.sched.lock().unreserve();
+                return Err(e);
+            }
+        }
         let store = self.store();
         let inserted = blocking(move || {
             let rec = JobRecord {
@@ -869,6 +889,11 @@ impl Ddim for DdimService {
                 return;
             }
             let mut last_pos = None;
+            // On a shared store a job may wait in the database (no daemon has
+            // claimed it): its place there, read again when the queue may have
+            // moved (a job queued, started or ended anywhere), not on progress.
+            let shared = svc.shared.store.pg().cloned();
+            let mut moved = true;
             let started = Event::Started(pb::Started {
                 attempt: rec.attempts,
             });
@@ -876,7 +901,12 @@ impl Ddim for DdimService {
                 return;
             }
             loop {
-                let pos = svc.shared.sched.lock().position(n);
+                let mut pos = svc.shared.sched.lock().position(n);
+                if let (None, Some(pg), true) = (pos, &shared, moved) {
+                    let pg = pg.clone();
+                    pos = blocking(move || pg.queue_position(n)).await.ok().flatten();
+                }
+                moved = false;
                 if pos.is_some() && pos != last_pos {
                     last_pos = pos;
                     if tx
@@ -893,7 +923,10 @@ impl Ddim for DdimService {
                     _ = tx.closed() => return,
                 };
                 let msg = match ev {
-                    Ok(JobUpdate::Queue) => continue,
+                    Ok(JobUpdate::Queue) => {
+                        moved = true;
+                        continue;
+                    }
                     Ok(JobUpdate::Started { job, attempt }) if job == n => {
                         last_pos = None;
                         Event::Started(pb::Started { attempt })
@@ -929,7 +962,11 @@ impl Ddim for DdimService {
                         send_finished(rec).await;
                         return;
                     }
-                    Ok(_) => continue,
+                    Ok(JobUpdate::Progress { .. }) => continue,
+                    Ok(_) => {
+                        moved = true;
+                        continue;
+                    }
                     Err(broadcast::error::RecvError::Lagged(_)) => {
                         if let Ok(rec) = svc.get_job_record(n, "id").await {
                             if rec.state.is_terminal() {
@@ -937,6 +974,7 @@ impl Ddim for DdimService {
                                 return;
                             }
                         }
+                        moved = true;
                         continue;
                     }
                     Err(broadcast::error::RecvError::Closed) => return,

@@ -594,6 +594,42 @@ impl PgStore {
 
     // --------------------------------------------------------------- jobs --
 
+    /// Jobs waiting in the shared queue, every daemon's (claimed or not): what
+    /// `--max-queue` bounds on this store.
+    pub fn queued_count(&self) -> Result<u64> {
+        self.run(|pg| {
+            Box::pin(async move {
+                let c = pg.client().await?;
+                let row = c
+                    .query_one("SELECT count(*) FROM jobs WHERE state = 'queued'", &[])
+                    .await
+                    .map_err(db_err("count the queued jobs"))?;
+                Ok(row.get::<_, i64>(0) as u64)
+            })
+        })
+    }
+
+    /// How many queued jobs come before job `id` in the shared queue (priority,
+    /// then id: the claim order), whichever daemon will run them; `None` when `id`
+    /// is not queued.
+    pub fn queue_position(&self, id: u64) -> Result<Option<u32>> {
+        self.run(move |pg| {
+            Box::pin(async move {
+                let c = pg.client().await?;
+                let row = c
+                    .query_opt(
+                        "SELECT (SELECT count(*) FROM jobs q WHERE q.state = 'queued' \
+                         AND (q.priority, q.id) < (me.priority, me.id)) \
+                         FROM jobs me WHERE me.id = $1 AND me.state = 'queued'",
+                        &[&i64_of(id)],
+                    )
+                    .await
+                    .map_err(db_err("a queue position"))?;
+                Ok(row.map(|r| r.get::<_, i64>(0).clamp(0, u32::MAX as i64) as u32))
+            })
+        })
+    }
+
     pub fn get_job(&self, id: u64) -> Result<Option<JobRecord>> {
         self.run(move |pg| {
             Box::pin(async move {
