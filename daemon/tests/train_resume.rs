@@ -57,6 +57,10 @@ fn resumed_run_is_bit_identical_to_an_uninterrupted_one() {
     let state: serde_json::Value =
         serde_json::from_slice(&std::fs::read(b.join("checkpoint/state.json")).unwrap()).unwrap();
     assert_eq!(state["step"], 6);
+    let first_s = state["elapsed_s"]
+        .as_f64()
+        .expect("elapsed_s in state.json");
+    assert!(first_s > 0.0);
     let o = train(&b, &["--resume"]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("resuming at step 6"));
     let ta = tensors(&a.join("checkpoint/state.safetensors"));
@@ -75,12 +79,33 @@ fn resumed_run_is_bit_identical_to_an_uninterrupted_one() {
     assert!(ta
         .iter()
         .any(|(k, x)| k.starts_with("model.") && !x.equal(&tc[k])));
-    // The loss log has one header and rows.
+    // The loss log has one header and rows; its time goes on across the resume
+    // (the training time of both runs), as does the checkpoint's.
     let csv = std::fs::read_to_string(b.join("loss.csv")).unwrap();
     assert!(
-        csv.starts_with("step,loss") && csv.lines().count() >= 2,
+        csv.starts_with("step,loss") && csv.lines().count() >= 3,
         "{csv}"
     );
+    let rows: Vec<(u64, f64)> = csv
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            (f[0].parse().unwrap(), f[4].parse().unwrap())
+        })
+        .collect();
+    let after = rows
+        .iter()
+        .find(|(step, _)| *step > 6)
+        .expect("a row after the resume");
+    assert!(
+        after.1 >= (first_s * 10.0).floor() / 10.0,
+        "{csv} (first run {first_s} s)"
+    );
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(b.join("checkpoint/state.json")).unwrap()).unwrap();
+    assert!(state["elapsed_s"].as_f64().unwrap() > first_s);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("s over every run"));
 }
 
 #[test]

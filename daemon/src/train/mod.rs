@@ -433,6 +433,10 @@ struct TrainState {
     data: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     model_size: Option<String>,
+    /// Seconds of training so far, over every run of this checkpoint (a resumed
+    /// run's `loss.csv` goes on from it); absent in checkpoints before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    elapsed_s: Option<f64>,
 }
 
 fn read_state(dir: &Path) -> Result<TrainState> {
@@ -585,7 +589,10 @@ pub fn run(a: &TrainArgs) -> Result<()> {
     ema.copy(&vs)?;
     let params = vars(&vs);
     let mut adam = Adam::new(&params);
+    // Training time of the runs before this one (a resumed checkpoint's).
+    let mut before_s = 0.0;
     if a.resume {
+        before_s = read_state(&ckpt)?.elapsed_s.unwrap_or(0.0);
         load_checkpoint(&ckpt, &mut vs, &mut ema, &mut adam)?;
         eprintln!(
             "resuming at step {start} of {} with the checkpoint's settings: data {}, batch {}, \
@@ -638,6 +645,7 @@ pub fn run(a: &TrainArgs) -> Result<()> {
             ema_decay: Some(s.ema_decay),
             data: Some(s.data.clone()),
             model_size: Some(s.model_name.clone()),
+            elapsed_s: Some(before_s + started.elapsed().as_secs_f64()),
         };
         save_checkpoint(&ckpt, vs, ema, adam, &st)?;
         save_pipeline(ema, &cfg, &sched, &a.out)?;
@@ -704,7 +712,7 @@ pub fn run(a: &TrainArgs) -> Result<()> {
             writeln!(
                 log,
                 "{step},{l:.6},{lr:.3e},{gn:.4},{:.1}",
-                started.elapsed().as_secs_f64()
+                before_s + started.elapsed().as_secs_f64()
             )?;
         }
         if step.is_multiple_of(a.checkpoint_every.max(1)) || step == end {
@@ -725,9 +733,14 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         save(step, &vs, &ema, &adam)?;
     }
     pb.finish();
+    let run_s = started.elapsed().as_secs_f64();
+    let total = if before_s > 0.0 {
+        format!(" ({:.1} s over every run)", before_s + run_s)
+    } else {
+        String::new()
+    };
     eprintln!(
-        "trained to step {step} in {:.1} s, smoothed loss {smooth:.4}; pipeline in {}",
-        started.elapsed().as_secs_f64(),
+        "trained to step {step} in {run_s:.1} s{total}, smoothed loss {smooth:.4}; pipeline in {}",
         a.out.display()
     );
     Ok(())
