@@ -20,8 +20,8 @@ async fn scripting_round_trip() {
     // On the embedded store there is no fleet: an empty list, and a line saying so.
     let fleet = d.json(&["daemons"]);
     assert_eq!(
-        (&fleet["shared"], &fleet["daemons"]),
-        (&false.into(), &serde_json::json!([]))
+        (&fleet["shared"], &fleet["daemons"], &fleet["queued"]),
+        (&false.into(), &serde_json::json!([]), &0.into())
     );
     assert!(d.text(&["daemons"]).contains("sled"));
 

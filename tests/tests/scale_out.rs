@@ -1253,6 +1253,19 @@ async fn positions_and_max_queue_count_the_shared_queue() {
         "{}",
         full.message()
     );
+    // GetStats and `ddim daemons` on B give the shared queue's length.
+    let st = cb
+        .get_stats(pb::GetStatsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((st.shared_queued, st.queued, st.max_queue), (4, 0, 4));
+    let v = ddim_tests::cli::Ddim { d: &b }.json(&["daemons"]);
+    assert_eq!(
+        (&v["queued"], &v["max_queue"]),
+        (&4.into(), &4.into()),
+        "{v}"
+    );
     signal("-CONT");
     let mut last = 3;
     loop {

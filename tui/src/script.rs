@@ -266,9 +266,11 @@ async fn execute(c: &Client, command: Command, as_json: bool) -> Result<Output, 
             let st = c.stats().await?;
             let now = format::now_ms();
             Ok(Output {
-                human: daemons_table(&st.daemons, now),
+                human: daemons_table(&st, now),
                 json: json!({
                     "shared": !st.daemons.is_empty(),
+                    "queued": if st.daemons.is_empty() { st.queued } else { st.shared_queued },
+                    "max_queue": st.max_queue,
                     "daemons": st.daemons.iter().map(|d| json!({
                         "id": d.id,
                         "address": d.address,
@@ -692,7 +694,9 @@ fn latent_fields(l: &pb::Latent, shape: &str) -> String {
 
 /// A table of jobs for people.
 /// The fleet sharing a PostgreSQL store; on an embedded store, a line saying so.
-pub fn daemons_table(daemons: &[pb::StoreDaemon], now: i64) -> String {
+/// The fleet sharing the store, and the shared queue's length under it.
+pub fn daemons_table(st: &pb::Stats, now: i64) -> String {
+    let daemons = &st.daemons;
     if daemons.is_empty() {
         return "this daemon serves an embedded (sled) store: no other daemon shares it \
                 (see docs/scale-out.md for ddimd serve --store)\n"
@@ -719,6 +723,10 @@ pub fn daemons_table(daemons: &[pb::StoreDaemon], now: i64) -> String {
             format::duration(age)
         ));
     }
+    s.push_str(&format!(
+        "shared queue: {} waiting (this daemon takes submits while fewer than --max-queue {})\n",
+        st.shared_queued, st.max_queue
+    ));
     s
 }
 
@@ -997,12 +1005,19 @@ mod tests {
             heartbeat_unix_ms: beat,
             started_unix_ms: 0,
         };
-        let t = daemons_table(
-            &[d("gpu1:41", "job-7", 9_000), d("gpu2:42", "", 7_500)],
-            10_000,
-        );
+        let st = pb::Stats {
+            daemons: vec![d("gpu1:41", "job-7", 9_000), d("gpu2:42", "", 7_500)],
+            shared_queued: 12,
+            max_queue: 1000,
+            ..Default::default()
+        };
+        let t = daemons_table(&st, 10_000);
         let lines: Vec<&str> = t.lines().collect();
-        assert_eq!(lines.len(), 3, "{t}");
+        assert_eq!(lines.len(), 4, "{t}");
+        assert_eq!(
+            lines[3],
+            "shared queue: 12 waiting (this daemon takes submits while fewer than --max-queue 1000)"
+        );
         assert!(
             lines[0].starts_with("ID") && lines[0].contains("HEARTBEAT"),
             "{t}"
@@ -1016,7 +1031,7 @@ mod tests {
             lines[2].contains("idle") && lines[2].ends_with("2.5s ago"),
             "{t}"
         );
-        let alone = daemons_table(&[], 0);
+        let alone = daemons_table(&pb::Stats::default(), 0);
         assert_eq!(alone.lines().count(), 1);
         assert!(alone.contains("sled"), "{alone}");
     }

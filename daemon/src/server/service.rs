@@ -357,12 +357,18 @@ impl DdimService {
         } else {
             self.shared.store.latent_count()
         };
-        let daemons = match self.shared.store.pg() {
-            Some(pg) if away.is_none() => pg.daemons().unwrap_or_else(|e| {
-                tracing::warn!("{e}");
-                vec![]
-            }),
-            _ => vec![],
+        let (daemons, shared_queued) = match self.shared.store.pg() {
+            Some(pg) if away.is_none() => (
+                pg.daemons().unwrap_or_else(|e| {
+                    tracing::warn!("{e}");
+                    vec![]
+                }),
+                pg.queued_count().unwrap_or_else(|e| {
+                    tracing::warn!("{e}");
+                    0
+                }),
+            ),
+            _ => (vec![], 0),
         };
         let mut st = self.shared.sched.lock();
         let queued = st.len() as u32;
@@ -402,6 +408,7 @@ impl DdimService {
             store_unreachable: away.is_some(),
             store_unreachable_since_unix_ms: away.as_ref().map_or(0, |a| a.1),
             store_error: away.map(|a| a.0).unwrap_or_default(),
+            shared_queued: shared_queued.min(u32::MAX as u64) as u32,
         }
     }
 }
