@@ -1174,11 +1174,14 @@ async fn two_daemons_over_tls_with_client_certificates() {
     );
 }
 
-/// The shared queue as one queue: a watch on B of a job waiting in the database
-/// (A will run it) starts with its place there, counting every daemon's queued
-/// jobs ahead, and follows it down to the start; B's `--max-queue` bounds the
-/// database's queue, not B's own. A runs one job and is paused (SIGSTOP) with four
-/// more queued behind it, so the places are known.
+/// The shared queue as one queue. A runs one job and is paused (SIGSTOP) with
+/// four batch-priority jobs queued behind it, so the places are known: a watch on
+/// B of the last (A will run it) starts at place 3, counting every daemon's
+/// queued jobs ahead; B's `--max-queue 4` refuses a submit while those four wait,
+/// and `GetStats`/`ddim daemons` on B give the shared queue's length. An
+/// interactive job submitted to C (B and C busy, so it waits) moves the watched
+/// job to place 4: the watch on B hears of a submit to another daemon. Once A
+/// runs again the place counts down to the job's start.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn positions_and_max_queue_count_the_shared_queue() {
     use pb::job_event::Event;
@@ -1186,42 +1189,63 @@ async fn positions_and_max_queue_count_the_shared_queue() {
     let root = tempfile::tempdir().unwrap();
     let model_a = init_model(&root.path().join("a"), "test", 1, 32, 0);
     let model_b = init_model(&root.path().join("b"), "test", 1, 32, 1);
-    let a = Daemon::builder()
-        .model(&model_a)
-        .store(&pg.url())
-        .args(&["--max-batch", "1"])
-        .start()
-        .await;
-    let b = Daemon::builder()
-        .model(&model_b)
-        .store(&pg.url())
-        .args(&["--max-queue", "4"])
-        .start()
-        .await;
-    let (mut ca, mut cb) = (a.client().await, b.client().await);
+    let start = |model: std::path::PathBuf, args: &'static [&'static str]| {
+        let url = pg.url();
+        async move {
+            Daemon::builder()
+                .model(&model)
+                .store(&url)
+                .args(args)
+                .start()
+                .await
+        }
+    };
+    let a = start(model_a, &["--max-batch", "1"]).await;
+    // B and C serve one model: each kept busy by a job of its own that would
+    // outlast the test's TIMEOUT (cancelled below), so no job of theirs ends
+    // meanwhile and nothing but the queue's NOTIFY can move a place.
+    let b = start(model_b.clone(), &["--max-queue", "4", "--max-batch", "1"]).await;
+    let cd = start(model_b, &["--max-batch", "1"]).await;
+    let (mut ca, mut cb, mut cc) = (a.client().await, b.client().await, cd.client().await);
+    let c = db(&pg).await;
+    let running = |id: String| {
+        let c = &c;
+        async move {
+            let n = job_num(&id);
+            let until = Instant::now() + TIMEOUT;
+            while c
+                .query_one("SELECT state FROM jobs WHERE id = $1", &[&n])
+                .await
+                .unwrap()
+                .get::<_, String>(0)
+                != "running"
+            {
+                assert!(Instant::now() < until, "{id} never ran");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    let mut busy = vec![];
+    for cl in [&mut cb, &mut cc] {
+        let j = cl
+            .submit_job(submit(sample_spec(64, 0, 1000)))
+            .await
+            .expect("a long job")
+            .into_inner();
+        running(j.id.clone()).await;
+        busy.push(j.id);
+    }
     let mut ids = vec![];
     for (i, steps) in [300, 5, 5, 5, 5].into_iter().enumerate() {
-        let j = ca
-            .submit_job(submit(sample_spec(1, i as u64, steps)))
-            .await
-            .expect("submit to a")
-            .into_inner();
+        let mut req = submit(sample_spec(1, i as u64, steps));
+        if i > 0 {
+            req.priority = pb::Priority::Batch as i32;
+        }
+        let j = ca.submit_job(req).await.expect("submit to a").into_inner();
         ids.push(j.id);
     }
-    // A runs the first (pinned to A's model, so B never takes any of them).
-    let c = db(&pg).await;
-    let first = job_num(&ids[0]);
-    let until = Instant::now() + TIMEOUT;
-    while c
-        .query_one("SELECT state FROM jobs WHERE id = $1", &[&first])
-        .await
-        .unwrap()
-        .get::<_, String>(0)
-        != "running"
-    {
-        assert!(Instant::now() < until, "{} never ran", ids[0]);
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    // A runs the first (pinned to A's model, so B and C never take any of them).
+    running(ids[0].clone()).await;
     let signal = |sig: &str| {
         let ok = std::process::Command::new("kill")
             .args([sig, &a.pid().to_string()])
@@ -1266,6 +1290,24 @@ async fn positions_and_max_queue_count_the_shared_queue() {
         (&4.into(), &4.into()),
         "{v}"
     );
+    // An interactive job submitted to C goes ahead of the batch jobs; B hears of
+    // it (NOTIFY ddimd_queue) and the place moves back.
+    let x = cc
+        .submit_job(submit(sample_spec(1, 10, 5)))
+        .await
+        .expect("submit to c")
+        .into_inner();
+    let e = next_event(&mut watch).await;
+    assert!(matches!(e, Event::QueuedPosition(4)), "{e:?}");
+    // B and C free again: X runs, and the place is 3 again.
+    for (cl, id) in [&mut cb, &mut cc].into_iter().zip(&busy) {
+        cl.cancel_job(pb::CancelJobRequest { id: id.clone() })
+            .await
+            .expect("cancel a long job");
+    }
+    assert_eq!(poll_job(&mut cc, &x.id).await.state(), pb::JobState::Done);
+    let e = next_event(&mut watch).await;
+    assert!(matches!(e, Event::QueuedPosition(3)), "{e:?}");
     signal("-CONT");
     let mut last = 3;
     loop {
@@ -1291,7 +1333,12 @@ async fn positions_and_max_queue_count_the_shared_queue() {
     );
     // With the queue drained, B takes jobs again.
     let j = run_job_polled(&mut cb, sample_spec(1, 9, 5)).await;
-    assert!(j.ran_by.ends_with(&format!(":{}", b.pid())), "{}", j.ran_by);
+    assert!(
+        j.ran_by.ends_with(&format!(":{}", b.pid()))
+            || j.ran_by.ends_with(&format!(":{}", cd.pid())),
+        "{}",
+        j.ran_by
+    );
 }
 
 /// The next event of a watch (within [`TIMEOUT`]).

@@ -269,6 +269,11 @@ impl Fleet {
             self.relay(n);
             return;
         }
+        if channel == super::pg::QUEUE_CHANNEL {
+            // A job was queued (by any daemon): queue places may have moved.
+            self.hub.job(JobUpdate::Queue);
+            return;
+        }
         let added = |id: u64, kind: pb::library_event::Kind| {
             if let Some(r) = self.store.get_latent(id) {
                 self.hub

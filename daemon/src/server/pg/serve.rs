@@ -1228,6 +1228,19 @@ impl Listener {
                 if payload.is_empty() || payload == self.fingerprint {
                     self.wake.set();
                 }
+                // A job queued anywhere may move the places of those waiting:
+                // watchers read theirs again (an empty note on the queue channel).
+                let _ = self.tx.send((
+                    QUEUE_CHANNEL.to_string(),
+                    Note {
+                        d: String::new(),
+                        id: 0,
+                        state: String::new(),
+                        attempt: 0,
+                        latents: vec![],
+                        progress: None,
+                    },
+                ));
                 true
             } else {
                 false
