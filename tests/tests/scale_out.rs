@@ -418,6 +418,33 @@ async fn run_job_polled(c: &mut Client, spec: pb::JobSpec) -> pb::Job {
     j
 }
 
+/// Submits `spec` to one daemon and follows it from another: a watch there sees
+/// the job end DONE, and that daemon's library watch `lib` sees the latent it made.
+async fn followed_across(
+    from: &mut Client,
+    to: &mut Client,
+    lib: &mut tonic::Streaming<pb::LibraryEvent>,
+    spec: pb::JobSpec,
+) {
+    let j = from
+        .submit_job(submit(spec))
+        .await
+        .expect("submit")
+        .into_inner();
+    let done = wait_job(to, &j.id).await;
+    assert_eq!(done.state(), pb::JobState::Done, "{}", done.error);
+    let made = done.result.expect("result").latent_ids;
+    let ev = tokio::time::timeout(TIMEOUT, lib.message())
+        .await
+        .expect("a library event on the other daemon")
+        .expect("the library stream")
+        .expect("not ended");
+    assert_eq!(
+        (ev.kind(), &ev.id),
+        (pb::library_event::Kind::Added, &made[0])
+    );
+}
+
 /// A daemon runs only the jobs of its model: with two models on one store, a job
 /// submitted to A runs on A, never on B; a watch on B still follows it to the end
 /// (LISTEN/NOTIFY), and B's `WatchLibrary` sees the latent it made.
@@ -444,23 +471,7 @@ async fn a_watch_on_one_daemon_follows_a_job_on_the_other() {
         .unwrap()
         .into_inner();
     for i in 0..3 {
-        let j = ca
-            .submit_job(submit(sample_spec(1, i, 20)))
-            .await
-            .unwrap()
-            .into_inner();
-        let done = wait_job(&mut cb, &j.id).await;
-        assert_eq!(done.state(), pb::JobState::Done, "{}", done.error);
-        let made = done.result.unwrap().latent_ids;
-        let ev = tokio::time::timeout(TIMEOUT, lib.message())
-            .await
-            .expect("a library event on b")
-            .unwrap()
-            .unwrap();
-        assert_eq!(
-            (ev.kind(), &ev.id),
-            (pb::library_event::Kind::Added, &made[0])
-        );
+        followed_across(&mut ca, &mut cb, &mut lib, sample_spec(1, i, 20)).await;
     }
     let c = db(&pg).await;
     let by: Vec<String> = c
@@ -1101,23 +1112,7 @@ async fn two_daemons_over_tls_with_client_certificates() {
         .await
         .unwrap()
         .into_inner();
-    let j = ca_c
-        .submit_job(submit(sample_spec(1, 7, 5)))
-        .await
-        .unwrap()
-        .into_inner();
-    let done = wait_job(&mut cb, &j.id).await;
-    assert_eq!(done.state(), pb::JobState::Done, "{}", done.error);
-    let made = done.result.unwrap().latent_ids;
-    let ev = tokio::time::timeout(TIMEOUT, lib.message())
-        .await
-        .expect("a library event on b")
-        .unwrap()
-        .unwrap();
-    assert_eq!(
-        (ev.kind(), &ev.id),
-        (pb::library_event::Kind::Added, &made[0])
-    );
+    followed_across(&mut ca_c, &mut cb, &mut lib, sample_spec(1, 7, 5)).await;
     // The daemons' connections, seen from the server (through its socket).
     let (c, conn) = tokio_postgres::connect(&pg.socket_conninfo(), tokio_postgres::NoTls)
         .await
