@@ -901,6 +901,9 @@ impl Ddim for DdimService {
             // moved (a job queued, started or ended anywhere), not on progress.
             let shared = svc.shared.store.pg().cloned();
             let mut moved = true;
+            // Not while it runs (no place to read); again if it goes back to the
+            // queue (its daemon stopped, its lease ran out).
+            let mut running = rec.state == JobState::Running;
             let started = Event::Started(pb::Started {
                 attempt: rec.attempts,
             });
@@ -909,7 +912,7 @@ impl Ddim for DdimService {
             }
             loop {
                 let mut pos = svc.shared.sched.lock().position(n);
-                if let (None, Some(pg), true) = (pos, &shared, moved) {
+                if let (None, Some(pg), true, false) = (pos, &shared, moved, running) {
                     let pg = pg.clone();
                     pos = blocking(move || pg.queue_position(n)).await.ok().flatten();
                 }
@@ -936,6 +939,7 @@ impl Ddim for DdimService {
                     }
                     Ok(JobUpdate::Started { job, attempt }) if job == n => {
                         last_pos = None;
+                        running = true;
                         Event::Started(pb::Started { attempt })
                     }
                     Ok(JobUpdate::Progress {
@@ -964,6 +968,8 @@ impl Ddim for DdimService {
                             }
                         };
                         if !rec.state.is_terminal() {
+                            running = rec.state == JobState::Running;
+                            moved = true;
                             continue;
                         }
                         send_finished(rec).await;
