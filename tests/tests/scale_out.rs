@@ -1336,6 +1336,91 @@ async fn positions_and_max_queue_count_the_shared_queue() {
     );
 }
 
+/// `--max-queue` holds across daemons: with both busy (so nothing leaves the
+/// queue), twelve submits at once, six to each daemon, leave exactly three jobs
+/// queued; the other nine are refused with RESOURCE_EXHAUSTED. A retry of an
+/// accepted submit (its idempotency key) is answered with its job while the queue
+/// is full.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn max_queue_holds_under_concurrent_submits_to_two_daemons() {
+    let pg = tokio::task::spawn_blocking(PgServer::start).await.unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let model = init_model(root.path(), "test", 1, 32, 0);
+    let start = || {
+        Daemon::builder()
+            .model(&model)
+            .store(&pg.url())
+            .args(&["--max-queue", "3", "--max-batch", "1"])
+            .start()
+    };
+    let (a, b) = tokio::join!(start(), start());
+    let (mut ca, mut cb) = (a.client().await, b.client().await);
+    // Each daemon busy with a job that would outlast the test (cancelled below).
+    let mut busy = vec![];
+    for cl in [&mut ca, &mut cb] {
+        let j = cl
+            .submit_job(submit(sample_spec(64, 0, 1000)))
+            .await
+            .expect("a long job")
+            .into_inner();
+        busy.push(j.id);
+    }
+    let c = db(&pg).await;
+    let until = Instant::now() + TIMEOUT;
+    loop {
+        let n: i64 = c
+            .query_one("SELECT count(*) FROM jobs WHERE state = 'running'", &[])
+            .await
+            .unwrap()
+            .get(0);
+        if n == 2 {
+            break;
+        }
+        assert!(Instant::now() < until, "the long jobs never both ran");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut submits = tokio::task::JoinSet::new();
+    for i in 0..12u64 {
+        let mut cl = if i % 2 == 0 { ca.clone() } else { cb.clone() };
+        submits.spawn(async move {
+            let mut req = submit(sample_spec(1, i, 5));
+            req.idempotency_key = format!("k{i}");
+            (req.clone(), cl.submit_job(req).await)
+        });
+    }
+    let (mut accepted, mut refused) = (vec![], 0);
+    while let Some(r) = submits.join_next().await {
+        match r.unwrap() {
+            (req, Ok(j)) => accepted.push((req, j.into_inner().id)),
+            (_, Err(e)) => {
+                assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{e}");
+                refused += 1;
+            }
+        }
+    }
+    let ids: Vec<_> = accepted.iter().map(|(_, id)| id).collect();
+    assert_eq!((accepted.len(), refused), (3, 9), "accepted {ids:?}");
+    let queued: i64 = c
+        .query_one("SELECT count(*) FROM jobs WHERE state = 'queued'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(queued, 3);
+    // Retried on the other daemon, an accepted submit gets its job back.
+    let (req, id) = accepted[0].clone();
+    let again = cb
+        .submit_job(req)
+        .await
+        .expect("a retry while full")
+        .into_inner();
+    assert_eq!(again.id, id);
+    for (cl, id) in [&mut ca, &mut cb].into_iter().zip(&busy) {
+        cl.cancel_job(pb::CancelJobRequest { id: id.clone() })
+            .await
+            .expect("cancel a long job");
+    }
+}
+
 /// The next event of a watch (within [`TIMEOUT`]).
 async fn next_event(w: &mut tonic::Streaming<pb::JobEvent>) -> pb::job_event::Event {
     tokio::time::timeout(TIMEOUT, w.message())

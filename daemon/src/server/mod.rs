@@ -664,6 +664,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
             Ok(Ok(meta)) => {
                 if let Some(pg) = store.pg() {
                     let _ = pg.fingerprint.set(meta.fingerprint.clone());
+                    let _ = pg.max_queue.set(args.max_queue as u64);
                     let fleet = fleet::Fleet {
                         store: store.clone(),
                         sched: sched.clone(),

@@ -108,26 +108,8 @@ impl DdimService {
             Lookup::New(info, spec) => (info, spec.unwrap_or_default()),
         };
         self.shared.sched.lock().reserve()?;
-        if let Some(pg) = self.shared.store.pg().cloned() {
-            // A shared store: --max-queue bounds the database's queue, every
-            // daemon's jobs (two daemons submitting at once may each pass the
-            // check: the bound can be overshot by the submits in flight).
-            let max = self.shared.max_queue as u64;
-            let full = blocking(move || pg.queued_count()).await.and_then(|n| {
-                if n >= max {
-                    Err(ServerError::QueueFull(format!(
-                        "the queue is full ({n} jobs queued in the shared database, \
-                         --max-queue {max}); retry later"
-                    )))
-                } else {
-                    Ok(())
-                }
-            });
-            if let Err(e) = full {
-                self.shared.sched.lock().unreserve();
-                return Err(e);
-            }
-        }
+        // On a shared store --max-queue bounds the database's queue, every
+        // daemon's jobs: PgStore::insert_job checks it under its submit lock.
         let store = self.store();
         let inserted = blocking(move || {
             let rec = JobRecord {

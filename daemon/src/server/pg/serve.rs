@@ -41,6 +41,9 @@ pub struct PgStore {
     pub daemon: String,
     /// The model's fingerprint, once loaded (new jobs are pinned to it).
     pub fingerprint: OnceLock<String>,
+    /// This daemon's `--max-queue`: a submit is refused while that many jobs wait
+    /// in the database (checked and inserted under one lock across daemons).
+    pub max_queue: OnceLock<u64>,
     pub lease: Duration,
     /// Whether the database answers (health, `GetStats`, the fleet's waits).
     pub reach: Arc<Reach>,
@@ -104,6 +107,17 @@ pub const LIBRARY_CHANNEL: &str = "ddimd_library";
 /// claimers. The payload is the model fingerprint the job is pinned to ("" for
 /// any), so daemons of another model stay asleep.
 pub const QUEUE_CHANNEL: &str = "ddimd_queue";
+
+/// The advisory lock a submit holds from counting the queue to inserting its job
+/// ("dqueue" in ASCII; the schema runner's lock is another key).
+const SUBMIT_LOCK_KEY: i64 = 0x6471_7565_7565;
+
+/// The refusal of a submit to a full shared queue.
+pub fn queue_full(n: u64, max: u64) -> ServerError {
+    ServerError::QueueFull(format!(
+        "the queue is full ({n} jobs queued in the shared database, --max-queue {max}); retry later"
+    ))
+}
 
 /// A notification between daemons.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -224,6 +238,7 @@ impl PgStore {
             pg,
             daemon,
             fingerprint: OnceLock::new(),
+            max_queue: OnceLock::new(),
             lease,
             reach: Arc::new(Reach::new()),
             wake: Arc::new(Wake::default()),
@@ -682,15 +697,44 @@ impl PgStore {
     }
 
     /// Inserts a queued job pinned to this daemon's model; a taken idempotency key
-    /// returns the job that has it (`ON CONFLICT DO NOTHING`).
+    /// returns the job that has it (`ON CONFLICT DO NOTHING`). With `--max-queue`
+    /// set, a submit is refused (`QueueFull`) while that many jobs wait in the
+    /// database: the count and the insert run under one advisory lock, so
+    /// submits to several daemons at once cannot overshoot the bound.
     pub fn insert_job(&self, job: &JobRecord, spec: &[u8]) -> Result<Inserted> {
         let (job, spec) = (job.clone(), spec.to_vec());
         let fp = self.fingerprint.get().cloned();
+        let max = self.max_queue.get().copied();
         self.run(move |pg| {
             Box::pin(async move {
                 let mut c = pg.client().await?;
                 let tx = c.transaction().await.map_err(db_err("begin"))?;
                 let key = (!job.idempotency_key.is_empty()).then_some(job.idempotency_key.clone());
+                if let Some(max) = max {
+                    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SUBMIT_LOCK_KEY])
+                        .await
+                        .map_err(db_err("take the submit lock"))?;
+                    let n = tx
+                        .query_one("SELECT count(*) FROM jobs WHERE state = 'queued'", &[])
+                        .await
+                        .map_err(db_err("count the queued jobs"))?
+                        .get::<_, i64>(0) as u64;
+                    if n >= max {
+                        // A retried submit whose job is in already is answered
+                        // with that job, full queue or not.
+                        let existing = tx
+                            .query_opt(
+                                "SELECT record FROM jobs WHERE idempotency_key = $1",
+                                &[&key],
+                            )
+                            .await
+                            .map_err(db_err("read a job"))?;
+                        if let Some(r) = existing {
+                            return Ok(Inserted::Existing(job_of(&r)?));
+                        }
+                        return Err(queue_full(n, max));
+                    }
+                }
                 let n = tx
                     .execute(
                         "INSERT INTO jobs (id, record, kind, state, priority, created_ms, attempts, \
