@@ -268,7 +268,16 @@ fn state(dir: &Path) -> serde_json::Value {
 fn resume_keeps_the_checkpoints_settings_and_refuses_contradicting_flags() {
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = (dir.path().join("a"), dir.path().join("b"));
-    let settings = ["--seed", "5", "--lr", "2e-3", "--ema-decay", "0.99"];
+    let settings = [
+        "--seed",
+        "5",
+        "--lr",
+        "2e-3",
+        "--ema-decay",
+        "0.99",
+        "--lr-schedule",
+        "cosine",
+    ];
     train(&a, &settings);
     let mut first = settings.to_vec();
     first.extend(["--stop-after", "5"]);
@@ -297,6 +306,10 @@ fn resume_keeps_the_checkpoints_settings_and_refuses_contradicting_flags() {
         ),
         (&["--lr", "1e-3"], &["--lr 0.001", "checkpoint has 0.002"]),
         (&["--seed", "0"], &["--seed 0", "checkpoint has 5"]),
+        (
+            &["--lr-schedule", "constant"],
+            &["--lr-schedule constant", "checkpoint has cosine"],
+        ),
         (
             &["--ema-decay", "0.999"],
             &["--ema-decay 0.999", "checkpoint has 0.99"],
@@ -339,10 +352,31 @@ fn resume_keeps_the_checkpoints_settings_and_refuses_contradicting_flags() {
         "warmup",
         "ema_decay",
         "steps",
+        "lr_schedule",
     ] {
         assert_eq!(sa[k], sb[k], "{k}");
     }
     assert_eq!(sb["batch"], 4);
+    assert_eq!(sb["lr_schedule"], "cosine");
+    // The cosine's learning rates, as the loss log has them (every 10th step and
+    // the last): 2e-3 × ½(1 + cos(π·(step−3)/9)) after 3 warm-up steps, 0 at the end.
+    let csv = std::fs::read_to_string(a.join("loss.csv")).unwrap();
+    let lrs: Vec<(f64, f64)> = csv
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            (f[0].parse().unwrap(), f[2].parse().unwrap())
+        })
+        .collect();
+    assert_eq!(lrs.len(), 2, "{csv}");
+    for (step, lr) in lrs {
+        let want = 2e-3 * 0.5 * (1.0 + (std::f64::consts::PI * (step - 1.0 - 3.0) / 9.0).cos());
+        assert!(
+            (lr - want).abs() <= 1e-3 * want + 1e-12,
+            "step {step}: lr {lr}, want {want}"
+        );
+    }
     assert_eq!(sb["step"], 12);
     let ta = tensors(&a.join("checkpoint/state.safetensors"));
     let tb = tensors(&b.join("checkpoint/state.safetensors"));

@@ -67,6 +67,10 @@ pub struct TrainArgs {
     /// [default: 200]
     #[arg(long)]
     pub warmup: Option<u64>,
+    /// The learning rate after the warm-up: constant at --lr, or cosine from --lr
+    /// down to 0 at --steps [default: constant].
+    #[arg(long, value_enum)]
+    pub lr_schedule: Option<LrSchedule>,
     /// [default: 1.0]
     #[arg(long)]
     pub grad_clip: Option<f64>,
@@ -81,8 +85,8 @@ pub struct TrainArgs {
     /// [default: 0]
     #[arg(long)]
     pub seed: Option<u64>,
-    /// Continue from <out>/checkpoint with its settings (model, data, batch, lr,
-    /// warm-up, clipping, EMA decay, seed and, unless given, --steps).
+    /// Continue from <out>/checkpoint with its settings (model, data, batch, lr and
+    /// its schedule, warm-up, clipping, EMA decay, seed and, unless given, --steps).
     #[arg(long, conflicts_with = "init_from")]
     pub resume: bool,
     /// Start from the weights of a pipeline folder (e.g. the shipped model) with a
@@ -99,6 +103,53 @@ pub struct TrainArgs {
     pub stop_after: Option<u64>,
 }
 
+/// The learning rate after the warm-up.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    clap::ValueEnum,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum LrSchedule {
+    /// --lr until the end.
+    #[default]
+    Constant,
+    /// Half a cosine from --lr at the end of the warm-up to 0 at --steps (the
+    /// annealed finish of diffusers' `--lr_scheduler cosine`).
+    Cosine,
+}
+
+impl std::fmt::Display for LrSchedule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            LrSchedule::Constant => "constant",
+            LrSchedule::Cosine => "cosine",
+        })
+    }
+}
+
+/// The learning rate of (0-based) step `step` of a run of `steps`: a linear
+/// warm-up over `warmup` steps, then the schedule.
+fn lr_at(lr: f64, schedule: LrSchedule, warmup: u64, steps: u64, step: u64) -> f64 {
+    let warm = ((step + 1) as f64 / warmup.max(1) as f64).min(1.0);
+    let after = match schedule {
+        LrSchedule::Constant => 1.0,
+        LrSchedule::Cosine if step < warmup => 1.0,
+        LrSchedule::Cosine => {
+            let span = steps.saturating_sub(warmup).max(1) as f64;
+            let done = ((step - warmup) as f64 / span).min(1.0);
+            0.5 * (1.0 + (std::f64::consts::PI * done).cos())
+        }
+    };
+    lr * warm * after
+}
+
 /// The settings of a run: the flags with their defaults, or a checkpoint's.
 #[derive(Debug, Clone)]
 struct Settings {
@@ -110,6 +161,7 @@ struct Settings {
     batch: i64,
     lr: f64,
     warmup: u64,
+    lr_schedule: LrSchedule,
     grad_clip: f64,
     ema_decay: f64,
     seed: u64,
@@ -139,6 +191,7 @@ impl Settings {
             batch: a.batch.unwrap_or(DEFAULT_BATCH),
             lr: a.lr.unwrap_or(DEFAULT_LR),
             warmup: a.warmup.unwrap_or(DEFAULT_WARMUP),
+            lr_schedule: a.lr_schedule.unwrap_or_default(),
             grad_clip: a.grad_clip.unwrap_or(DEFAULT_GRAD_CLIP),
             ema_decay: a.ema_decay.unwrap_or(DEFAULT_EMA_DECAY),
             seed: a.seed.unwrap_or(0),
@@ -183,6 +236,13 @@ impl Settings {
             &a.warmup,
             st.warmup,
             DEFAULT_WARMUP,
+        );
+        let lr_schedule = pick(
+            &mut clashes,
+            "--lr-schedule",
+            &a.lr_schedule,
+            st.lr_schedule,
+            LrSchedule::Constant,
         );
         let grad_clip = pick(
             &mut clashes,
@@ -253,6 +313,7 @@ impl Settings {
             batch,
             lr,
             warmup,
+            lr_schedule,
             grad_clip,
             ema_decay,
             seed,
@@ -425,6 +486,9 @@ struct TrainState {
     steps: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     warmup: Option<u64>,
+    /// Absent in checkpoints before schedules: constant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    lr_schedule: Option<LrSchedule>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     grad_clip: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -596,8 +660,16 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         load_checkpoint(&ckpt, &mut vs, &mut ema, &mut adam)?;
         eprintln!(
             "resuming at step {start} of {} with the checkpoint's settings: data {}, batch {}, \
-             lr {}, warmup {}, grad clip {}, EMA decay {}, seed {}",
-            s.steps, s.data, s.batch, s.lr, s.warmup, s.grad_clip, s.ema_decay, s.seed
+             lr {} ({}), warmup {}, grad clip {}, EMA decay {}, seed {}",
+            s.steps,
+            s.data,
+            s.batch,
+            s.lr,
+            s.lr_schedule,
+            s.warmup,
+            s.grad_clip,
+            s.ema_decay,
+            s.seed
         );
     }
     std::fs::create_dir_all(a.out.join("samples"))?;
@@ -641,6 +713,7 @@ pub fn run(a: &TrainArgs) -> Result<()> {
             config: cfg.to_diffusers_json(),
             steps: Some(s.steps),
             warmup: Some(s.warmup),
+            lr_schedule: Some(s.lr_schedule),
             grad_clip: Some(s.grad_clip),
             ema_decay: Some(s.ema_decay),
             data: Some(s.data.clone()),
@@ -681,7 +754,7 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         zero_grad(&params);
         loss.backward();
         let gn = clip_grad_norm(&params, s.grad_clip);
-        let lr = s.lr * ((step + 1) as f64 / s.warmup.max(1) as f64).min(1.0);
+        let lr = lr_at(s.lr, s.lr_schedule, s.warmup, s.steps, step);
         adam.step(&params, lr, step + 1);
         {
             let _g = tch::no_grad_guard();
@@ -767,6 +840,22 @@ mod tests {
         assert_eq!(per_seed.len(), 5000);
         // The same seed drawn in the high half too (CUDA's Philox keeps all 64 bits).
         assert_eq!(step_seed(5, 9) as u64 >> 32, 5);
+    }
+
+    /// The warm-up rises linearly to --lr; constant stays there; cosine falls from
+    /// --lr at the warm-up's end through half at the middle to 0 at --steps.
+    #[test]
+    fn lr_schedules() {
+        let c = |step| lr_at(1.0, LrSchedule::Constant, 10, 110, step);
+        let k = |step| lr_at(1.0, LrSchedule::Cosine, 10, 110, step);
+        assert_eq!((c(0), c(4), c(9), c(109)), (0.1, 0.5, 1.0, 1.0));
+        assert_eq!((k(0), k(4), k(10)), (0.1, 0.5, 1.0));
+        assert!((k(60) - 0.5).abs() < 1e-12);
+        assert!(k(109) > 0.0 && k(109) < 1e-3 && k(110) == 0.0);
+        assert!((11..110).all(|s| k(s) < k(s - 1)));
+        // No warm-up, and a run with nothing after it.
+        assert_eq!(lr_at(2.0, LrSchedule::Cosine, 0, 4, 0), 2.0);
+        assert_eq!(lr_at(2.0, LrSchedule::Cosine, 5, 5, 4), 2.0);
     }
 
     /// The test-attn preset initialised as PyTorch does: conv and linear weights and
