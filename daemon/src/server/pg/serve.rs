@@ -113,7 +113,7 @@ pub const QUEUE_CHANNEL: &str = "ddimd_queue";
 const SUBMIT_LOCK_KEY: i64 = 0x6471_7565_7565;
 
 /// The refusal of a submit to a full shared queue.
-pub fn queue_full(n: u64, max: u64) -> ServerError {
+fn queue_full(n: u64, max: u64) -> ServerError {
     ServerError::QueueFull(format!(
         "the queue is full ({n} jobs queued in the shared database, --max-queue {max}); retry later"
     ))
