@@ -1222,13 +1222,9 @@ async fn positions_and_max_queue_count_the_shared_queue() {
     };
     let mut busy = vec![];
     for cl in [&mut cb, &mut cc] {
-        let j = cl
-            .submit_job(submit(sample_spec(64, 0, 1000)))
-            .await
-            .expect("a long job")
-            .into_inner();
-        running(j.id.clone()).await;
-        busy.push(j.id);
+        let id = long_job(cl).await;
+        running(id.clone()).await;
+        busy.push(id);
     }
     let mut ids = vec![];
     for (i, steps) in [300, 5, 5, 5, 5].into_iter().enumerate() {
@@ -1358,12 +1354,7 @@ async fn max_queue_holds_under_concurrent_submits_to_two_daemons() {
     // Each daemon busy with a job that would outlast the test (cancelled below).
     let mut busy = vec![];
     for cl in [&mut ca, &mut cb] {
-        let j = cl
-            .submit_job(submit(sample_spec(64, 0, 1000)))
-            .await
-            .expect("a long job")
-            .into_inner();
-        busy.push(j.id);
+        busy.push(long_job(cl).await);
     }
     let c = db(&pg).await;
     let until = Instant::now() + TIMEOUT;
@@ -1419,6 +1410,16 @@ async fn max_queue_holds_under_concurrent_submits_to_two_daemons() {
             .await
             .expect("cancel a long job");
     }
+}
+
+/// Submits a job that would outlast a test (64 images, 1,000 steps) and returns
+/// its id: it keeps the daemon that takes it busy until cancelled.
+async fn long_job(c: &mut Client) -> String {
+    c.submit_job(submit(sample_spec(64, 0, 1000)))
+        .await
+        .expect("a long job")
+        .into_inner()
+        .id
 }
 
 /// The next event of a watch (within [`TIMEOUT`]).

@@ -112,6 +112,18 @@ pub const QUEUE_CHANNEL: &str = "ddimd_queue";
 /// ("dqueue" in ASCII; the schema runner's lock is another key).
 const SUBMIT_LOCK_KEY: i64 = 0x6471_7565_7565;
 
+/// The job an idempotency key names, if any.
+async fn job_by_key(
+    tx: &tokio_postgres::Transaction<'_>,
+    key: &Option<String>,
+) -> Result<Option<JobRecord>> {
+    let r = tx
+        .query_opt("SELECT record FROM jobs WHERE idempotency_key = $1", &[key])
+        .await
+        .map_err(db_err("read a job"))?;
+    r.map(|r| job_of(&r)).transpose()
+}
+
 /// The refusal of a submit to a full shared queue.
 fn queue_full(n: u64, max: u64) -> ServerError {
     ServerError::QueueFull(format!(
@@ -722,17 +734,10 @@ impl PgStore {
                     if n >= max {
                         // A retried submit whose job is in already is answered
                         // with that job, full queue or not.
-                        let existing = tx
-                            .query_opt(
-                                "SELECT record FROM jobs WHERE idempotency_key = $1",
-                                &[&key],
-                            )
-                            .await
-                            .map_err(db_err("read a job"))?;
-                        if let Some(r) = existing {
-                            return Ok(Inserted::Existing(job_of(&r)?));
-                        }
-                        return Err(queue_full(n, max));
+                        return match job_by_key(&tx, &key).await? {
+                            Some(j) => Ok(Inserted::Existing(j)),
+                            None => Err(queue_full(n, max)),
+                        };
                     }
                 }
                 let n = tx
@@ -756,14 +761,10 @@ impl PgStore {
                     .await
                     .map_err(db_err("insert a job"))?;
                 if n == 0 {
-                    let r = tx
-                        .query_one(
-                            "SELECT record FROM jobs WHERE idempotency_key = $1",
-                            &[&key],
-                        )
-                        .await
-                        .map_err(db_err("read a job"))?;
-                    return Ok(Inserted::Existing(job_of(&r)?));
+                    let j = job_by_key(&tx, &key).await?;
+                    return j.map(Inserted::Existing).ok_or_else(|| {
+                        ServerError::Internal("a job's idempotency key vanished".into())
+                    });
                 }
                 let reads: Vec<i64> = job.reads.iter().map(|l| i64_of(*l)).collect();
                 let linked = tx
