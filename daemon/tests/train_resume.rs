@@ -44,6 +44,18 @@ fn train(out: &Path, extra: &[&str]) -> std::process::Output {
     o
 }
 
+/// The rows of a run's `loss.csv` as (step, column `col`): 2 is lr, 4 elapsed_s.
+fn log_column(out: &Path, col: usize) -> Vec<(u64, f64)> {
+    let csv = std::fs::read_to_string(out.join("loss.csv")).unwrap();
+    csv.lines()
+        .skip(1)
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            (f[0].parse().unwrap(), f[col].parse().unwrap())
+        })
+        .collect()
+}
+
 fn tensors(p: &Path) -> BTreeMap<String, Tensor> {
     Tensor::read_safetensors(p).unwrap().into_iter().collect()
 }
@@ -86,14 +98,7 @@ fn resumed_run_is_bit_identical_to_an_uninterrupted_one() {
         csv.starts_with("step,loss") && csv.lines().count() >= 3,
         "{csv}"
     );
-    let rows: Vec<(u64, f64)> = csv
-        .lines()
-        .skip(1)
-        .map(|l| {
-            let f: Vec<&str> = l.split(',').collect();
-            (f[0].parse().unwrap(), f[4].parse().unwrap())
-        })
-        .collect();
+    let rows = log_column(&b, 4);
     let after = rows
         .iter()
         .find(|(step, _)| *step > 6)
@@ -360,17 +365,10 @@ fn resume_keeps_the_checkpoints_settings_and_refuses_contradicting_flags() {
     assert_eq!(sb["lr_schedule"], "cosine");
     // The cosine's learning rates, as the loss log has them (every 10th step and
     // the last): 2e-3 × ½(1 + cos(π·(step−3)/9)) after 3 warm-up steps, 0 at the end.
-    let csv = std::fs::read_to_string(a.join("loss.csv")).unwrap();
-    let lrs: Vec<(f64, f64)> = csv
-        .lines()
-        .skip(1)
-        .map(|l| {
-            let f: Vec<&str> = l.split(',').collect();
-            (f[0].parse().unwrap(), f[2].parse().unwrap())
-        })
-        .collect();
-    assert_eq!(lrs.len(), 2, "{csv}");
+    let lrs = log_column(&a, 2);
+    assert_eq!(lrs.len(), 2, "{lrs:?}");
     for (step, lr) in lrs {
+        let step = step as f64;
         let want = 2e-3 * 0.5 * (1.0 + (std::f64::consts::PI * (step - 1.0 - 3.0) / 9.0).cos());
         assert!(
             (lr - want).abs() <= 1e-3 * want + 1e-12,
