@@ -714,8 +714,13 @@ pub struct EvalArgs {
     #[arg(long)]
     pub png_dir: Option<PathBuf>,
     /// Print exactly one JSON object.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "markdown")]
     pub json: bool,
+    /// Print the table in Markdown (FD [percentile] (basic) per cell, the paired
+    /// differences against η = 0, the floor, the class histograms): a report's table
+    /// made by the command.
+    #[arg(long)]
+    pub markdown: bool,
 }
 
 fn list_once<T: PartialEq + std::fmt::Display>(flag: &str, v: &[T]) -> Result<(), EngineError> {
@@ -870,77 +875,38 @@ pub fn eval(a: &EvalArgs) -> Result<(), EngineError> {
         println!("{out}");
         return Ok(());
     }
-    print!("{}", eval_table(&results, &a.steps));
-    for (r, p) in results.iter().zip(ev::vs_eta0(&results)) {
-        if let Some(p) = p {
-            println!(
-                "{} − η=0, paired: {:+.2} ({:+.2}, {:+.2})",
-                r.spec.label(),
-                p.diff,
-                p.low,
-                p.high
-            );
-        }
-    }
-    println!(
-        "floor (real vs real, {floor_n} vs {} test images): FD {:.2} [{:.2}, {:.2}]",
-        reference.images() - reference.images() / 2,
-        floor.fd,
-        floor.fd_low,
-        floor.fd_high
-    );
-    println!(
-        "N = {} per cell, {} spacing, {} solver, seed {}, judge {} ({}), {:.0} s",
+    let against = reference.images() - reference.images() / 2;
+    let caption = format!(
+        "N = {} per cell, {} spacing, {} solver, seed {}, {} bootstrap resamples; model {}, judge {}",
         settings.samples,
         a.spacing.as_str(),
         a.solver.as_str(),
         a.seed,
-        judge.path.display(),
+        settings.bootstrap,
+        model.fingerprint,
         judge.fingerprint,
+    );
+    if a.markdown {
+        let floor = ev::table::Floor {
+            fd: floor,
+            n: floor_n,
+            against,
+        };
+        print!(
+            "{}",
+            ev::table::markdown(&results, &a.steps, &floor, &caption)
+        );
+        return Ok(());
+    }
+    print!("{}", ev::table::text(&results, &a.steps));
+    println!(
+        "floor (real vs real, {floor_n} vs {against} test images): FD {:.2} [{:.2}, {:.2}]",
+        floor.fd, floor.fd_low, floor.fd_high
+    );
+    println!(
+        "{caption}, judge at {}, {:.0} s",
+        judge.path.display(),
         started.elapsed().as_secs_f64()
     );
     Ok(())
-}
-
-/// The S × η table: one row per η (then σ̂), one column per S, "FD [low, high]".
-pub fn eval_table(results: &[crate::eval::CellResult], steps: &[usize]) -> String {
-    let mut rows: Vec<(bool, f64)> = vec![];
-    for r in results {
-        let k = (
-            r.spec.sigma_hat,
-            if r.spec.sigma_hat { 0.0 } else { r.spec.eta },
-        );
-        if !rows.contains(&k) {
-            rows.push(k);
-        }
-    }
-    let mut s = format!("{:>8}", "");
-    for st in steps {
-        s += &format!("  {:>24}", format!("S = {st}"));
-    }
-    s += "\n";
-    for (sh, eta) in rows {
-        s += &format!(
-            "{:>8}",
-            if sh {
-                "σ̂".to_string()
-            } else {
-                format!("η = {eta}")
-            }
-        );
-        for st in steps {
-            let cell = results.iter().find(|r| {
-                r.spec.steps == *st && r.spec.sigma_hat == sh && (sh || r.spec.eta == eta)
-            });
-            s += &match cell {
-                Some(r) => format!(
-                    "  {:>24}",
-                    format!("{:.2} [{:.2}, {:.2}]", r.fd.fd, r.fd.fd_low, r.fd.fd_high)
-                ),
-                None => format!("  {:>24}", "—"),
-            };
-        }
-        s += "\n";
-    }
-    s
 }

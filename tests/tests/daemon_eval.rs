@@ -341,4 +341,45 @@ fn offline_eval_pairs_eta_rows_with_eta0_and_resumes() {
     let again = run();
     assert_eq!(again, cells);
     assert_eq!(std::fs::read_to_string(&progress).unwrap(), lines);
+    // `--markdown` prints the same cells as a report's table (FD to one decimal, the
+    // paired row under η = 1), again computing nothing.
+    let mut args = SMALL_EVAL.to_vec();
+    args.extend([
+        "--batch",
+        "6",
+        "--torch-threads",
+        "1",
+        "--markdown",
+        "--model",
+        model_arg,
+        "--progress-file",
+        progress_arg,
+    ]);
+    let out = ddim_tests::cli::ddimd(&args);
+    assert!(out.status.success(), "{}", ddim_tests::cli::stderr(&out));
+    let md = String::from_utf8(out.stdout).unwrap();
+    let row = |label: &str| {
+        md.lines()
+            .find(|l| l.starts_with(&format!("| {label} |")))
+            .unwrap_or_else(|| panic!("no row {label} in\n{md}"))
+            .to_string()
+    };
+    let one = |x: f64| format!("{x:.1}").replace('-', "−");
+    for (label, c) in [("η = 0", &cells[0]), ("η = 1", &cells[1])] {
+        let want = format!("| {label} | {} [", one(c["fd"].as_f64().unwrap()));
+        assert!(row(label).starts_with(&want), "{want} in\n{md}");
+    }
+    let paired = row("η = 1 − η = 0, paired");
+    assert!(
+        paired.contains(&format!("{:+.1}", diff).replace('-', "−")),
+        "{paired}"
+    );
+    assert!(md.contains("Floor (real vs real, "), "{md}");
+    assert!(md.starts_with("| | S = 2 |\n|---|---|\n"), "{md}");
+    let caption = md.trim_end().lines().last().unwrap();
+    assert!(
+        caption.starts_with("N = 6 per cell, uniform spacing, ddim solver, seed 5,"),
+        "{caption}"
+    );
+    assert_eq!(std::fs::read_to_string(&progress).unwrap(), lines);
 }

@@ -18,6 +18,8 @@
 //!   other 5,000 (the two halves of the test split), with the same bootstrap. It is
 //!   taken at the cells' N because FD is biased upwards at small N: a cell can only be
 //!   compared with real images at the same N.
+pub mod table;
+
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
