@@ -19,6 +19,8 @@
 //!   parse-only mode).
 //! - **skip**: the few commands of [`SKIP`], each with its reason.
 //!
+//! Also: every relative link of those docs leads to a file of the repository.
+//!
 //! Needs the binaries built (`cargo build --workspace --bins`) and `jq`
 //! (scripts/setup.sh installs it).
 
@@ -690,6 +692,58 @@ async fn quick_recipes_run_against_a_real_daemon() {
 }
 
 /// The extractor on made-up lines (the docs change; these cases should not).
+/// The relative link targets (`[text](target)`, anchors dropped) of a Markdown text,
+/// with the line of each; web and mail links and in-page anchors are not files.
+fn relative_links(doc: &str) -> Vec<(usize, String)> {
+    let mut out = vec![];
+    for (i, line) in doc.lines().enumerate() {
+        for (at, _) in line.match_indices("](") {
+            let rest = &line[at + 2..];
+            let Some(end) = rest.find(')') else { continue };
+            let target = rest[..end].split('#').next().unwrap_or("");
+            let web = ["http://", "https://", "mailto:"]
+                .iter()
+                .any(|p| target.starts_with(p));
+            if !target.is_empty() && !web && !target.contains(char::is_whitespace) {
+                out.push((i + 1, target.to_string()));
+            }
+        }
+    }
+    out
+}
+
+/// Every relative link of README.md, docs/*.md and the models' MODEL.md leads to a file
+/// or folder of the repository (files move; the report links its data and code).
+#[test]
+fn relative_links_in_the_docs_lead_to_files() {
+    let mut broken = vec![];
+    let mut seen = 0;
+    for path in doc_files() {
+        let text = std::fs::read_to_string(&path).expect("read doc");
+        for (line, target) in relative_links(&text) {
+            seen += 1;
+            if !path.parent().unwrap().join(&target).exists() {
+                let rel = path.strip_prefix(repo()).unwrap().display().to_string();
+                broken.push(format!("{rel}:{line}: {target}"));
+            }
+        }
+    }
+    assert!(
+        seen > 50,
+        "only {seen} relative links found: the extractor is broken"
+    );
+    assert!(broken.is_empty(), "broken links:\n{}", broken.join("\n"));
+}
+
+#[test]
+fn link_extractor_keeps_relative_targets_only() {
+    let doc = "see [a](docs/a.md#x) and [b](https://e.org/b) [c](#top)\n[d](../d/) `x`";
+    assert_eq!(
+        relative_links(doc),
+        vec![(1, "docs/a.md".to_string()), (2, "../d/".to_string())]
+    );
+}
+
 #[test]
 fn extractor_finds_invocations_flags_and_placeholders() {
     let doc = "```sh\n# a comment\nid=$(ddim ls --tag '#x' --json | jq -r '.a') # c\n\
