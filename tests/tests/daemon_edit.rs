@@ -767,10 +767,172 @@ async fn previews_store_nothing_and_a_newer_one_supersedes_a_waiting_one(b: Back
 }
 
 // The tests above on both stores: sled and PostgreSQL (`NAME::sled`, `NAME::postgres`).
+fn reencode(ids: &[&str], steps: u32, tags: &[&str]) -> pb::JobSpec {
+    spec(pb::job_spec::Kind::Reencode(pb::ReencodeJob {
+        latent_ids: ids.iter().map(|s| s.to_string()).collect(),
+        steps,
+        out: Some(pb::EditOutput {
+            preview_steps: 2,
+            tags: tags.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        }),
+    }))
+}
+
+async fn fingerprint(c: &mut Client) -> String {
+    c.get_model_info(pb::GetModelInfoRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .fingerprint
+}
+
+/// After a model change the library's latents are refused (with the way out named);
+/// a reencode job carries them over: each new latent is of the loaded model, keeps
+/// its parent's name and tags (plus the job's), records it as its parent, and works
+/// where the old one is refused. An encoded latent is encoded again from its source
+/// image (kept, so it can be reconstructed), a sampled one from its preview. The old
+/// latents stay. `ddim reencode --other-models` takes the rest and skips the carried.
+async fn reencode_carries_latents_of_another_model_over(b: Backend) {
+    let mut d = Daemon::builder().backend(b).start().await;
+    let mut c = d.client().await;
+    let img = png(32, 32, |x, y| ((x * 8) ^ (y * 8)) as u8);
+    let enc = run_job(&mut c, encode_spec(vec![("shirt.png".into(), img)], 4))
+        .await
+        .result
+        .unwrap()
+        .latent_ids;
+    c.tag_latent(pb::TagLatentRequest {
+        id: enc[0].clone(),
+        add: vec!["keep".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let smp = run_job(&mut c, sample_spec(1, 3, 2))
+        .await
+        .result
+        .unwrap()
+        .latent_ids;
+    let old_fp = fingerprint(&mut c).await;
+    let (enc_old, smp_old) = (latent(&mut c, &enc[0]).await, latent(&mut c, &smp[0]).await);
+    let source = |c: &mut Client, id: String| {
+        let mut c = c.clone();
+        async move {
+            let png = c
+                .get_latent_image(pb::GetLatentImageRequest {
+                    id,
+                    kind: pb::LatentImageKind::Source as i32,
+                    steps: 0,
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .png;
+            pixels(&png)
+        }
+    };
+    let enc_source = source(&mut c, enc[0].clone()).await;
+    d.kill9();
+    let other = init_model(&d.dir.path().join("other"), "test", 1, 32, 1);
+    let d2 = Daemon::builder().model(&other).store_of(&d).start().await;
+    let mut c = d2.client().await;
+    let new_fp = fingerprint(&mut c).await;
+    assert_ne!(old_fp, new_fp);
+    let e = c
+        .submit_job(submit(decode_spec(&enc[0], &[2])))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    assert!(
+        e.message().contains(&format!("ddim reencode {}", enc[0])),
+        "{}",
+        e.message()
+    );
+
+    // Bad input names the field and queues nothing.
+    let bad = [
+        (
+            reencode(&[], 4, &[]),
+            Code::InvalidArgument,
+            "reencode.latent_ids",
+        ),
+        (
+            reencode(&[&enc[0], &enc[0]], 4, &[]),
+            Code::InvalidArgument,
+            "reencode.latent_ids[1]",
+        ),
+        (
+            reencode(&["lat-99999"], 4, &[]),
+            Code::NotFound,
+            "reencode.latent_ids[0]",
+        ),
+        (
+            reencode(&[&enc[0]], 5000, &[]),
+            Code::InvalidArgument,
+            "reencode.steps",
+        ),
+    ];
+    for (spec, code, field) in bad {
+        let e = c.submit_job(submit(spec)).await.unwrap_err();
+        assert_eq!(e.code(), code, "{field}: {e:?}");
+        assert!(e.message().contains(field), "{field}: {}", e.message());
+    }
+
+    let job = run_job(&mut c, reencode(&[&enc[0]], 4, &["v2", "keep"])).await;
+    assert_eq!(job.state, pb::JobState::Done as i32, "{}", job.error);
+    assert_eq!(job.kind, "reencode");
+    let new = job.result.unwrap().latent_ids;
+    assert_eq!(new.len(), 1);
+    let l = latent(&mut c, &new[0]).await;
+    assert_eq!(l.model_fingerprint, new_fp);
+    assert_eq!(l.name, enc_old.name);
+    assert_eq!(l.tags, vec!["keep".to_string(), "v2".to_string()]);
+    assert_eq!(l.encode_steps, 4);
+    let e = edited(&l);
+    assert_eq!(
+        (e.op.as_str(), e.parent_ids.clone()),
+        ("reencode", vec![enc[0].clone()])
+    );
+    let params: serde_json::Value = serde_json::from_str(&e.params_json).unwrap();
+    assert_eq!(params["model"], old_fp.as_str());
+    assert_eq!(params["image"], "source");
+    assert_eq!(source(&mut c, new[0].clone()).await, enc_source);
+    // The new latent works where the old one is refused.
+    let dec = run_job(&mut c, decode_spec(&new[0], &[2])).await;
+    assert_eq!(dec.state, pb::JobState::Done as i32, "{}", dec.error);
+    assert_eq!(children(&mut c, &enc[0]).await, new);
+
+    // The CLI takes the latents of other models not carried over yet: the sampled one.
+    let cli = ddim_tests::cli::Ddim { d: &d2 };
+    let args = ["reencode", "--other-models", "--steps", "2", "--wait"];
+    let out = cli.json(&args);
+    assert_eq!(out["jobs"].as_array().map(Vec::len), Some(1), "{out}");
+    let job = &out["jobs"][0];
+    assert_eq!(job["state"], "done", "{out}");
+    let ids = job["result"]["latent_ids"].as_array().unwrap().clone();
+    assert_eq!(ids.len(), 1, "{out}");
+    let l = latent(&mut c, ids[0].as_str().unwrap()).await;
+    assert_eq!(edited(&l).parent_ids, smp);
+    assert_eq!(l.name, smp_old.name);
+    let params: serde_json::Value = serde_json::from_str(&edited(&l).params_json).unwrap();
+    assert_eq!(params["image"], "preview");
+    // Nothing is left; the old latents stay.
+    assert_eq!(cli.json(&args)["jobs"], serde_json::json!([]));
+    let total = c
+        .list_latents(pb::ListLatentsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .total;
+    assert_eq!(total, 4);
+}
+
 on_backends!(
     variation_mix_and_grid_follow_their_closed_forms_with_lineage,
     direction_moves_along_the_tag_means,
     renoise_and_inpaint_edit_images_and_reencode_them,
     bad_edits_name_the_field_and_store_nothing,
     previews_store_nothing_and_a_newer_one_supersedes_a_waiting_one,
+    reencode_carries_latents_of_another_model_over,
 );

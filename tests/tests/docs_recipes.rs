@@ -51,6 +51,7 @@ const QUICK: &[(&str, &[&str])] = &[
             "export",
             "rm",
             "completions",
+            "reencode",
         ],
     ),
     (

@@ -121,6 +121,9 @@ pub struct App {
     /// The daemon's shared store is out of reach (`GetStats.store_unreachable`): its
     /// error and since when (unix ms); the status line says so until it is back.
     pub store_down: Option<(String, i64)>,
+    /// The daemon's model fingerprint (`GetModelInfo`), once known: latents of other
+    /// models are marked in the library and `R` re-encodes them.
+    pub model_fingerprint: Option<String>,
     pub quit: bool,
 }
 
@@ -151,6 +154,7 @@ impl App {
             fleet: Vec::new(),
             fleet_asked_ms: now_ms,
             store_down: None,
+            model_fingerprint: None,
             quit: false,
         }
     }
@@ -161,6 +165,7 @@ impl App {
         out.extend(screens::library::ensure_pages(self));
         out.push(Request::ListJobs);
         out.push(Request::Stats);
+        out.push(Request::ModelInfo);
         out
     }
 
@@ -358,6 +363,8 @@ impl App {
                     out.extend(screens::library::ensure_pages(self));
                     out.push(Request::ListJobs);
                     out.push(Request::Stats);
+                    // A restarted daemon may serve another model.
+                    out.push(Request::ModelInfo);
                     return out;
                 }
                 vec![]
@@ -405,6 +412,10 @@ impl App {
                 } else {
                     vec![]
                 }
+            }
+            Update::ModelInfo(m) => {
+                self.model_fingerprint = Some(m.fingerprint);
+                vec![]
             }
             Update::Stats(st) => {
                 let down = st

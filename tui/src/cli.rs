@@ -269,6 +269,27 @@ pub enum Command {
     /// Print a latent's lineage: the tree of latents it was edited from (deleted parents
     /// marked), and the latents edited from it.
     Lineage { id: String },
+    /// Carry latents over to the daemon's model (after a model upgrade the old ones are
+    /// refused): each latent's source image, else its preview, is encoded by the daemon's
+    /// model into a new latent with the old one's name and tags, its parent in the
+    /// lineage. The old latents stay.
+    Reencode {
+        /// Latent ids (of any model).
+        #[arg(required_unless_present = "other_models")]
+        ids: Vec<String>,
+        /// Every latent of another model than the daemon's (and of its image shape),
+        /// except those re-encoded for the daemon's model already.
+        #[arg(long, conflicts_with = "ids")]
+        other_models: bool,
+        /// Steps S of the inversion.
+        #[arg(long, default_value_t = 50, allow_negative_numbers = true, value_parser = whole::<u32>)]
+        steps: u32,
+        /// Tags added to the new latents (repeatable).
+        #[arg(long = "tag")]
+        tags: Vec<String>,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
     /// List jobs.
     Jobs {
         #[arg(long, default_value_t = 100, allow_negative_numbers = true, value_parser = whole::<u32>)]

@@ -362,6 +362,16 @@ impl Client {
         r.map(|r| r.into_inner()).map_err(|s| self.err(s))
     }
 
+    /// The daemon's model: its fingerprint and sample shape among others.
+    pub async fn model_info(&self) -> Result<pb::ModelInfo, ClientError> {
+        let r = self
+            .inner
+            .clone()
+            .get_model_info(pb::GetModelInfoRequest {})
+            .await;
+        r.map(|r| r.into_inner()).map_err(|s| self.err(s))
+    }
+
     pub async fn get_latent(&self, id: &str) -> Result<pb::Latent, ClientError> {
         let req = pb::GetLatentRequest { id: id.into() };
         let r = self.inner.clone().get_latent(req).await;

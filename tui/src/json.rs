@@ -239,6 +239,9 @@ pub fn spec(s: &pb::JobSpec) -> Value {
                 "spacing": format::spacing_name(e.spacing), "samples": e.samples, "seed": e.seed,
             }
         }),
+        Some(Kind::Reencode(r)) => json!({
+            "reencode": {"latent_ids": r.latent_ids, "steps": r.steps, "out": edit_out(&r.out)}
+        }),
         None => Value::Null,
     }
 }

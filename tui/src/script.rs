@@ -255,6 +255,51 @@ async fn execute(c: &Client, command: Command, as_json: bool) -> Result<Output, 
         }
         Command::Edit { op } => edit::edit(c, op, show_progress).await,
         Command::Lineage { id } => edit::lineage(c, &id).await,
+        Command::Reencode {
+            ids,
+            other_models,
+            steps,
+            tags,
+            wait,
+        } => {
+            let ids = if other_models {
+                other_model_latents(c).await?
+            } else {
+                ids
+            };
+            if ids.is_empty() {
+                return Ok(Output {
+                    human: "nothing to re-encode: every latent is of the daemon's model \
+                            (or re-encoded for it already)\n"
+                        .into(),
+                    json: json!({ "jobs": [] }),
+                });
+            }
+            let spec = |latent_ids: &[String]| {
+                Kind::Reencode(pb::ReencodeJob {
+                    latent_ids: latent_ids.to_vec(),
+                    steps,
+                    out: Some(pb::EditOutput {
+                        tags: tags.clone(),
+                        ..Default::default()
+                    }),
+                })
+            };
+            // A job per 256 latents; the JSON is `{"jobs": [...]}` however many there
+            // are (none when nothing is left to carry over), so scripts need one shape.
+            let mut outs = vec![];
+            for chunk in ids.chunks(MAX_JOB_ITEMS) {
+                outs.push(submit(c, spec(chunk), wait, show_progress).await?);
+            }
+            Ok(Output {
+                human: outs
+                    .iter()
+                    .map(|o| o.human.as_str())
+                    .collect::<Vec<_>>()
+                    .join(""),
+                json: json!({ "jobs": outs.into_iter().map(|o| o.json).collect::<Vec<_>>() }),
+            })
+        }
         Command::Jobs { limit, kind } => {
             let jobs = c.list_jobs_of(limit, "", &kind).await?;
             Ok(Output {
@@ -596,6 +641,45 @@ async fn write_decodes(c: &Client, dir: &Path, mut out: Output) -> Result<Output
 }
 
 /// `ddim ls`: `f` without paging fields, `limit` latents from its offset on.
+/// The library's latents of another model than the daemon's, of its image shape, that
+/// have no re-encode for the daemon's model yet (oldest first).
+async fn other_model_latents(c: &Client) -> Result<Vec<String>, ClientError> {
+    let model = c.model_info().await?;
+    let mut all = vec![];
+    let mut token = String::new();
+    loop {
+        let resp = c
+            .list_latents(pb::ListLatentsRequest {
+                page_size: 1000,
+                page_token: token,
+                order_by: pb::SortOrder::Oldest as i32,
+                ..Default::default()
+            })
+            .await?;
+        all.extend(resp.latents);
+        token = resp.next_page_token;
+        if token.is_empty() {
+            break;
+        }
+    }
+    let carried: std::collections::HashSet<&str> = all
+        .iter()
+        .filter(|l| l.model_fingerprint == model.fingerprint)
+        .filter_map(|l| match l.origin.as_ref()?.kind.as_ref()? {
+            pb::origin::Kind::Edited(e) if e.op == "reencode" => Some(&e.parent_ids),
+            _ => None,
+        })
+        .flatten()
+        .map(String::as_str)
+        .collect();
+    Ok(all
+        .iter()
+        .filter(|l| l.model_fingerprint != model.fingerprint && l.shape == model.sample_shape)
+        .filter(|l| !carried.contains(l.id.as_str()))
+        .map(|l| l.id.clone())
+        .collect())
+}
+
 async fn ls(c: &Client, f: pb::ListLatentsRequest, limit: usize) -> Result<Output, ClientError> {
     let mut latents = Vec::new();
     let mut token = String::new();

@@ -15,6 +15,8 @@ use crate::prompt::Prompt;
 pub const ACCENT: Color = Color::Cyan;
 pub const ERROR: Color = Color::LightRed;
 pub const OK: Color = Color::LightGreen;
+/// Something the user should look at, not an error (a latent of another model).
+pub const WARN: Color = Color::Yellow;
 pub const DIM: Style = Style::new().fg(Color::DarkGray);
 pub const SELECTED: Style = Style::new().bg(Color::Blue).fg(Color::White);
 

@@ -61,6 +61,8 @@ pub enum Request {
     ListEvalJobs,
     /// `GetStats`: the daemons sharing a PostgreSQL store (the status line's fleet).
     Stats,
+    /// `GetModelInfo`: the daemon's model (the library marks latents of other models).
+    ModelInfo,
     /// Follow a job's events; `preview_every` > 0 also brings x̂0 previews.
     WatchJob {
         id: String,
@@ -152,6 +154,7 @@ pub enum Update {
     Jobs(Vec<pb::Job>),
     EvalJobs(Vec<pb::Job>),
     Stats(pb::Stats),
+    ModelInfo(pb::ModelInfo),
     JobEvent(pb::JobEvent),
     Job(pb::Job),
     Submitted {
@@ -353,6 +356,7 @@ async fn handle(c: &Client, req: Request, tx: &UnboundedSender<Update>) -> Resul
             Ok(st) => send(Update::Stats(st)),
             Err(e) => tracing::debug!(error = %e.message, "no stats"),
         },
+        Request::ModelInfo => send(Update::ModelInfo(c.model_info().await?)),
         Request::WatchJob { .. } => {}
         Request::GetJob { id } => send(Update::Job(c.get_job(&id).await?)),
         Request::Submit { spec, purpose } => {

@@ -330,8 +330,9 @@ pub fn check_name(name: &str, field: &str) -> Result<()> {
     Ok(())
 }
 
-/// Checks that a stored latent can be used with the loaded model.
-pub fn usable_latent(
+/// A stored latent whose images have the loaded model's shape, made by any weights
+/// (what a reencode job takes; everything else needs [`usable_latent`]).
+pub fn latent_of_shape(
     store: &Store,
     meta: &ModelMeta,
     id: &str,
@@ -348,9 +349,22 @@ pub fn usable_latent(
             r.shape, want
         )));
     }
+    Ok(r)
+}
+
+/// Checks that a stored latent can be used with the loaded model: its shape, and
+/// the weights that made it (a latent of other weights names the way to carry it over).
+pub fn usable_latent(
+    store: &Store,
+    meta: &ModelMeta,
+    id: &str,
+    field: &str,
+) -> Result<Arc<LatentRecord>> {
+    let r = latent_of_shape(store, meta, id, field)?;
     if r.fingerprint != meta.fingerprint {
         return Err(ServerError::FailedPrecondition(format!(
-            "{field}: latent {id} was made by model {} but the loaded model is {}",
+            "{field}: latent {id} was made by model {} but the loaded model is {} \
+             (a reencode job carries it over: `ddim reencode {id}`)",
             r.fingerprint, meta.fingerprint
         )));
     }

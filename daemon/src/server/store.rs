@@ -87,10 +87,11 @@ pub enum JobKind {
     Inpaint,
     Grid,
     Eval,
+    Reencode,
 }
 
 impl JobKind {
-    pub const ALL: [JobKind; 13] = [
+    pub const ALL: [JobKind; 14] = [
         JobKind::Encode,
         JobKind::Sample,
         JobKind::Decode,
@@ -104,6 +105,7 @@ impl JobKind {
         JobKind::Inpaint,
         JobKind::Grid,
         JobKind::Eval,
+        JobKind::Reencode,
     ];
 
     /// The kind named `s` (`Job.kind`'s names).
@@ -126,6 +128,7 @@ impl JobKind {
             JobKind::Inpaint => "inpaint",
             JobKind::Grid => "grid",
             JobKind::Eval => "eval",
+            JobKind::Reencode => "reencode",
         }
     }
 }
@@ -202,7 +205,7 @@ pub enum OriginRecord {
     },
     /// Made by an edit job: its lineage.
     Edited {
-        /// `variation`, `mix`, `direction`, `renoise`, `inpaint` or `grid`.
+        /// `variation`, `mix`, `direction`, `renoise`, `inpaint`, `grid` or `reencode`.
         op: String,
         /// The operation's parameters as a JSON object.
         params: String,

@@ -18,7 +18,7 @@ use super::{Loading, PromptFor};
 use crate::app::{App, Screen};
 use crate::format::{self, short_id};
 use crate::prompt::Prompt;
-use crate::theme::{ACCENT, DIM, SELECTED};
+use crate::theme::{ACCENT, DIM, SELECTED, WARN};
 use crate::worker::Request;
 
 /// Rows per ListLatents call.
@@ -333,6 +333,14 @@ fn edited(l: &pb::Latent) -> Option<&pb::EditedOrigin> {
     }
 }
 
+/// Whether `l` was made by another model than the daemon's (once the daemon's is known):
+/// the daemon refuses to decode or edit it until it is re-encoded (`R`).
+pub fn other_model(app: &App, l: &pb::Latent) -> bool {
+    app.model_fingerprint
+        .as_ref()
+        .is_some_and(|fp| *fp != l.model_fingerprint)
+}
+
 /// Encoded latents that kept their source image.
 fn has_source(l: &pb::Latent) -> bool {
     matches!(
@@ -487,6 +495,7 @@ fn latent_key(app: &mut App, key: KeyEvent, l: pb::Latent) -> Vec<Request> {
             vec![]
         }
         KeyCode::Char('E') => super::edit::open(app),
+        KeyCode::Char('R') => reencode(app, l),
         KeyCode::Char('p') | KeyCode::Char('P') => {
             let Some(e) = edited(&l) else {
                 app.error(format!(
@@ -580,6 +589,40 @@ fn latent_key(app: &mut App, key: KeyEvent, l: pb::Latent) -> Vec<Request> {
     }
 }
 
+/// `R`: the marked latents, or the selected one, encoded again by the daemon's model
+/// (their source image, else their preview) into new latents; asks first.
+fn reencode(app: &mut App, l: pb::Latent) -> Vec<Request> {
+    let ids = if app.library.marked.is_empty() {
+        vec![l.id.clone()]
+    } else {
+        app.library.marked.clone()
+    };
+    let others = ids
+        .iter()
+        .filter(|id| app.library.find(id).is_some_and(|l| other_model(app, l)))
+        .count();
+    let what = if ids.len() == 1 {
+        format!("latent {}", l.name)
+    } else {
+        format!("{} marked latents", ids.len())
+    };
+    let model = app.model_fingerprint.as_deref().map_or("?", short_id);
+    app.confirm(
+        format!(
+            "Re-encode {what} with the daemon's model {model} ({others} of another model)? The old ones stay."
+        ),
+        vec![Request::Submit {
+            spec: pb::job_spec::Kind::Reencode(pb::ReencodeJob {
+                latent_ids: ids,
+                steps: 0,
+                out: None,
+            }),
+            purpose: crate::worker::Purpose::Library,
+        }],
+    );
+    vec![]
+}
+
 pub fn render(app: &App, frame: &mut Frame, area: Rect) {
     let (table_area, side) = split(area);
     render_table(app, frame, table_area);
@@ -631,7 +674,13 @@ fn render_table(app: &App, frame: &mut Frame, area: Rect) {
                         Cell::from(format::fit(&l.name, widths[1])),
                         Cell::from(format::fit(&l.tags.join(","), widths[2])),
                         Cell::from(format::origin_kind(l)),
-                        Cell::from(short_id(&l.model_fingerprint).to_string()),
+                        Cell::from(short_id(&l.model_fingerprint).to_string()).style(
+                            if other_model(app, l) {
+                                Style::new().fg(WARN)
+                            } else {
+                                Style::new()
+                            },
+                        ),
                         Cell::from(if l.encode_steps > 0 {
                             l.encode_steps.to_string()
                         } else {
@@ -739,7 +788,7 @@ fn render_side(app: &App, frame: &mut Frame, area: Rect) {
     let shape = format::shape(&l.shape);
     let kv =
         |k: &str, v: String| Line::from(vec![Span::styled(format!("{k:<8}"), DIM), Span::raw(v)]);
-    let lines = vec![
+    let mut lines = vec![
         kv("id", l.id.clone()),
         kv("origin", format::origin_detail(l)),
         kv("shape", shape),
@@ -747,6 +796,21 @@ fn render_side(app: &App, frame: &mut Frame, area: Rect) {
         kv("encode", format::encoding(l)),
         kv("created", format::timestamp(l.created_unix_ms)),
     ];
+    if other_model(app, l) {
+        // The daemon refuses it until it is re-encoded.
+        let warn = Style::new().fg(WARN);
+        lines[3] = Line::from(vec![
+            Span::styled(format!("{:<8}", "model"), DIM),
+            Span::styled(l.model_fingerprint.clone(), warn),
+        ]);
+        lines.insert(
+            4,
+            Line::from(vec![
+                Span::raw(" ".repeat(8)),
+                Span::styled("another model: R re-encodes", warn),
+            ]),
+        );
+    }
     frame.render_widget(
         Paragraph::new(lines).block(Block::bordered().title(format!(" {} ", l.name))),
         meta,

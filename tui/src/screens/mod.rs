@@ -49,6 +49,7 @@ pub fn keys(screen: Screen) -> &'static [(&'static str, &'static str)] {
             ("i", "interpolate two marked"),
             ("E", "edit (marked: mix, grid, tags)"),
             ("p / P", "go to the first / last parent"),
+            ("R", "re-encode for the daemon's model (asks)"),
             ("r (marked)", "reconstruct all marked, one batch"),
             ("e", "encode images / import .npy"),
             ("n", "sample new latents"),

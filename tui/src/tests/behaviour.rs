@@ -61,6 +61,7 @@ fn start_asks_for_first_page_and_jobs() {
     assert_eq!(list_pages(&reqs), vec![(0, 0)]);
     assert_eq!(orders(&reqs), vec![pb::SortOrder::Newest]);
     assert!(reqs.contains(&Request::ListJobs));
+    assert!(reqs.contains(&Request::ModelInfo));
 }
 
 /// Jumping to the end of 100k latents asks for the last page alone (by offset), keeps
@@ -279,6 +280,8 @@ fn reconnect_reloads_the_library_and_jobs() {
     let reqs = app.handle_event(Event::Update(Update::Link(Link::Up)));
     assert_eq!(list_pages(&reqs).len(), 1);
     assert!(reqs.contains(&Request::ListJobs));
+    // The daemon may have come back with another model.
+    assert!(reqs.contains(&Request::ModelInfo));
 }
 
 #[test]
@@ -736,4 +739,89 @@ fn long_tags_are_cut_with_an_ellipsis() {
         .expect("the row");
     assert!(row.contains("… encoded"), "{row}");
     assert!(!row.contains("more-tags-here"), "{row}");
+}
+
+/// Once the daemon's model is known, latents of other models are marked (the model
+/// column in the warning colour, a note in the side pane), and `R` re-encodes the
+/// selected latent, or the marked ones, after a yes.
+#[test]
+fn latents_of_another_model_are_marked_and_r_reencodes_them() {
+    let (mut app, _) = app_with_library(0);
+    let theirs = latent(0);
+    let mut ours = latent(1);
+    ours.model_fingerprint = "0000aaaa11112222".into();
+    app.handle_event(Event::Update(Update::LatentPage {
+        generation: app.library.generation,
+        page: 0,
+        resp: pb::ListLatentsResponse {
+            latents: vec![theirs.clone(), ours.clone()],
+            next_page_token: String::new(),
+            total: 2,
+        },
+    }));
+    // The model column's colour on each latent's row.
+    let model_colour = |app: &App, name: &str, fp: &str| {
+        let t = draw(app);
+        let text = screen_text(&t);
+        let (y, row) = text
+            .lines()
+            .enumerate()
+            .find(|(_, r)| r.contains(name))
+            .unwrap_or_else(|| panic!("no row {name} in\n{text}"));
+        let x = row[..row.find(&fp[..8]).expect("model column")]
+            .chars()
+            .count();
+        t.backend().buffer()[(x as u16, y as u16)].fg
+    };
+    // Before the daemon's model is known nothing is marked.
+    assert_ne!(
+        model_colour(&app, &theirs.name, &theirs.model_fingerprint),
+        crate::theme::WARN
+    );
+    app.handle_event(Event::Update(Update::ModelInfo(pb::ModelInfo {
+        fingerprint: ours.model_fingerprint.clone(),
+        ..Default::default()
+    })));
+    assert_eq!(
+        model_colour(&app, &theirs.name, &theirs.model_fingerprint),
+        crate::theme::WARN
+    );
+    assert_ne!(
+        model_colour(&app, &ours.name, &ours.model_fingerprint),
+        crate::theme::WARN
+    );
+    let text = screen_text(&draw(&app));
+    assert!(text.contains("another model: R re-encodes"), "{text}");
+
+    let reencode = |ids: Vec<String>| Request::Submit {
+        spec: Kind::Reencode(pb::ReencodeJob {
+            latent_ids: ids,
+            steps: 0,
+            out: None,
+        }),
+        purpose: Purpose::Library,
+    };
+    app.handle_event(key(KeyCode::Char('R')));
+    match &app.modal {
+        Some(Modal::Confirm { question, .. }) => {
+            assert!(question.contains("(1 of another model)"), "{question}")
+        }
+        m => panic!("no confirm: {m:?}"),
+    }
+    assert!(app.handle_event(key(KeyCode::Char('n'))).is_empty());
+    app.handle_event(key(KeyCode::Char('R')));
+    let reqs = app.handle_event(key(KeyCode::Char('y')));
+    assert_eq!(reqs, [reencode(vec![theirs.id.clone()])]);
+    // Marked: all of them, ours too (the daemon re-encodes any latent).
+    app.handle_event(key(KeyCode::Char(' ')));
+    app.handle_event(key(KeyCode::Char(' ')));
+    app.handle_event(key(KeyCode::Char('R')));
+    match &app.modal {
+        Some(Modal::Confirm { question, .. }) => {
+            assert!(question.contains("2 marked latents"), "{question}")
+        }
+        m => panic!("no confirm: {m:?}"),
+    }
+    let reqs = app.handle_event(key(KeyCode::Char('y')));
+    assert_eq!(reqs, [reencode(vec![theirs.id, ours.id])]);
 }

@@ -34,6 +34,7 @@ mod interpolate;
 pub mod lineage;
 mod mix;
 mod reconstruct;
+mod reencode;
 mod renoise;
 mod sample;
 mod variation;
@@ -195,6 +196,7 @@ registry! {
     Inpaint,
     Grid,
     Eval,
+    Reencode,
 }
 
 /// Validates a job spec (see [`JobKindSpec::validate`]).
