@@ -44,6 +44,21 @@ async fn latent(c: &mut Client, id: &str) -> pb::Latent {
         .into_inner()
 }
 
+/// The pixels of a latent's source image.
+async fn source(c: &mut Client, id: &str) -> Vec<u8> {
+    let png = c
+        .get_latent_image(pb::GetLatentImageRequest {
+            id: id.into(),
+            kind: pb::LatentImageKind::Source as i32,
+            steps: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .png;
+    pixels(&png).2
+}
+
 fn edited(l: &pb::Latent) -> pb::EditedOrigin {
     match l.origin.clone().and_then(|o| o.kind) {
         Some(pb::origin::Kind::Edited(e)) => e,
@@ -363,23 +378,6 @@ async fn renoise_and_inpaint_edit_images_and_reencode_them(b: Backend) {
     .unwrap()
     .latent_ids[0]
         .clone();
-    let source = |c: &mut Client, id: String| {
-        let mut c = c.clone();
-        async move {
-            pixels(
-                &c.get_latent_image(pb::GetLatentImageRequest {
-                    id,
-                    kind: pb::LatentImageKind::Source as i32,
-                    steps: 0,
-                })
-                .await
-                .unwrap()
-                .into_inner()
-                .png,
-            )
-            .2
-        }
-    };
 
     // Strength 0 returns the image itself; the result is a latent with that
     // image as its source, encoded at the plan's S.
@@ -398,10 +396,7 @@ async fn renoise_and_inpaint_edit_images_and_reencode_them(b: Backend) {
     .await;
     assert_eq!(r.total_steps, 4 + 4);
     let r0 = r.result.unwrap().latent_ids[0].clone();
-    assert_eq!(
-        source(&mut c, r0.clone()).await,
-        source(&mut c, e.clone()).await
-    );
+    assert_eq!(source(&mut c, &r0).await, source(&mut c, &e).await);
     let l = latent(&mut c, &r0).await;
     assert_eq!(l.encode_steps, 4);
     assert_eq!(edited(&l).parent_ids, vec![e.clone()]);
@@ -426,10 +421,7 @@ async fn renoise_and_inpaint_edit_images_and_reencode_them(b: Backend) {
     .result
     .unwrap()
     .latent_ids;
-    assert_ne!(
-        source(&mut c, r[0].clone()).await,
-        source(&mut c, r[1].clone()).await
-    );
+    assert_ne!(source(&mut c, &r[0]).await, source(&mut c, &r[1]).await);
     let l = latent(&mut c, &r[0]).await;
     assert!(l.name.starts_with("renoise-stripes-"), "{}", l.name);
     let eo = edited(&l);
@@ -470,7 +462,7 @@ async fn renoise_and_inpaint_edit_images_and_reencode_them(b: Backend) {
     .result
     .unwrap()
     .latent_ids;
-    let got = source(&mut c, r[0].clone()).await;
+    let got = source(&mut c, &r[0]).await;
     let inside = |i: usize| {
         let (x, y) = (i % 32, i / 32);
         (8..24).contains(&x) && (8..20).contains(&y)
@@ -816,23 +808,7 @@ async fn reencode_carries_latents_of_another_model_over(b: Backend) {
         .latent_ids;
     let old_fp = fingerprint(&mut c).await;
     let (enc_old, smp_old) = (latent(&mut c, &enc[0]).await, latent(&mut c, &smp[0]).await);
-    let source = |c: &mut Client, id: String| {
-        let mut c = c.clone();
-        async move {
-            let png = c
-                .get_latent_image(pb::GetLatentImageRequest {
-                    id,
-                    kind: pb::LatentImageKind::Source as i32,
-                    steps: 0,
-                })
-                .await
-                .unwrap()
-                .into_inner()
-                .png;
-            pixels(&png)
-        }
-    };
-    let enc_source = source(&mut c, enc[0].clone()).await;
+    let enc_source = source(&mut c, &enc[0]).await;
     d.kill9();
     let other = init_model(&d.dir.path().join("other"), "test", 1, 32, 1);
     let d2 = Daemon::builder().model(&other).store_of(&d).start().await;
@@ -897,7 +873,7 @@ async fn reencode_carries_latents_of_another_model_over(b: Backend) {
     let params: serde_json::Value = serde_json::from_str(&e.params_json).unwrap();
     assert_eq!(params["model"], old_fp.as_str());
     assert_eq!(params["image"], "source");
-    assert_eq!(source(&mut c, new[0].clone()).await, enc_source);
+    assert_eq!(source(&mut c, &new[0]).await, enc_source);
     // The new latent works where the old one is refused.
     let dec = run_job(&mut c, decode_spec(&new[0], &[2])).await;
     assert_eq!(dec.state, pb::JobState::Done as i32, "{}", dec.error);

@@ -302,20 +302,24 @@ fn offline_eval_pairs_eta_rows_with_eta0_and_resumes() {
     tiny_judge(&model.join("judge"));
     let progress = tmp.path().join("p.jsonl");
     let (model_arg, progress_arg) = (model.to_str().unwrap(), progress.to_str().unwrap());
-    let run = || {
+    // The small eval on this model and progress file, printed as `format`.
+    let args = |format: &'static str| {
         let mut args = SMALL_EVAL.to_vec();
         args.extend([
             "--batch",
             "6",
             "--torch-threads",
             "1",
-            "--json",
+            format,
             "--model",
             model_arg,
             "--progress-file",
             progress_arg,
         ]);
-        let out = ddim_tests::cli::ddimd(&args);
+        args
+    };
+    let run = || {
+        let out = ddim_tests::cli::ddimd(&args("--json"));
         let err = ddim_tests::cli::stderr(&out);
         assert!(out.status.success(), "ddimd eval: {err}");
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
@@ -343,19 +347,7 @@ fn offline_eval_pairs_eta_rows_with_eta0_and_resumes() {
     assert_eq!(std::fs::read_to_string(&progress).unwrap(), lines);
     // `--markdown` prints the same cells as a report's table (FD to one decimal, the
     // paired row under η = 1), again computing nothing.
-    let mut args = SMALL_EVAL.to_vec();
-    args.extend([
-        "--batch",
-        "6",
-        "--torch-threads",
-        "1",
-        "--markdown",
-        "--model",
-        model_arg,
-        "--progress-file",
-        progress_arg,
-    ]);
-    let out = ddim_tests::cli::ddimd(&args);
+    let out = ddim_tests::cli::ddimd(&args("--markdown"));
     assert!(out.status.success(), "{}", ddim_tests::cli::stderr(&out));
     let md = String::from_utf8(out.stdout).unwrap();
     let row = |label: &str| {

@@ -122,14 +122,7 @@ async fn execute(c: &Client, command: Command, as_json: bool) -> Result<Output, 
                 let out = submit(c, spec(chunk.to_vec()), wait, show_progress).await;
                 outs.push(out.map_err(|e| name_files(e, "encode.images", names))?);
             }
-            Ok(Output {
-                human: outs
-                    .iter()
-                    .map(|o| o.human.as_str())
-                    .collect::<Vec<_>>()
-                    .join(""),
-                json: json!({ "jobs": outs.into_iter().map(|o| o.json).collect::<Vec<_>>() }),
-            })
+            Ok(jobs_output(outs))
         }
         Command::Import {
             files,
@@ -291,14 +284,7 @@ async fn execute(c: &Client, command: Command, as_json: bool) -> Result<Output, 
             for chunk in ids.chunks(MAX_JOB_ITEMS) {
                 outs.push(submit(c, spec(chunk), wait, show_progress).await?);
             }
-            Ok(Output {
-                human: outs
-                    .iter()
-                    .map(|o| o.human.as_str())
-                    .collect::<Vec<_>>()
-                    .join(""),
-                json: json!({ "jobs": outs.into_iter().map(|o| o.json).collect::<Vec<_>>() }),
-            })
+            Ok(jobs_output(outs))
         }
         Command::Jobs { limit, kind } => {
             let jobs = c.list_jobs_of(limit, "", &kind).await?;
@@ -833,6 +819,15 @@ pub fn jobs_table(jobs: &[pb::Job], now: i64) -> String {
         ));
     }
     s
+}
+
+/// The outputs of several jobs as one: the human texts one after the other, the JSON
+/// `{"jobs": [...]}`.
+fn jobs_output(outs: Vec<Output>) -> Output {
+    Output {
+        human: outs.iter().map(|o| o.human.as_str()).collect(),
+        json: json!({ "jobs": outs.into_iter().map(|o| o.json).collect::<Vec<_>>() }),
+    }
 }
 
 async fn submit(
