@@ -281,8 +281,8 @@ pub enum Command {
         /// except those re-encoded for the daemon's model already.
         #[arg(long, conflicts_with = "ids")]
         other_models: bool,
-        /// Steps S of the inversion.
-        #[arg(long, default_value_t = 50, allow_negative_numbers = true, value_parser = whole::<u32>)]
+        /// Steps S of the inversion (as `ddim encode`).
+        #[arg(long, default_value_t = 100, allow_negative_numbers = true, value_parser = whole::<u32>)]
         steps: u32,
         /// Tags added to the new latents (repeatable).
         #[arg(long = "tag")]

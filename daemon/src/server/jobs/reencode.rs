@@ -17,8 +17,9 @@ use crate::server::error::{Result, ServerError};
 use crate::server::store::{JobKind, JobRecord, LatentPng, LatentRecord, Store};
 use crate::server::worker::{Track, Worker};
 
-/// S of the inversion when `reencode.steps` is 0.
-pub const DEFAULT_REENCODE_STEPS: u32 = 50;
+/// S of the inversion when `reencode.steps` is 0: `ddim encode`'s default (a carried-over
+/// latent should reconstruct as well as a freshly encoded one).
+pub const DEFAULT_REENCODE_STEPS: u32 = 100;
 
 /// The inversion's S.
 fn steps(j: &pb::ReencodeJob, t: usize) -> Result<usize> {
