@@ -626,7 +626,6 @@ async fn write_decodes(c: &Client, dir: &Path, mut out: Output) -> Result<Output
     Ok(out)
 }
 
-/// `ddim ls`: `f` without paging fields, `limit` latents from its offset on.
 /// The library's latents of another model than the daemon's, of its image shape, that
 /// have no re-encode for the daemon's model yet (oldest first).
 async fn other_model_latents(c: &Client) -> Result<Vec<String>, ClientError> {
@@ -666,6 +665,7 @@ async fn other_model_latents(c: &Client) -> Result<Vec<String>, ClientError> {
         .collect())
 }
 
+/// `ddim ls`: `f` without paging fields, `limit` latents from its offset on.
 async fn ls(c: &Client, f: pb::ListLatentsRequest, limit: usize) -> Result<Output, ClientError> {
     let mut latents = Vec::new();
     let mut token = String::new();
