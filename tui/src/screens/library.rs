@@ -792,25 +792,23 @@ fn render_side(app: &App, frame: &mut Frame, area: Rect) {
         kv("id", l.id.clone()),
         kv("origin", format::origin_detail(l)),
         kv("shape", shape),
-        kv("model", l.model_fingerprint.clone()),
-        kv("encode", format::encoding(l)),
-        kv("created", format::timestamp(l.created_unix_ms)),
     ];
     if other_model(app, l) {
         // The daemon refuses it until it is re-encoded.
         let warn = Style::new().fg(WARN);
-        lines[3] = Line::from(vec![
+        lines.push(Line::from(vec![
             Span::styled(format!("{:<8}", "model"), DIM),
             Span::styled(l.model_fingerprint.clone(), warn),
-        ]);
-        lines.insert(
-            4,
-            Line::from(vec![
-                Span::raw(" ".repeat(8)),
-                Span::styled("another model: R re-encodes", warn),
-            ]),
-        );
+        ]));
+        lines.push(Line::from(vec![
+            Span::raw(" ".repeat(8)),
+            Span::styled("another model: R re-encodes", warn),
+        ]));
+    } else {
+        lines.push(kv("model", l.model_fingerprint.clone()));
     }
+    lines.push(kv("encode", format::encoding(l)));
+    lines.push(kv("created", format::timestamp(l.created_unix_ms)));
     frame.render_widget(
         Paragraph::new(lines).block(Block::bordered().title(format!(" {} ", l.name))),
         meta,

@@ -172,6 +172,44 @@ pub struct SourceImage {
     pub base: String,
 }
 
+/// Which stored image stands for a latent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImageOf {
+    /// The image it was encoded from (encoded and image-edited latents keep it).
+    Source,
+    /// Its stored preview decode (every other latent).
+    Preview,
+}
+
+impl ImageOf {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ImageOf::Source => "source",
+            ImageOf::Preview => "preview",
+        }
+    }
+}
+
+/// The PNG that stands for latent record `rec` (`id` as the client gave it): its source
+/// image when it keeps one, else its preview; `field` names it in the error.
+pub fn latent_image(
+    store: &crate::server::store::Store,
+    rec: u64,
+    id: &str,
+    field: &str,
+) -> Result<(Vec<u8>, ImageOf)> {
+    use crate::server::store::LatentPng;
+    if let Some(p) = store.latent_png(rec, LatentPng::Source)? {
+        return Ok((p, ImageOf::Source));
+    }
+    let p = store.latent_png(rec, LatentPng::Preview)?.ok_or_else(|| {
+        ServerError::FailedPrecondition(format!(
+            "{field}: latent {id} has neither a source image nor a preview"
+        ))
+    })?;
+    Ok((p, ImageOf::Preview))
+}
+
 /// The image of `latent_id` (source, else preview) or the sent `image` bytes.
 pub fn source_image(
     w: &Worker,
@@ -181,23 +219,12 @@ pub fn source_image(
     op: &str,
 ) -> Result<SourceImage> {
     use crate::engine::imageio;
-    use crate::server::store::LatentPng;
     let shape = w.meta.shape;
     match (latent, image) {
         (Some(id), _) => {
             let field = format!("{op}.latent_id");
             let r = w.latent(id, &field)?;
-            let png = match w.store.latent_png(r.id, LatentPng::Source)? {
-                Some(p) => p,
-                None => w
-                    .store
-                    .latent_png(r.id, LatentPng::Preview)?
-                    .ok_or_else(|| {
-                        ServerError::FailedPrecondition(format!(
-                            "{field}: latent {id} has neither a source image nor a preview"
-                        ))
-                    })?,
-            };
+            let (png, _) = latent_image(&w.store, r.id, id, &field)?;
             Ok(SourceImage {
                 x0: imageio::decode_to_tensor(&png, shape, &field)?.to_device(w.model.device),
                 parent: Some(r.id),
